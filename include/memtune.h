@@ -1,0 +1,151 @@
+/* memtune public C API.
+ *
+ * Load a model (llama2.c .bin, Hugging Face directory, GGUF), tokenize, generate, score
+ * text, convert between formats and create randomly initialised models. Every call that can
+ * fail returns an mt_status; on failure mt_last_error() gives a message naming the file and
+ * the problem. The library never exits the process. */
+#ifndef MEMTUNE_H
+#define MEMTUNE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    MT_OK = 0,
+    MT_ERR_IO,          /* a file could not be opened, read or written */
+    MT_ERR_FORMAT,      /* a file is malformed, truncated or inconsistent */
+    MT_ERR_NOMEM,       /* allocation failed */
+    MT_ERR_ARG,         /* a caller-supplied argument is invalid */
+    MT_ERR_UNSUPPORTED, /* valid input that memtune does not handle (dtype, architecture) */
+    MT_ERR_MISMATCH,    /* two inputs disagree (tokenizer vs model, shapes vs config) */
+} mt_status;
+
+const char *mt_last_error(void);
+const char *mt_status_name(mt_status s);
+const char *mt_version(void);
+
+/* ---- configuration ------------------------------------------------------------------ */
+
+typedef enum { MT_ROPE_SCALING_NONE = 0, MT_ROPE_SCALING_LLAMA3 = 1 } mt_rope_scaling;
+
+typedef struct mt_config {
+    char arch[32];        /* "llama", "mistral" or "qwen2" */
+    int dim;              /* hidden size */
+    int hidden_dim;       /* MLP intermediate size */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;       /* grouped-query attention when < n_heads */
+    int head_dim;         /* usually dim / n_heads; explicit in some configs */
+    int vocab_size;
+    int max_seq_len;      /* context length */
+    float norm_eps;       /* RMSNorm epsilon */
+    float rope_theta;
+    int rope_interleaved; /* 1: rotate pairs (2i, 2i+1) (llama2.c, GGUF); 0: rotate halves (HF) */
+    int tied_embeddings;  /* output head shares the token embedding */
+    int attn_bias;        /* q/k/v projections have biases (Qwen2) */
+    mt_rope_scaling rope_scaling;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
+    int bos_id, eos_id, pad_id; /* -1 when unknown */
+} mt_config;
+
+/* Presets: "stories260k", "stories15m", "stories110m", "smollm-135m", "llama-3.2-1b", "qwen2-0.5b". */
+mt_status mt_config_preset(const char *name, mt_config *out);
+/* Reads a Hugging Face config.json. */
+mt_status mt_config_load_json(const char *path, mt_config *out);
+/* Checks internal consistency (positive sizes, divisibility). */
+mt_status mt_config_validate(const mt_config *cfg, const char *what);
+size_t mt_config_param_count(const mt_config *cfg);
+
+/* ---- models ------------------------------------------------------------------------- */
+
+typedef struct mt_model mt_model;
+typedef struct mt_tokenizer mt_tokenizer;
+
+typedef struct {
+    const char *tokenizer_path; /* optional: llama2.c tokenizer .bin or tokenizer.json */
+} mt_load_options;
+
+/* path: llama2.c .bin, .gguf, or a directory with config.json + safetensors. */
+mt_status mt_model_load(const char *path, const mt_load_options *opts, mt_model **out);
+void mt_model_free(mt_model *m);
+const mt_config *mt_model_config(const mt_model *m);
+mt_tokenizer *mt_model_tokenizer(const mt_model *m); /* NULL when the model has none */
+size_t mt_model_param_count(const mt_model *m);
+/* Bytes needed to run inference with a context of n_ctx tokens (weights + KV cache + buffers). */
+size_t mt_model_inference_bytes(const mt_model *m, int n_ctx);
+
+/* A randomly initialised model (normal(0, 0.02) weights, unit norms), no tokenizer. */
+mt_status mt_model_init(const mt_config *cfg, uint64_t seed, mt_model **out);
+
+typedef enum { MT_FORMAT_HF = 0, MT_FORMAT_GGUF = 1, MT_FORMAT_LLAMA2C = 2 } mt_format;
+mt_status mt_format_parse(const char *name, mt_format *out);
+/* HF: path is a directory (created). GGUF, llama2c: path is a file (llama2c also writes
+ * tokenizer.bin beside it when the model has a tokenizer). All writes are atomic. */
+mt_status mt_model_save(const mt_model *m, const char *path, mt_format fmt);
+
+/* Logits for every position of ids[0..n) (positions 0..n-1), written to out[n*vocab]. */
+mt_status mt_model_logits(mt_model *m, const int *ids, int n, float *out);
+
+void mt_set_threads(int n); /* 0 = all cores */
+
+/* ---- tokenizer ---------------------------------------------------------------------- */
+
+/* Encodes UTF-8 text (invalid UTF-8 is an error). add_special: prepend BOS when the
+ * tokenizer's rules say so. *ids is malloc'd; free() it. */
+mt_status mt_tokenize(const mt_tokenizer *t, const char *text, int add_special, int **ids, int *n_ids);
+/* Decodes ids to UTF-8 text (malloc'd, NUL-terminated). */
+mt_status mt_detokenize(const mt_tokenizer *t, const int *ids, int n_ids, char **text);
+int mt_tokenizer_vocab_size(const mt_tokenizer *t);
+int mt_tokenizer_bos(const mt_tokenizer *t);
+int mt_tokenizer_eos(const mt_tokenizer *t);
+
+/* ---- generation --------------------------------------------------------------------- */
+
+typedef struct {
+    int max_new_tokens;  /* tokens to sample after the prompt; default 256 */
+    int echo_prompt;     /* default 1: the prompt's text comes first in the output */
+    int limit_includes_prompt; /* 1: max_new_tokens counts the echoed prompt tokens after
+                                  BOS too, as llama2.c's -n does; default 0 */
+    float temperature;   /* 0 = greedy; default 1.0 */
+    int top_k;           /* 0 = off */
+    float top_p;         /* 1.0 = off; default 0.9 */
+    uint64_t seed;       /* 0 = time-based */
+    int stop_at_eos;     /* default 1: stop at EOS (and at BOS, as llama2.c does) */
+} mt_generate_options;
+
+void mt_generate_options_default(mt_generate_options *o);
+
+typedef struct {
+    int prompt_tokens;
+    int generated_tokens;
+    double prompt_seconds;
+    double generate_seconds;
+} mt_generate_stats;
+
+/* Called with each newly completed UTF-8 text fragment; return non-zero to stop. */
+typedef int (*mt_text_callback)(const char *text, size_t len, void *user);
+
+mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options *opts,
+                      mt_text_callback cb, void *user, mt_generate_stats *stats);
+
+/* ---- evaluation --------------------------------------------------------------------- */
+
+typedef struct {
+    long tokens;       /* tokens scored */
+    double nll;        /* mean negative log-likelihood per scored token (nats) */
+    double perplexity; /* exp(nll) */
+} mt_text_score;
+
+/* Scores a UTF-8 text file in non-overlapping windows of the context length (each window
+ * starts with BOS; every token after it is scored). */
+mt_status mt_eval_text_file(mt_model *m, const char *path, mt_text_score *out);
+mt_status mt_eval_text(mt_model *m, const char *text, size_t len, mt_text_score *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,111 @@
+#include "cli/cli.h"
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void cli_usage(const cli_opt *opts, const char *usage) {
+    fprintf(stdout, "%s\n\noptions:\n", usage);
+    for (const cli_opt *o = opts; o->name; o++) {
+        char left[64];
+        const char *arg = o->type == OPT_FLAG ? "" : o->type == OPT_STRING ? " S" : " N";
+        snprintf(left, sizeof left, "%s%s%s%s", o->alias ? o->alias : "", o->alias ? ", " : "", o->name, arg);
+        fprintf(stdout, "  %-28s %s\n", left, o->help);
+    }
+    fprintf(stdout, "  %-28s %s\n", "-h, --help", "show this help");
+}
+
+static int parse_value(const cli_opt *o, const char *v) {
+    char *end = NULL;
+    errno = 0;
+    switch (o->type) {
+    case OPT_STRING: *(const char **)o->target = v; return 1;
+    case OPT_INT: {
+        long x = strtol(v, &end, 10);
+        if (errno || *end || end == v || x < INT_MIN || x > INT_MAX) return 0;
+        *(int *)o->target = (int)x;
+        return 1;
+    }
+    case OPT_FLOAT: {
+        float x = strtof(v, &end);
+        if (errno || *end || end == v) return 0;
+        *(float *)o->target = x;
+        return 1;
+    }
+    case OPT_U64: {
+        unsigned long long x = strtoull(v, &end, 10);
+        if (errno || *end || end == v || v[0] == '-') return 0;
+        *(uint64_t *)o->target = x;
+        return 1;
+    }
+    default: return 0;
+    }
+}
+
+int cli_parse(int argc, char **argv, const cli_opt *opts, const char *usage, int *exit_code) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            cli_usage(opts, usage);
+            *exit_code = 0;
+            return 1;
+        }
+        const cli_opt *o = opts;
+        while (o->name && strcmp(a, o->name) && !(o->alias && !strcmp(a, o->alias))) o++;
+        if (!o->name) {
+            fprintf(stderr, "memtune: unknown option '%s' (see --help)\n", a);
+            *exit_code = 2;
+            return 1;
+        }
+        if (o->type == OPT_FLAG) {
+            *(int *)o->target = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "memtune: option %s needs a value\n", a);
+            *exit_code = 2;
+            return 1;
+        }
+        if (!parse_value(o, argv[++i])) {
+            fprintf(stderr, "memtune: invalid value '%s' for %s\n", argv[i], a);
+            *exit_code = 2;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+const char *cli_model_path(const char *given, const char *argv0) {
+    if (given) return given;
+    const char *env = getenv("MEMTUNE_MODEL");
+    if (env && *env) return env;
+    static char path[PATH_MAX + 64];
+    const char *rel = "shared/assets/models/stories260K/stories260K.bin";
+    /* The bundled default sits beside the checkout: <repo>/../shared. Find it from the
+     * binary's location (build/memtune) and, failing that, from the working directory. */
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(path, sizeof path, "%s/../../%s", exe, rel);
+        if (access(path, R_OK) == 0) return path;
+    }
+    (void)argv0;
+    snprintf(path, sizeof path, "../%s", rel);
+    return path;
+}
+
+int cli_fail(const char *what) {
+    fprintf(stderr, "memtune: %s: %s\n", what, mt_last_error());
+    return 1;
+}
+
+int cli_load_model(const char *path, const char *tokenizer, mt_model **m) {
+    mt_load_options lo = {.tokenizer_path = tokenizer};
+    if (mt_model_load(path, &lo, m) != MT_OK) return cli_fail("cannot load model");
+    return 0;
+}

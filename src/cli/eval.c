@@ -1,0 +1,30 @@
+/* memtune eval --text FILE: perplexity of a text file, one JSON object on stdout. */
+#include "cli/cli.h"
+#include <stdio.h>
+
+int cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *tokenizer = NULL, *text = NULL;
+    int threads = 0;
+    const cli_opt opts[] = {
+        {"--model", "-m", OPT_STRING, &model, "model path (default: bundled stories260K)"},
+        {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file"},
+        {"--text", NULL, OPT_STRING, &text, "UTF-8 text file to score in windows of the context length"},
+        {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)"},
+        {NULL, NULL, 0, NULL, NULL},
+    };
+    int code;
+    if (cli_parse(argc, argv, opts, "usage: memtune eval [--model PATH] --text FILE", &code)) return code;
+    if (!text) {
+        fprintf(stderr, "memtune: eval needs --text FILE\n");
+        return 2;
+    }
+    mt_set_threads(threads);
+    mt_model *m;
+    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
+    mt_text_score sc;
+    mt_status s = mt_eval_text_file(m, text, &sc);
+    mt_model_free(m);
+    if (s) return cli_fail("eval");
+    printf("{\"tokens\": %ld, \"nll\": %.6f, \"perplexity\": %.6f}\n", sc.tokens, sc.nll, sc.perplexity);
+    return 0;
+}

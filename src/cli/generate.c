@@ -1,0 +1,61 @@
+/* memtune generate: prints only the generated text on stdout; speed goes to stderr. */
+#include "cli/cli.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+static int print_text(const char *text, size_t len, void *user) {
+    (void)user;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *model = NULL, *tokenizer = NULL, *prompt = "";
+    int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0;
+    float temperature = 1.0f, top_p = 0.9f;
+    uint64_t seed = 0;
+    const cli_opt opts[] = {
+        {"--model", "-m", OPT_STRING, &model, "model: llama2.c .bin, .gguf or HF directory (default: $MEMTUNE_MODEL or bundled stories260K)"},
+        {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file (llama2.c .bin or tokenizer.json)"},
+        {"--prompt", "-i", OPT_STRING, &prompt, "prompt text (default empty: start from BOS)"},
+        {"-n", NULL, OPT_INT, &n, "tokens of output, echoed prompt tokens included, as llama2.c's -n (default 256)"},
+        {"--max-new-tokens", NULL, OPT_INT, &new_tokens, "tokens to generate after the prompt (overrides -n)"},
+        {"--temperature", "-t", OPT_FLOAT, &temperature, "sampling temperature; 0 = greedy (default 1.0)"},
+        {"--top-k", "-k", OPT_INT, &top_k, "sample from the k most likely tokens (default 0 = off)"},
+        {"--top-p", "-p", OPT_FLOAT, &top_p, "nucleus sampling threshold (default 0.9; 1 = off)"},
+        {"--seed", "-s", OPT_U64, &seed, "random seed (default: time)"},
+        {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)"},
+        {"--no-echo", NULL, OPT_FLAG, &no_echo, "do not print the prompt before the generated text"},
+        {"--quiet", "-q", OPT_FLAG, &quiet, "no speed report on stderr"},
+        {NULL, NULL, 0, NULL, NULL},
+    };
+    int code;
+    if (cli_parse(argc, argv, opts, "usage: memtune generate [--model PATH] [--prompt TEXT] [-n N] [--temperature T] ...", &code)) return code;
+    if (temperature < 0 || top_p < 0 || top_p > 1 || top_k < 0) {
+        fprintf(stderr, "memtune: temperature must be >= 0, top-p in [0, 1], top-k >= 0\n");
+        return 2;
+    }
+    mt_set_threads(threads);
+    mt_model *m;
+    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
+    mt_generate_options o;
+    mt_generate_options_default(&o);
+    o.temperature = temperature;
+    o.top_k = top_k;
+    o.top_p = top_p;
+    o.seed = seed;
+    o.echo_prompt = !no_echo;
+    o.max_new_tokens = new_tokens >= 0 ? new_tokens : n;
+    o.limit_includes_prompt = new_tokens < 0 && !no_echo;
+    mt_generate_stats st;
+    mt_status s = mt_generate(m, prompt, &o, print_text, NULL, &st);
+    printf("\n");
+    mt_model_free(m);
+    if (s) return cli_fail("generate");
+    if (!quiet)
+        fprintf(stderr, "prompt: %d tokens in %.3f s; generated %d tokens at %.1f tokens/s\n",
+                st.prompt_tokens, st.prompt_seconds, st.generated_tokens,
+                st.generate_seconds > 0 ? st.generated_tokens / st.generate_seconds : 0.0);
+    return 0;
+}

@@ -1,0 +1,62 @@
+/* Rotary position embeddings in both weight layouts: interleaved pairs (x[2i], x[2i+1]) as
+ * llama2.c and GGUF store Q/K, and rotate-half pairs (x[i], x[i + d/2]) as Hugging Face does.
+ * Frequencies follow theta^(-2i/d), with Llama 3's piecewise scaling when configured. */
+#include "kernels/kernels.h"
+#include "core/error.h"
+#include <math.h>
+#include <stdlib.h>
+
+static double llama3_scaled(const mt_config *c, double inv_freq) {
+    const double two_pi = 6.283185307179586;
+    double low_wavelen = c->rope_original_max_pos / c->rope_low_freq_factor;
+    double high_wavelen = c->rope_original_max_pos / c->rope_high_freq_factor;
+    double wavelen = two_pi / inv_freq;
+    if (wavelen < high_wavelen) return inv_freq;
+    if (wavelen > low_wavelen) return inv_freq / c->rope_factor;
+    double smooth = (c->rope_original_max_pos / wavelen - c->rope_low_freq_factor) /
+                    (c->rope_high_freq_factor - c->rope_low_freq_factor);
+    return (1.0 - smooth) * inv_freq / c->rope_factor + smooth * inv_freq;
+}
+
+mt_status mt_rope_tables(const mt_config *c, int n_pos, float **cos_out, float **sin_out) {
+    int half = c->head_dim / 2;
+    float *ct = malloc((size_t)n_pos * half * sizeof(float));
+    float *st = malloc((size_t)n_pos * half * sizeof(float));
+    if (!ct || !st) {
+        free(ct);
+        free(st);
+        return mt_error(MT_ERR_NOMEM, "out of memory for RoPE tables");
+    }
+    for (int i = 0; i < half; i++) {
+        /* float exponent as PyTorch computes inv_freq (arange(0, d, 2).float() / d) */
+        double inv_freq = 1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim);
+        if (c->rope_scaling == MT_ROPE_SCALING_LLAMA3) inv_freq = llama3_scaled(c, inv_freq);
+        for (int p = 0; p < n_pos; p++) {
+            double a = (double)p * inv_freq;
+            ct[(size_t)p * half + i] = (float)cos(a);
+            st[(size_t)p * half + i] = (float)sin(a);
+        }
+    }
+    *cos_out = ct;
+    *sin_out = st;
+    return MT_OK;
+}
+
+void mt_rope_forward(float *x, const int *pos, int T, int n_heads, int head_dim, int interleaved,
+                     const float *cos_t, const float *sin_t) {
+    int half = head_dim / 2;
+    /* element pair (a, b) of rotation i: interleaved (2i, 2i+1), rotate-half (i, i+half) */
+    int stride_i = interleaved ? 2 : 1, offset_b = interleaved ? 1 : half;
+#pragma omp parallel for collapse(2) if (T > 1)
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)t * n_heads + h) * head_dim;
+            const float *c = cos_t + (size_t)pos[t] * half, *s = sin_t + (size_t)pos[t] * half;
+            for (int i = 0; i < half; i++) {
+                float *a = v + i * stride_i, *b = a + offset_b;
+                float x0 = *a, x1 = *b;
+                *a = x0 * c[i] - x1 * s[i];
+                *b = x0 * s[i] + x1 * c[i];
+            }
+        }
+}

@@ -1,0 +1,145 @@
+/* The Llama-family forward pass for inference: embedding, then per layer RMSNorm ->
+ * Q/K/V (+bias) -> RoPE -> cached causal GQA -> output projection -> residual, RMSNorm ->
+ * SwiGLU MLP -> residual; final RMSNorm and the (possibly tied) head. Tokens are processed
+ * in chunks so a prompt runs as GEMMs and decoding as GEMVs through the same code. */
+#include "model/forward.h"
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 64          /* tokens per prefill chunk */
+#define DEFAULT_MAX_CTX 4096
+
+typedef struct {
+    int n_ctx;
+    float *k_cache, *v_cache;      /* [n_layers, n_ctx, kv_dim] */
+    float *rope_cos, *rope_sin;    /* [n_ctx, head_dim/2] */
+    float *x, *xn, *q, *k, *v, *att, *gate, *up; /* activations for one chunk */
+    float *scratch;                /* attention scores, per thread */
+    int *pos;
+} infer_state;
+
+int mt_infer_context(const mt_model *m) {
+    int n = m->cfg.max_seq_len;
+    const char *env = getenv("MEMTUNE_CTX");
+    int cap = env ? atoi(env) : DEFAULT_MAX_CTX;
+    if (cap <= 0) cap = DEFAULT_MAX_CTX;
+    return n < cap ? n : cap;
+}
+
+void mt_infer_free(mt_model *m) {
+    infer_state *s = m->infer;
+    if (!s) return;
+    free(s->k_cache); free(s->v_cache); free(s->rope_cos); free(s->rope_sin);
+    free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att);
+    free(s->gate); free(s->up); free(s->scratch); free(s->pos);
+    free(s);
+    m->infer = NULL;
+}
+
+static mt_status infer_state_create(mt_model *m) {
+    const mt_config *c = &m->cfg;
+    infer_state *s = calloc(1, sizeof *s);
+    if (!s) return mt_error(MT_ERR_NOMEM, "out of memory for inference state");
+    m->infer = s;
+    s->n_ctx = mt_infer_context(m);
+    size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim, q_dim = (size_t)c->n_heads * c->head_dim;
+    size_t cache = (size_t)c->n_layers * s->n_ctx * kv_dim;
+    size_t wide = q_dim > (size_t)c->dim ? q_dim : (size_t)c->dim;
+    s->k_cache = malloc(cache * sizeof(float));
+    s->v_cache = malloc(cache * sizeof(float));
+    s->x = malloc(CHUNK * (size_t)c->dim * sizeof(float));
+    s->xn = malloc(CHUNK * wide * sizeof(float));
+    s->q = malloc(CHUNK * q_dim * sizeof(float));
+    s->k = malloc(CHUNK * kv_dim * sizeof(float));
+    s->v = malloc(CHUNK * kv_dim * sizeof(float));
+    s->att = malloc(CHUNK * q_dim * sizeof(float));
+    s->gate = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
+    s->up = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
+    s->scratch = malloc((size_t)mt_kernels_threads() * (s->n_ctx + CHUNK) * sizeof(float));
+    s->pos = malloc(CHUNK * sizeof(int));
+    if (!s->k_cache || !s->v_cache || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->att ||
+        !s->gate || !s->up || !s->scratch || !s->pos) {
+        mt_infer_free(m);
+        return mt_error(MT_ERR_NOMEM, "out of memory for a %d-token KV cache", mt_infer_context(m));
+    }
+    mt_status st = mt_rope_tables(c, s->n_ctx, &s->rope_cos, &s->rope_sin);
+    if (st) mt_infer_free(m);
+    return st;
+}
+
+static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
+    const mt_config *c = &m->cfg;
+    const mt_layer *L = &m->layers[l];
+    int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim;
+    float *kc = s->k_cache + (size_t)l * s->n_ctx * kv_dim;
+    float *vc = s->v_cache + (size_t)l * s->n_ctx * kv_dim;
+
+    mt_rmsnorm_forward(s->xn, s->x, L->attn_norm, T, c->dim, c->norm_eps);
+    mt_matmul_forward(s->q, s->xn, L->wq, L->bq, T, c->dim, q_dim);
+    mt_matmul_forward(kc + (size_t)pos * kv_dim, s->xn, L->wk, L->bk, T, c->dim, kv_dim);
+    mt_matmul_forward(vc + (size_t)pos * kv_dim, s->xn, L->wv, L->bv, T, c->dim, kv_dim);
+    mt_rope_forward(s->q, s->pos, T, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
+    mt_rope_forward(kc + (size_t)pos * kv_dim, s->pos, T, c->n_kv_heads, c->head_dim,
+                    c->rope_interleaved, s->rope_cos, s->rope_sin);
+    mt_attention_cached_forward(s->att, s->q, kc, vc, T, pos, c->n_heads, c->n_kv_heads,
+                                c->head_dim, s->scratch);
+    mt_matmul_forward(s->xn, s->att, L->wo, NULL, T, q_dim, c->dim);
+    for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
+
+    mt_rmsnorm_forward(s->xn, s->x, L->ffn_norm, T, c->dim, c->norm_eps);
+    mt_matmul_forward(s->gate, s->xn, L->w_gate, NULL, T, c->dim, c->hidden_dim);
+    mt_matmul_forward(s->up, s->xn, L->w_up, NULL, T, c->dim, c->hidden_dim);
+    mt_swiglu_forward(s->gate, s->gate, s->up, (size_t)T * c->hidden_dim);
+    mt_matmul_forward(s->xn, s->gate, L->w_down, NULL, T, c->hidden_dim, c->dim);
+    for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
+}
+
+static void chunk_forward(mt_model *m, infer_state *s, const int *ids, int T, int pos,
+                          float *logits, int all_logits) {
+    const mt_config *c = &m->cfg;
+    for (int t = 0; t < T; t++) {
+        memcpy(s->x + (size_t)t * c->dim, m->tok_embd + (size_t)ids[t] * c->dim, c->dim * sizeof(float));
+        s->pos[t] = pos + t;
+    }
+    for (int l = 0; l < c->n_layers; l++) layer_forward(m, s, l, T, pos);
+    mt_rmsnorm_forward(s->x, s->x, m->norm_final, T, c->dim, c->norm_eps);
+    if (all_logits)
+        mt_matmul_forward(logits, s->x, m->output, NULL, T, c->dim, c->vocab_size);
+    else
+        mt_matmul_forward(logits, s->x + (size_t)(T - 1) * c->dim, m->output, NULL, 1, c->dim, c->vocab_size);
+}
+
+mt_status mt_forward(mt_model *m, const int *ids, int T, int pos, float *logits, int all_logits) {
+    if (!m->infer) {
+        mt_status st = infer_state_create(m);
+        if (st) return st;
+    }
+    infer_state *s = m->infer;
+    if (T <= 0 || pos < 0 || pos + T > s->n_ctx)
+        return mt_error(MT_ERR_ARG, "sequence of %d tokens at position %d exceeds the context of %d",
+                        T, pos, s->n_ctx);
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= m->cfg.vocab_size)
+            return mt_error(MT_ERR_ARG, "token id %d out of range (vocab %d)", ids[t], m->cfg.vocab_size);
+    for (int done = 0; done < T; done += CHUNK) {
+        int n = T - done < CHUNK ? T - done : CHUNK;
+        float *out = all_logits ? logits + (size_t)done * m->cfg.vocab_size : logits;
+        /* only the final chunk's last row matters when all_logits is off */
+        chunk_forward(m, s, ids + done, n, pos + done, out, all_logits);
+    }
+    return MT_OK;
+}
+
+mt_status mt_model_logits(mt_model *m, const int *ids, int n, float *out) {
+    return mt_forward(m, ids, n, 0, out, 1);
+}
+
+size_t mt_model_inference_bytes(const mt_model *m, int n_ctx) {
+    const mt_config *c = &m->cfg;
+    size_t kv = 2 * (size_t)c->n_layers * n_ctx * c->n_kv_heads * c->head_dim;
+    size_t act = CHUNK * ((size_t)c->dim * 3 + (size_t)c->n_heads * c->head_dim * 2 +
+                          (size_t)c->hidden_dim * 2) + (size_t)c->vocab_size * CHUNK;
+    return (m->n_params + kv + act) * sizeof(float);
+}

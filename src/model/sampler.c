@@ -1,0 +1,102 @@
+#include "model/sampler.h"
+#include "kernels/kernels.h"
+#include <stdlib.h>
+
+int mt_sampler_init(mt_sampler *s, int vocab_size, float temperature, int top_k, float top_p, uint64_t seed) {
+    s->vocab_size = vocab_size;
+    s->temperature = temperature;
+    s->top_k = top_k;
+    s->top_p = top_p;
+    s->rng_state = seed ? seed : 1;
+    s->candidates = malloc((size_t)vocab_size * sizeof(mt_prob_index));
+    return s->candidates != NULL;
+}
+
+void mt_sampler_free(mt_sampler *s) {
+    free(s->candidates);
+    s->candidates = NULL;
+}
+
+/* xorshift* as in llama2.c run.c */
+static uint32_t random_u32(uint64_t *state) {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (uint32_t)((*state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+static float random_f32(uint64_t *state) { return (random_u32(state) >> 8) / 16777216.0f; }
+
+int mt_argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static int sample_multinomial(const float *probs, int n, float coin) {
+    float cdf = 0.0f;
+    for (int i = 0; i < n; i++) {
+        cdf += probs[i];
+        if (coin < cdf) return i;
+    }
+    return n - 1;
+}
+
+static int by_prob_desc(const void *a, const void *b) {
+    float pa = ((const mt_prob_index *)a)->prob, pb = ((const mt_prob_index *)b)->prob;
+    return (pa < pb) - (pa > pb);
+}
+
+/* Smallest set of most likely tokens whose probability exceeds top_p. Tokens below
+ * (1 - top_p) / (n - 1) cannot be in that set and are dropped before sorting. */
+static int sample_top_p(mt_sampler *s, const float *probs, float coin) {
+    int n = s->vocab_size, n0 = 0;
+    float cutoff = (1.0f - s->top_p) / (n - 1);
+    for (int i = 0; i < n; i++)
+        if (probs[i] >= cutoff) {
+            s->candidates[n0].index = i;
+            s->candidates[n0++].prob = probs[i];
+        }
+    qsort(s->candidates, (size_t)n0, sizeof(mt_prob_index), by_prob_desc);
+    float cumulative = 0.0f;
+    int last = n0 - 1;
+    for (int i = 0; i < n0; i++) {
+        cumulative += s->candidates[i].prob;
+        if (cumulative > s->top_p) {
+            last = i;
+            break;
+        }
+    }
+    float r = coin * cumulative, cdf = 0.0f;
+    for (int i = 0; i <= last; i++) {
+        cdf += s->candidates[i].prob;
+        if (r < cdf) return s->candidates[i].index;
+    }
+    return s->candidates[last].index;
+}
+
+/* Zero all but the k most likely tokens and renormalise. */
+static void apply_top_k(mt_sampler *s, float *probs) {
+    int n = s->vocab_size;
+    if (s->top_k <= 0 || s->top_k >= n) return;
+    for (int i = 0; i < n; i++) {
+        s->candidates[i].index = i;
+        s->candidates[i].prob = probs[i];
+    }
+    qsort(s->candidates, (size_t)n, sizeof(mt_prob_index), by_prob_desc);
+    double kept = 0.0;
+    for (int i = 0; i < s->top_k; i++) kept += s->candidates[i].prob;
+    for (int i = s->top_k; i < n; i++) probs[s->candidates[i].index] = 0.0f;
+    for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / kept);
+}
+
+int mt_sampler_sample(mt_sampler *s, float *logits) {
+    if (s->temperature <= 0.0f) return mt_argmax(logits, s->vocab_size);
+    for (int i = 0; i < s->vocab_size; i++) logits[i] /= s->temperature;
+    mt_softmax_inplace(logits, s->vocab_size);
+    apply_top_k(s, logits);
+    float coin = random_f32(&s->rng_state);
+    if (s->top_p > 0.0f && s->top_p < 1.0f) return sample_top_p(s, logits, coin);
+    return sample_multinomial(logits, s->vocab_size, coin);
+}

@@ -1,0 +1,25 @@
+/* Token sampling: greedy, temperature, top-k, top-p, seeded. The random source and the
+ * top-p rule are those of llama2.c's run.c, so a seeded run reproduces its published
+ * samples token for token. */
+#ifndef MT_MODEL_SAMPLER_H
+#define MT_MODEL_SAMPLER_H
+#include <stdint.h>
+
+typedef struct { float prob; int index; } mt_prob_index;
+
+typedef struct {
+    int vocab_size;
+    float temperature;
+    int top_k;
+    float top_p;
+    uint64_t rng_state;
+    mt_prob_index *candidates; /* [vocab_size] scratch */
+} mt_sampler;
+
+int mt_sampler_init(mt_sampler *s, int vocab_size, float temperature, int top_k, float top_p, uint64_t seed);
+void mt_sampler_free(mt_sampler *s);
+/* Picks the next token from logits[vocab_size] (modified in place). */
+int mt_sampler_sample(mt_sampler *s, float *logits);
+int mt_argmax(const float *x, int n);
+
+#endif
