@@ -78,6 +78,11 @@ size_t mt_model_param_count(const mt_model *m);
 /* Bytes needed to run inference with a context of n_ctx tokens (weights + KV cache + buffers). */
 size_t mt_model_inference_bytes(const mt_model *m, int n_ctx);
 
+/* Context length for inference (KV cache size). By default the model's own context length,
+ * capped at 4096 (env MEMTUNE_CTX overrides the cap); n > 0 sets it explicitly, for example
+ * to run past a context length a converter wrote too small. Frees any KV cache. */
+mt_status mt_model_set_context(mt_model *m, int n);
+
 /* A randomly initialised model (normal(0, 0.02) weights, unit norms), no tokenizer. */
 mt_status mt_model_init(const mt_config *cfg, uint64_t seed, mt_model **out);
 
@@ -132,6 +137,52 @@ typedef int (*mt_text_callback)(const char *text, size_t len, void *user);
 mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options *opts,
                       mt_text_callback cb, void *user, mt_generate_stats *stats);
 
+/* ---- training ----------------------------------------------------------------------- */
+
+typedef struct {
+    const char *method;        /* "full" (default) */
+    const char *const *data;   /* extra JSONL files besides mt_train's data_path */
+    int n_data;
+    const char *eval_data;     /* optional held-out JSONL: eval loss every eval_every steps */
+    const char *out_dir;       /* default "memtune-out" */
+    int epochs;                /* default 3; ignored when steps > 0 */
+    int steps;                 /* optimizer steps; 0 = from epochs */
+    float lr;                  /* peak learning rate, default 1e-4 */
+    int batch;                 /* rows per micro-batch, default 4 */
+    int grad_accum;            /* micro-batches per step, default 1 */
+    int seq_len;               /* tokens per row, default min(512, context length) */
+    int warmup;                /* linear warmup steps, default 0 */
+    const char *schedule;      /* "cosine" (default), "linear" or "constant" after warmup */
+    float weight_decay;        /* decoupled, on matrices only; default 0 */
+    float clip;                /* max global gradient norm; 0 = off; default 1.0 */
+    int eval_every;            /* steps; default: 10 evals over the run */
+    int save_every;            /* steps between checkpoints; default 100; 0 = only at the end */
+    int log_every;             /* steps between metrics lines; default 10 */
+    int keep_checkpoints;      /* newest checkpoints kept; default 2 */
+    uint64_t seed;             /* data order; default 1 */
+    int shuffle;               /* default 1 */
+    int threads;               /* 0 = all cores */
+    int dry_run;               /* print token counts and the memory plan, then return */
+    int resume;                /* continue from the newest valid checkpoint in out_dir */
+    int skip_bad_lines;        /* skip (and count) bad JSONL lines instead of failing */
+    int quiet;                 /* no progress output */
+} mt_train_options;
+
+typedef struct {
+    long steps;                /* optimizer steps done (including resumed ones) */
+    long tokens;               /* tokens processed in this run */
+    double train_loss;         /* mean loss of the last logged window */
+    double eval_loss;          /* last eval loss; NAN when no eval set */
+    double seconds;
+    int interrupted;           /* stopped by SIGINT/SIGTERM after saving a checkpoint */
+} mt_train_result;
+
+void mt_train_options_default(mt_train_options *o);
+/* Fine-tunes m in place on data_path (JSONL; see README for the shapes) and saves the
+ * result to <out_dir>/model as an HF directory. opts NULL = defaults. */
+mt_status mt_train(mt_model *m, const char *data_path, const mt_train_options *opts);
+mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res);
+
 /* ---- evaluation --------------------------------------------------------------------- */
 
 typedef struct {
@@ -144,6 +195,20 @@ typedef struct {
  * starts with BOS; every token after it is scored). */
 mt_status mt_eval_text_file(mt_model *m, const char *path, mt_text_score *out);
 mt_status mt_eval_text(mt_model *m, const char *text, size_t len, mt_text_score *out);
+
+typedef struct {
+    long examples;
+    double exact_match;   /* fraction of examples whose greedy answer equals the expected
+                             output after trimming whitespace at both ends */
+    double nll;           /* mean NLL per expected answer token (EOS included) */
+    long answer_tokens;
+} mt_data_score;
+
+/* Evaluates a JSONL file of prompt/answer examples (the training shapes): greedy decoding
+ * of each prompt (rendered with the model's chat template, or the default one) against the
+ * expected output, and the NLL of the expected output. report_path (optional) gets a JSON
+ * line per example: index, prompt, expected, produced, exact, nll. */
+mt_status mt_eval_data_file(mt_model *m, const char *path, const char *report_path, mt_data_score *out);
 
 #ifdef __cplusplus
 }

@@ -37,13 +37,14 @@ static void check_case(mt_model *m, json_t *c, const char *label) {
     CHECK_MSG(strcmp(out.buf, want) == 0, "%s:\n got  [%s]\n want [%s]", label, out.buf, want);
 }
 
-static void check_all_cases(const char *model_path) {
+static void check_all_cases(const char *model_path, int context) {
     json_error_t e;
     json_t *ref = json_load_file(test_asset("models/stories260K/reference_outputs.json"), 0, &e);
     CHECK(ref != NULL);
     mt_model *m = NULL;
     CHECK_OK(mt_model_load(model_path, NULL, &m));
     if (!m || !ref) { json_decref(ref); mt_model_free(m); return; }
+    if (context) CHECK_OK(mt_model_set_context(m, context));
     check_case(m, reference_case(ref, 0), "greedy 200 from BOS");
     check_case(m, reference_case(ref, 1), "greedy 256 from BOS");
     check_case(m, reference_case(ref, 2), "greedy 64 from 'Once upon a time'");
@@ -52,8 +53,25 @@ static void check_all_cases(const char *model_path) {
     json_decref(ref);
 }
 
-TEST(bin_reproduces_llama2c_outputs) { check_all_cases(test_asset("models/stories260K/stories260K.bin")); }
-TEST(gguf_reproduces_llama2c_outputs) { check_all_cases(test_asset("models/stories260K/stories260K.gguf")); }
+TEST(bin_reproduces_llama2c_outputs) { check_all_cases(test_asset("models/stories260K/stories260K.bin"), 0); }
+TEST(gguf_reproduces_llama2c_outputs) { check_all_cases(test_asset("models/stories260K/stories260K.gguf"), 512); }
+
+/* llama.cpp's converter wrote context_length 128 into the GGUF: by default memtune honours
+ * it and stops there. */
+TEST(gguf_context_length_is_honoured) {
+    mt_model *m = NULL;
+    CHECK_OK(mt_model_load(test_asset("models/stories260K/stories260K.gguf"), NULL, &m));
+    if (!m) return;
+    CHECK_INT_EQ(mt_model_config(m)->max_seq_len, 128);
+    mt_generate_options o;
+    mt_generate_options_default(&o);
+    o.temperature = 0;
+    o.max_new_tokens = 500;
+    mt_generate_stats st;
+    CHECK_OK(mt_generate(m, "", &o, NULL, NULL, &st));
+    CHECK_INT_EQ(st.generated_tokens, 127);
+    mt_model_free(m);
+}
 
 TEST(paragraph_loss_matches_reference) {
     json_error_t e;
@@ -141,6 +159,7 @@ int main(void) {
     mt_set_threads(2);
     RUN(bin_reproduces_llama2c_outputs);
     RUN(gguf_reproduces_llama2c_outputs);
+    RUN(gguf_context_length_is_honoured);
     RUN(paragraph_loss_matches_reference);
     RUN(round_trip_bin_hf_gguf_bin_keeps_logits);
     TEST_MAIN_END();

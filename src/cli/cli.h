@@ -29,5 +29,6 @@ int cmd_info(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_init(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

@@ -3,24 +3,35 @@
 #include <stdio.h>
 
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *tokenizer = NULL, *text = NULL;
+    const char *model = NULL, *tokenizer = NULL, *text = NULL, *data = NULL, *report = NULL;
     int threads = 0;
     const cli_opt opts[] = {
         {"--model", "-m", OPT_STRING, &model, "model path (default: bundled stories260K)"},
         {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file"},
         {"--text", NULL, OPT_STRING, &text, "UTF-8 text file to score in windows of the context length"},
+        {"--data", NULL, OPT_STRING, &data, "JSONL prompt/answer examples: exact match and answer NLL"},
+        {"--report", NULL, OPT_STRING, &report, "with --data: write a JSON line per example here"},
         {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)"},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
-    if (cli_parse(argc, argv, opts, "usage: memtune eval [--model PATH] --text FILE", &code)) return code;
-    if (!text) {
-        fprintf(stderr, "memtune: eval needs --text FILE\n");
+    if (cli_parse(argc, argv, opts, "usage: memtune eval [--model PATH] --text FILE | --data FILE.jsonl [--report FILE]", &code)) return code;
+    if (!text == !data) {
+        fprintf(stderr, "memtune: eval needs --text FILE or --data FILE\n");
         return 2;
     }
     mt_set_threads(threads);
     mt_model *m;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
+    if (data) {
+        mt_data_score ds;
+        mt_status s = mt_eval_data_file(m, data, report, &ds);
+        mt_model_free(m);
+        if (s) return cli_fail("eval");
+        printf("{\"examples\": %ld, \"exact_match\": %.6f, \"nll\": %.6f, \"answer_tokens\": %ld}\n",
+               ds.examples, ds.exact_match, ds.nll, ds.answer_tokens);
+        return 0;
+    }
     mt_text_score sc;
     mt_status s = mt_eval_text_file(m, text, &sc);
     mt_model_free(m);

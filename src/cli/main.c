@@ -13,6 +13,7 @@ static const struct {
     {"info", cmd_info, "print a model's config, parameter count and memory needs"},
     {"eval", cmd_eval, "score a text file: tokens, mean NLL, perplexity"},
     {"convert", cmd_convert, "convert a model between HF, GGUF and llama2.c formats"},
+    {"train", cmd_train, "fine-tune a model on JSONL data"},
     {"init", cmd_init, "create a randomly initialised model of a given shape"},
 };
 

@@ -1,11 +1,17 @@
-/* Causal grouped-query attention over a KV cache: query head h reads KV head
- * h / (n_heads / n_kv_heads); scores scaled by 1/sqrt(head_dim); softmax in float with the
- * max subtracted. */
+/* Causal grouped-query attention: query head h reads KV head h / (n_heads / n_kv_heads);
+ * scores scaled by 1/sqrt(head_dim); softmax with the max subtracted.
+ *
+ * Two forms: the inference one over a KV cache (float only), and the training one over a
+ * batch of packed rows with a document mask, which saves the probabilities [B, H, T, T] and
+ * has a backward. The training pair is compiled in float here and in double by
+ * kernels_f64.c (see real.h). */
 #include "kernels/kernels.h"
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+#include "kernels/real.h"
 
+#ifndef MT_REAL_DOUBLE
 void mt_attention_cached_forward(float *out, const float *q, const float *k, const float *v,
                                  int T, int p0, int n_heads, int n_kv_heads, int head_dim,
                                  float *scratch) {
@@ -33,4 +39,119 @@ void mt_attention_cached_forward(float *out, const float *q, const float *k, con
                 for (int d = 0; d < head_dim; d++) oh[d] += a * vj[d];
             }
         }
+}
+#endif
+
+/* Token s may be attended from token t (s <= t, same row b) only inside one document. */
+static inline int attention_visible(const int *doc, int b, int T, int s, int t) {
+    return !doc || doc[(size_t)b * T + s] == doc[(size_t)b * T + t];
+}
+
+/* One query row: probabilities p[0..T) (zero where masked or in the future) and the output. */
+static void attention_row_forward(real *o, real *p, const real *qt, const real *k, const real *v,
+                                  const int *doc, int b, int t, int T, int kv_dim, int head_dim) {
+    real scale = 1 / r_sqrt((real)head_dim), mx = -INFINITY, sum = 0;
+    for (int s = 0; s <= t; s++) {
+        if (!attention_visible(doc, b, T, s, t)) continue;
+        const real *ks = k + (size_t)s * kv_dim;
+        real dot = 0;
+        for (int d = 0; d < head_dim; d++) dot += qt[d] * ks[d];
+        p[s] = dot * scale;
+        if (p[s] > mx) mx = p[s];
+    }
+    for (int s = 0; s < T; s++) {
+        p[s] = s <= t && attention_visible(doc, b, T, s, t) ? r_exp(p[s] - mx) : 0;
+        sum += p[s];
+    }
+    memset(o, 0, (size_t)head_dim * sizeof(real));
+    for (int s = 0; s <= t; s++) {
+        if (p[s] == 0) continue;
+        p[s] /= sum;
+        const real *vs = v + (size_t)s * kv_dim;
+        for (int d = 0; d < head_dim; d++) o[d] += p[s] * vs[d];
+    }
+}
+
+void R(mt_attention_forward)(real *out, real *att, const real *q, const real *k, const real *v,
+                             const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
+    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+#pragma omp parallel for collapse(3) schedule(dynamic, 8)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < n_heads; h++)
+            for (int t = 0; t < T; t++) {
+                size_t row = (size_t)b * T + t, kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
+                attention_row_forward(out + row * q_dim + (size_t)h * head_dim,
+                                      att + (((size_t)b * n_heads + h) * T + t) * T,
+                                      q + row * q_dim + (size_t)h * head_dim, k + kv_off, v + kv_off,
+                                      doc, b, t, T, kv_dim, head_dim);
+            }
+}
+
+/* The backward needs no document ids: a masked pair has p == 0, and every gradient term of
+ * a pair carries a factor p (dv = p·dout, dscore = p·(dp - Σ p·dp)), so skipping p == 0 is
+ * exact. */
+
+/* Pass 1, one query row: dscores = p·(dp - Σ p·dp) with dp[s] = dout·v_s; dq += scale·Σ ds·k_s. */
+static void attention_row_backward(real *dqt, real *ds, const real *p, const real *dot, const real *k,
+                                   const real *v, int t, int kv_dim, int head_dim) {
+    real scale = 1 / r_sqrt((real)head_dim), pdp = 0;
+    for (int s = 0; s <= t; s++) {
+        ds[s] = 0;
+        if (p[s] == 0) continue;
+        const real *vs = v + (size_t)s * kv_dim;
+        for (int d = 0; d < head_dim; d++) ds[s] += dot[d] * vs[d];
+        pdp += p[s] * ds[s];
+    }
+    for (int s = 0; s <= t; s++) {
+        if (p[s] == 0) continue;
+        ds[s] = p[s] * (ds[s] - pdp);
+        const real *ks = k + (size_t)s * kv_dim;
+        for (int d = 0; d < head_dim; d++) dqt[d] += scale * ds[s] * ks[d];
+    }
+}
+
+/* Pass 2, one key row s of KV head kvh: sums over every query head of the group and every
+ * later query t, so one thread owns dk_s and dv_s. */
+static void attention_key_backward(real *dks, real *dvs, const real *dscores, const real *att,
+                                   const real *dout, const real *q, int b, int kvh, int s, int T,
+                                   int n_heads, int group, int head_dim) {
+    real scale = 1 / r_sqrt((real)head_dim);
+    size_t q_dim = (size_t)n_heads * head_dim;
+    for (int h = kvh * group; h < (kvh + 1) * group; h++)
+        for (int t = s; t < T; t++) {
+            size_t idx = (((size_t)b * n_heads + h) * T + t) * T + s, row = (size_t)b * T + t;
+            real p = att[idx];
+            if (p == 0) continue;
+            const real *qt = q + row * q_dim + (size_t)h * head_dim;
+            const real *dot = dout + row * q_dim + (size_t)h * head_dim;
+            real g = scale * dscores[idx];
+            for (int d = 0; d < head_dim; d++) {
+                dks[d] += g * qt[d];
+                dvs[d] += p * dot[d];
+            }
+        }
+}
+
+void R(mt_attention_backward)(real *dq, real *dk, real *dv, real *dscores, const real *dout,
+                              const real *att, const real *q, const real *k, const real *v, int B,
+                              int T, int n_heads, int n_kv_heads, int head_dim) {
+    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+#pragma omp parallel for collapse(3) schedule(dynamic, 8)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < n_heads; h++)
+            for (int t = 0; t < T; t++) {
+                size_t row = (size_t)b * T + t, idx = (((size_t)b * n_heads + h) * T + t) * T;
+                size_t kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
+                attention_row_backward(dq + row * q_dim + (size_t)h * head_dim, dscores + idx,
+                                       att + idx, dout + row * q_dim + (size_t)h * head_dim,
+                                       k + kv_off, v + kv_off, t, kv_dim, head_dim);
+            }
+#pragma omp parallel for collapse(3) schedule(dynamic, 8)
+    for (int b = 0; b < B; b++)
+        for (int kvh = 0; kvh < n_kv_heads; kvh++)
+            for (int s = 0; s < T; s++) {
+                size_t off = ((size_t)b * T + s) * kv_dim + (size_t)kvh * head_dim;
+                attention_key_backward(dk + off, dv + off, dscores, att, dout, q, b, kvh, s, T,
+                                       n_heads, group, head_dim);
+            }
 }

@@ -1,6 +1,16 @@
 /* Kernels: the numeric ops of a Llama-family transformer, each a plain function over
- * row-major float arrays. Forward ops live here; each op's backward is written next to its
- * forward in the same file. GEMMs go through OpenBLAS; the rest is threaded with OpenMP. */
+ * row-major arrays. Each op's backward is written next to its forward in the same file.
+ * GEMMs go through OpenBLAS; the rest is threaded with OpenMP.
+ *
+ * The ops used in training exist in two precisions from one source text (see real.h):
+ * float (mt_rmsnorm_forward, ...), which the model runs, and double (mt_rmsnorm_forward_f64,
+ * ...), which the finite-difference gradient checks run. Their declarations are in
+ * kernels/ops.h, included below once per precision.
+ *
+ * Conventions for every backward: gradient outputs are ACCUMULATED (+=), so a caller zeroes
+ * them first, and several consumers of one tensor add into the same buffer; a NULL gradient
+ * output is skipped (a frozen weight costs no weight-gradient work). The two exceptions say
+ * so: RoPE's backward rotates the gradient in place, and cross-entropy's backward writes. */
 #ifndef MT_KERNELS_KERNELS_H
 #define MT_KERNELS_KERNELS_H
 #include <stddef.h>
@@ -10,18 +20,10 @@
 void mt_kernels_set_threads(int n);
 int mt_kernels_threads(void);
 
-/* out[T, N] = x[T, K] · W[N, K]^T (+ bias[N]) */
-void mt_matmul_forward(float *out, const float *x, const float *w, const float *bias, int T, int K, int N);
-
-/* out[T, C] = x / rms(x) * w, row by row */
-void mt_rmsnorm_forward(float *out, const float *x, const float *w, int T, int C, float eps);
-
 /* RoPE tables: cos/sin[pos * (head_dim/2) + i] for pos < n_pos, with Llama 3 scaling when
- * the config asks for it. Caller frees both with free(). */
+ * the config asks for it. Caller frees both with free(). Both precisions read these float
+ * tables: RoPE's backward is the exact transpose of its forward for any table values. */
 mt_status mt_rope_tables(const mt_config *cfg, int n_pos, float **cos_out, float **sin_out);
-/* Rotates x[T, n_heads*head_dim] in place; row t sits at position pos[t]. */
-void mt_rope_forward(float *x, const int *pos, int T, int n_heads, int head_dim, int interleaved,
-                     const float *cos_t, const float *sin_t);
 
 /* out[T, H*hd]: causal grouped-query attention of q[T, H*hd] (row t at position p0 + t) over
  * the first p0 + t + 1 rows of the caches k, v [n_ctx, KV*hd]. scratch: threads * n_ctx floats. */
@@ -29,12 +31,20 @@ void mt_attention_cached_forward(float *out, const float *q, const float *k, con
                                  int T, int p0, int n_heads, int n_kv_heads, int head_dim,
                                  float *scratch);
 
-/* out[i] = silu(gate[i]) * up[i] */
-void mt_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
-
 /* In-place softmax of x[n]; returns log(sum(exp(x - max))) + max (the log-partition). */
 double mt_softmax_inplace(float *x, int n);
 /* log-sum-exp of x[n] without modifying it */
 double mt_logsumexp(const float *x, int n);
+
+#define MT_OPS_REAL float
+#define MT_OPS_FN(name) name
+#include "kernels/ops.h"
+#undef MT_OPS_REAL
+#undef MT_OPS_FN
+#define MT_OPS_REAL double
+#define MT_OPS_FN(name) name##_f64
+#include "kernels/ops.h"
+#undef MT_OPS_REAL
+#undef MT_OPS_FN
 
 #endif

@@ -1,9 +1,13 @@
-/* Matrix products through OpenBLAS, with the transposes chosen so no weight is copied. */
+/* Linear layers through OpenBLAS, with the transposes chosen so no weight is copied: the
+ * forward out = x·W^T (+ b) and its backward dx += dy·W, dW += dy^T·x, db += Σ dy. Also the
+ * thread settings shared by every kernel. Compiled in float here and in double by
+ * kernels_f64.c (see real.h). */
 #include "kernels/kernels.h"
-#include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
+#include "kernels/real.h"
 
+#ifndef MT_REAL_DOUBLE
 static int kernel_threads = 0;
 
 void mt_kernels_set_threads(int n) {
@@ -20,13 +24,30 @@ int mt_kernels_threads(void) {
 }
 
 void mt_set_threads(int n) { mt_kernels_set_threads(n); }
+#endif
 
-void mt_matmul_forward(float *out, const float *x, const float *w, const float *bias, int T, int K, int N) {
+void R(mt_matmul_forward)(real *out, const real *x, const real *w, const real *bias, int T, int K, int N) {
     if (T == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w, K, x, 1, 0.0f, out, 1);
+        r_gemv(CblasRowMajor, CblasNoTrans, N, K, 1, w, K, x, 1, 0, out, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, x, K, w, K, 0.0f, out, N);
+        r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1, x, K, w, K, 0, out, N);
     if (bias)
         for (int t = 0; t < T; t++)
             for (int n = 0; n < N; n++) out[(size_t)t * N + n] += bias[n];
+}
+
+void R(mt_matmul_backward)(real *dx, real *dw, real *db, const real *dout, const real *x,
+                           const real *w, int T, int K, int N) {
+    /* dx[T, K] += dout[T, N] · W[N, K] */
+    if (dx) r_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1, dout, N, w, K, 1, dx, K);
+    /* dW[N, K] += dout^T[N, T] · x[T, K] */
+    if (dw) r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1, dout, N, x, K, 1, dw, K);
+    if (db) {
+#pragma omp parallel for if ((size_t)T * N > 65536)
+        for (int n = 0; n < N; n++) {
+            real sum = 0;
+            for (int t = 0; t < T; t++) sum += dout[(size_t)t * N + n];
+            db[n] += sum;
+        }
+    }
 }

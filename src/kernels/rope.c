@@ -1,10 +1,15 @@
 /* Rotary position embeddings in both weight layouts: interleaved pairs (x[2i], x[2i+1]) as
  * llama2.c and GGUF store Q/K, and rotate-half pairs (x[i], x[i + d/2]) as Hugging Face does.
- * Frequencies follow theta^(-2i/d), with Llama 3's piecewise scaling when configured. */
+ * Frequencies follow theta^(-2i/d), with Llama 3's piecewise scaling when configured. The
+ * backward is the rotation by -angle (a rotation's transpose). The rotations are compiled in
+ * float here and in double by kernels_f64.c (see real.h); the tables are float only. */
 #include "kernels/kernels.h"
 #include "core/error.h"
 #include <math.h>
 #include <stdlib.h>
+#include "kernels/real.h"
+
+#ifndef MT_REAL_DOUBLE
 
 static double llama3_scaled(const mt_config *c, double inv_freq) {
     const double two_pi = 6.283185307179586;
@@ -41,22 +46,34 @@ mt_status mt_rope_tables(const mt_config *c, int n_pos, float **cos_out, float *
     *sin_out = st;
     return MT_OK;
 }
+#endif
 
-void mt_rope_forward(float *x, const int *pos, int T, int n_heads, int head_dim, int interleaved,
-                     const float *cos_t, const float *sin_t) {
+/* Rotates every head of every row by its position's angles; sign -1 rotates backwards. */
+static void rope_rotate(real *x, const int *pos, int T, int n_heads, int head_dim, int interleaved,
+                        const float *cos_t, const float *sin_t, real sign) {
     int half = head_dim / 2;
     /* element pair (a, b) of rotation i: interleaved (2i, 2i+1), rotate-half (i, i+half) */
     int stride_i = interleaved ? 2 : 1, offset_b = interleaved ? 1 : half;
 #pragma omp parallel for collapse(2) if (T > 1)
     for (int t = 0; t < T; t++)
         for (int h = 0; h < n_heads; h++) {
-            float *v = x + ((size_t)t * n_heads + h) * head_dim;
+            real *v = x + ((size_t)t * n_heads + h) * head_dim;
             const float *c = cos_t + (size_t)pos[t] * half, *s = sin_t + (size_t)pos[t] * half;
             for (int i = 0; i < half; i++) {
-                float *a = v + i * stride_i, *b = a + offset_b;
-                float x0 = *a, x1 = *b;
-                *a = x0 * c[i] - x1 * s[i];
-                *b = x0 * s[i] + x1 * c[i];
+                real *a = v + i * stride_i, *b = a + offset_b;
+                real x0 = *a, x1 = *b, si = sign * s[i];
+                *a = x0 * c[i] - x1 * si;
+                *b = x0 * si + x1 * c[i];
             }
         }
+}
+
+void R(mt_rope_forward)(real *x, const int *pos, int T, int n_heads, int head_dim, int interleaved,
+                        const float *cos_t, const float *sin_t) {
+    rope_rotate(x, pos, T, n_heads, head_dim, interleaved, cos_t, sin_t, 1);
+}
+
+void R(mt_rope_backward)(real *dx, const int *pos, int T, int n_heads, int head_dim, int interleaved,
+                         const float *cos_t, const float *sin_t) {
+    rope_rotate(dx, pos, T, n_heads, head_dim, interleaved, cos_t, sin_t, -1);
 }

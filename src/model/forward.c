@@ -21,11 +21,19 @@ typedef struct {
 } infer_state;
 
 int mt_infer_context(const mt_model *m) {
+    if (m->context_override > 0) return m->context_override;
     int n = m->cfg.max_seq_len;
     const char *env = getenv("MEMTUNE_CTX");
     int cap = env ? atoi(env) : DEFAULT_MAX_CTX;
     if (cap <= 0) cap = DEFAULT_MAX_CTX;
     return n < cap ? n : cap;
+}
+
+mt_status mt_model_set_context(mt_model *m, int n) {
+    if (n < 0 || n > (1 << 22)) return mt_error(MT_ERR_ARG, "context length %d out of range", n);
+    mt_infer_free(m);
+    m->context_override = n;
+    return MT_OK;
 }
 
 void mt_infer_free(mt_model *m) {

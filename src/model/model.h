@@ -35,6 +35,7 @@ struct mt_model {
     mt_tokenizer *tok;  /* may be NULL */
     char *chat_template;/* from tokenizer_config.json / GGUF, may be NULL */
     void *infer;        /* lazily created inference state (KV cache), see forward.c */
+    int context_override; /* > 0: inference context set by mt_model_set_context */
 };
 
 /* One named tensor of the model, for loaders and writers. Names are the HF names

@@ -22,6 +22,8 @@ ref_text 2 > "$TMP/r3.txt"
 check "generate with prompt -n 64 = reference case 3" "cmp -s $TMP/g3.txt $TMP/r3.txt"
 "$MT" generate --model "$M/stories260K.gguf" --prompt "Once upon a time" --temperature 0 -n 64 > "$TMP/g3g.txt" 2>/dev/null
 check "same from the GGUF" "cmp -s $TMP/g3g.txt $TMP/r3.txt"
+"$MT" generate --model "$M/stories260K.gguf" -c 512 --temperature 0 -n 200 > "$TMP/g1g.txt" 2>/dev/null
+check "GGUF greedy -n 200 (context raised past the file's 128) = case 1" "cmp -s $TMP/g1g.txt $TMP/r1.txt"
 MEMTUNE_MODEL="$M/stories260K.bin" "$MT" generate -t 0 -n 200 -q > "$TMP/g1e.txt"
 check "MEMTUNE_MODEL selects the model" "cmp -s $TMP/g1e.txt $TMP/r1.txt"
 "$MT" generate -t 0 -n 200 -q > "$TMP/g1d.txt"
@@ -33,7 +35,7 @@ check "seeded top-p sample = reference case 4" "cmp -s $TMP/g4.txt $TMP/r4.txt"
 check "top-k sampling is reproducible with a seed" "cmp -s $TMP/k1.txt $TMP/k2.txt"
 
 check "tokenize prints ids" "[ \"\$($MT tokenize --model $M/stories260K.bin --text 'Once upon a time')\" = '[1, 403, 407, 261, 378]' ]"
-check "info prints the config" "$MT info --model $M/stories260K.bin | grep -q '\"parameters\": 264128'"
+check "info prints the config" "$MT info --model $M/stories260K.bin | grep -q '\"parameters\": 260032'"
 python3 -c "import json; print(json.load(open('$M/reference_loss_first_paragraph.json'))['text'], end='')" > "$TMP/para.txt"
 "$MT" eval --model "$M/stories260K.bin" --text "$TMP/para.txt" > "$TMP/eval.json"
 check "eval --text matches the reference nll" "python3 -c \"import json; r=json.load(open('$TMP/eval.json')); ref=json.load(open('$M/reference_loss_first_paragraph.json')); assert r['tokens']==84 and abs(r['nll']-ref['mean_nll'])<1e-4, r\""
@@ -44,7 +46,7 @@ check "convert to hf writes config and safetensors" "[ -f $TMP/hf/config.json ] 
 "$MT" generate --model "$TMP/m.gguf" -t 0 -n 200 -q > "$TMP/gc.txt"
 check "converted model generates the same text" "cmp -s $TMP/gc.txt $TMP/r1.txt"
 "$MT" init --like stories260k --seed 3 --out "$TMP/init" 2>/dev/null
-check "init writes a loadable model" "$MT info --model $TMP/init | grep -q '\"parameters\": 264128'"
+check "init writes a loadable model" "$MT info --model $TMP/init | grep -q '\"parameters\": 260032'"
 
 for c in generate tokenize info eval convert init; do
   check "$c --help" "$MT $c --help | grep -q usage"

@@ -10,8 +10,10 @@ Run with Debian's PyTorch (no transformers / safetensors packages needed):
 It builds three small random Llama-family models, saves each as a Hugging Face
 directory (config.json + hand-written safetensors), runs a float64 forward that follows
 the Hugging Face transformers conventions, and records logits and next-token NLL in
-reference.json.  See tests/reference/README.md for what each fixture covers and for the
-exact JSON schema.
+reference.json.  It then builds two smaller models for training (tests/fixtures/train_*)
+and records, for one packed and masked batch, the loss, the gradient of every parameter
+(float64 autograd) and the losses of 10 torch.optim.AdamW steps.  See
+tests/reference/README.md for what each fixture covers and for the exact JSON schemas.
 
 Everything is deterministic: fixed seeds, numpy's PCG64 generator for weights and
 prompts, single-threaded float64 torch, fixed JSON formatting.  Running the script twice
@@ -641,6 +643,275 @@ def build_sharded(model, W_all, names, cfg_text, logits, prompts, outdir, log):
         model["name"], len(first), len(second), first[-1].rsplit(".", 2)[0]))
 
 
+# --------------------------------------------------------------------------------------
+# Training references (tests/fixtures/train_*): loss, every gradient, 10 AdamW steps
+# --------------------------------------------------------------------------------------
+#
+# Two small models (F32, so the C engine loads exactly the weights used here) on one fixed
+# packed batch: B = 2 rows of T = 16 tokens, each row several documents back to back
+# (positions restart at 0, attention never crosses a document), the first targets of each
+# document masked as a prompt would be (-100) and the last token of each document without a
+# target (-1). The loss is the mean NLL over the target tokens.  AdamW is torch.optim.AdamW
+# with one parameter group: weight decay applies to every parameter (norms and biases too).
+
+TRAIN_B, TRAIN_T = 2, 16
+TRAIN_DOC_LENGTHS = ((5, 7, 4), (9, 7))   # per row; each row sums to TRAIN_T
+TRAIN_ADAMW = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.1}
+TRAIN_STEPS = 10
+
+TRAIN_MODELS = [
+    {
+        # Llama 3.2-like: GQA, tied head, explicit head_dim (4 * 16 != 32), llama3 scaling
+        # (head_dim 16, theta 1e4, original_max 64: 1 high-, 2 medium-, 5 low-freq pairs)
+        "name": "train_llama3_tied",
+        "seed": 4004,
+        "storage": "F32",
+        "config": {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": 32,
+            "intermediate_size": 40,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "vocab_size": 64,
+            "max_position_embeddings": 256,
+            "rms_norm_eps": 1e-05,
+            "rope_theta": 10000.0,
+            "rope_scaling": {
+                "factor": 8.0,
+                "high_freq_factor": 4.0,
+                "low_freq_factor": 1.0,
+                "original_max_position_embeddings": 64,
+                "rope_type": "llama3",
+            },
+            "tie_word_embeddings": True,
+            "attention_bias": False,
+            "mlp_bias": False,
+            "hidden_act": "silu",
+            "initializer_range": 0.02,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "torch_dtype": "float32",
+        },
+    },
+    {
+        # Qwen2-like: q/k/v biases, untied head, GQA 4/2 (head_dim 8)
+        "name": "train_qwen2_untied",
+        "seed": 5005,
+        "storage": "F32",
+        "config": {
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "hidden_size": 32,
+            "intermediate_size": 40,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 64,
+            "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-06,
+            "rope_theta": 1000000.0,
+            "rope_scaling": None,
+            "tie_word_embeddings": False,
+            "use_sliding_window": False,
+            "sliding_window": 32768,
+            "max_window_layers": 2,
+            "hidden_act": "silu",
+            "initializer_range": 0.02,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "torch_dtype": "float32",
+        },
+    },
+]
+
+
+def make_train_batch(model):
+    """Packed batch: inputs, targets, positions, document ids, each [B][T] lists."""
+    rng = np.random.default_rng(model["seed"] + 11)
+    V = model["config"]["vocab_size"]
+    rows = {"inputs": [], "targets": [], "positions": [], "doc": []}
+    for r, lengths in enumerate(TRAIN_DOC_LENGTHS):
+        assert sum(lengths) == TRAIN_T
+        inp, tgt, pos, doc = [], [], [], []
+        for d, n in enumerate(lengths):
+            toks = [1] + [int(t) for t in rng.integers(3, V, size=n - 2)] + [2]   # BOS .. EOS
+            prompt = 2 if n >= 6 else 1                  # targets of the "prompt" are masked
+            for i in range(n):
+                inp.append(toks[i])
+                if i + 1 == n:
+                    tgt.append(-1)                      # nothing follows inside the document
+                elif i < prompt:
+                    tgt.append(-100)
+                else:
+                    tgt.append(toks[i + 1])
+                pos.append(i)
+                doc.append(10 * r + d)
+        for k, v in zip(("inputs", "targets", "positions", "doc"), (inp, tgt, pos, doc)):
+            rows[k].append(v)
+    return rows
+
+
+def forward_batch(W, cfg, batch, use_scaling=True):
+    """float64 logits [B, T, vocab] of a packed batch: per-token positions for RoPE and a
+    causal mask restricted to each token's own document."""
+    nh = cfg["num_attention_heads"]
+    nkv = cfg["num_key_value_heads"]
+    hd = head_dim_of(cfg)
+    eps = cfg["rms_norm_eps"]
+    ids = torch.tensor(batch["inputs"], dtype=torch.long)
+    B, T = ids.shape
+    pos = torch.tensor(batch["positions"], dtype=F64)
+    doc = torch.tensor(batch["doc"], dtype=torch.long)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()[None] & (doc[:, :, None] == doc[:, None, :])
+    ang = pos[:, :, None] * inv_freq_of(cfg, use_scaling)[None, None, :]   # [B, T, hd/2]
+    emb = torch.cat((ang, ang), dim=-1)[:, None]                            # [B, 1, T, hd]
+    cos, sin = emb.cos(), emb.sin()
+
+    x = W["model.embed_tokens.weight"][ids]                                 # [B, T, H]
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
+
+        def proj(n, heads):
+            y = h @ W[p + "self_attn.%s_proj.weight" % n].T
+            if has_qkv_bias(cfg):
+                y = y + W[p + "self_attn.%s_proj.bias" % n]
+            return y.view(B, T, heads, hd).transpose(1, 2)                 # [B, heads, T, hd]
+
+        q, k, v = proj("q", nh), proj("k", nkv), proj("v", nkv)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(nh // nkv, dim=1)
+        v = v.repeat_interleave(nh // nkv, dim=1)
+        sc = (q @ k.transpose(2, 3)) / math.sqrt(hd)
+        sc = sc.masked_fill(~mask[:, None], float("-inf"))
+        a = (torch.softmax(sc, dim=-1) @ v).transpose(1, 2).reshape(B, T, nh * hd)
+        x = x + a @ W[p + "self_attn.o_proj.weight"].T
+        h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
+        g = h @ W[p + "mlp.gate_proj.weight"].T
+        u = h @ W[p + "mlp.up_proj.weight"].T
+        x = x + (torch.nn.functional.silu(g) * u) @ W[p + "mlp.down_proj.weight"].T
+    x = rmsnorm(x, W["model.norm.weight"], eps)
+    head = W["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else W["lm_head.weight"]
+    return x @ head.T
+
+
+def train_loss(W, cfg, batch, use_scaling=True):
+    """(mean NLL over targets >= 0, NLL sum, target count)."""
+    logits = forward_batch(W, cfg, batch, use_scaling)
+    tgt = torch.tensor(batch["targets"], dtype=torch.long)
+    keep = tgt >= 0
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp[keep].gather(1, tgt[keep][:, None]).squeeze(1)
+    return nll.sum() / keep.sum(), nll.sum(), int(keep.sum())
+
+
+def build_train(model, outdir, log):
+    cfg = model["config"]
+    name = model["name"]
+    W_all = make_weights(model)
+    names = sorted(W_all)
+    order = [n for n, _, _, _ in tensor_specs(cfg)]          # model order for the JSON
+    d = os.path.join(outdir, name)
+    os.makedirs(d, exist_ok=True)
+    write_text(os.path.join(d, "config.json"), json.dumps(cfg, indent=2) + "\n")
+    st_path = os.path.join(d, "model.safetensors")
+    write_safetensors(st_path, names, W_all, model["storage"])
+    back = read_safetensors(st_path)
+    for n in names:
+        assert torch.equal(back[n], W_all[n][0]), n
+    batch = make_train_batch(model)
+
+    def fresh():
+        return {n: W_all[n][0].clone().requires_grad_(True) for n in names}
+
+    # (a) the packed batch equals each document run alone through the reference forward
+    W = fresh()
+    with torch.no_grad():
+        lg = forward_batch(W, cfg, batch)
+        worst = 0.0
+        for r in range(TRAIN_B):
+            start = 0
+            for n in TRAIN_DOC_LENGTHS[r]:
+                alone = forward(W, cfg, batch["inputs"][r][start:start + n])
+                worst = max(worst, max_abs(lg[r, start:start + n], alone))
+                start += n
+    log("  %s |packed batch - documents alone| = %.3g" % (name, worst))
+    assert worst < 1e-10, worst
+
+    # (b) loss and every gradient
+    loss, nll_sum, count = train_loss(W, cfg, batch)
+    loss.backward()
+    grads = {n: W[n].grad.detach().clone() for n in names}
+
+    # (c) autograd against central differences on a few parameters of every tensor
+    frng = np.random.default_rng(model["seed"] + 13)
+    worst = 0.0
+    with torch.no_grad():
+        for n in names:
+            flat = W[n].view(-1)
+            gmax = float(grads[n].abs().max())
+            for j in frng.integers(0, flat.numel(), size=3):
+                keep = float(flat[j])
+                flat[j] = keep + 1e-6
+                up = float(train_loss(W, cfg, batch)[0])
+                flat[j] = keep - 1e-6
+                down = float(train_loss(W, cfg, batch)[0])
+                flat[j] = keep
+                worst = max(worst, abs((up - down) / 2e-6 - float(grads[n].view(-1)[j])) / gmax)
+    log("  %s autograd vs finite differences: max rel err %.3g" % (name, worst))
+    assert worst < 1e-6, worst
+
+    # (d) llama3 scaling must move the loss even at positions < 16
+    if cfg.get("rope_scaling"):
+        n_hi, n_med, n_lo = rope_bands(cfg)
+        assert n_hi > 0 and n_med > 0 and n_lo > 0
+        with torch.no_grad():
+            diff = abs(float(loss) - float(train_loss(W, cfg, batch, use_scaling=False)[0]))
+        log("  %s rope pairs %d/%d/%d, |loss scaled - unscaled| = %.3g" % (name, n_hi, n_med, n_lo, diff))
+        assert diff > 1e-6, diff
+
+    # (e) AdamW: losses[i] is the loss before update i; loss_after follows the last update
+    W = fresh()
+    opt = torch.optim.AdamW([W[n] for n in names], lr=TRAIN_ADAMW["lr"],
+                            betas=tuple(TRAIN_ADAMW["betas"]), eps=TRAIN_ADAMW["eps"],
+                            weight_decay=TRAIN_ADAMW["weight_decay"])
+    losses = []
+    for _ in range(TRAIN_STEPS):
+        opt.zero_grad()
+        l = train_loss(W, cfg, batch)[0]
+        losses.append(float(l))
+        l.backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(train_loss(W, cfg, batch)[0])
+    assert after < losses[0]
+
+    ref = {
+        "model": name,
+        "generator": "tests/reference/make_reference.py",
+        "weights_dtype": model["storage"],
+        "compute_dtype": "float64",
+        "num_params": sum(W_all[n][0].numel() for n in names),
+        "batch": {"B": TRAIN_B, "T": TRAIN_T, "inputs": batch["inputs"],
+                  "targets": batch["targets"], "positions": batch["positions"],
+                  "doc": batch["doc"]},
+        "n_targets": count,
+        "nll_sum": num(nll_sum),
+        "loss": num(loss),
+        "grads": {n: [num(v) for v in grads[n].reshape(-1).tolist()] for n in order},
+        "adamw": dict(TRAIN_ADAMW, steps=TRAIN_STEPS, weight_decay_applies_to="all parameters"),
+        "adamw_losses": [num(v) for v in losses],
+        "loss_after_adamw": num(after),
+    }
+    write_text(os.path.join(d, "reference.json"), dump(ref) + "\n")
+    log("  %s: %d params, %d targets, loss %.6f, after %d AdamW steps %.6f" % (
+        name, ref["num_params"], count, float(loss), TRAIN_STEPS, after))
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -656,6 +927,9 @@ def main():
         res = build(m, outdir, log)
         if m["name"] == "gqa_tied":
             build_sharded(m, *res, outdir, log)
+    for m in TRAIN_MODELS:
+        log("training model %s" % m["name"])
+        build_train(m, outdir, log)
     total = 0
     for root, _, fs in os.walk(outdir):
         for f in fs:

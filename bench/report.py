@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Formats bench/run's results.jsonl as a Markdown table: memtune vs torch, ratios, MFU,
+share of the memory-bandwidth bound, peak RSS.  usage: report.py results.jsonl"""
+
+import json
+import sys
+
+
+def load(path):
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    by_tag = {r["tag"]: r for r in rows if "tag" in r}
+    other = [r for r in rows if "tag" not in r]
+    return by_tag, other
+
+
+def fmt(x, nd=1):
+    if x is None:
+        return "n/a"
+    if x >= 100:
+        return "%.0f" % x
+    return ("%%.%df" % nd) % x
+
+
+def main():
+    by_tag, other = load(sys.argv[1])
+    peak = next((r["gflops"] for r in other if r.get("bench") == "sgemm_peak"), None)
+    sgemm = [r for r in other if r.get("bench") == "sgemm"]
+    bw = next((r for r in other if r.get("bench") == "bandwidth"), None)
+    mach = [r for r in other if r.get("bench") == "machine"]
+    out = []
+    if mach:
+        m0 = mach[0]
+        out.append("Machine: %s, %d cores, %d threads; %s; memtune %s" % (
+            m0["cpu"], m0["cores"], m0["threads"], m0["date"], m0["git"]))
+        out.append("Load average (1/5/15 min) at start: %s; at end: %s" % (
+            m0.get("uptime_start", "?"), mach[-1].get("uptime_end", "?")))
+    if peak:
+        out.append("sgemm (OpenBLAS, %d threads): %s GFLOP/s; peak used for MFU: %.1f GFLOP/s" % (
+            sgemm[0]["threads"] if sgemm else 0,
+            ", ".join("n=%d %.1f" % (r["n"], r["gflops"]) for r in sgemm), peak))
+    if bw:
+        out.append("Memory bandwidth: read %.1f GB/s, copy %.1f GB/s (read used for the decode bound)"
+                   % (bw["read_gbs"], bw["copy_gbs"]))
+    out.append("")
+
+    out.append("| benchmark | model | params | engine | tokens/s | memtune / torch | MFU or % of BW bound | peak RSS (MB) | check |")
+    out.append("|---|---|---:|---|---:|---:|---:|---:|---|")
+    groups = []
+    for tag in by_tag:
+        g = tag.rsplit("/", 1)[0]
+        if g not in groups:
+            groups.append(g)
+    for g in groups:
+        kind, model = g.split("/")
+        torch = by_tag.get(g + "/torch")
+        for eng in ("memtune", "memtune-passive", "torch"):
+            r = by_tag.get(g + "/" + eng)
+            if not r:
+                continue
+            params = r["params"]
+            if kind == "decode":
+                tps = r["decode_tok_s"]
+                bound = bw["read_gbs"] * 1e9 / (params * 4) if bw else None
+                eff = "%.0f%% of %s tok/s" % (100 * tps / bound, fmt(bound)) if bound else "n/a"
+                label = "decode %d new (prompt %d)" % (r["new"], r["prompt"])
+                check = ""
+                if torch and eng != "torch":
+                    agree = sum(a == b for a, b in zip(r["ids"], torch["ids"]))
+                    check = "greedy ids = torch: %d/%d" % (agree, len(r["ids"]))
+                elif eng == "torch":
+                    check = "prefill %s tok/s; RSS after import %s" % (fmt(r["prefill_tok_s"]), fmt(r["rss_after_import_mb"]))
+                if eng != "torch":
+                    check += "; prefill %s tok/s" % fmt(r["prefill_tok_s"])
+            else:
+                tps = r["tok_s"]
+                eff = "%.1f%%" % (100 * 6 * params * tps / (peak * 1e9)) if peak else "n/a"
+                label = "train full %dx%d AdamW" % (r["B"], r["T"])
+                check = "loss %.3f; %d+%d steps, median %.2f s" % (r["first_loss"], r["warmup"], r["steps"], r["step_s"])
+                if eng == "torch":
+                    check += "; RSS after import %s" % fmt(r["rss_after_import_mb"])
+            ratio = "%.2f" % (tps / (torch["decode_tok_s"] if kind == "decode" else torch["tok_s"])) \
+                if torch and eng != "torch" else ""
+            out.append("| %s | %s | %.1fM | %s | %s | %s | %s | %s | %s |" % (
+                label, model, params / 1e6, eng, fmt(tps), ratio, eff, fmt(r["peak_rss_mb"]), check))
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

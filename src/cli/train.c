@@ -1,0 +1,76 @@
+/* memtune train: fine-tune a model on JSONL data. */
+#include "cli/cli.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_DATA_FILES 64
+
+int cmd_train(int argc, char **argv) {
+    mt_train_options o;
+    mt_train_options_default(&o);
+    const char *model = NULL, *tokenizer = NULL, *data[MAX_DATA_FILES] = {0};
+    int n_data = 0;
+    /* --data may repeat: collect every occurrence before the table parser sees argv */
+    char *rest[512];
+    int n_rest = 0;
+    for (int i = 0; i < argc && n_rest < 512; i++) {
+        if (!strcmp(argv[i], "--data") && i + 1 < argc) {
+            if (n_data == MAX_DATA_FILES) {
+                fprintf(stderr, "memtune: at most %d --data files\n", MAX_DATA_FILES);
+                return 2;
+            }
+            data[n_data++] = argv[++i];
+        } else rest[n_rest++] = argv[i];
+    }
+    const cli_opt opts[] = {
+        {"--model", "-m", OPT_STRING, &model, "model to fine-tune (default: bundled stories260K)"},
+        {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file"},
+        {"--out", "-o", OPT_STRING, &o.out_dir, "output directory (default memtune-out)"},
+        {"--method", NULL, OPT_STRING, &o.method, "full (default)"},
+        {"--epochs", NULL, OPT_INT, &o.epochs, "passes over the data (default 3)"},
+        {"--steps", NULL, OPT_INT, &o.steps, "optimizer steps (overrides --epochs)"},
+        {"--lr", NULL, OPT_FLOAT, &o.lr, "peak learning rate (default 1e-4)"},
+        {"--batch", NULL, OPT_INT, &o.batch, "rows per micro-batch (default 4)"},
+        {"--grad-accum", NULL, OPT_INT, &o.grad_accum, "micro-batches per step (default 1)"},
+        {"--seq-len", NULL, OPT_INT, &o.seq_len, "tokens per row (default min(512, context))"},
+        {"--warmup", NULL, OPT_INT, &o.warmup, "linear warmup steps (default 0)"},
+        {"--schedule", NULL, OPT_STRING, &o.schedule, "cosine (default) | linear | constant"},
+        {"--weight-decay", NULL, OPT_FLOAT, &o.weight_decay, "AdamW weight decay on matrices (default 0)"},
+        {"--clip", NULL, OPT_FLOAT, &o.clip, "max gradient norm, 0 = off (default 1.0)"},
+        {"--eval", NULL, OPT_STRING, &o.eval_data, "held-out JSONL for eval loss"},
+        {"--eval-every", NULL, OPT_INT, &o.eval_every, "steps between evals (default: 10 per run)"},
+        {"--save-every", NULL, OPT_INT, &o.save_every, "steps between checkpoints (default 100)"},
+        {"--log-every", NULL, OPT_INT, &o.log_every, "steps between metrics lines (default 10)"},
+        {"--keep-checkpoints", NULL, OPT_INT, &o.keep_checkpoints, "checkpoints kept (default 2)"},
+        {"--seed", NULL, OPT_U64, &o.seed, "data-order seed (default 1)"},
+        {"--threads", NULL, OPT_INT, &o.threads, "threads (default: all cores)"},
+        {"--dry-run", NULL, OPT_FLAG, &o.dry_run, "print token counts and the memory plan, then exit"},
+        {"--resume", NULL, OPT_FLAG, &o.resume, "continue from the newest valid checkpoint in --out"},
+        {"--skip-bad-lines", NULL, OPT_FLAG, &o.skip_bad_lines, "skip and count bad JSONL lines"},
+        {"--quiet", "-q", OPT_FLAG, &o.quiet, "no progress output"},
+        {"--data", NULL, OPT_STRING, &data[0], "training JSONL (repeatable; required)"},
+        {NULL, NULL, 0, NULL, NULL},
+    };
+    int code;
+    if (cli_parse(n_rest, rest, opts, "usage: memtune train --model PATH --data FILE [--data FILE2 ...] --out DIR [options]", &code)) return code;
+    if (n_data == 0) {
+        fprintf(stderr, "memtune: train needs --data FILE\n");
+        return 2;
+    }
+    o.data = data + 1;
+    o.n_data = n_data - 1;
+    mt_model *m;
+    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
+    mt_train_result r;
+    mt_status s = mt_train_run(m, data[0], &o, &r);
+    mt_model_free(m);
+    if (s) return cli_fail("train");
+    if (!o.dry_run && !o.quiet) {
+        fprintf(stderr, "memtune: %ld steps, %ld tokens in %.1f s (%.0f tokens/s), last loss %.4f",
+                r.steps, r.tokens, r.seconds, r.seconds > 0 ? r.tokens / r.seconds : 0.0, r.train_loss);
+        if (!isnan(r.eval_loss)) fprintf(stderr, ", eval loss %.4f", r.eval_loss);
+        fprintf(stderr, "\n");
+    }
+    return r.interrupted ? 130 : 0;
+}

@@ -1,0 +1,74 @@
+/* Declarations of the ops that exist in both precisions. Included twice by kernels.h, with
+ * MT_OPS_REAL = float / double and MT_OPS_FN(name) = name / name##_f64; do not include it
+ * directly. Shapes are row-major; "rows" is the number of tokens (B*T in training). */
+#define REAL_ MT_OPS_REAL
+
+/* ---- linear layer (matmul.c) ---- */
+/* out[T, N] = x[T, K] · W[N, K]^T (+ bias[N]) */
+void MT_OPS_FN(mt_matmul_forward)(REAL_ *out, const REAL_ *x, const REAL_ *w, const REAL_ *bias,
+                                  int T, int K, int N);
+/* dx[T, K] += dout·W;  dw[N, K] += dout^T·x;  db[N] += Σ_t dout[t]. Any of dx, dw, db may be
+ * NULL. */
+void MT_OPS_FN(mt_matmul_backward)(REAL_ *dx, REAL_ *dw, REAL_ *db, const REAL_ *dout,
+                                   const REAL_ *x, const REAL_ *w, int T, int K, int N);
+
+/* ---- token embedding (embedding.c) ---- */
+/* out[n, C] = table[ids[i]] row by row (ids must be in range) */
+void MT_OPS_FN(mt_embedding_forward)(REAL_ *out, const int *ids, const REAL_ *table, int n, int C);
+/* dtable[ids[i]] += dout[i]: a scatter-add, repeated ids add up */
+void MT_OPS_FN(mt_embedding_backward)(REAL_ *dtable, const REAL_ *dout, const int *ids, int n, int C);
+
+/* ---- RMSNorm (norm.c) ---- */
+/* out[T, C] = x / rms(x) * w, row by row; out may be x */
+void MT_OPS_FN(mt_rmsnorm_forward)(REAL_ *out, const REAL_ *x, const REAL_ *w, int T, int C, float eps);
+/* The same, also saving rstd[T] = 1 / sqrt(mean(x^2) + eps) for the backward. */
+void MT_OPS_FN(mt_rmsnorm_forward_save)(REAL_ *out, REAL_ *rstd, const REAL_ *x, const REAL_ *w,
+                                        int T, int C, float eps);
+/* dx += ∂/∂x, dw += ∂/∂w (dx or dw may be NULL) */
+void MT_OPS_FN(mt_rmsnorm_backward)(REAL_ *dx, REAL_ *dw, const REAL_ *dout, const REAL_ *x,
+                                    const REAL_ *w, const REAL_ *rstd, int T, int C);
+
+/* ---- rotary position embedding (rope.c) ---- */
+/* Rotates x[T, n_heads*head_dim] in place; row t sits at position pos[t]. interleaved: pairs
+ * (2i, 2i+1) (llama2.c, GGUF); otherwise (i, i + head_dim/2) (Hugging Face). */
+void MT_OPS_FN(mt_rope_forward)(REAL_ *x, const int *pos, int T, int n_heads, int head_dim,
+                                int interleaved, const float *cos_t, const float *sin_t);
+/* In place: turns ∂/∂(rotated x) into ∂/∂x by rotating through -angle (the transpose). */
+void MT_OPS_FN(mt_rope_backward)(REAL_ *dx, const int *pos, int T, int n_heads, int head_dim,
+                                 int interleaved, const float *cos_t, const float *sin_t);
+
+/* ---- attention for training (attention.c) ---- */
+/* Causal grouped-query attention over B rows of T tokens with a document mask: token t of a
+ * row attends to token s <= t of the same row only when doc[s] == doc[t] (packed sequences;
+ * doc may be NULL for one document per row). q, out [B*T, H*hd]; k, v [B*T, KV*hd]; query
+ * head h reads KV head h / (H/KV). Saves the probabilities att[B, H, T, T] (zero where
+ * masked) for the backward. */
+void MT_OPS_FN(mt_attention_forward)(REAL_ *out, REAL_ *att, const REAL_ *q, const REAL_ *k,
+                                     const REAL_ *v, const int *doc, int B, int T, int n_heads,
+                                     int n_kv_heads, int head_dim);
+/* dq, dk, dv += gradients, given the forward's att. dscores: scratch of B*H*T*T floats
+ * (∂loss/∂scores, overwritten). The mask is read from att (masked pairs are exactly 0). */
+void MT_OPS_FN(mt_attention_backward)(REAL_ *dq, REAL_ *dk, REAL_ *dv, REAL_ *dscores,
+                                      const REAL_ *dout, const REAL_ *att, const REAL_ *q,
+                                      const REAL_ *k, const REAL_ *v, int B, int T, int n_heads,
+                                      int n_kv_heads, int head_dim);
+
+/* ---- SwiGLU (activations.c) ---- */
+/* out[i] = silu(gate[i]) * up[i]; out may be gate */
+void MT_OPS_FN(mt_swiglu_forward)(REAL_ *out, const REAL_ *gate, const REAL_ *up, size_t n);
+/* dgate += dout * up * silu'(gate);  dup += dout * silu(gate) */
+void MT_OPS_FN(mt_swiglu_backward)(REAL_ *dgate, REAL_ *dup, const REAL_ *dout, const REAL_ *gate,
+                                   const REAL_ *up, size_t n);
+
+/* ---- masked cross-entropy (cross_entropy.c) ---- */
+/* Rows i with targets[i] >= 0 are scored; negative targets (-1, -100) are ignored. Writes
+ * lse[n] (log-sum-exp of each row, for the backward), sets *n_targets and returns the SUM of
+ * -log softmax(logits[i])[targets[i]] over scored rows. Targets must be < V. */
+double MT_OPS_FN(mt_cross_entropy_forward)(REAL_ *lse, const REAL_ *logits, const int *targets,
+                                           int n, int V, long *n_targets);
+/* For loss = scale * Σ NLL: WRITES dlogits = scale * (softmax - onehot(target)) on scored
+ * rows and 0 on ignored ones. dlogits may be logits (in place). */
+void MT_OPS_FN(mt_cross_entropy_backward)(REAL_ *dlogits, const REAL_ *logits, const REAL_ *lse,
+                                          const int *targets, double scale, int n, int V);
+
+#undef REAL_

@@ -1,0 +1,385 @@
+/* The Llama-family training pass (see train_model.h): the memory plan of a training state,
+ * the forward that saves activations, and the backward that mirrors it layer by layer.
+ *
+ * Forward, per layer l (x = residual stream, BT = B*T rows):
+ *   xn1 = rmsnorm(x); q,k,v = xn1·W^T (+b); rope(q, k); atty = attention(q, k, v | doc)
+ *   x_mid = x + atty·Wo^T;  xn2 = rmsnorm(x_mid); gate, up = xn2·W^T
+ *   x_next = x_mid + (silu(gate)·up)·Wdown^T
+ * then the final norm, the head and masked cross-entropy. The backward walks the same list
+ * in reverse with dx, the gradient of the residual stream, flowing through the residual
+ * adds unchanged and picking up each branch's input gradient.
+ *
+ * Written in terms of `real` (see kernels/real.h): compiled in float here and in double by
+ * train_model_f64.c, where the parameters are an owned double copy. */
+#include "model/train_model.h"
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kernels/real.h"
+
+typedef R(mt_train_state) train_state;
+
+/* ---- memory plan ------------------------------------------------------------------- */
+
+#define N_ACTS 28
+
+/* Element count of every activation array, in the order of the pointers in
+ * activation_slots(). The only place that knows how big a training state is. */
+static void activation_sizes(const mt_config *c, int B, int T, size_t sizes[N_ACTS]) {
+    size_t L = (size_t)c->n_layers, BT = (size_t)B * T, C = (size_t)c->dim;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
+    size_t scores = (size_t)B * c->n_heads * T * T;
+    size_t plan[N_ACTS] = {
+        (L + 1) * BT * C, L * BT * C, L * BT * C, L * BT * C,  /* x, x_mid, xn1, xn2 */
+        L * BT, L * BT,                                        /* rstd1, rstd2 */
+        L * BT * qd, L * BT * kvd, L * BT * kvd,               /* q, k, v */
+        L * scores, L * BT * qd,                               /* att, atty */
+        L * BT * F, L * BT * F,                                /* gate, up */
+        BT * C, BT, BT * V, BT,                                /* xn_final, rstd_final, logits, lse */
+        BT * F, BT * F, BT * F, BT * F,                        /* hidden, dhidden, dgate, dup */
+        BT * C, BT * C,                                        /* dx, dxn */
+        BT * qd, BT * qd, BT * kvd, BT * kvd,                  /* dq, datty, dk, dv */
+        scores,                                                /* dscores */
+    };
+    memcpy(sizes, plan, sizeof plan);
+}
+
+static void activation_slots(train_state *s, real **slots[N_ACTS]) {
+    real **list[N_ACTS] = {
+        &s->x, &s->x_mid, &s->xn1, &s->xn2, &s->rstd1, &s->rstd2, &s->q, &s->k, &s->v,
+        &s->att, &s->atty, &s->gate, &s->up, &s->xn_final, &s->rstd_final, &s->logits, &s->lse,
+        &s->hidden, &s->dhidden, &s->dgate, &s->dup, &s->dx, &s->dxn, &s->dq, &s->datty,
+        &s->dk, &s->dv, &s->dscores,
+    };
+    memcpy(slots, list, sizeof list);
+}
+
+static int shape_ok(int B, int T) {
+    return B > 0 && T > 0 && T <= MT_TRAIN_MAX_T && (size_t)B * T <= MT_TRAIN_MAX_TOKENS;
+}
+
+size_t R(mt_train_activation_bytes)(const mt_config *c, int B, int T) {
+    if (!shape_ok(B, T)) return SIZE_MAX;
+    size_t sizes[N_ACTS], n = 0;
+    activation_sizes(c, B, T, sizes);
+    for (int i = 0; i < N_ACTS; i++) n += sizes[i];
+    return n * sizeof(real);
+}
+
+size_t R(mt_train_state_bytes)(const mt_config *c, int B, int T) {
+    size_t acts = R(mt_train_activation_bytes)(c, B, T);
+    if (acts == SIZE_MAX) return SIZE_MAX;
+    size_t grads = mt_config_param_count(c) * sizeof(real);
+    size_t batch = 4 * (size_t)B * T * sizeof(int);
+    size_t rope = 2 * (size_t)T * (c->head_dim / 2) * sizeof(float);
+    return acts + grads + batch + rope;
+}
+
+/* ---- parameters, gradients, trainable flags ----------------------------------------- */
+
+/* index of the tensor that holds parameter offset off (offsets ascend in tensor order) */
+static int tensor_index(const train_state *s, size_t off) {
+    int lo = 0, hi = s->n_tensors - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (s->tensor_offset[mid] <= off) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* This precision's copy of the model tensor at p (NULL stays NULL: absent biases). */
+static const real *param(const train_state *s, const float *p) {
+    return p ? s->params + (p - s->model->params) : NULL;
+}
+
+real *R(mt_train_grad)(const train_state *s, const float *p) {
+    if (!p) return NULL;
+    size_t off = (size_t)(p - s->model->params);
+    return s->trainable[tensor_index(s, off)] ? s->grads + off : NULL;
+}
+
+mt_status R(mt_train_set_trainable)(train_state *s, const char *name, int on) {
+    if (!name) {
+        memset(s->trainable, on != 0, (size_t)s->n_tensors);
+        return MT_OK;
+    }
+    mt_tensor_ref *refs = malloc((size_t)s->n_tensors * sizeof *refs);
+    if (!refs) return mt_error(MT_ERR_NOMEM, "out of memory for the tensor list");
+    mt_model_tensors(s->model, refs, s->n_tensors);
+    int found = -1;
+    for (int i = 0; i < s->n_tensors && found < 0; i++)
+        if (strcmp(refs[i].name, name) == 0) found = i;
+    free(refs);
+    if (found < 0) return mt_error(MT_ERR_ARG, "no tensor named \"%s\" in the model", name);
+    s->trainable[found] = on != 0;
+    return MT_OK;
+}
+
+void R(mt_train_zero_grads)(train_state *s) {
+    memset(s->grads, 0, s->model->n_params * sizeof(real));
+}
+
+/* ---- create / free ------------------------------------------------------------------ */
+
+void R(mt_train_free)(train_state *s) {
+    if (!s) return;
+#ifdef MT_REAL_DOUBLE
+    free(s->params);
+#endif
+    free(s->grads);
+    free(s->tensor_offset);
+    free(s->trainable);
+    free(s->inputs);
+    free(s->rope_cos);
+    free(s->rope_sin);
+    free(s->acts_memory);
+    free(s);
+}
+
+static mt_status tensor_table(train_state *s) {
+    int n = mt_model_tensors(s->model, NULL, 0);
+    mt_tensor_ref *refs = malloc((size_t)n * sizeof *refs);
+    s->tensor_offset = malloc((size_t)n * sizeof(size_t));
+    s->trainable = malloc((size_t)n);
+    if (!refs || !s->tensor_offset || !s->trainable) {
+        free(refs);
+        return mt_error(MT_ERR_NOMEM, "out of memory for the tensor table");
+    }
+    mt_model_tensors(s->model, refs, n);
+    for (int i = 0; i < n; i++) {
+        s->tensor_offset[i] = (size_t)(refs[i].data - s->model->params);
+        s->trainable[i] = 1;
+    }
+    s->n_tensors = n;
+    free(refs);
+    return MT_OK;
+}
+
+static mt_status allocate(train_state *s) {
+    const mt_config *c = &s->model->cfg;
+    size_t sizes[N_ACTS], BT = (size_t)s->B * s->T;
+    real **slots[N_ACTS];
+    activation_sizes(c, s->B, s->T, sizes);
+    activation_slots(s, slots);
+    s->n_acts = 0;
+    for (int i = 0; i < N_ACTS; i++) s->n_acts += sizes[i];
+    s->acts_memory = malloc(s->n_acts * sizeof(real));
+    s->grads = calloc(s->model->n_params, sizeof(real));
+    s->inputs = malloc(4 * BT * sizeof(int));
+    if (!s->acts_memory || !s->grads || !s->inputs)
+        return mt_error(MT_ERR_NOMEM, "out of memory for a training state of %zu bytes",
+                        R(mt_train_state_bytes)(c, s->B, s->T));
+    real *p = s->acts_memory;
+    for (int i = 0; i < N_ACTS; i++) {
+        *slots[i] = p;
+        p += sizes[i];
+    }
+    s->targets = s->inputs + BT;
+    s->pos = s->targets + BT;
+    s->doc = s->pos + BT;
+#ifdef MT_REAL_DOUBLE
+    s->params = malloc(s->model->n_params * sizeof(real));
+    if (!s->params) return mt_error(MT_ERR_NOMEM, "out of memory for double parameters");
+    for (size_t i = 0; i < s->model->n_params; i++) s->params[i] = s->model->params[i];
+#else
+    s->params = s->model->params;
+#endif
+    return mt_rope_tables(c, s->T, &s->rope_cos, &s->rope_sin);
+}
+
+mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
+    *out = NULL;
+    if (!shape_ok(B, T))
+        return mt_error(MT_ERR_ARG, "training batch of %d rows x %d tokens is outside the limits "
+                        "(T <= %d, B*T <= %d)", B, T, MT_TRAIN_MAX_T, MT_TRAIN_MAX_TOKENS);
+    train_state *s = calloc(1, sizeof *s);
+    if (!s) return mt_error(MT_ERR_NOMEM, "out of memory for a training state");
+    s->model = m;
+    s->B = B;
+    s->T = T;
+    mt_status st = tensor_table(s);
+    if (!st) st = allocate(s);
+    if (st) {
+        R(mt_train_free)(s);
+        return st;
+    }
+    *out = s;
+    return MT_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+/* The activations of layer l, as slices of the per-layer arrays. */
+typedef struct {
+    real *x, *x_mid, *x_next, *xn1, *xn2, *rstd1, *rstd2, *q, *k, *v, *att, *atty, *gate, *up;
+} layer_acts;
+
+static layer_acts layer_slice(const train_state *s, int l) {
+    const mt_config *c = &s->model->cfg;
+    size_t BT = (size_t)s->B * s->T, C = (size_t)c->dim, F = (size_t)c->hidden_dim;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t scores = (size_t)s->B * c->n_heads * s->T * s->T;
+    layer_acts a = {
+        .x = s->x + l * BT * C, .x_mid = s->x_mid + l * BT * C, .x_next = s->x + (l + 1) * BT * C,
+        .xn1 = s->xn1 + l * BT * C, .xn2 = s->xn2 + l * BT * C,
+        .rstd1 = s->rstd1 + l * BT, .rstd2 = s->rstd2 + l * BT,
+        .q = s->q + l * BT * qd, .k = s->k + l * BT * kvd, .v = s->v + l * BT * kvd,
+        .att = s->att + l * scores, .atty = s->atty + l * BT * qd,
+        .gate = s->gate + l * BT * F, .up = s->up + l * BT * F,
+    };
+    return a;
+}
+
+/* out = a + b, elementwise (out may be b) */
+static void add_into(real *out, const real *a, const real *b, size_t n) {
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void layer_forward(train_state *s, int l) {
+    const mt_config *c = &s->model->cfg;
+    const mt_layer *L = &s->model->layers[l];
+    layer_acts a = layer_slice(s, l);
+    int BT = s->B * s->T, C = c->dim, F = c->hidden_dim;
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+
+    R(mt_rmsnorm_forward_save)(a.xn1, a.rstd1, a.x, param(s, L->attn_norm), BT, C, c->norm_eps);
+    R(mt_matmul_forward)(a.q, a.xn1, param(s, L->wq), param(s, L->bq), BT, C, qd);
+    R(mt_matmul_forward)(a.k, a.xn1, param(s, L->wk), param(s, L->bk), BT, C, kvd);
+    R(mt_matmul_forward)(a.v, a.xn1, param(s, L->wv), param(s, L->bv), BT, C, kvd);
+    R(mt_rope_forward)(a.q, s->pos, BT, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
+    R(mt_rope_forward)(a.k, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
+    R(mt_attention_forward)(a.atty, a.att, a.q, a.k, a.v, s->doc, s->B, s->T, c->n_heads,
+                            c->n_kv_heads, c->head_dim);
+    R(mt_matmul_forward)(a.x_mid, a.atty, param(s, L->wo), NULL, BT, qd, C);
+    add_into(a.x_mid, a.x, a.x_mid, (size_t)BT * C);
+
+    R(mt_rmsnorm_forward_save)(a.xn2, a.rstd2, a.x_mid, param(s, L->ffn_norm), BT, C, c->norm_eps);
+    R(mt_matmul_forward)(a.gate, a.xn2, param(s, L->w_gate), NULL, BT, C, F);
+    R(mt_matmul_forward)(a.up, a.xn2, param(s, L->w_up), NULL, BT, C, F);
+    R(mt_swiglu_forward)(s->hidden, a.gate, a.up, (size_t)BT * F);
+    R(mt_matmul_forward)(a.x_next, s->hidden, param(s, L->w_down), NULL, BT, F, C);
+    add_into(a.x_next, a.x_mid, a.x_next, (size_t)BT * C);
+}
+
+/* Checks the batch against the model and copies it into the state (the backward needs it). */
+static mt_status take_batch(train_state *s, const int *inputs, const int *targets, const int *pos,
+                            const int *doc) {
+    int BT = s->B * s->T, V = s->model->cfg.vocab_size;
+    for (int i = 0; i < BT; i++) {
+        if (inputs[i] < 0 || inputs[i] >= V)
+            return mt_error(MT_ERR_ARG, "input token %d at %d is outside the vocabulary of %d", inputs[i], i, V);
+        if (targets[i] >= V)
+            return mt_error(MT_ERR_ARG, "target token %d at %d is outside the vocabulary of %d", targets[i], i, V);
+        int p = pos ? pos[i] : i % s->T;
+        if (p < 0 || p >= s->T)
+            return mt_error(MT_ERR_ARG, "position %d at %d is outside [0, %d)", p, i, s->T);
+        s->inputs[i] = inputs[i];
+        s->targets[i] = targets[i];
+        s->pos[i] = p;
+        s->doc[i] = doc ? doc[i] : 0;
+    }
+    return MT_OK;
+}
+
+mt_status R(mt_train_forward)(train_state *s, const int *inputs, const int *targets, const int *pos,
+                              const int *doc, double loss_scale, double *nll_sum, long *n_targets) {
+    const mt_config *c = &s->model->cfg;
+    int BT = s->B * s->T;
+    s->have_forward = 0;
+    mt_status st = take_batch(s, inputs, targets, pos, doc);
+    if (st) return st;
+    R(mt_embedding_forward)(s->x, s->inputs, param(s, s->model->tok_embd), BT, c->dim);
+    for (int l = 0; l < c->n_layers; l++) layer_forward(s, l);
+    real *x_final = s->x + (size_t)c->n_layers * BT * c->dim;
+    R(mt_rmsnorm_forward_save)(s->xn_final, s->rstd_final, x_final, param(s, s->model->norm_final),
+                               BT, c->dim, c->norm_eps);
+    R(mt_matmul_forward)(s->logits, s->xn_final, param(s, s->model->output), NULL, BT, c->dim,
+                         c->vocab_size);
+    long count = 0;
+    double nll = R(mt_cross_entropy_forward)(s->lse, s->logits, s->targets, BT, c->vocab_size, &count);
+    if (nll_sum) *nll_sum = nll;
+    if (n_targets) *n_targets = count;
+    s->loss_scale = loss_scale;
+    s->have_forward = 1;
+    return MT_OK;
+}
+
+/* ---- backward ----------------------------------------------------------------------- */
+
+static void zero(real *p, size_t n) { memset(p, 0, n * sizeof(real)); }
+
+/* On entry s->dx = ∂loss/∂x_next; on exit ∂loss/∂x (layer l's input). */
+static void layer_backward(train_state *s, int l) {
+    const mt_config *c = &s->model->cfg;
+    const mt_layer *L = &s->model->layers[l];
+    layer_acts a = layer_slice(s, l);
+    int BT = s->B * s->T, C = c->dim, F = c->hidden_dim;
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    size_t nF = (size_t)BT * F;
+
+    /* MLP: x_next = x_mid + down(silu(gate)·up); the residual passes dx through unchanged */
+    R(mt_swiglu_forward)(s->hidden, a.gate, a.up, nF);
+    zero(s->dhidden, nF);
+    R(mt_matmul_backward)(s->dhidden, R(mt_train_grad)(s, L->w_down), NULL, s->dx, s->hidden,
+                          param(s, L->w_down), BT, F, C);
+    zero(s->dgate, nF);
+    zero(s->dup, nF);
+    R(mt_swiglu_backward)(s->dgate, s->dup, s->dhidden, a.gate, a.up, nF);
+    zero(s->dxn, (size_t)BT * C);
+    R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->w_gate), NULL, s->dgate, a.xn2,
+                          param(s, L->w_gate), BT, C, F);
+    R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->w_up), NULL, s->dup, a.xn2,
+                          param(s, L->w_up), BT, C, F);
+    R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, L->ffn_norm), s->dxn, a.x_mid,
+                           param(s, L->ffn_norm), a.rstd2, BT, C);
+
+    /* attention: x_mid = x + o(attention(rope(q), rope(k), v)) */
+    zero(s->datty, (size_t)BT * qd);
+    R(mt_matmul_backward)(s->datty, R(mt_train_grad)(s, L->wo), NULL, s->dx, a.atty,
+                          param(s, L->wo), BT, qd, C);
+    zero(s->dq, (size_t)BT * qd);
+    zero(s->dk, (size_t)BT * kvd);
+    zero(s->dv, (size_t)BT * kvd);
+    R(mt_attention_backward)(s->dq, s->dk, s->dv, s->dscores, s->datty, a.att, a.q, a.k, a.v,
+                             s->B, s->T, c->n_heads, c->n_kv_heads, c->head_dim);
+    R(mt_rope_backward)(s->dq, s->pos, BT, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
+    R(mt_rope_backward)(s->dk, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
+    zero(s->dxn, (size_t)BT * C);
+    R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wq), R(mt_train_grad)(s, L->bq), s->dq,
+                          a.xn1, param(s, L->wq), BT, C, qd);
+    R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wk), R(mt_train_grad)(s, L->bk), s->dk,
+                          a.xn1, param(s, L->wk), BT, C, kvd);
+    R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wv), R(mt_train_grad)(s, L->bv), s->dv,
+                          a.xn1, param(s, L->wv), BT, C, kvd);
+    R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, L->attn_norm), s->dxn, a.x,
+                           param(s, L->attn_norm), a.rstd1, BT, C);
+}
+
+mt_status R(mt_train_backward)(train_state *s) {
+    if (!s->have_forward)
+        return mt_error(MT_ERR_ARG, "training backward without a forward since the last backward");
+    s->have_forward = 0;
+    const mt_config *c = &s->model->cfg;
+    const mt_model *m = s->model;
+    int BT = s->B * s->T, C = c->dim;
+
+    /* head: logits = rmsnorm(x_final)·output^T; the logits become dlogits in place */
+    R(mt_cross_entropy_backward)(s->logits, s->logits, s->lse, s->targets, s->loss_scale, BT,
+                                 c->vocab_size);
+    zero(s->dxn, (size_t)BT * C);
+    R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, m->output), NULL, s->logits, s->xn_final,
+                          param(s, m->output), BT, C, c->vocab_size);
+    zero(s->dx, (size_t)BT * C);
+    R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, m->norm_final), s->dxn,
+                           s->x + (size_t)c->n_layers * BT * C, param(s, m->norm_final),
+                           s->rstd_final, BT, C);
+    for (int l = c->n_layers - 1; l >= 0; l--) layer_backward(s, l);
+    real *dembd = R(mt_train_grad)(s, m->tok_embd);
+    if (dembd) R(mt_embedding_backward)(dembd, s->dx, s->inputs, BT, C);
+    return MT_OK;
+}

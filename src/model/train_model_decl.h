@@ -1,0 +1,76 @@
+/* The training state and its functions, declared once per precision by train_model.h (with
+ * MT_TR_REAL = float / double and MT_TR_FN(name) = name / name##_f64); do not include it
+ * directly. See train_model.h for how they are used. */
+#define REAL_ MT_TR_REAL
+
+typedef struct MT_TR_FN(mt_train_state) {
+    mt_model *model;          /* config and tensor layout (and, in float, the parameters) */
+    int B, T;
+    REAL_ *params;            /* float: model->params, trained in place; double: owned copy */
+    REAL_ *grads;             /* [model->n_params], same offsets as model->params */
+    int n_tensors;
+    size_t *tensor_offset;    /* [n_tensors]: offset of each tensor in params, ascending */
+    unsigned char *trainable; /* [n_tensors]: 1 = compute this tensor's weight gradient */
+    int *inputs, *targets, *pos, *doc; /* [B*T] copies of the last forward's batch */
+    float *rope_cos, *rope_sin;        /* [T, head_dim/2] */
+    double loss_scale;        /* of the last forward; the backward differentiates scale·Σ NLL */
+    int have_forward;         /* the backward needs a forward since the last backward */
+
+    REAL_ *acts_memory;       /* every array below lives in this one allocation */
+    size_t n_acts;            /* its length in elements */
+    /* saved by the forward; per layer arrays are [n_layers, B*T, width] */
+    REAL_ *x;                 /* [n_layers + 1, B*T, dim] residual stream: input of layer l, final */
+    REAL_ *x_mid;             /* [n_layers, B*T, dim] after the attention residual */
+    REAL_ *xn1, *xn2;         /* [n_layers, B*T, dim] normed inputs of attention and MLP */
+    REAL_ *rstd1, *rstd2;     /* [n_layers, B*T] their 1/rms */
+    REAL_ *q;                 /* [n_layers, B*T, n_heads*head_dim] after RoPE */
+    REAL_ *k, *v;             /* [n_layers, B*T, n_kv_heads*head_dim] (k after RoPE) */
+    REAL_ *att;               /* [n_layers, B, n_heads, T, T] attention probabilities */
+    REAL_ *atty;              /* [n_layers, B*T, n_heads*head_dim] attention output */
+    REAL_ *gate, *up;         /* [n_layers, B*T, hidden_dim] MLP pre-activations */
+    REAL_ *xn_final;          /* [B*T, dim] */
+    REAL_ *rstd_final;        /* [B*T] */
+    REAL_ *logits;            /* [B*T, vocab]; the backward turns them into dlogits in place */
+    REAL_ *lse;               /* [B*T] log-sum-exp of each logits row */
+    /* scratch for one layer at a time */
+    REAL_ *hidden;            /* [B*T, hidden_dim] silu(gate)*up, recomputed in the backward */
+    REAL_ *dhidden, *dgate, *dup; /* [B*T, hidden_dim] */
+    REAL_ *dx;                /* [B*T, dim] gradient of the residual stream */
+    REAL_ *dxn;               /* [B*T, dim] gradient of a norm's output */
+    REAL_ *dq, *datty;        /* [B*T, n_heads*head_dim] */
+    REAL_ *dk, *dv;           /* [B*T, n_kv_heads*head_dim] */
+    REAL_ *dscores;           /* [B, n_heads, T, T] */
+} MT_TR_FN(mt_train_state);
+
+/* Bytes of the activation allocation, and of everything a state allocates (activations,
+ * gradients, batch copies, RoPE tables), for a batch of B rows of T tokens. SIZE_MAX when
+ * the shape is outside the limits above. */
+size_t MT_TR_FN(mt_train_activation_bytes)(const mt_config *cfg, int B, int T);
+size_t MT_TR_FN(mt_train_state_bytes)(const mt_config *cfg, int B, int T);
+
+/* Makes a state for batches of B rows of T tokens (T <= MT_TRAIN_MAX_T, B*T <=
+ * MT_TRAIN_MAX_TOKENS). Gradients start at zero, every tensor trainable. The model must
+ * outlive the state. */
+mt_status MT_TR_FN(mt_train_create)(mt_model *m, int B, int T, MT_TR_FN(mt_train_state) **out);
+void MT_TR_FN(mt_train_free)(MT_TR_FN(mt_train_state) *s);
+
+/* Runs the batch (all arrays [B*T], row-major by row b then token t). inputs in [0, vocab);
+ * targets < vocab, negative = not scored; pos in [0, T), NULL = 0..T-1 in every row; doc
+ * NULL = one document per row. Sets *nll_sum (Σ NLL over scored tokens; the loss is
+ * loss_scale * nll_sum) and *n_targets (either may be NULL). */
+mt_status MT_TR_FN(mt_train_forward)(MT_TR_FN(mt_train_state) *s, const int *inputs,
+                                     const int *targets, const int *pos, const int *doc,
+                                     double loss_scale, double *nll_sum, long *n_targets);
+/* grads += d(loss_scale * Σ NLL)/d(params) for trainable tensors, for the last forward
+ * (which it consumes: the logits become their gradient). */
+mt_status MT_TR_FN(mt_train_backward)(MT_TR_FN(mt_train_state) *s);
+void MT_TR_FN(mt_train_zero_grads)(MT_TR_FN(mt_train_state) *s);
+
+/* Sets the flag of the tensor with this HF name ("model.layers.0.mlp.up_proj.weight"), or of
+ * every tensor when name is NULL. MT_ERR_ARG for an unknown name. */
+mt_status MT_TR_FN(mt_train_set_trainable)(MT_TR_FN(mt_train_state) *s, const char *name, int on);
+/* The gradient of the tensor at model pointer p (one of m->tok_embd, m->layers[l].wq, ...),
+ * or NULL when p is NULL or the tensor is frozen. */
+REAL_ *MT_TR_FN(mt_train_grad)(const MT_TR_FN(mt_train_state) *s, const float *p);
+
+#undef REAL_

@@ -1,0 +1,38 @@
+/* Training data: JSONL files in the shapes users already have, read into a list of
+ * examples. Each line is one example:
+ *   {"input","output"}  {"prompt","completion"}  {"instruction","input"?,"output"}
+ *   {"messages":[{"role","content"},...]}        {"text"}
+ * (an optional "system" string is honoured by the first three). Conversational shapes
+ * become a list of chat messages; {"text"} stays raw text trained on every token.
+ * A line that is not valid JSON, not UTF-8, or lacks the fields is an error naming the file
+ * and line, unless skip_bad_lines is set, in which case it is counted and skipped. */
+#ifndef MT_TRAIN_DATA_H
+#define MT_TRAIN_DATA_H
+#include "memtune.h"
+#include "train/chat_template.h"
+
+typedef struct {
+    mt_chat_message *messages; /* NULL for raw text examples */
+    int n_messages;
+    char *text;                /* raw text ({"text"}), else NULL */
+    int source_line;           /* 1-based line in its file, for messages */
+    int source_file;           /* index into the list of files loaded */
+} mt_example;
+
+typedef struct {
+    mt_example *items;
+    int n, cap;
+    int n_skipped;             /* bad lines skipped (skip_bad_lines) */
+    int n_blank;               /* blank lines ignored */
+    char **files;              /* file names, indexed by source_file */
+    int n_files;
+} mt_dataset;
+
+/* Appends the examples of one JSONL file to ds. */
+mt_status mt_dataset_load_jsonl(mt_dataset *ds, const char *path, int skip_bad_lines);
+void mt_dataset_free(mt_dataset *ds);
+
+/* The prompt/answer pair of an example whose last message is the assistant's, for eval. */
+int mt_example_is_chat(const mt_example *e);
+
+#endif

@@ -1,0 +1,65 @@
+/* AdamW and gradient clipping (see optimizer.h). Per parameter, as torch.optim.AdamW:
+ *   p -= lr·wd·p                                  (decoupled weight decay, before the moments)
+ *   m = b1·m + (1-b1)·g;   v = b2·v + (1-b2)·g^2
+ *   p -= lr/(1-b1^t) · m / (sqrt(v)/sqrt(1-b2^t) + eps) */
+#include "train/optimizer.h"
+#include "core/error.h"
+#include <math.h>
+#include <stdlib.h>
+
+mt_status mt_adamw_init(mt_adamw *o, size_t n, float lr, float beta1, float beta2, float eps,
+                        float weight_decay) {
+    *o = (mt_adamw){.lr = lr, .beta1 = beta1, .beta2 = beta2, .eps = eps,
+                    .weight_decay = weight_decay, .n = n};
+    o->m = calloc(n ? n : 1, sizeof(float));
+    o->v = calloc(n ? n : 1, sizeof(float));
+    if (!o->m || !o->v) {
+        mt_adamw_free(o);
+        return mt_error(MT_ERR_NOMEM, "out of memory for AdamW state of %zu parameters", n);
+    }
+    return MT_OK;
+}
+
+void mt_adamw_free(mt_adamw *o) {
+    free(o->m);
+    free(o->v);
+    o->m = o->v = NULL;
+}
+
+void mt_adamw_begin_step(mt_adamw *o) { o->step++; }
+
+void mt_adamw_update(mt_adamw *o, float *params, const float *grads, size_t begin, size_t end,
+                     float weight_decay) {
+    float b1 = o->beta1, b2 = o->beta2, eps = o->eps, decay = 1.0f - o->lr * weight_decay;
+    float step_size = (float)(o->lr / (1.0 - pow(b1, (double)o->step)));
+    float sqrt_bc2 = (float)sqrt(1.0 - pow(b2, (double)o->step));
+#pragma omp parallel for if (end - begin > 65536)
+    for (size_t i = begin; i < end; i++) {
+        float g = grads[i];
+        o->m[i] = b1 * o->m[i] + (1.0f - b1) * g;
+        o->v[i] = b2 * o->v[i] + (1.0f - b2) * g * g;
+        params[i] = params[i] * decay - step_size * o->m[i] / (sqrtf(o->v[i]) / sqrt_bc2 + eps);
+    }
+}
+
+void mt_adamw_step(mt_adamw *o, float *params, const float *grads) {
+    mt_adamw_begin_step(o);
+    mt_adamw_update(o, params, grads, 0, o->n, o->weight_decay);
+}
+
+double mt_grad_norm(const float *g, size_t n) {
+    double ss = 0.0;
+#pragma omp parallel for reduction(+ : ss) if (n > 65536)
+    for (size_t i = 0; i < n; i++) ss += (double)g[i] * g[i];
+    return sqrt(ss);
+}
+
+double mt_grad_clip(float *g, size_t n, double max_norm) {
+    double norm = mt_grad_norm(g, n), factor = max_norm / (norm + 1e-6);
+    if (factor < 1.0) {
+        float f = (float)factor;
+#pragma omp parallel for if (n > 65536)
+        for (size_t i = 0; i < n; i++) g[i] *= f;
+    }
+    return norm;
+}

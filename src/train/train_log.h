@@ -1,0 +1,27 @@
+/* What a training run tells its user: a progress bar on a terminal (plain periodic lines
+ * otherwise) on stderr, DIR/metrics.jsonl with a line per logged step and per eval, and
+ * DIR/loss.svg plotting train and eval loss at the end. */
+#ifndef MT_TRAIN_TRAIN_LOG_H
+#define MT_TRAIN_TRAIN_LOG_H
+#include <stdio.h>
+#include "memtune.h"
+
+typedef struct {
+    FILE *metrics;        /* DIR/metrics.jsonl, appended to (a resumed run continues it) */
+    int tty, quiet;
+    long total_steps;
+    double start_time;
+    long *train_step, *eval_step;
+    double *train_loss, *eval_loss;
+    int n_train, n_eval, cap_train, cap_eval;
+} mt_train_log;
+
+mt_status mt_train_log_open(mt_train_log *l, const char *dir, long total_steps, int quiet, int resume);
+void mt_train_log_step(mt_train_log *l, long step, double loss, float lr, double grad_norm,
+                       double tokens_per_s, int write_line);
+void mt_train_log_eval(mt_train_log *l, long step, double eval_loss);
+void mt_train_log_progress(mt_train_log *l, long step, double loss, double tokens_per_s);
+/* Writes DIR/loss.svg (atomically) and closes the metrics file. */
+mt_status mt_train_log_close(mt_train_log *l, const char *dir);
+
+#endif

@@ -1,0 +1,460 @@
+/* The trainer: data -> packed rows -> forward/backward over micro-batches -> clipped AdamW
+ * step on a schedule, with metrics, evals and atomic checkpoints, and a clean stop on
+ * SIGINT/SIGTERM that saves first. It is independent of which parameters train: the
+ * method decides the trainable tensors, the loop only follows the flags. */
+#include "core/error.h"
+#include "core/file.h"
+#include "core/rng.h"
+#include "kernels/kernels.h"
+#include "model/forward.h"
+#include "model/train_model.h"
+#include "tokenizer/tokenizer.h"
+#include "train/batch.h"
+#include "train/checkpoint.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+#include "train/train_log.h"
+#include "train/trainer.h"
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile sig_atomic_t stop_requested = 0;
+static void on_stop_signal(int sig) { (void)sig; stop_requested = 1; }
+
+void mt_train_options_default(mt_train_options *o) {
+    memset(o, 0, sizeof *o);
+    o->method = "full";
+    o->out_dir = "memtune-out";
+    o->epochs = 3;
+    o->lr = 1e-4f;
+    o->batch = 4;
+    o->grad_accum = 1;
+    o->schedule = "cosine";
+    o->clip = 1.0f;
+    o->save_every = 100;
+    o->log_every = 10;
+    o->keep_checkpoints = 2;
+    o->seed = 1;
+    o->shuffle = 1;
+    o->eval_every = -1; /* -1: choose (10 evals per run) */
+}
+
+static void trainer_free(mt_trainer *t) {
+    mt_dataset_free(&t->data);
+    mt_dataset_free(&t->eval);
+    mt_packed_data_free(&t->packed);
+    mt_packed_data_free(&t->packed_eval);
+    mt_epoch_plan_free(&t->plan);
+    if (t->tpl) mt_chat_template_free(t->tpl);
+    if (t->state) mt_train_free(t->state);
+    mt_adamw_free(&t->opt);
+    free(t->inputs);
+    free(t->targets);
+    free(t->pos);
+    free(t->doc);
+    free(t->ckpt_dir);
+    free(t->template_source);
+}
+
+static mt_status load_datasets(mt_trainer *t, const char *data_path) {
+    const mt_train_options *o = &t->o;
+    mt_status s = mt_dataset_load_jsonl(&t->data, data_path, o->skip_bad_lines);
+    for (int i = 0; s == MT_OK && i < o->n_data; i++) s = mt_dataset_load_jsonl(&t->data, o->data[i], o->skip_bad_lines);
+    if (s == MT_OK && o->eval_data) s = mt_dataset_load_jsonl(&t->eval, o->eval_data, o->skip_bad_lines);
+    if (s == MT_OK && t->data.n_skipped + t->eval.n_skipped > 0 && !o->quiet)
+        fprintf(stderr, "memtune: skipped %d bad lines\n", t->data.n_skipped + t->eval.n_skipped);
+    return s;
+}
+
+/* The model's own chat template, or the documented default for base models. The one used
+ * is stored with the trained model so inference renders prompts the same way. */
+static mt_status setup_template(mt_trainer *t) {
+    const char *src = t->m->chat_template ? t->m->chat_template : mt_chat_template_default();
+    mt_status s = mt_chat_template_compile(src, &t->tpl);
+    if (s) return mt_error_prefix(s, "chat template");
+    t->template_source = strdup(src);
+    if (!t->template_source) return mt_error(MT_ERR_NOMEM, "out of memory");
+    mt_tokenizer *tok = t->m->tok;
+    t->builder.tok = tok;
+    t->builder.tpl = t->tpl;
+    t->builder.eos_id = mt_tokenizer_eos(tok) >= 0 ? mt_tokenizer_eos(tok) : t->m->cfg.eos_id;
+    t->builder.bos_id = mt_tokenizer_bos(tok);
+    return MT_OK;
+}
+
+/* Padding never reaches the loss (its targets are masked by position, not by id), but a pad
+ * equal to EOS is the classic way EOS gets masked out elsewhere: use another id. */
+static int choose_pad(const mt_trainer *t) {
+    int eos = t->builder.eos_id, pad = mt_tokenizer_pad(t->m->tok);
+    if (pad >= 0 && pad != eos) return pad;
+    int unk = mt_tokenizer_unk(t->m->tok);
+    if (unk >= 0 && unk != eos) return unk;
+    return eos == 0 ? 1 : 0;
+}
+
+static long count_learned_stops(const mt_trainer *t) {
+    long n = 0;
+    for (int i = 0; i < t->packed.n_seqs; i++) {
+        const mt_token_seq *s = &t->packed.seqs[i];
+        for (int k = 1; k < s->n; k++)
+            n += s->learn[k] && s->ids[k] == t->builder.eos_id;
+    }
+    return n;
+}
+
+static mt_status prepare_data(mt_trainer *t) {
+    mt_status s = mt_packed_data_build(&t->builder, &t->data, t->seq_len, &t->packed);
+    if (s == MT_OK && t->eval.n > 0) s = mt_packed_data_build(&t->builder, &t->eval, t->seq_len, &t->packed_eval);
+    if (s) return s;
+    if (t->packed.targets_total == 0) return mt_error(MT_ERR_ARG, "the training data has no tokens to learn");
+    if (count_learned_stops(t) == 0)
+        return mt_error(MT_ERR_ARG, "EOS (id %d) is never a trained target: a tuned model would not learn to "
+                        "stop (does the tokenizer define EOS?)", t->builder.eos_id);
+    if (t->packed.n_truncated && !t->o.quiet)
+        fprintf(stderr, "memtune: warning: %ld of %d examples are longer than --seq-len %d and were cut\n",
+                t->packed.n_truncated, t->packed.n_seqs, t->seq_len);
+    t->pad_id = choose_pad(t);
+    s = mt_epoch_plan_build(&t->packed, t->o.seed, 0, t->o.shuffle, &t->plan);
+    t->plan_epoch = 0;
+    t->rows_per_epoch = t->plan.n_rows;
+    return s;
+}
+
+static void plan_steps(mt_trainer *t) {
+    long rows_per_step = (long)t->o.batch * t->o.grad_accum;
+    if (t->o.steps > 0) t->total_steps = t->o.steps;
+    else t->total_steps = (t->rows_per_epoch * t->o.epochs + rows_per_step - 1) / rows_per_step;
+    if (t->total_steps < 1) t->total_steps = 1;
+    t->eval_every = t->o.eval_every >= 0 ? t->o.eval_every : (t->total_steps >= 10 ? t->total_steps / 10 : 1);
+}
+
+static size_t memory_plan(const mt_trainer *t, size_t *acts) {
+    const mt_config *c = &t->m->cfg;
+    *acts = mt_train_state_bytes(c, t->o.batch, t->seq_len);
+    size_t params = t->m->n_params * sizeof(float);
+    /* weights + activations/grads state + two AdamW moments + batch buffers */
+    return params + *acts + 2 * params + (size_t)4 * t->o.grad_accum * t->o.batch * t->seq_len * sizeof(int);
+}
+
+static void print_dry_run(const mt_trainer *t) {
+    size_t acts, total = memory_plan(t, &acts), params = t->m->n_params * sizeof(float);
+    printf("{\"examples\": %d, \"eval_examples\": %d, \"skipped_lines\": %d, \"tokens\": %ld, "
+           "\"target_tokens\": %ld, \"truncated_examples\": %ld, \"seq_len\": %d, \"rows_per_epoch\": %ld, "
+           "\"steps\": %ld, \"parameters\": %zu, \"trainable_parameters\": %zu,\n"
+           " \"memory\": {\"weights\": %zu, \"gradients_and_activations\": %zu, \"optimizer\": %zu, "
+           "\"total\": %zu}}\n",
+           t->data.n, t->eval.n, t->data.n_skipped + t->eval.n_skipped, t->packed.tokens_total,
+           t->packed.targets_total, t->packed.n_truncated, t->seq_len, t->rows_per_epoch, t->total_steps,
+           t->m->n_params, t->m->n_params, params, acts, 2 * params, total);
+}
+
+/* ---- batches ---------------------------------------------------------------------------- */
+
+static mt_status fill_rows(mt_trainer *t, long first_row, int n_rows, int *inputs, int *targets,
+                           int *pos, int *doc, long *n_targets) {
+    *n_targets = 0;
+    for (int r = 0; r < n_rows; r++) {
+        long g = first_row + r;
+        int epoch = (int)(g / t->rows_per_epoch), row = (int)(g % t->rows_per_epoch);
+        if (epoch != t->plan_epoch) {
+            mt_epoch_plan_free(&t->plan);
+            mt_status s = mt_epoch_plan_build(&t->packed, t->o.seed, epoch, t->o.shuffle, &t->plan);
+            if (s) return s;
+            t->plan_epoch = epoch;
+        }
+        size_t off = (size_t)r * t->seq_len;
+        *n_targets += mt_fill_row(&t->packed, &t->plan, row, t->pad_id, inputs + off, targets + off, pos + off, doc + off);
+    }
+    return MT_OK;
+}
+
+/* Mean loss over the learned targets of the eval set, with the current weights. */
+static mt_status eval_loss(mt_trainer *t, double *out) {
+    mt_epoch_plan plan;
+    mt_status s = mt_epoch_plan_build(&t->packed_eval, 0, 0, 0, &plan);
+    double nll_total = 0;
+    long count = 0;
+    int B = t->o.batch, T = t->seq_len;
+    for (int r0 = 0; s == MT_OK && r0 < plan.n_rows; r0 += B) {
+        for (int r = 0; r < B; r++) {
+            size_t off = (size_t)r * T;
+            if (r0 + r < plan.n_rows)
+                mt_fill_row(&t->packed_eval, &plan, r0 + r, t->pad_id, t->inputs + off, t->targets + off, t->pos + off, t->doc + off);
+            else
+                for (int k = 0; k < T; k++) t->inputs[off + k] = t->pad_id, t->targets[off + k] = -1, t->pos[off + k] = k, t->doc[off + k] = 0;
+        }
+        double nll;
+        long n;
+        s = mt_train_forward(t->state, t->inputs, t->targets, t->pos, t->doc, 1.0, &nll, &n);
+        nll_total += nll;
+        count += n;
+    }
+    mt_epoch_plan_free(&plan);
+    *out = count ? nll_total / count : NAN;
+    return s;
+}
+
+/* AdamW on the trainable tensors; weight decay on matrices only (not norms or biases). */
+static void optimizer_step(mt_trainer *t) {
+    mt_tensor_ref refs[MT_MAX_TENSORS];
+    int n = mt_model_tensors(t->m, refs, MT_MAX_TENSORS);
+    mt_adamw_begin_step(&t->opt);
+    for (int i = 0; i < n && i < MT_MAX_TENSORS; i++) {
+        if (!t->state->trainable[i]) continue;
+        size_t begin = (size_t)(refs[i].data - t->m->params), len = (size_t)refs[i].rows * refs[i].cols;
+        float wd = refs[i].is_vector ? 0.0f : t->o.weight_decay;
+        mt_adamw_update(&t->opt, t->m->params, t->state->grads, begin, begin + len, wd);
+    }
+}
+
+/* One optimizer step over grad_accum micro-batches, the loss normalised by the target
+ * tokens of all of them, so accumulation equals one larger batch. */
+static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, float *lr) {
+    int B = t->o.batch, T = t->seq_len, G = t->o.grad_accum;
+    long total_targets = 0;
+    for (int g = 0; g < G; g++) {
+        long n;
+        size_t off = (size_t)g * B * T;
+        mt_status s = fill_rows(t, t->rows_done + (long)g * B, B, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, &n);
+        if (s) return s;
+        total_targets += n;
+    }
+    mt_train_zero_grads(t->state);
+    double scale = total_targets ? 1.0 / total_targets : 0.0, nll_sum = 0;
+    for (int g = 0; g < G; g++) {
+        size_t off = (size_t)g * B * T;
+        double nll;
+        mt_status s = mt_train_forward(t->state, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, scale, &nll, NULL);
+        if (s == MT_OK) s = mt_train_backward(t->state);
+        if (s) return s;
+        nll_sum += nll;
+    }
+    *grad_norm = t->o.clip > 0 ? mt_grad_clip(t->state->grads, t->m->n_params, t->o.clip)
+                               : mt_grad_norm(t->state->grads, t->m->n_params);
+    *lr = mt_schedule_lr(t->sched, t->o.lr, t->step, t->o.warmup, t->total_steps);
+    t->opt.lr = *lr;
+    optimizer_step(t);
+    t->rows_done += (long)G * B;
+    t->step++;
+    t->tokens += (long)G * B * T;
+    *loss = total_targets ? nll_sum / total_targets : 0.0;
+    if (!isfinite(*loss)) return mt_error(MT_ERR_ARG, "loss became %f at step %ld: lower --lr", *loss, t->step);
+    return MT_OK;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------ */
+
+static char *state_json(const mt_trainer *t) {
+    json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:I}", "method", t->o.method,
+                          "step", (json_int_t)t->step, "rows_done", (json_int_t)t->rows_done,
+                          "adam_step", (json_int_t)t->opt.step, "seed", (json_int_t)t->o.seed,
+                          "batch", t->o.batch, "grad_accum", t->o.grad_accum, "seq_len", t->seq_len,
+                          "n_params", (json_int_t)t->m->n_params);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+static void checkpoint_blobs(mt_trainer *t, mt_ckpt_blob b[3]) {
+    size_t bytes = t->m->n_params * sizeof(float);
+    b[0] = (mt_ckpt_blob){"params", t->m->params, bytes};
+    b[1] = (mt_ckpt_blob){"adam_m", t->opt.m, bytes};
+    b[2] = (mt_ckpt_blob){"adam_v", t->opt.v, bytes};
+}
+
+static mt_status save_checkpoint(mt_trainer *t) {
+    mt_status s = mt_mkdir_p(t->ckpt_dir);
+    if (s) return s;
+    char *json = state_json(t), *path = mt_checkpoint_path(t->ckpt_dir, t->step);
+    mt_ckpt_blob b[3];
+    checkpoint_blobs(t, b);
+    s = json && path ? mt_checkpoint_write(path, json, b, 3) : mt_error(MT_ERR_NOMEM, "out of memory");
+    if (s == MT_OK) mt_checkpoint_prune(t->ckpt_dir, t->o.keep_checkpoints > 0 ? t->o.keep_checkpoints : 1);
+    free(json);
+    free(path);
+    return s;
+}
+
+static long json_long(json_t *o, const char *key) { return (long)json_integer_value(json_object_get(o, key)); }
+
+static mt_status check_resume_settings(const mt_trainer *t, json_t *st, const char *path) {
+    if (json_long(st, "batch") != t->o.batch || json_long(st, "grad_accum") != t->o.grad_accum ||
+        json_long(st, "seq_len") != t->seq_len || (uint64_t)json_long(st, "seed") != t->o.seed)
+        return mt_error(MT_ERR_MISMATCH, "%s: was written with --batch %ld --grad-accum %ld --seq-len %ld --seed %ld; "
+                        "resume with the same settings", path, json_long(st, "batch"), json_long(st, "grad_accum"),
+                        json_long(st, "seq_len"), json_long(st, "seed"));
+    return MT_OK;
+}
+
+static mt_status resume_from_checkpoint(mt_trainer *t) {
+    char *path = NULL, *json = NULL;
+    mt_status s = mt_checkpoint_find_latest(t->ckpt_dir, &path);
+    if (s) return s;
+    mt_ckpt_blob b[3];
+    checkpoint_blobs(t, b);
+    s = mt_checkpoint_read(path, &json, b, 3);
+    json_error_t e;
+    json_t *st = s == MT_OK ? json_loads(json, 0, &e) : NULL;
+    if (s == MT_OK) s = check_resume_settings(t, st, path);
+    if (s == MT_OK) {
+        t->step = json_long(st, "step");
+        t->rows_done = json_long(st, "rows_done");
+        t->opt.step = json_long(st, "adam_step");
+        if (!t->o.quiet) fprintf(stderr, "memtune: resumed from %s (step %ld)\n", path, t->step);
+    }
+    json_decref(st);
+    free(json);
+    free(path);
+    return s;
+}
+
+/* ---- the run ---------------------------------------------------------------------------- */
+
+static mt_status setup(mt_trainer *t, const char *data_path) {
+    mt_config *c = &t->m->cfg;
+    if (!t->m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
+    if (strcmp(t->o.method, "full")) return mt_error(MT_ERR_UNSUPPORTED, "unknown --method '%s' (this build trains: full)", t->o.method);
+    if (t->o.batch < 1 || t->o.grad_accum < 1 || t->o.epochs < 0 || t->o.steps < 0 || !(t->o.lr >= 0) || t->o.warmup < 0)
+        return mt_error(MT_ERR_ARG, "batch and grad-accum must be >= 1; epochs, steps, lr and warmup >= 0");
+    t->seq_len = t->o.seq_len > 0 ? t->o.seq_len : (c->max_seq_len < 512 ? c->max_seq_len : 512);
+    if (t->seq_len > c->max_seq_len && !t->o.quiet)
+        fprintf(stderr, "memtune: warning: --seq-len %d exceeds the model's context length %d\n", t->seq_len, c->max_seq_len);
+    mt_status s = mt_schedule_parse(t->o.schedule, &t->sched);
+    if (s == MT_OK) s = load_datasets(t, data_path);
+    if (s == MT_OK) s = setup_template(t);
+    if (s == MT_OK) s = prepare_data(t);
+    if (s) return s;
+    plan_steps(t);
+    t->ckpt_dir = mt_path_join(t->o.out_dir, "checkpoints");
+    return t->ckpt_dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
+}
+
+static mt_status allocate(mt_trainer *t) {
+    size_t n = (size_t)t->o.grad_accum * t->o.batch * t->seq_len;
+    t->inputs = malloc(n * sizeof(int));
+    t->targets = malloc(n * sizeof(int));
+    t->pos = malloc(n * sizeof(int));
+    t->doc = malloc(n * sizeof(int));
+    if (!t->inputs || !t->targets || !t->pos || !t->doc) return mt_error(MT_ERR_NOMEM, "out of memory for batches");
+    mt_status s = mt_train_create(t->m, t->o.batch, t->seq_len, &t->state);
+    if (s == MT_OK) s = mt_adamw_init(&t->opt, t->m->n_params, t->o.lr, 0.9f, 0.999f, 1e-8f, t->o.weight_decay);
+    return s;
+}
+
+static mt_status maybe_eval(mt_trainer *t, mt_train_log *log, int force) {
+    if (t->eval.n == 0 || (!force && (t->eval_every <= 0 || t->step % t->eval_every != 0))) return MT_OK;
+    mt_status s = eval_loss(t, &t->last_eval);
+    if (s == MT_OK) mt_train_log_eval(log, t->step, t->last_eval);
+    return s;
+}
+
+static void crash_hook(const mt_trainer *t) {
+    /* Test hook: die by SIGKILL right after this step, as a crash would. */
+    const char *at = getenv("MEMTUNE_TEST_KILL_AFTER_STEP");
+    if (at && atol(at) == t->step) raise(SIGKILL);
+}
+
+static mt_status train_loop(mt_trainer *t, mt_train_log *log, mt_train_result *res) {
+    double window_loss = 0, t_window = mt_now_seconds();
+    int window_n = 0;
+    long window_tokens = 0;
+    mt_status s = MT_OK;
+    while (s == MT_OK && t->step < t->total_steps) {
+        double loss, gnorm;
+        float lr;
+        long tokens_before = t->tokens;
+        s = train_step(t, &loss, &gnorm, &lr);
+        if (s) break;
+        window_loss += loss;
+        window_n++;
+        window_tokens += t->tokens - tokens_before;
+        double now = mt_now_seconds(), tps = window_tokens / fmax(now - t_window, 1e-9);
+        int log_now = t->step % (t->o.log_every > 0 ? t->o.log_every : 1) == 0 || t->step == t->total_steps;
+        mt_train_log_progress(log, t->step, loss, tps);
+        if (log_now) {
+            res->train_loss = window_loss / window_n;
+            mt_train_log_step(log, t->step, res->train_loss, lr, gnorm, tps, 1);
+            window_loss = 0, window_n = 0, window_tokens = 0, t_window = now;
+        }
+        s = maybe_eval(t, log, 0);
+        if (s == MT_OK && (stop_requested || (t->o.save_every > 0 && t->step % t->o.save_every == 0)))
+            s = save_checkpoint(t);
+        if (s == MT_OK && stop_requested) {
+            res->interrupted = 1;
+            if (!t->o.quiet) fprintf(stderr, "\nmemtune: stopped at step %ld; checkpoint saved, continue with --resume\n", t->step);
+            break;
+        }
+        crash_hook(t);
+    }
+    return s;
+}
+
+static mt_status finish(mt_trainer *t, mt_train_log *log) {
+    mt_status s = MT_OK;
+    if (t->eval.n > 0 && t->step % (t->eval_every > 0 ? t->eval_every : 1) != 0) s = maybe_eval(t, log, 1);
+    if (s == MT_OK) s = save_checkpoint(t);
+    /* the template used in training travels with the model */
+    if (s == MT_OK && !t->m->chat_template && !(t->m->chat_template = strdup(t->template_source)))
+        s = mt_error(MT_ERR_NOMEM, "out of memory");
+    char *model_dir = mt_path_join(t->o.out_dir, "model");
+    if (s == MT_OK) s = model_dir ? mt_model_save(t->m, model_dir, MT_FORMAT_HF) : mt_error(MT_ERR_NOMEM, "out of memory");
+    if (s == MT_OK && !t->o.quiet) fprintf(stderr, "memtune: saved %s\n", model_dir);
+    free(model_dir);
+    return s;
+}
+
+static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res) {
+    mt_status s = setup(t, data_path);
+    if (s) return s;
+    if (t->o.dry_run) {
+        print_dry_run(t);
+        return MT_OK;
+    }
+    if ((s = mt_mkdir_p(t->o.out_dir)) || (s = allocate(t))) return s;
+    if (t->o.resume && (s = resume_from_checkpoint(t))) return s;
+    mt_infer_free(t->m); /* weights change: any KV cache is stale */
+    mt_train_log log;
+    if ((s = mt_train_log_open(&log, t->o.out_dir, t->total_steps, t->o.quiet, t->o.resume))) return s;
+    if (!t->o.quiet)
+        fprintf(stderr, "memtune: %d examples, %ld target tokens, %ld rows of %d per epoch, %ld steps from step %ld\n",
+                t->data.n, t->packed.targets_total, t->rows_per_epoch, t->seq_len, t->total_steps, t->step);
+    if (!t->o.resume) s = maybe_eval(t, &log, 1);
+    double t0 = mt_now_seconds();
+    if (s == MT_OK) s = train_loop(t, &log, res);
+    res->seconds = mt_now_seconds() - t0;
+    if (s == MT_OK && !res->interrupted) s = finish(t, &log);
+    mt_status s2 = mt_train_log_close(&log, t->o.out_dir);
+    return s ? s : s2;
+}
+
+mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res) {
+    mt_train_result local;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    res->eval_loss = NAN;
+    mt_trainer t = {.m = m, .last_eval = NAN};
+    if (opts) t.o = *opts;
+    else mt_train_options_default(&t.o);
+    if (t.o.threads) mt_set_threads(t.o.threads);
+    struct sigaction sa = {.sa_handler = on_stop_signal}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    stop_requested = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    mt_status s = run(&t, data_path, res);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    res->steps = t.step;
+    res->tokens = t.tokens;
+    res->eval_loss = t.last_eval;
+    trainer_free(&t);
+    return s;
+}
+
+mt_status mt_train(mt_model *m, const char *data_path, const mt_train_options *opts) {
+    return mt_train_run(m, data_path, opts, NULL);
+}

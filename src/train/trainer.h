@@ -1,0 +1,33 @@
+/* The trainer's state (see trainer.c). Public entry points are mt_train/mt_train_run. */
+#ifndef MT_TRAIN_TRAINER_H
+#define MT_TRAIN_TRAINER_H
+#include "memtune.h"
+#include "model/train_model.h"
+#include "train/batch.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+
+#define MT_MAX_TENSORS 8192
+
+typedef struct {
+    mt_model *m;
+    mt_train_options o;
+    mt_dataset data, eval;
+    mt_chat_template *tpl;
+    char *template_source;
+    mt_seq_builder builder;
+    mt_packed_data packed, packed_eval;
+    mt_epoch_plan plan;
+    int plan_epoch;
+    int seq_len, pad_id;
+    long rows_per_epoch, total_steps, eval_every;
+    long step, rows_done, tokens;
+    double last_eval;
+    mt_schedule_kind sched;
+    mt_train_state *state;
+    mt_adamw opt;
+    int *inputs, *targets, *pos, *doc; /* [grad_accum * batch * seq_len] */
+    char *ckpt_dir;
+} mt_trainer;
+
+#endif

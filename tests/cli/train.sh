@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Training from the command line: dry run, outputs, bad data, and never losing a run:
+# 20 uninterrupted steps == 10 steps + SIGKILL + resume, bit for bit (weights and losses);
+# a kill in the middle of a checkpoint write leaves the previous checkpoint usable.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+MT="$BUILD/memtune"
+A=${MEMTUNE_ASSETS:-../shared/assets}
+M="$A/models/stories260K/stories260K.bin"
+TMP="$BUILD/tmp/cli_train"; rm -rf "$TMP"; mkdir -p "$TMP"
+fail=0
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+python3 - "$A/instruct/llama-factory/identity.json" "$TMP/identity.jsonl" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+with open(sys.argv[2], "w") as f:
+    for r in rows:
+        fill = lambda s: s.replace("{{name}}", "Memtune").replace("{{author}}", "the memtune team")
+        f.write(json.dumps({"instruction": fill(r["instruction"]), "input": fill(r["input"]), "output": fill(r["output"])}) + "\n")
+PY
+D="$TMP/identity.jsonl"
+COMMON="--model $M --data $D --lr 1e-3 --batch 2 --seq-len 128 --seed 3 --log-every 1 --threads 2 --quiet"
+
+"$MT" train $COMMON --out "$TMP/dry" --dry-run > "$TMP/dry.json"
+check "dry run prints token counts and a memory plan" "python3 -c \"import json; d=json.load(open('$TMP/dry.json')); assert d['examples']==91 and d['target_tokens']>0 and d['memory']['total']>0, d\""
+check "dry run writes nothing" "[ ! -e $TMP/dry ]"
+
+"$MT" train $COMMON --steps 20 --save-every 10 --out "$TMP/a"
+check "a run writes model, metrics, loss plot and checkpoint" "[ -f $TMP/a/model/model.safetensors ] && [ -f $TMP/a/model/tokenizer_config.json ] && [ -f $TMP/a/loss.svg ] && [ \$(grep -c '\"loss\"' $TMP/a/metrics.jsonl) -eq 20 ] && [ -f $TMP/a/checkpoints/step-00000020.ckpt ]"
+check "the chat template travels with the model" "grep -q chat_template $TMP/a/model/tokenizer_config.json"
+
+MEMTUNE_TEST_KILL_AFTER_STEP=10 "$MT" train $COMMON --steps 20 --save-every 10 --out "$TMP/b" 2>/dev/null; rc=$?
+check "the crash hook killed the run (SIGKILL)" "[ $rc -eq 137 ] && [ -f $TMP/b/checkpoints/step-00000010.ckpt ] && [ ! -e $TMP/b/model ]"
+"$MT" train $COMMON --steps 20 --save-every 10 --out "$TMP/b" --resume
+check "10 steps + SIGKILL + resume = 20 steps: identical weights" "cmp -s $TMP/a/model/model.safetensors $TMP/b/model/model.safetensors"
+losses() { python3 -c "import json,sys; print([json.loads(l)['loss'] for l in open(sys.argv[1]) if '\"loss\"' in l])" "$1"; }
+check "... and identical losses" "[ \"\$(losses $TMP/a/metrics.jsonl)\" = \"\$(losses $TMP/b/metrics.jsonl)\" ]"
+
+# Kill while the step-10 checkpoint is being written (the test hook pauses mid-write).
+MEMTUNE_TEST_CKPT_DELAY_MS=1500 "$MT" train $COMMON --steps 20 --save-every 5 --out "$TMP/c" 2>/dev/null &
+pid=$!
+for i in $(seq 1 200); do ls "$TMP/c/checkpoints/" 2>/dev/null | grep -q 'step-00000010.ckpt.tmp' && break; sleep 0.05; done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+check "killed during the write: the torn file is a temp file, step 5 is intact" "[ -f $TMP/c/checkpoints/step-00000005.ckpt ] && [ ! -f $TMP/c/checkpoints/step-00000010.ckpt ] && ls $TMP/c/checkpoints | grep -q tmp"
+"$MT" train $COMMON --steps 20 --save-every 5 --out "$TMP/c" --resume 2> "$TMP/c.err"
+check "resume after a torn checkpoint matches the uninterrupted run" "cmp -s $TMP/a/model/model.safetensors $TMP/c/model/model.safetensors"
+
+# A corrupt newest checkpoint is skipped in favour of the one before it.
+cp -r "$TMP/a" "$TMP/d"; cp "$TMP/a/checkpoints/step-00000020.ckpt" "$TMP/d/checkpoints/step-00000030.ckpt"
+printf 'garbage' | dd of="$TMP/d/checkpoints/step-00000030.ckpt" bs=1 seek=100 conv=notrunc 2>/dev/null
+"$MT" train $COMMON --steps 25 --save-every 10 --out "$TMP/d" --resume 2> "$TMP/d.err"; rc=$?
+check "corrupt checkpoint skipped with a message; resumes from the one before" "[ $rc -eq 0 ] && grep -q 'step-00000030.ckpt: checksum mismatch' $TMP/d.err && [ \$(grep -c '\"loss\"' $TMP/d/metrics.jsonl) -eq 25 ]"
+
+"$MT" train $COMMON --steps 2 --out "$TMP/e" --resume > /dev/null 2> "$TMP/e.err"; rc=$?
+check "resume with no checkpoint: clear error" "[ $rc -ne 0 ] && grep -q 'no valid checkpoint' $TMP/e.err"
+"$MT" train $COMMON --steps 22 --batch 3 --out "$TMP/a" --resume > /dev/null 2> "$TMP/f.err"; rc=$?
+check "resume with other settings: clear error" "[ $rc -ne 0 ] && grep -q 'resume with the same settings' $TMP/f.err"
+
+printf '{"input": "a", "output": "b"}\n{"input": oops}\n' > "$TMP/bad.jsonl"
+"$MT" train --model $M --data "$TMP/bad.jsonl" --out "$TMP/g" --quiet > /dev/null 2> "$TMP/g.err"; rc=$?
+check "bad JSON line: error with file and line" "[ $rc -ne 0 ] && grep -q 'bad.jsonl:2' $TMP/g.err"
+"$MT" train --model $M --data "$TMP/bad.jsonl" --out "$TMP/g" --skip-bad-lines --steps 1 --quiet; rc=$?
+check "--skip-bad-lines trains on the rest" "[ $rc -eq 0 ] && [ -f $TMP/g/model/model.safetensors ]"
+
+# Continuous fine-tuning: the tuned model trains further on new data.
+"$MT" train --model "$TMP/a/model" --data "$TMP/bad.jsonl" --skip-bad-lines --steps 2 --out "$TMP/h" --quiet
+check "a tuned model trains further" "[ -f $TMP/h/model/model.safetensors ]"
+
+# From scratch: {"text"} data on a model made by init.
+"$MT" init --like stories260k --seed 5 --out "$TMP/scratch" 2>/dev/null
+python3 -c "
+import json
+paras = open('$A/text/tinystories/tinystories_val_first.txt').read().split('\n\n')[:40]
+open('$TMP/text.jsonl','w').write(''.join(json.dumps({'text': p.strip()})+'\n' for p in paras if p.strip()))"
+"$MT" train --model "$TMP/scratch" --tokenizer "$A/models/stories260K/tok512.bin" --data "$TMP/text.jsonl" --steps 30 --lr 3e-3 --log-every 1 --out "$TMP/s" --quiet
+check "training from scratch lowers the loss" "python3 -c \"import json; l=[json.loads(x)['loss'] for x in open('$TMP/s/metrics.jsonl') if '\\\"loss\\\"' in x]; assert l[-1] < l[0] - 1.0, l\""
+exit $fail
