@@ -43,8 +43,8 @@ def main():
                    % (bw["read_gbs"], bw["copy_gbs"]))
     out.append("")
 
-    out.append("| benchmark | model | params | engine | tokens/s | memtune / torch | MFU or % of BW bound | peak RSS (MB) | check |")
-    out.append("|---|---|---:|---|---:|---:|---:|---:|---|")
+    out.append("| benchmark | model | params | engine | tokens/s | memtune / torch | MFU or % of BW bound | peak RSS (MB) | others' CPU | notes |")
+    out.append("|---|---|---:|---|---:|---:|---:|---:|---:|---|")
     groups = []
     for tag in by_tag:
         g = tag.rsplit("/", 1)[0]
@@ -61,7 +61,10 @@ def main():
             if kind == "decode":
                 tps = r["decode_tok_s"]
                 bound = bw["read_gbs"] * 1e9 / (params * 4) if bw else None
-                eff = "%.0f%% of %s tok/s" % (100 * tps / bound, fmt(bound)) if bound else "n/a"
+                if params * 4 < 32 << 20:   # weights fit in the last-level cache: no DRAM bound
+                    eff = "in cache"
+                else:
+                    eff = "%.0f%% of %s tok/s" % (100 * tps / bound, fmt(bound)) if bound else "n/a"
                 label = "decode %d new (prompt %d)" % (r["new"], r["prompt"])
                 check = ""
                 if torch and eng != "torch":
@@ -80,8 +83,9 @@ def main():
                     check += "; RSS after import %s" % fmt(r["rss_after_import_mb"])
             ratio = "%.2f" % (tps / (torch["decode_tok_s"] if kind == "decode" else torch["tok_s"])) \
                 if torch and eng != "torch" else ""
-            out.append("| %s | %s | %.1fM | %s | %s | %s | %s | %s | %s |" % (
-                label, model, params / 1e6, eng, fmt(tps), ratio, eff, fmt(r["peak_rss_mb"]), check))
+            others = "%.0f%%" % r["others_cpu_pct"] if "others_cpu_pct" in r else "?"
+            out.append("| %s | %s | %.1fM | %s | %s | %s | %s | %s | %s | %s |" % (
+                label, model, params / 1e6, eng, fmt(tps), ratio, eff, fmt(r["peak_rss_mb"]), others, check))
     print("\n".join(out))
 
 

@@ -221,7 +221,7 @@ TEST(attention_backward_with_document_mask_and_gqa_matches_finite_differences) {
     double *att = malloc((size_t)AB * AH * AT * AT * sizeof(double));
     double *dscores = malloc((size_t)AB * AH * AT * AT * sizeof(double));
     mt_attention_forward_f64(out, att, c.q, c.k, c.v, attention_doc, AB, AT, AH, AKV, AHD);
-    mt_attention_backward_f64(dq, dk, dv, dscores, c.dout, att, c.q, c.k, c.v, AB, AT, AH, AKV, AHD);
+    mt_attention_backward_f64(dq, dk, dv, dscores, c.dout, att, c.q, c.k, c.v, attention_doc, AB, AT, AH, AKV, AHD);
     CHECK_FD("attention: dq", fd_error(attention_loss, &c, c.q, AQ, dq, pdq));
     CHECK_FD("attention: dk", fd_error(attention_loss, &c, c.k, AK, dk, pdk));
     CHECK_FD("attention: dv", fd_error(attention_loss, &c, c.v, AK, dv, pdv));

@@ -42,31 +42,38 @@ void mt_attention_cached_forward(float *out, const float *q, const float *k, con
 }
 #endif
 
-/* Token s may be attended from token t (s <= t, same row b) only inside one document. */
-static inline int attention_visible(const int *doc, int b, int T, int s, int t) {
-    return !doc || doc[(size_t)b * T + s] == doc[(size_t)b * T + t];
+/* Documents are contiguous runs of equal doc ids in a row (how packing lays them out):
+ * token t attends to [doc_start, t], where doc_start is the first token of its run. Only
+ * those keys are visited, so packed rows cost the sum of their documents' squares. */
+static inline int doc_start(const int *doc, int b, int T, int t) {
+    if (!doc) return 0;
+    const int *d = doc + (size_t)b * T;
+    int s = t;
+    while (s > 0 && d[s - 1] == d[t]) s--;
+    return s;
 }
 
-/* One query row: probabilities p[0..T) (zero where masked or in the future) and the output. */
+/* One query row: probabilities p[0..T) (zero outside [s0, t]) and the output. */
 static void attention_row_forward(real *o, real *p, const real *qt, const real *k, const real *v,
-                                  const int *doc, int b, int t, int T, int kv_dim, int head_dim) {
+                                  int s0, int t, int T, int kv_dim, int head_dim) {
     real scale = 1 / r_sqrt((real)head_dim), mx = -INFINITY, sum = 0;
-    for (int s = 0; s <= t; s++) {
-        if (!attention_visible(doc, b, T, s, t)) continue;
+    memset(p, 0, (size_t)s0 * sizeof(real));
+    memset(p + t + 1, 0, (size_t)(T - t - 1) * sizeof(real));
+    for (int s = s0; s <= t; s++) {
         const real *ks = k + (size_t)s * kv_dim;
         real dot = 0;
         for (int d = 0; d < head_dim; d++) dot += qt[d] * ks[d];
         p[s] = dot * scale;
         if (p[s] > mx) mx = p[s];
     }
-    for (int s = 0; s < T; s++) {
-        p[s] = s <= t && attention_visible(doc, b, T, s, t) ? r_exp(p[s] - mx) : 0;
+    for (int s = s0; s <= t; s++) {
+        p[s] = r_exp(p[s] - mx);
         sum += p[s];
     }
     memset(o, 0, (size_t)head_dim * sizeof(real));
-    for (int s = 0; s <= t; s++) {
-        if (p[s] == 0) continue;
-        p[s] /= sum;
+    real inv = 1 / sum;
+    for (int s = s0; s <= t; s++) {
+        p[s] *= inv;
         const real *vs = v + (size_t)s * kv_dim;
         for (int d = 0; d < head_dim; d++) o[d] += p[s] * vs[d];
     }
@@ -75,7 +82,7 @@ static void attention_row_forward(real *o, real *p, const real *qt, const real *
 void R(mt_attention_forward)(real *out, real *att, const real *q, const real *k, const real *v,
                              const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
     int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
-#pragma omp parallel for collapse(3) schedule(dynamic, 8)
+#pragma omp parallel for collapse(3) schedule(static)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < n_heads; h++)
             for (int t = 0; t < T; t++) {
@@ -83,48 +90,43 @@ void R(mt_attention_forward)(real *out, real *att, const real *q, const real *k,
                 attention_row_forward(out + row * q_dim + (size_t)h * head_dim,
                                       att + (((size_t)b * n_heads + h) * T + t) * T,
                                       q + row * q_dim + (size_t)h * head_dim, k + kv_off, v + kv_off,
-                                      doc, b, t, T, kv_dim, head_dim);
+                                      doc_start(doc, b, T, t), t, T, kv_dim, head_dim);
             }
 }
 
-/* The backward needs no document ids: a masked pair has p == 0, and every gradient term of
- * a pair carries a factor p (dv = p·dout, dscore = p·(dp - Σ p·dp)), so skipping p == 0 is
- * exact. */
-
-/* Pass 1, one query row: dscores = p·(dp - Σ p·dp) with dp[s] = dout·v_s; dq += scale·Σ ds·k_s. */
+/* Pass 1, one query row: dscores = p·(dp - Σ p·dp) with dp[s] = dout·v_s; dq += scale·Σ ds·k_s.
+ * dscores outside [s0, t] are left unwritten: pass 2 never reads them. */
 static void attention_row_backward(real *dqt, real *ds, const real *p, const real *dot, const real *k,
-                                   const real *v, int t, int kv_dim, int head_dim) {
+                                   const real *v, int s0, int t, int kv_dim, int head_dim) {
     real scale = 1 / r_sqrt((real)head_dim), pdp = 0;
-    for (int s = 0; s <= t; s++) {
-        ds[s] = 0;
-        if (p[s] == 0) continue;
+    for (int s = s0; s <= t; s++) {
         const real *vs = v + (size_t)s * kv_dim;
-        for (int d = 0; d < head_dim; d++) ds[s] += dot[d] * vs[d];
-        pdp += p[s] * ds[s];
+        real acc = 0;
+        for (int d = 0; d < head_dim; d++) acc += dot[d] * vs[d];
+        ds[s] = acc;
+        pdp += p[s] * acc;
     }
-    for (int s = 0; s <= t; s++) {
-        if (p[s] == 0) continue;
+    for (int s = s0; s <= t; s++) {
         ds[s] = p[s] * (ds[s] - pdp);
         const real *ks = k + (size_t)s * kv_dim;
-        for (int d = 0; d < head_dim; d++) dqt[d] += scale * ds[s] * ks[d];
+        real g = scale * ds[s];
+        for (int d = 0; d < head_dim; d++) dqt[d] += g * ks[d];
     }
 }
 
 /* Pass 2, one key row s of KV head kvh: sums over every query head of the group and every
- * later query t, so one thread owns dk_s and dv_s. */
+ * later query t of the same document, so one thread owns dk_s and dv_s. */
 static void attention_key_backward(real *dks, real *dvs, const real *dscores, const real *att,
-                                   const real *dout, const real *q, int b, int kvh, int s, int T,
-                                   int n_heads, int group, int head_dim) {
+                                   const real *dout, const real *q, int b, int kvh, int s, int s_end,
+                                   int T, int n_heads, int group, int head_dim) {
     real scale = 1 / r_sqrt((real)head_dim);
     size_t q_dim = (size_t)n_heads * head_dim;
     for (int h = kvh * group; h < (kvh + 1) * group; h++)
-        for (int t = s; t < T; t++) {
+        for (int t = s; t < s_end; t++) {
             size_t idx = (((size_t)b * n_heads + h) * T + t) * T + s, row = (size_t)b * T + t;
-            real p = att[idx];
-            if (p == 0) continue;
+            real p = att[idx], g = scale * dscores[idx];
             const real *qt = q + row * q_dim + (size_t)h * head_dim;
             const real *dot = dout + row * q_dim + (size_t)h * head_dim;
-            real g = scale * dscores[idx];
             for (int d = 0; d < head_dim; d++) {
                 dks[d] += g * qt[d];
                 dvs[d] += p * dot[d];
@@ -132,11 +134,20 @@ static void attention_key_backward(real *dks, real *dvs, const real *dscores, co
         }
 }
 
+/* One past the last token of the document run holding s. */
+static inline int doc_end(const int *doc, int b, int T, int s) {
+    if (!doc) return T;
+    const int *d = doc + (size_t)b * T;
+    int e = s + 1;
+    while (e < T && d[e] == d[s]) e++;
+    return e;
+}
+
 void R(mt_attention_backward)(real *dq, real *dk, real *dv, real *dscores, const real *dout,
-                              const real *att, const real *q, const real *k, const real *v, int B,
-                              int T, int n_heads, int n_kv_heads, int head_dim) {
+                              const real *att, const real *q, const real *k, const real *v,
+                              const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
     int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
-#pragma omp parallel for collapse(3) schedule(dynamic, 8)
+#pragma omp parallel for collapse(3) schedule(static)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < n_heads; h++)
             for (int t = 0; t < T; t++) {
@@ -144,14 +155,14 @@ void R(mt_attention_backward)(real *dq, real *dk, real *dv, real *dscores, const
                 size_t kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
                 attention_row_backward(dq + row * q_dim + (size_t)h * head_dim, dscores + idx,
                                        att + idx, dout + row * q_dim + (size_t)h * head_dim,
-                                       k + kv_off, v + kv_off, t, kv_dim, head_dim);
+                                       k + kv_off, v + kv_off, doc_start(doc, b, T, t), t, kv_dim, head_dim);
             }
-#pragma omp parallel for collapse(3) schedule(dynamic, 8)
+#pragma omp parallel for collapse(3) schedule(static)
     for (int b = 0; b < B; b++)
         for (int kvh = 0; kvh < n_kv_heads; kvh++)
             for (int s = 0; s < T; s++) {
                 size_t off = ((size_t)b * T + s) * kv_dim + (size_t)kvh * head_dim;
-                attention_key_backward(dk + off, dv + off, dscores, att, dout, q, b, kvh, s, T,
-                                       n_heads, group, head_dim);
+                attention_key_backward(dk + off, dv + off, dscores, att, dout, q, b, kvh, s,
+                                       doc_end(doc, b, T, s), T, n_heads, group, head_dim);
             }
 }

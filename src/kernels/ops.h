@@ -38,19 +38,19 @@ void MT_OPS_FN(mt_rope_backward)(REAL_ *dx, const int *pos, int T, int n_heads, 
                                  int interleaved, const float *cos_t, const float *sin_t);
 
 /* ---- attention for training (attention.c) ---- */
-/* Causal grouped-query attention over B rows of T tokens with a document mask: token t of a
- * row attends to token s <= t of the same row only when doc[s] == doc[t] (packed sequences;
- * doc may be NULL for one document per row). q, out [B*T, H*hd]; k, v [B*T, KV*hd]; query
+/* Causal grouped-query attention over B rows of T tokens with a document mask: documents
+ * are contiguous runs of equal doc ids in a row, and token t attends to the tokens s <= t of
+ * its own run (packed sequences; doc may be NULL for one document per row). q, out [B*T, H*hd]; k, v [B*T, KV*hd]; query
  * head h reads KV head h / (H/KV). Saves the probabilities att[B, H, T, T] (zero where
  * masked) for the backward. */
 void MT_OPS_FN(mt_attention_forward)(REAL_ *out, REAL_ *att, const REAL_ *q, const REAL_ *k,
                                      const REAL_ *v, const int *doc, int B, int T, int n_heads,
                                      int n_kv_heads, int head_dim);
-/* dq, dk, dv += gradients, given the forward's att. dscores: scratch of B*H*T*T floats
- * (∂loss/∂scores, overwritten). The mask is read from att (masked pairs are exactly 0). */
+/* dq, dk, dv += gradients, given the forward's att and the same doc. dscores: scratch of
+ * B*H*T*T floats (∂loss/∂scores; only entries inside a document are written and read). */
 void MT_OPS_FN(mt_attention_backward)(REAL_ *dq, REAL_ *dk, REAL_ *dv, REAL_ *dscores,
                                       const REAL_ *dout, const REAL_ *att, const REAL_ *q,
-                                      const REAL_ *k, const REAL_ *v, int B, int T, int n_heads,
+                                      const REAL_ *k, const REAL_ *v, const int *doc, int B, int T, int n_heads,
                                       int n_kv_heads, int head_dim);
 
 /* ---- SwiGLU (activations.c) ---- */

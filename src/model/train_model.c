@@ -346,7 +346,7 @@ static void layer_backward(train_state *s, int l) {
     zero(s->dk, (size_t)BT * kvd);
     zero(s->dv, (size_t)BT * kvd);
     R(mt_attention_backward)(s->dq, s->dk, s->dv, s->dscores, s->datty, a.att, a.q, a.k, a.v,
-                             s->B, s->T, c->n_heads, c->n_kv_heads, c->head_dim);
+                             s->doc, s->B, s->T, c->n_heads, c->n_kv_heads, c->head_dim);
     R(mt_rope_backward)(s->dq, s->pos, BT, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_rope_backward)(s->dk, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     zero(s->dxn, (size_t)BT * C);

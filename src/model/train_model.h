@@ -17,7 +17,8 @@
  *     optimizer step on m->params with s->grads
  *
  * Packed batches: row b holds several documents back to back; doc[b*T + t] names the
- * document of each token (token t attends to s <= t only when doc[s] == doc[t]) and
+ * document of each token (documents are contiguous runs of equal ids; token t attends to
+ * the tokens s <= t of its own run) and
  * pos[b*T + t] its position inside that document (RoPE uses it). targets[i] < 0 (-1, -100)
  * are not scored.
  *

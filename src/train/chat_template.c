@@ -327,7 +327,8 @@ typedef enum {
     T_NAME, T_STRING, T_INT, T_FLOAT, T_OP
 } tkind;
 
-/* Operators are their character, or one of these for two-character operators. */
+/* Operators are their character, or one of these for two-character operators; OP_IN and
+ * OP_NOTIN are the comparisons "in" and "not in" (spelled with names). */
 enum { OP_EQ = 256, OP_NE, OP_LE, OP_GE, OP_FLOORDIV, OP_POW, OP_IN, OP_NOTIN };
 
 typedef struct {
@@ -2704,8 +2705,6 @@ static int call_method(rctx *c, const node *at, value obj, const char *name, con
  * Jinja's builtin filters (tojson follows transformers' override of it).
  * ==================================================================================== */
 
-static int str_arg(rctx *c, const node *at, value in, value *out) { return to_str(c, at, in, out); }
-
 static int f_abs(rctx *c, const node *at, value in, const callargs *a, value *out) {
     (void)a;
     if (in.kind == V_FLOAT) { *out = v_float(fabs(in.u.f)); return 0; }
@@ -2715,7 +2714,7 @@ static int f_abs(rctx *c, const node *at, value in, const callargs *a, value *ou
 
 static int f_case(rctx *c, const node *at, value in, int mode, value *out) {
     value s;
-    if (str_arg(c, at, in, &s)) return -1;
+    if (to_str(c, at, in, &s)) return -1;
     int rc = change_case(c, at, s.u.s, mode, out);
     v_drop(s);
     return rc;
@@ -2839,9 +2838,9 @@ static int f_replace(rctx *c, const node *at, value in, const callargs *a, value
     value s, o, r;
     if (!old || !rep) return rfail(c, at, MT_ERR_FORMAT, "replace filter takes old and new strings");
     if (count && count->kind != V_NONE && need_int(c, at, count, "replace count")) return -1;
-    if (str_arg(c, at, in, &s)) return -1;
-    if (str_arg(c, at, *old, &o)) { v_drop(s); return -1; }
-    if (str_arg(c, at, *rep, &r)) { v_drop(s); v_drop(o); return -1; }
+    if (to_str(c, at, in, &s)) return -1;
+    if (to_str(c, at, *old, &o)) { v_drop(s); return -1; }
+    if (to_str(c, at, *rep, &r)) { v_drop(s); v_drop(o); return -1; }
     int rc = replace(c, at, s.u.s, o.u.s, r.u.s, count && count->kind != V_NONE ? as_int(*count) : -1, out);
     v_drop(s);
     v_drop(o);
@@ -2856,7 +2855,7 @@ static int f_trim(rctx *c, const node *at, value in, const callargs *a, value *o
     const value *chars = arg(a, 0, "chars");
     value s;
     if (chars && chars->kind != V_NONE && need_str(c, at, chars, "trim characters")) return -1;
-    if (str_arg(c, at, in, &s)) return -1;
+    if (to_str(c, at, in, &s)) return -1;
     int rc = strip(c, at, s.u.s, chars && chars->kind == V_STR ? chars->u.s : NULL, 1, 1, out);
     v_drop(s);
     return rc;
@@ -3561,9 +3560,9 @@ static void excerpt(const char *s, size_t n, size_t at, char *buf, size_t cap) {
 
 /* Fails unless a[0..a_n) is a prefix of b[0..b_n). */
 static int check_prefix(rctx *c, const sbuf *a, const sbuf *b, int message, const char *what) {
+    if (a->n <= b->n && (a->n == 0 || memcmp(a->p, b->p, a->n) == 0)) return 0;
     size_t i = 0;
     while (i < a->n && i < b->n && a->p[i] == b->p[i]) i++;
-    if (i == a->n) return 0;
     char x[64], y[64];
     excerpt(a->p, a->n, i, x, sizeof x);
     excerpt(b->p, b->n, i, y, sizeof y);
@@ -3588,7 +3587,7 @@ static int assistant_span(rctx *c, list_obj *all, int i, const sbuf *full, const
          * span would then miss the end marker the model must learn to produce. */
         size_t k = after.n;
         while (k < full->n && py_space(full->p[k])) k++;
-        if (strncmp(full->p + k, eos, strlen(eos)) == 0)
+        if (k < full->n && strncmp(full->p + k, eos, strlen(eos)) == 0)
             rc = rfail(c, NULL, MT_ERR_FORMAT,
                        "chat template is not prefix-stable at assistant message %d: its end marker \"%s\" is written "
                        "only when another message follows, so the last message of a conversation never gets one",

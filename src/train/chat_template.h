@@ -74,10 +74,12 @@ mt_status mt_chat_template_render(const mt_chat_template *t, const mt_chat_messa
  * last non-space byte (a model stops at its end marker and never produces what follows it,
  * such as ChatML's "\n" after "<|im_end|>"). Examples: Llama 3 "Hi<|eot_id|>", ChatML
  * "Hi<|im_end|>", Llama 2 " Hi </s>". Each before must be a prefix of its after and each
- * after a prefix of *text; a template that is not prefix-stable (one that renders the last
- * message differently, or a conversation that starts with an assistant turn under a template
- * that then adds a default system message) fails with MT_ERR_FORMAT. *spans is malloc'd
- * (NULL when *n_spans is 0); free() both outputs. */
+ * after a prefix of *text, and eos_token must not follow a turn in *text where the turn
+ * rendered last had none (Qwen1.5 writes <|im_end|> only when another message follows, so
+ * its last turn would never teach the model to stop). A template or conversation that
+ * fails these checks (also: a conversation opening with an assistant turn under a template
+ * that then inserts a default system message) fails with MT_ERR_FORMAT, naming the message.
+ * *spans is malloc'd (NULL when *n_spans is 0); free() both outputs. */
 mt_status mt_chat_render_spans(const mt_chat_template *t, const mt_chat_message *messages,
                                int n_messages, const char *bos_token, const char *eos_token,
                                char **text, mt_chat_span **spans, int *n_spans);
