@@ -23,9 +23,18 @@ def fmt(x, nd=1):
 
 def main():
     by_tag, other = load(sys.argv[1])
-    peak = next((r["gflops"] for r in other if r.get("bench") == "sgemm_peak"), None)
-    sgemm = [r for r in other if r.get("bench") == "sgemm"]
-    bw = next((r for r in other if r.get("bench") == "bandwidth"), None)
+    # bench/run measures the ceilings before and after the benchmarks; noise only lowers
+    # them, so the best of the two runs is used
+    peaks = [r["gflops"] for r in other if r.get("bench") == "sgemm_peak"]
+    peak = max(peaks) if peaks else None
+    sgemm = {}
+    for r in other:
+        if r.get("bench") == "sgemm" and r["gflops"] > sgemm.get(r["n"], {"gflops": 0})["gflops"]:
+            sgemm[r["n"]] = r
+    sgemm = [sgemm[n] for n in sorted(sgemm)]
+    bws = [r for r in other if r.get("bench") == "bandwidth"]
+    bw = dict(bws[0], read_gbs=max(r["read_gbs"] for r in bws),
+              copy_gbs=max(r["copy_gbs"] for r in bws)) if bws else None
     mach = [r for r in other if r.get("bench") == "machine"]
     out = []
     if mach:
@@ -66,19 +75,20 @@ def main():
                 else:
                     eff = "%.0f%% of %s tok/s" % (100 * tps / bound, fmt(bound)) if bound else "n/a"
                 label = "decode %d new (prompt %d)" % (r["new"], r["prompt"])
-                check = ""
+                check = "best %s tok/s; " % fmt(r["best_decode_tok_s"]) if "best_decode_tok_s" in r else ""
                 if torch and eng != "torch":
                     agree = sum(a == b for a, b in zip(r["ids"], torch["ids"]))
-                    check = "greedy ids = torch: %d/%d" % (agree, len(r["ids"]))
+                    check += "greedy ids = torch: %d/%d" % (agree, len(r["ids"]))
                 elif eng == "torch":
-                    check = "prefill %s tok/s; RSS after import %s" % (fmt(r["prefill_tok_s"]), fmt(r["rss_after_import_mb"]))
+                    check += "prefill %s tok/s; RSS after import %s" % (fmt(r["prefill_tok_s"]), fmt(r["rss_after_import_mb"]))
                 if eng != "torch":
                     check += "; prefill %s tok/s" % fmt(r["prefill_tok_s"])
             else:
                 tps = r["tok_s"]
                 eff = "%.1f%%" % (100 * 6 * params * tps / (peak * 1e9)) if peak else "n/a"
                 label = "train full %dx%d AdamW" % (r["B"], r["T"])
-                check = "loss %.3f; %d+%d steps, median %.2f s" % (r["first_loss"], r["warmup"], r["steps"], r["step_s"])
+                check = "best %s tok/s; loss %.3f; %d+%d steps, median %.2f s" % (
+                    fmt(r["B"] * r["T"] / r["best_step_s"]), r["first_loss"], r["warmup"], r["steps"], r["step_s"])
                 if eng == "torch":
                     check += "; RSS after import %s" % fmt(r["rss_after_import_mb"])
             ratio = "%.2f" % (tps / (torch["decode_tok_s"] if kind == "decode" else torch["tok_s"])) \

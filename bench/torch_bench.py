@@ -302,7 +302,7 @@ def bench_decode(a):
                 break
     return {"engine": "torch", "bench": "decode", "model": a.model, "params": n_params(model),
             "threads": a.threads, "prompt": P, "new": N, "reps": len(dec),
-            "decode_tok_s": round(float(np.median(dec)), 3),
+            "decode_tok_s": round(float(np.median(dec)), 3), "best_decode_tok_s": round(max(dec), 3),
             "prefill_tok_s": round(float(np.median(pre)), 3), "load_s": round(t_load, 3),
             "rss_after_import_mb": round(RSS_AFTER_IMPORT, 1), "peak_rss_mb": round(rss_mb(), 1),
             "ids": ids}

@@ -98,7 +98,7 @@ static mt_status skip_array(cursor *c, int depth, const char *key, uint32_t *ele
 }
 
 static mt_status skip_value(cursor *c, uint32_t type, int depth, const char *key) {
-    const uint8_t *p;
+    const uint8_t *p = NULL;
     uint64_t len, n;
     uint32_t elem;
     if (type == MT_GGUF_STRING) return read_string(c, &p, &len, key);
@@ -110,7 +110,7 @@ static mt_status skip_value(cursor *c, uint32_t type, int depth, const char *key
 }
 
 static mt_status read_kv(cursor *c, mt_gguf *g, mt_gguf_kv *kv) {
-    const uint8_t *p;
+    const uint8_t *p = NULL;
     uint64_t len;
     mt_status s = read_string(c, &p, &len, "metadata key");
     if (s) return s;
@@ -170,7 +170,7 @@ const char *mt_ggml_type_name(uint32_t type) {
 }
 
 static mt_status read_tensor_info(cursor *c, mt_gguf_tensor *t, uint64_t *offset) {
-    const uint8_t *p;
+    const uint8_t *p = NULL;
     uint64_t len;
     uint32_t n_dims;
     mt_status s = read_string(c, &p, &len, "tensor name");
@@ -263,7 +263,7 @@ static mt_status read_alignment(mt_gguf *g) {
 
 static mt_status parse(mt_gguf *g) {
     cursor c = {g->file.data, 0, g->file.size, g->file.path};
-    uint64_t n_tensors, n_kv;
+    uint64_t n_tensors = 0, n_kv = 0;
     mt_status s = read_header(&c, g, &n_tensors, &n_kv);
     if (s) return s;
     g->kv = calloc((size_t)n_kv + 1, sizeof *g->kv);

@@ -94,10 +94,12 @@ void R(mt_attention_forward)(real *out, real *att, const real *q, const real *k,
             }
 }
 
-/* Pass 1, one query row: dscores = p·(dp - Σ p·dp) with dp[s] = dout·v_s; dq += scale·Σ ds·k_s.
- * dscores outside [s0, t] are left unwritten: pass 2 never reads them. */
-static void attention_row_backward(real *dqt, real *ds, const real *p, const real *dot, const real *k,
-                                   const real *v, int s0, int t, int kv_dim, int head_dim) {
+/* One query row t of head h, given its probabilities p and output gradient dot:
+ * ds = p·(dp - Σ p·dp) with dp[s] = dot·v_s, then dq_t += scale·Σ ds·k_s, and the key side
+ * dk_s += scale·ds·q_t, dv_s += p·dot for s in [s0, t]. ds is scratch of t + 1 entries. */
+static void attention_row_backward(real *dqt, real *dk, real *dv, real *ds, const real *p,
+                                   const real *dot, const real *qt, const real *k, const real *v,
+                                   int s0, int t, int kv_dim, int head_dim) {
     real scale = 1 / r_sqrt((real)head_dim), pdp = 0;
     for (int s = s0; s <= t; s++) {
         const real *vs = v + (size_t)s * kv_dim;
@@ -107,62 +109,36 @@ static void attention_row_backward(real *dqt, real *ds, const real *p, const rea
         pdp += p[s] * acc;
     }
     for (int s = s0; s <= t; s++) {
-        ds[s] = p[s] * (ds[s] - pdp);
+        real g = scale * p[s] * (ds[s] - pdp), ps = p[s];
         const real *ks = k + (size_t)s * kv_dim;
-        real g = scale * ds[s];
-        for (int d = 0; d < head_dim; d++) dqt[d] += g * ks[d];
+        real *dks = dk + (size_t)s * kv_dim, *dvs = dv + (size_t)s * kv_dim;
+        for (int d = 0; d < head_dim; d++) {
+            dqt[d] += g * ks[d];
+            dks[d] += g * qt[d];
+            dvs[d] += ps * dot[d];
+        }
     }
 }
 
-/* Pass 2, one key row s of KV head kvh: sums over every query head of the group and every
- * later query t of the same document, so one thread owns dk_s and dv_s. */
-static void attention_key_backward(real *dks, real *dvs, const real *dscores, const real *att,
-                                   const real *dout, const real *q, int b, int kvh, int s, int s_end,
-                                   int T, int n_heads, int group, int head_dim) {
-    real scale = 1 / r_sqrt((real)head_dim);
-    size_t q_dim = (size_t)n_heads * head_dim;
-    for (int h = kvh * group; h < (kvh + 1) * group; h++)
-        for (int t = s; t < s_end; t++) {
-            size_t idx = (((size_t)b * n_heads + h) * T + t) * T + s, row = (size_t)b * T + t;
-            real p = att[idx], g = scale * dscores[idx];
-            const real *qt = q + row * q_dim + (size_t)h * head_dim;
-            const real *dot = dout + row * q_dim + (size_t)h * head_dim;
-            for (int d = 0; d < head_dim; d++) {
-                dks[d] += g * qt[d];
-                dvs[d] += p * dot[d];
-            }
-        }
-}
-
-/* One past the last token of the document run holding s. */
-static inline int doc_end(const int *doc, int b, int T, int s) {
-    if (!doc) return T;
-    const int *d = doc + (size_t)b * T;
-    int e = s + 1;
-    while (e < T && d[e] == d[s]) e++;
-    return e;
-}
-
+/* Work is split by (row b, KV head): one thread owns the dk, dv rows of its KV head and the
+ * dq rows of the query heads that read it, so every access is a row and nothing races.
+ * dscores holds one scratch row per (b, h, t) as laid out by the caller; only [s0, t] of a
+ * row is used. */
 void R(mt_attention_backward)(real *dq, real *dk, real *dv, real *dscores, const real *dout,
                               const real *att, const real *q, const real *k, const real *v,
                               const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
     int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
-#pragma omp parallel for collapse(3) schedule(static)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < n_heads; h++)
-            for (int t = 0; t < T; t++) {
-                size_t row = (size_t)b * T + t, idx = (((size_t)b * n_heads + h) * T + t) * T;
-                size_t kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
-                attention_row_backward(dq + row * q_dim + (size_t)h * head_dim, dscores + idx,
-                                       att + idx, dout + row * q_dim + (size_t)h * head_dim,
-                                       k + kv_off, v + kv_off, doc_start(doc, b, T, t), t, kv_dim, head_dim);
-            }
-#pragma omp parallel for collapse(3) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int kvh = 0; kvh < n_kv_heads; kvh++)
-            for (int s = 0; s < T; s++) {
-                size_t off = ((size_t)b * T + s) * kv_dim + (size_t)kvh * head_dim;
-                attention_key_backward(dk + off, dv + off, dscores, att, dout, q, b, kvh, s,
-                                       doc_end(doc, b, T, s), T, n_heads, group, head_dim);
-            }
+        for (int kvh = 0; kvh < n_kv_heads; kvh++) {
+            size_t kv_off = (size_t)b * T * kv_dim + (size_t)kvh * head_dim;
+            for (int h = kvh * group; h < (kvh + 1) * group; h++)
+                for (int t = 0; t < T; t++) {
+                    size_t row = (size_t)b * T + t, idx = (((size_t)b * n_heads + h) * T + t) * T;
+                    size_t qo = row * q_dim + (size_t)h * head_dim;
+                    attention_row_backward(dq + qo, dk + kv_off, dv + kv_off, dscores + idx, att + idx,
+                                           dout + qo, q + qo, k + kv_off, v + kv_off,
+                                           doc_start(doc, b, T, t), t, kv_dim, head_dim);
+                }
+        }
 }

@@ -98,7 +98,7 @@ static mt_status open_checked(const char *path, mt_mapped_file *file, uint32_t *
 
 mt_status mt_checkpoint_verify(const char *path) {
     mt_mapped_file f;
-    uint32_t jl, nb;
+    uint32_t jl = 0, nb = 0;
     mt_status s = open_checked(path, &f, &jl, &nb);
     if (s == MT_OK) mt_file_unmap(&f);
     return s;
@@ -107,7 +107,7 @@ mt_status mt_checkpoint_verify(const char *path) {
 mt_status mt_checkpoint_read(const char *path, char **json_state, const mt_ckpt_blob *blobs, int n) {
     *json_state = NULL;
     mt_mapped_file f;
-    uint32_t json_len, n_blobs;
+    uint32_t json_len = 0, n_blobs = 0;
     mt_status s = open_checked(path, &f, &json_len, &n_blobs);
     if (s) return s;
     json_error_t e;

@@ -54,6 +54,12 @@ int main(int argc, char **argv) {
                                  "&& rm -f safetensors/*.json", d);
     ok = ok && system(cmd) == 0;
     free(cmd);
+    /* training data: one line of each shape */
+    cmd = mt_strdup_printf("mkdir -p '%s/jsonl' && printf '%%s\\n' '{\"input\": \"a\", \"output\": \"b\"}' "
+                           "'{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}' "
+                           "'{\"text\": \"t\"}' > '%s/jsonl/seed.jsonl'", d, d);
+    ok = ok && cmd && system(cmd) == 0;
+    free(cmd);
     mt_model_free(m);
     return ok ? 0 : 1;
 }

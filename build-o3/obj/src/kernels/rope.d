@@ -1,0 +1,11 @@
+build-o3/obj/src/kernels/rope.o: src/kernels/rope.c src/kernels/kernels.h \
+ include/memtune.h src/kernels/ops.h src/core/error.h src/kernels/real.h \
+ /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h \
+ /usr/include/x86_64-linux-gnu/openblas-pthread/openblas_config.h
+src/kernels/kernels.h:
+include/memtune.h:
+src/kernels/ops.h:
+src/core/error.h:
+src/kernels/real.h:
+/usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h:
+/usr/include/x86_64-linux-gnu/openblas-pthread/openblas_config.h:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Learning: full fine-tuning of stories260K on LLaMA-Factory's identity set (placeholders
+# filled) lowers the eval loss and makes greedy answers to the training prompts match the
+# expected outputs exactly for at least 95% of them. Minutes of compute: under the
+# sanitizer build (SANITIZE=1) it reports SKIP (exit 77), which run.sh does not count.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+if [ "$BUILD" != "build" ] && [ -z "${MEMTUNE_SLOW_TESTS:-}" ]; then
+  echo "SKIP: too slow under $BUILD (set MEMTUNE_SLOW_TESTS=1 to run)"; exit 77
+fi
+MT="$BUILD/memtune"
+A=${MEMTUNE_ASSETS:-../shared/assets}
+TMP="$BUILD/tmp/learn_identity"; rm -rf "$TMP"; mkdir -p "$TMP"
+python3 - "$A/instruct/llama-factory/identity.json" "$TMP/identity.jsonl" <<'PY'
+import json, sys
+fill = lambda s: s.replace("{{name}}", "Memtune").replace("{{author}}", "the memtune team")
+rows = json.load(open(sys.argv[1]))
+with open(sys.argv[2], "w") as f:
+    for r in rows:
+        f.write(json.dumps({k: fill(r[k]) for k in ("instruction", "input", "output")}, ensure_ascii=False) + "\n")
+PY
+D="$TMP/identity.jsonl"
+"$MT" eval --model "$A/models/stories260K/stories260K.bin" --data "$D" > "$TMP/before.json" || exit 1
+"$MT" train --model "$A/models/stories260K/stories260K.bin" --data "$D" --eval "$D" --out "$TMP/run" \
+  --lr 3e-3 --epochs 40 --batch 4 --seq-len 512 --warmup 10 --quiet || exit 1
+"$MT" eval --model "$TMP/run/model" --data "$D" --report "$TMP/report.jsonl" > "$TMP/after.json" || exit 1
+cat "$TMP/before.json" "$TMP/after.json"
+python3 - "$TMP/before.json" "$TMP/after.json" "$TMP/run/metrics.jsonl" <<'PY'
+import json, sys
+before, after = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+evals = [json.loads(l)["eval_loss"] for l in open(sys.argv[3]) if "eval_loss" in l]
+print("eval loss", evals[0], "->", evals[-1], "; exact match", before["exact_match"], "->", after["exact_match"])
+assert evals[-1] < evals[0] / 10, "eval loss did not fall"
+assert after["nll"] < before["nll"], "answer NLL did not fall"
+assert after["examples"] == 91 and after["exact_match"] >= 0.95, "exact match below 95%"
+PY
