@@ -174,6 +174,26 @@ TEST(packing_isolates_documents_and_restarts_positions) {
     mt_epoch_plan_free(&e1);
     mt_epoch_plan_free(&e2);
     mt_epoch_plan_free(&e3);
+    /* sequences of unequal length pack into a different number of rows in different
+     * epochs, so the trainer must not assume epoch 0's row count */
+    static int vids[12][40];
+    static unsigned char vlearn[40];
+    mt_token_seq varied[12];
+    for (int i = 0; i < 12; i++) varied[i] = (mt_token_seq){vids[i], vlearn, 5 + (i * 13) % 31};
+    p.seqs = varied;
+    p.n_seqs = 12;
+    p.seq_len = 48;
+    int rows0 = -1, differs = 0;
+    for (int ep = 0; ep < 20; ep++) {
+        CHECK_OK(mt_epoch_plan_build(&p, 5, ep, 1, &e1));
+        if (rows0 < 0) rows0 = e1.n_rows;
+        differs |= e1.n_rows != rows0;
+        int covered = 0;
+        for (int r = 0; r < e1.n_rows; r++) covered += e1.row_count[r];
+        CHECK_INT_EQ(covered, 12);
+        mt_epoch_plan_free(&e1);
+    }
+    CHECK(differs);
 }
 
 int main(void) {

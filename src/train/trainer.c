@@ -154,20 +154,27 @@ static void print_dry_run(const mt_trainer *t) {
 
 /* ---- batches ---------------------------------------------------------------------------- */
 
-static mt_status fill_rows(mt_trainer *t, long first_row, int n_rows, int *inputs, int *targets,
-                           int *pos, int *doc, long *n_targets) {
+/* The plan of the data cursor's epoch (each epoch's shuffle packs into its own rows). */
+static mt_status use_epoch_plan(mt_trainer *t, int epoch) {
+    if (epoch == t->plan_epoch) return MT_OK;
+    mt_epoch_plan_free(&t->plan);
+    mt_status s = mt_epoch_plan_build(&t->packed, t->o.seed, epoch, t->o.shuffle, &t->plan);
+    t->plan_epoch = s ? -1 : epoch;
+    return s;
+}
+
+/* Fills n_rows rows from the data cursor (epoch, row) and advances it. */
+static mt_status fill_rows(mt_trainer *t, int n_rows, int *inputs, int *targets, int *pos, int *doc, long *n_targets) {
     *n_targets = 0;
     for (int r = 0; r < n_rows; r++) {
-        long g = first_row + r;
-        int epoch = (int)(g / t->rows_per_epoch), row = (int)(g % t->rows_per_epoch);
-        if (epoch != t->plan_epoch) {
-            mt_epoch_plan_free(&t->plan);
-            mt_status s = mt_epoch_plan_build(&t->packed, t->o.seed, epoch, t->o.shuffle, &t->plan);
-            if (s) return s;
-            t->plan_epoch = epoch;
-        }
+        mt_status s = use_epoch_plan(t, t->data_epoch);
+        if (s) return s;
         size_t off = (size_t)r * t->seq_len;
-        *n_targets += mt_fill_row(&t->packed, &t->plan, row, t->pad_id, inputs + off, targets + off, pos + off, doc + off);
+        *n_targets += mt_fill_row(&t->packed, &t->plan, t->data_row, t->pad_id, inputs + off, targets + off, pos + off, doc + off);
+        if (++t->data_row >= t->plan.n_rows) {
+            t->data_epoch++;
+            t->data_row = 0;
+        }
     }
     return MT_OK;
 }
@@ -219,7 +226,7 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
     for (int g = 0; g < G; g++) {
         long n;
         size_t off = (size_t)g * B * T;
-        mt_status s = fill_rows(t, t->rows_done + (long)g * B, B, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, &n);
+        mt_status s = fill_rows(t, B, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, &n);
         if (s) return s;
         total_targets += n;
     }
@@ -249,8 +256,9 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
 /* ---- checkpoints ------------------------------------------------------------------------ */
 
 static char *state_json(const mt_trainer *t) {
-    json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:I}", "method", t->o.method,
+    json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:I, s:I, s:i, s:i, s:i, s:I}", "method", t->o.method,
                           "step", (json_int_t)t->step, "rows_done", (json_int_t)t->rows_done,
+                          "data_epoch", t->data_epoch, "data_row", t->data_row,
                           "adam_step", (json_int_t)t->opt.step, "seed", (json_int_t)t->o.seed,
                           "batch", t->o.batch, "grad_accum", t->o.grad_accum, "seq_len", t->seq_len,
                           "n_params", (json_int_t)t->m->n_params);
@@ -303,6 +311,14 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
     if (s == MT_OK) {
         t->step = json_long(st, "step");
         t->rows_done = json_long(st, "rows_done");
+        t->data_epoch = (int)json_long(st, "data_epoch");
+        t->data_row = (int)json_long(st, "data_row");
+        s = t->data_epoch < 0 || t->data_row < 0 ? MT_ERR_FORMAT : use_epoch_plan(t, t->data_epoch);
+        if (s == MT_OK && t->data_row >= t->plan.n_rows) s = MT_ERR_MISMATCH;
+        if (s) s = mt_error(s, "%s: data position (epoch %d, row %d) does not fit this data: was it changed?",
+                            path, t->data_epoch, t->data_row);
+    }
+    if (s == MT_OK) {
         t->opt.step = json_long(st, "adam_step");
         if (!t->o.quiet) fprintf(stderr, "memtune: resumed from %s (step %ld)\n", path, t->step);
     }

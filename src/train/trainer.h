@@ -22,6 +22,7 @@ typedef struct {
     int seq_len, pad_id;
     long rows_per_epoch, total_steps, eval_every;
     long step, rows_done, tokens;
+    int data_epoch, data_row;   /* the data cursor: next row to train on */
     double last_eval;
     mt_schedule_kind sched;
     mt_train_state *state;

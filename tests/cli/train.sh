@@ -46,6 +46,19 @@ check "killed during the write: the torn file is a temp file, step 5 is intact" 
 "$MT" train $COMMON --steps 20 --save-every 5 --out "$TMP/c" --resume 2> "$TMP/c.err"
 check "resume after a torn checkpoint matches the uninterrupted run" "cmp -s $TMP/a/model/model.safetensors $TMP/c/model/model.safetensors"
 
+# Many epochs over a few examples of different lengths: each epoch's shuffle packs into a
+# different number of rows, and a resume lands mid-epoch.
+python3 -c "
+import json
+for i in range(7):
+    print(json.dumps({'input': 'q%d' % i + ' word' * (i * 5), 'output': 'answer ' * (1 + (i * 7) % 11)}))" > "$TMP/varied.jsonl"
+V="--model $M --data $TMP/varied.jsonl --seq-len 48 --batch 2 --seed 5 --log-every 1 --lr 1e-3 --quiet --threads 2"
+"$MT" train $V --steps 40 --out "$TMP/v1"
+check "training across many epochs of unequal row counts" "[ -f $TMP/v1/model/model.safetensors ]"
+MEMTUNE_TEST_KILL_AFTER_STEP=17 "$MT" train $V --steps 40 --save-every 17 --out "$TMP/v2" 2>/dev/null
+"$MT" train $V --steps 40 --save-every 17 --out "$TMP/v2" --resume
+check "resume mid-epoch across epochs: identical weights" "cmp -s $TMP/v1/model/model.safetensors $TMP/v2/model/model.safetensors"
+
 # A corrupt newest checkpoint is skipped in favour of the one before it.
 cp -r "$TMP/a" "$TMP/d"; cp "$TMP/a/checkpoints/step-00000020.ckpt" "$TMP/d/checkpoints/step-00000030.ckpt"
 printf 'garbage' | dd of="$TMP/d/checkpoints/step-00000030.ckpt" bs=1 seek=100 conv=notrunc 2>/dev/null
