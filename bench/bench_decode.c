@@ -2,14 +2,19 @@
  *
  * The prompt is P deterministic token ids (BOS, then (37*i + 11) % (V - 3) + 3), the same
  * formula bench/torch_bench.py uses, so both engines see the same tokens. One repetition =
- * prefill of the prompt (one mt_forward of P tokens) + N greedy steps of one token each.
- * A first repetition warms up (page faults, allocation of the inference state); then
- * repetitions run until at least min_seconds have passed and at least min_reps have run.
- * The warm-up generates only min(N, 16) tokens. Reports the median
- * decode tokens/s, the median prefill tokens/s, the generated ids (to check both engines
- * agree) and the process's peak RSS, as one JSON line on stdout.
+ * prefill of the prompt (one mt_forward of P tokens) + N greedy tokens (N - 1 single-token
+ * forwards after the prefill's). A warm-up repetition of min(N, 16) tokens comes first.
  *
- * usage: bench_decode MODEL [threads=2] [prompt=16] [new=128] [min_seconds=3] [min_reps=3] */
+ * Standalone: repetitions run until at least min_seconds have passed and at least min_reps
+ * have run. Lockstep (--lockstep as the last argument, driven by bench/lockstep.py): reads
+ * commands on stdin, "warm" = a warm-up repetition, "go" = a timed one, "end" = stop; answers
+ * each with one line "ok SECONDS" on stdout, so several engines can take turns on a shared
+ * machine and see the same noise.
+ *
+ * Reports the median decode tokens/s, the best, the median prefill tokens/s, the generated
+ * ids (to check both engines agree) and the process's peak RSS, as one JSON line on stdout.
+ *
+ * usage: bench_decode MODEL [threads=2] [prompt=16] [new=128] [min_seconds=3] [min_reps=3] [--lockstep] */
 #include "memtune.h"
 #include "model/forward.h"
 #include <stdio.h>
@@ -41,9 +46,26 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* One repetition: prefill ids[0..P), then n_gen greedy tokens into ids[P..). Sets the
+ * prefill and decode seconds. */
+static int rep(mt_model *m, int *ids, float *logits, int P, int n_gen, int V, double *t_pre, double *t_dec) {
+    double t0 = now();
+    if (mt_forward(m, ids, P, 0, logits, 0) != MT_OK) return 1;
+    double t1 = now();
+    for (int i = 0; i < n_gen; i++) {
+        ids[P + i] = argmax(logits, V);
+        if (i + 1 < n_gen && mt_forward(m, &ids[P + i], 1, P + i, logits, 0) != MT_OK) return 1;
+    }
+    *t_pre = t1 - t0;
+    *t_dec = now() - t1;
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    int lockstep = argc > 1 && strcmp(argv[argc - 1], "--lockstep") == 0;
+    if (lockstep) argc--;
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_decode MODEL [threads] [prompt] [new] [min_seconds] [min_reps]\n");
+        fprintf(stderr, "usage: bench_decode MODEL [threads] [prompt] [new] [min_seconds] [min_reps] [--lockstep]\n");
         return 2;
     }
     const char *path = argv[1];
@@ -78,35 +100,40 @@ int main(int argc, char **argv) {
     for (int i = 1; i < P; i++) ids[i] = (37 * i + 11) % (V - 3) + 3;
 
     enum { MAX_REPS = 1000 };
-    double dec[MAX_REPS], pre[MAX_REPS];
-    int reps = 0;
-    double t_start = now();
-    for (int r = -1; r < MAX_REPS; r++) { /* r = -1: warm-up */
-        double t0 = now();
-        if (mt_forward(m, ids, P, 0, logits, 0) != MT_OK) {
-            fprintf(stderr, "bench_decode: %s\n", mt_last_error());
-            return 1;
-        }
-        double t1 = now();
-        int n_gen = r < 0 && N > 16 ? 16 : N;
-        for (int i = 0; i < n_gen; i++) {
-            ids[P + i] = argmax(logits, V);
-            if (i + 1 < n_gen && mt_forward(m, &ids[P + i], 1, P + i, logits, 0) != MT_OK) {
-                fprintf(stderr, "bench_decode: %s\n", mt_last_error());
-                return 1;
+    double dec[MAX_REPS], pre[MAX_REPS], tp, td;
+    int reps = 0, n_warm = N > 16 ? 16 : N;
+    if (lockstep) {
+        char cmd[64];
+        printf("ready\n");
+        fflush(stdout);
+        while (reps < MAX_REPS && fgets(cmd, sizeof cmd, stdin) && strncmp(cmd, "end", 3) != 0) {
+            int warm = strncmp(cmd, "warm", 4) == 0;
+            if (rep(m, ids, logits, P, warm ? n_warm : N, V, &tp, &td)) break;
+            if (!warm) {
+                dec[reps] = (N - 1) / td;
+                pre[reps] = P / tp;
+                reps++;
             }
+            printf("ok %.6f\n", tp + td);
+            fflush(stdout);
         }
-        double t2 = now();
-        if (r < 0) {
-            t_start = now();
-            continue;
+    } else {
+        double t_start = 0;
+        for (int r = -1; r < MAX_REPS; r++) { /* r = -1: warm-up */
+            if (rep(m, ids, logits, P, r < 0 ? n_warm : N, V, &tp, &td)) break;
+            if (r < 0) {
+                t_start = now();
+                continue;
+            }
+            dec[reps] = (N - 1) / td;
+            pre[reps] = P / tp;
+            reps++;
+            if (reps >= min_reps && now() - t_start >= min_seconds) break;
         }
-        /* N tokens come out of 1 prefill + (N - 1) single-token forwards; count the N - 1
-         * decode steps over their time */
-        dec[reps] = (N - 1) / (t2 - t1);
-        pre[reps] = P / (t1 - t0);
-        reps++;
-        if (reps >= min_reps && now() - t_start >= min_seconds) break;
+    }
+    if (reps == 0) {
+        fprintf(stderr, "bench_decode: no timed repetition (%s)\n", mt_last_error());
+        return 1;
     }
     double best = 0;
     for (int i = 0; i < reps; i++)

@@ -10,7 +10,11 @@
  * tokens/s (B*T / step seconds), the first step's loss (ln V for a fresh model, a sanity
  * check against torch) and the process's peak RSS, as one JSON line on stdout.
  *
- * usage: bench_train MODEL [threads=2] [B=4] [T=128] [warmup=2] [steps=5] */
+ * Lockstep (--lockstep as the last argument, driven by bench/lockstep.py): instead of
+ * warmup + steps, reads commands on stdin, "warm" = an untimed step, "go" = a timed one,
+ * "end" = stop, and answers each with one line "ok SECONDS" on stdout.
+ *
+ * usage: bench_train MODEL [threads=2] [B=4] [T=128] [warmup=2] [steps=5] [--lockstep] */
 #include "memtune.h"
 #include "model/train_model.h"
 #include "train/optimizer.h"
@@ -18,6 +22,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -49,6 +54,8 @@ static int cmp_double(const void *a, const void *b) {
     } while (0)
 
 int main(int argc, char **argv) {
+    int lockstep = argc > 1 && strcmp(argv[argc - 1], "--lockstep") == 0;
+    if (lockstep) argc--;
     if (argc < 2) {
         fprintf(stderr, "usage: bench_train MODEL [threads] [B] [T] [warmup] [steps]\n");
         return 2;
@@ -77,7 +84,21 @@ int main(int argc, char **argv) {
     int *seq = malloc((size_t)B * (T + 1) * sizeof(int));
     int *inputs = malloc((size_t)BT * sizeof(int)), *targets = malloc((size_t)BT * sizeof(int));
     double times[1000], first_loss = NAN, last_loss = NAN;
-    for (int step = 0; step < warmup + steps; step++) {
+    int n_timed = 0, n_warm = 0;
+    if (lockstep) {
+        printf("ready\n");
+        fflush(stdout);
+    }
+    for (int step = 0;; step++) {
+        int timed;
+        if (lockstep) {
+            char cmd[64];
+            if (n_timed >= 1000 || !fgets(cmd, sizeof cmd, stdin) || strncmp(cmd, "end", 3) == 0) break;
+            timed = strncmp(cmd, "warm", 4) != 0;
+        } else {
+            if (step >= warmup + steps) break;
+            timed = step >= warmup;
+        }
         for (int i = 0; i < B * (T + 1); i++) seq[i] = (int)(rng_next() % (uint32_t)V);
         for (int b = 0; b < B; b++)
             for (int t = 0; t < T; t++) {
@@ -93,9 +114,20 @@ int main(int argc, char **argv) {
         double dt = now() - t0;
         if (step == 0) first_loss = nll / n;
         last_loss = nll / n;
-        if (step >= warmup) times[step - warmup] = dt;
+        if (timed) times[n_timed++] = dt;
+        else n_warm++;
         fprintf(stderr, "memtune step %d: %.3f s, loss %.4f\n", step, dt, nll / n);
+        if (lockstep) {
+            printf("ok %.6f\n", dt);
+            fflush(stdout);
+        }
     }
+    if (n_timed == 0) {
+        fprintf(stderr, "bench_train: no timed step\n");
+        return 1;
+    }
+    warmup = n_warm;
+    steps = n_timed;
     qsort(times, (size_t)steps, sizeof times[0], cmp_double);
     double med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
     struct rusage ru;

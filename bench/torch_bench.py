@@ -7,6 +7,7 @@ OMP_NUM_THREADS and OPENBLAS_NUM_THREADS to the thread count (see ../shared/asse
 
     torch_bench.py decode MODEL [--threads 2] [--prompt 16] [--new 128] [--min-seconds 3] [--min-reps 3]
     torch_bench.py train  MODEL [--threads 2] [--batch 4] [--seq 128] [--warmup 2] [--steps 5]
+    (either with --lockstep: one unit of work per stdin command, see bench/lockstep.py)
 
 MODEL is a Hugging Face directory (config.json + model.safetensors, F32/BF16/F16) or a
 llama2.c .bin (v0 header; q/k rows are permuted to the rotate-half layout HF uses).
@@ -267,6 +268,29 @@ def n_params(model):
 # benchmarks
 # ---------------------------------------------------------------------------------------
 
+def units(a):
+    """The sequence of work units: yields True for a timed unit, False for a warm-up.
+    Standalone: `warmup` untimed then timed ones until `more()` says stop. Lockstep
+    (--lockstep, driven by bench/lockstep.py): one unit per stdin command ("warm", "go"),
+    until "end"; each unit is answered with "ok SECONDS" on stdout by done()."""
+    if a.lockstep:
+        print("ready", flush=True)
+        for line in sys.stdin:
+            if line.startswith("end"):
+                return
+            yield not line.startswith("warm")
+    else:
+        for _ in range(a.warmup):
+            yield False
+        while True:
+            yield True
+
+
+def done(a, seconds):
+    if a.lockstep:
+        print("ok %.6f" % seconds, flush=True)
+
+
 def bench_decode(a):
     t0 = time.perf_counter()
     model = load(a.model).eval()
@@ -277,28 +301,29 @@ def bench_decode(a):
     cache = torch.zeros(c["n_layers"], 2, 1, c["n_kv_heads"], P + N, c["head_dim"])
     dec, pre = [], []
     ids = []
+    a.warmup = 1
     with torch.inference_mode():
-        t_start = time.perf_counter()
-        r = -1
-        while True:
+        t_start = None
+        for timed in units(a):
             t0 = time.perf_counter()
             logits = model(torch.tensor([prompt]), 0, cache, last_only=True)
             t1 = time.perf_counter()
             ids = []
-            n_gen = 16 if r < 0 and N > 16 else N   # a short warm-up, as bench_decode.c
+            n_gen = N if timed or N <= 16 else 16   # a short warm-up, as bench_decode.c
             for i in range(n_gen):
                 nxt = int(torch.argmax(logits[0, -1]))
                 ids.append(nxt)
                 if i + 1 < n_gen:
                     logits = model(torch.tensor([[nxt]]), P + i, cache, last_only=True)
             t2 = time.perf_counter()
-            if r < 0:
-                t_start = time.perf_counter()
-            else:
-                dec.append((N - 1) / (t2 - t1))
-                pre.append(P / (t1 - t0))
-            r += 1
-            if len(dec) >= a.min_reps and time.perf_counter() - t_start >= a.min_seconds:
+            done(a, t2 - t0)
+            if not timed:
+                continue
+            if t_start is None:
+                t_start = t0
+            dec.append((N - 1) / (t2 - t1))
+            pre.append(P / (t1 - t0))
+            if not a.lockstep and len(dec) >= a.min_reps and time.perf_counter() - t_start >= a.min_seconds:
                 break
     return {"engine": "torch", "bench": "decode", "model": a.model, "params": n_params(model),
             "threads": a.threads, "prompt": P, "new": N, "reps": len(dec),
@@ -316,7 +341,8 @@ def bench_train(a):
                             weight_decay=0.01)
     g = torch.Generator().manual_seed(1)
     times, losses = [], []
-    for step in range(a.warmup + a.steps):
+    n_warm = 0
+    for step, timed in enumerate(units(a)):
         seq = torch.randint(0, V, (B, T + 1), generator=g)
         inputs, targets = seq[:, :-1].contiguous(), seq[:, 1:].contiguous()
         t0 = time.perf_counter()
@@ -326,13 +352,18 @@ def bench_train(a):
         loss.backward()
         opt.step()
         dt = time.perf_counter() - t0
+        done(a, dt)
         losses.append(float(loss))
-        if step >= a.warmup:
+        if timed:
             times.append(dt)
+        else:
+            n_warm += 1
         print("torch step %d: %.3f s, loss %.4f" % (step, dt, float(loss)), file=sys.stderr)
+        if not a.lockstep and len(times) >= a.steps:
+            break
     med = float(np.median(times))
     return {"engine": "torch", "bench": "train", "model": a.model, "params": n_params(model),
-            "threads": a.threads, "B": B, "T": T, "warmup": a.warmup, "steps": a.steps,
+            "threads": a.threads, "B": B, "T": T, "warmup": n_warm, "steps": len(times),
             "step_s": round(med, 4), "best_step_s": round(min(times), 4),
             "tok_s": round(B * T / med, 3), "first_loss": round(losses[0], 5),
             "last_loss": round(losses[-1], 5), "rss_after_import_mb": round(RSS_AFTER_IMPORT, 1),
@@ -352,6 +383,8 @@ def main():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--lockstep", action="store_true",
+                    help="take one unit of work per stdin command (see bench/lockstep.py)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

@@ -140,7 +140,7 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
 /* ---- training ----------------------------------------------------------------------- */
 
 typedef struct {
-    const char *method;        /* "full" (default) */
+    const char *method;        /* "full" (default) or "lora" (see lora_* below) */
     const char *const *data;   /* extra JSONL files besides mt_train's data_path */
     int n_data;
     const char *eval_data;     /* optional held-out JSONL: eval loss every eval_every steps */
@@ -166,6 +166,14 @@ typedef struct {
     int resume;                /* continue from the newest valid checkpoint in out_dir */
     int skip_bad_lines;        /* skip (and count) bad JSONL lines instead of failing */
     int quiet;                 /* no progress output */
+    /* method "lora": the base weights never change; the adapter attached to the model is
+     * trained in place (and stays attached), or, with none attached, one is made from these
+     * settings and freed at the end; either way it is written to <out_dir>/adapter (PEFT
+     * layout) instead of <out_dir>/model */
+    int lora_rank;             /* default 8 */
+    float lora_alpha;          /* default 16 */
+    int lora_rslora;           /* default 0 */
+    const char *lora_targets;  /* default all: q,k,v,o,gate,up,down */
 } mt_train_options;
 
 typedef struct {
@@ -182,6 +190,42 @@ void mt_train_options_default(mt_train_options *o);
  * result to <out_dir>/model as an HF directory. opts NULL = defaults. */
 mt_status mt_train(mt_model *m, const char *data_path, const mt_train_options *opts);
 mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res);
+
+/* ---- LoRA adapters ------------------------------------------------------------------ */
+
+/* Low-rank adapters on a model's linear layers: W·x + scale·B·(A·x) with A [r, in] and
+ * B [out, r] at each targeted projection, scale = alpha / r (alpha / sqrt(r) with rslora).
+ * An adapter is attached to a model (not owned by it) and then applies, unmerged, in
+ * mt_generate, mt_model_logits, the evals and training; or it is fused into the weights with
+ * mt_lora_merge. Files use Hugging Face PEFT's layout (adapter_config.json +
+ * adapter_model.safetensors). */
+typedef struct mt_lora mt_lora;
+
+typedef struct {
+    int rank;            /* default 8 */
+    float alpha;         /* default 16 */
+    int rslora;          /* scale alpha / sqrt(rank); default 0 */
+    const char *targets; /* comma list of q,k,v,o,gate,up,down (or q_proj, ...; "all");
+                            default all seven */
+    uint64_t seed;       /* A's initialisation; default 1 */
+} mt_lora_options;
+
+void mt_lora_options_default(mt_lora_options *o);
+/* A new adapter for m: A kaiming-uniform U(-1/sqrt(in), 1/sqrt(in)) as PEFT does, B zero, so
+ * the attached model starts out computing exactly the base. */
+mt_status mt_lora_create(const mt_model *m, const mt_lora_options *o, mt_lora **out);
+void mt_lora_free(mt_lora *l);
+size_t mt_lora_param_count(const mt_lora *l);
+/* Attaches l (NULL detaches). The model does not own it: free it after detaching. */
+mt_status mt_model_attach_lora(mt_model *m, mt_lora *l);
+/* W += scale·B·A at every adapted site of m (fp32). l need not be attached; if it is, it is
+ * detached (applying it again would count it twice). */
+mt_status mt_lora_merge(mt_model *m, mt_lora *l);
+/* Writes dir/adapter_config.json and dir/adapter_model.safetensors (dir is created).
+ * base_model: recorded as base_model_name_or_path (may be NULL). */
+mt_status mt_lora_save(const mt_lora *l, const mt_model *m, const char *dir, const char *base_model);
+/* Reads a PEFT LoRA adapter directory made for m (shapes are checked against m). */
+mt_status mt_lora_load(const mt_model *m, const char *dir, mt_lora **out);
 
 /* ---- evaluation --------------------------------------------------------------------- */
 

@@ -109,3 +109,14 @@ int cli_load_model(const char *path, const char *tokenizer, mt_model **m) {
     if (mt_model_load(path, &lo, m) != MT_OK) return cli_fail("cannot load model");
     return 0;
 }
+
+int cli_attach_adapter(mt_model *m, const char *dir, mt_lora **out) {
+    *out = NULL;
+    if (!dir) return 0;
+    mt_status s = mt_lora_load(m, dir, out);
+    if (s == MT_OK && (s = mt_model_attach_lora(m, *out))) mt_lora_free(*out), *out = NULL;
+    if (s == MT_OK) return 0;
+    cli_fail("adapter");
+    mt_model_free(m);
+    return 1;
+}

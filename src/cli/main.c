@@ -14,6 +14,7 @@ static const struct {
     {"eval", cmd_eval, "score a text file: tokens, mean NLL, perplexity"},
     {"convert", cmd_convert, "convert a model between HF, GGUF and llama2.c formats"},
     {"train", cmd_train, "fine-tune a model on JSONL data"},
+    {"merge", cmd_merge, "fuse a LoRA adapter into a model's weights"},
     {"init", cmd_init, "create a randomly initialised model of a given shape"},
 };
 

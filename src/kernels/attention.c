@@ -18,7 +18,9 @@ void mt_attention_cached_forward(float *out, const float *q, const float *k, con
     int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
     int n_ctx_scratch = p0 + T;
     float scale = 1.0f / sqrtf((float)head_dim);
-#pragma omp parallel for collapse(2)
+    /* decoding a small model is a few thousand multiply-adds: not worth waking threads */
+    size_t work = (size_t)T * n_heads * (size_t)(p0 + T) * head_dim;
+#pragma omp parallel for collapse(2) if (work > 65536)
     for (int t = 0; t < T; t++)
         for (int h = 0; h < n_heads; h++) {
             float *att = scratch + (size_t)omp_get_thread_num() * n_ctx_scratch;

@@ -17,6 +17,7 @@
 #include "kernels/attention.c"
 #include "kernels/cross_entropy.c"
 #include "kernels/embedding.c"
+#include "kernels/lora.c"
 #include "kernels/matmul.c"
 #include "kernels/norm.c"
 #include "kernels/rope.c"

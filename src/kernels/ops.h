@@ -12,6 +12,19 @@ void MT_OPS_FN(mt_matmul_forward)(REAL_ *out, const REAL_ *x, const REAL_ *w, co
 void MT_OPS_FN(mt_matmul_backward)(REAL_ *dx, REAL_ *dw, REAL_ *db, const REAL_ *dout,
                                    const REAL_ *x, const REAL_ *w, int T, int K, int N);
 
+/* ---- low-rank adapter at a linear site (lora.c) ---- */
+/* h[T, r] = x[T, K]·A[r, K]^T;  out[T, N] += scale · h·B[N, r]^T  (h: scratch the caller owns) */
+void MT_OPS_FN(mt_lora_forward)(REAL_ *out, REAL_ *h, const REAL_ *x, const REAL_ *a, const REAL_ *b,
+                                double scale, int T, int K, int N, int r);
+/* For out += scale·(x·A^T)·B^T and dout = ∂loss/∂out: recomputes h = x·A^T, then
+ * dB[N, r] += scale · dout^T·h;  dh = scale · dout·B;  dA[r, K] += dh^T·x;  dx[T, K] += dh·A.
+ * h, dh: scratch of T*r each. dx, da, db may be NULL (da and db both or neither). */
+void MT_OPS_FN(mt_lora_backward)(REAL_ *dx, REAL_ *da, REAL_ *db, REAL_ *h, REAL_ *dh,
+                                 const REAL_ *dout, const REAL_ *x, const REAL_ *a, const REAL_ *b,
+                                 double scale, int T, int K, int N, int r);
+/* W[N, K] += scale · B[N, r]·A[r, K] (merging an adapter into its base weight) */
+void MT_OPS_FN(mt_lora_merge_weight)(REAL_ *w, const REAL_ *a, const REAL_ *b, double scale, int K, int N, int r);
+
 /* ---- token embedding (embedding.c) ---- */
 /* out[n, C] = table[ids[i]] row by row (ids must be in range) */
 void MT_OPS_FN(mt_embedding_forward)(REAL_ *out, const int *ids, const REAL_ *table, int n, int C);

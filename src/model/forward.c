@@ -3,6 +3,7 @@
  * SwiGLU MLP -> residual; final RMSNorm and the (possibly tied) head. Tokens are processed
  * in chunks so a prompt runs as GEMMs and decoding as GEMVs through the same code. */
 #include "model/forward.h"
+#include "model/adapter.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include <stdlib.h>
@@ -17,6 +18,7 @@ typedef struct {
     float *rope_cos, *rope_sin;    /* [n_ctx, head_dim/2] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up; /* activations for one chunk */
     float *scratch;                /* attention scores, per thread */
+    float *lora_h;                 /* [CHUNK, rank] adapter scratch, NULL without an adapter */
     int *pos;
 } infer_state;
 
@@ -41,7 +43,7 @@ void mt_infer_free(mt_model *m) {
     if (!s) return;
     free(s->k_cache); free(s->v_cache); free(s->rope_cos); free(s->rope_sin);
     free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att);
-    free(s->gate); free(s->up); free(s->scratch); free(s->pos);
+    free(s->gate); free(s->up); free(s->scratch); free(s->pos); free(s->lora_h);
     free(s);
     m->infer = NULL;
 }
@@ -67,6 +69,10 @@ static mt_status infer_state_create(mt_model *m) {
     s->up = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
     s->scratch = malloc((size_t)mt_kernels_threads() * (s->n_ctx + CHUNK) * sizeof(float));
     s->pos = malloc(CHUNK * sizeof(int));
+    if (m->lora && !(s->lora_h = malloc(CHUNK * (size_t)m->lora->rank * sizeof(float)))) {
+        mt_infer_free(m);
+        return mt_error(MT_ERR_NOMEM, "out of memory for adapter scratch");
+    }
     if (!s->k_cache || !s->v_cache || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->att ||
         !s->gate || !s->up || !s->scratch || !s->pos) {
         mt_infer_free(m);
@@ -75,6 +81,16 @@ static mt_status infer_state_create(mt_model *m) {
     mt_status st = mt_rope_tables(c, s->n_ctx, &s->rope_cos, &s->rope_sin);
     if (st) mt_infer_free(m);
     return st;
+}
+
+/* y[T, out] += the attached adapter's term at (layer l, site) for input x[T, in] */
+static void adapter_forward(const mt_model *m, infer_state *s, int l, int site, float *y,
+                            const float *x, int T) {
+    const float *a, *b;
+    if (!mt_lora_site(m->lora, l, site, &a, &b)) return;
+    int in, out;
+    mt_linear_site_shape(&m->cfg, site, &in, &out);
+    mt_lora_forward(y, s->lora_h, x, a, b, m->lora->scale, T, in, out, m->lora->rank);
 }
 
 static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
@@ -88,19 +104,30 @@ static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
     mt_matmul_forward(s->q, s->xn, L->wq, L->bq, T, c->dim, q_dim);
     mt_matmul_forward(kc + (size_t)pos * kv_dim, s->xn, L->wk, L->bk, T, c->dim, kv_dim);
     mt_matmul_forward(vc + (size_t)pos * kv_dim, s->xn, L->wv, L->bv, T, c->dim, kv_dim);
+    if (m->lora) {
+        adapter_forward(m, s, l, MT_SITE_Q, s->q, s->xn, T);
+        adapter_forward(m, s, l, MT_SITE_K, kc + (size_t)pos * kv_dim, s->xn, T);
+        adapter_forward(m, s, l, MT_SITE_V, vc + (size_t)pos * kv_dim, s->xn, T);
+    }
     mt_rope_forward(s->q, s->pos, T, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     mt_rope_forward(kc + (size_t)pos * kv_dim, s->pos, T, c->n_kv_heads, c->head_dim,
                     c->rope_interleaved, s->rope_cos, s->rope_sin);
     mt_attention_cached_forward(s->att, s->q, kc, vc, T, pos, c->n_heads, c->n_kv_heads,
                                 c->head_dim, s->scratch);
     mt_matmul_forward(s->xn, s->att, L->wo, NULL, T, q_dim, c->dim);
+    if (m->lora) adapter_forward(m, s, l, MT_SITE_O, s->xn, s->att, T);
     for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
 
     mt_rmsnorm_forward(s->xn, s->x, L->ffn_norm, T, c->dim, c->norm_eps);
     mt_matmul_forward(s->gate, s->xn, L->w_gate, NULL, T, c->dim, c->hidden_dim);
     mt_matmul_forward(s->up, s->xn, L->w_up, NULL, T, c->dim, c->hidden_dim);
+    if (m->lora) {
+        adapter_forward(m, s, l, MT_SITE_GATE, s->gate, s->xn, T);
+        adapter_forward(m, s, l, MT_SITE_UP, s->up, s->xn, T);
+    }
     mt_swiglu_forward(s->gate, s->gate, s->up, (size_t)T * c->hidden_dim);
     mt_matmul_forward(s->xn, s->gate, L->w_down, NULL, T, c->hidden_dim, c->dim);
+    if (m->lora) adapter_forward(m, s, l, MT_SITE_DOWN, s->xn, s->gate, T);
     for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
 }
 

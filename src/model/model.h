@@ -36,6 +36,7 @@ struct mt_model {
     char *chat_template;/* from tokenizer_config.json / GGUF, may be NULL */
     void *infer;        /* lazily created inference state (KV cache), see forward.c */
     int context_override; /* > 0: inference context set by mt_model_set_context */
+    struct mt_lora *lora; /* attached adapter or NULL (model/adapter.h); not owned */
 };
 
 /* One named tensor of the model, for loaders and writers. Names are the HF names

@@ -12,6 +12,7 @@
  * Written in terms of `real` (see kernels/real.h): compiled in float here and in double by
  * train_model_f64.c, where the parameters are an owned double copy. */
 #include "model/train_model.h"
+#include "model/adapter.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include <stdint.h>
@@ -121,6 +122,7 @@ mt_status R(mt_train_set_trainable)(train_state *s, const char *name, int on) {
 
 void R(mt_train_zero_grads)(train_state *s) {
     memset(s->grads, 0, s->model->n_params * sizeof(real));
+    if (s->lora) memset(s->lora_grads, 0, s->lora->n_params * sizeof(real));
 }
 
 /* ---- create / free ------------------------------------------------------------------ */
@@ -129,8 +131,12 @@ void R(mt_train_free)(train_state *s) {
     if (!s) return;
 #ifdef MT_REAL_DOUBLE
     free(s->params);
+    free(s->lora_params);
 #endif
     free(s->grads);
+    free(s->lora_grads);
+    free(s->lora_h);
+    free(s->lora_dh);
     free(s->tensor_offset);
     free(s->trainable);
     free(s->inputs);
@@ -188,6 +194,21 @@ static mt_status allocate(train_state *s) {
 #else
     s->params = s->model->params;
 #endif
+    if (s->model->lora) {
+        const struct mt_lora *l = s->lora = s->model->lora;
+        s->lora_grads = calloc(l->n_params ? l->n_params : 1, sizeof(real));
+        s->lora_h = malloc(BT * l->rank * sizeof(real));
+        s->lora_dh = malloc(BT * l->rank * sizeof(real));
+#ifdef MT_REAL_DOUBLE
+        s->lora_params = malloc((l->n_params ? l->n_params : 1) * sizeof(real));
+        if (s->lora_params)
+            for (size_t i = 0; i < l->n_params; i++) s->lora_params[i] = l->params[i];
+#else
+        s->lora_params = l->params;
+#endif
+        if (!s->lora_grads || !s->lora_h || !s->lora_dh || !s->lora_params)
+            return mt_error(MT_ERR_NOMEM, "out of memory for adapter gradients");
+    }
     return mt_rope_tables(c, s->T, &s->rope_cos, &s->rope_sin);
 }
 
@@ -240,6 +261,42 @@ static void add_into(real *out, const real *a, const real *b, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
+/* ---- adapter terms at the linear sites (model/adapter.h) ---- */
+
+/* This precision's A and B of (layer l, site); 0 when the site has no adapter. */
+static int adapter_site(const train_state *s, int l, int site, const real **a, const real **b,
+                        size_t *a_off, size_t *b_off, int *in, int *out) {
+    const struct mt_lora *lo = s->lora;
+    if (!lo) return 0;
+    size_t i = (size_t)l * MT_N_SITES + site;
+    if (lo->a_offset[i] == MT_LORA_NONE) return 0;
+    *a_off = lo->a_offset[i];
+    *b_off = lo->b_offset[i];
+    *a = s->lora_params + *a_off;
+    *b = s->lora_params + *b_off;
+    mt_linear_site_shape(&s->model->cfg, site, in, out);
+    return 1;
+}
+
+/* y[BT, out] += the adapter term of (l, site) for input x[BT, in] */
+static void adapter_forward(train_state *s, int l, int site, real *y, const real *x) {
+    const real *a, *b;
+    size_t ao, bo;
+    int in, out;
+    if (!adapter_site(s, l, site, &a, &b, &ao, &bo, &in, &out)) return;
+    R(mt_lora_forward)(y, s->lora_h, x, a, b, s->lora->scale, s->B * s->T, in, out, s->lora->rank);
+}
+
+/* dx += the adapter's input gradient; dA, dB += its parameter gradients */
+static void adapter_backward(train_state *s, int l, int site, real *dx, const real *dy, const real *x) {
+    const real *a, *b;
+    size_t ao, bo;
+    int in, out;
+    if (!adapter_site(s, l, site, &a, &b, &ao, &bo, &in, &out)) return;
+    R(mt_lora_backward)(dx, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, x, a, b,
+                        s->lora->scale, s->B * s->T, in, out, s->lora->rank);
+}
+
 static void layer_forward(train_state *s, int l) {
     const mt_config *c = &s->model->cfg;
     const mt_layer *L = &s->model->layers[l];
@@ -251,18 +308,29 @@ static void layer_forward(train_state *s, int l) {
     R(mt_matmul_forward)(a.q, a.xn1, param(s, L->wq), param(s, L->bq), BT, C, qd);
     R(mt_matmul_forward)(a.k, a.xn1, param(s, L->wk), param(s, L->bk), BT, C, kvd);
     R(mt_matmul_forward)(a.v, a.xn1, param(s, L->wv), param(s, L->bv), BT, C, kvd);
+    if (s->lora) {
+        adapter_forward(s, l, MT_SITE_Q, a.q, a.xn1);
+        adapter_forward(s, l, MT_SITE_K, a.k, a.xn1);
+        adapter_forward(s, l, MT_SITE_V, a.v, a.xn1);
+    }
     R(mt_rope_forward)(a.q, s->pos, BT, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_rope_forward)(a.k, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_attention_forward)(a.atty, a.att, a.q, a.k, a.v, s->doc, s->B, s->T, c->n_heads,
                             c->n_kv_heads, c->head_dim);
     R(mt_matmul_forward)(a.x_mid, a.atty, param(s, L->wo), NULL, BT, qd, C);
+    if (s->lora) adapter_forward(s, l, MT_SITE_O, a.x_mid, a.atty);
     add_into(a.x_mid, a.x, a.x_mid, (size_t)BT * C);
 
     R(mt_rmsnorm_forward_save)(a.xn2, a.rstd2, a.x_mid, param(s, L->ffn_norm), BT, C, c->norm_eps);
     R(mt_matmul_forward)(a.gate, a.xn2, param(s, L->w_gate), NULL, BT, C, F);
     R(mt_matmul_forward)(a.up, a.xn2, param(s, L->w_up), NULL, BT, C, F);
+    if (s->lora) {
+        adapter_forward(s, l, MT_SITE_GATE, a.gate, a.xn2);
+        adapter_forward(s, l, MT_SITE_UP, a.up, a.xn2);
+    }
     R(mt_swiglu_forward)(s->hidden, a.gate, a.up, (size_t)BT * F);
     R(mt_matmul_forward)(a.x_next, s->hidden, param(s, L->w_down), NULL, BT, F, C);
+    if (s->lora) adapter_forward(s, l, MT_SITE_DOWN, a.x_next, s->hidden);
     add_into(a.x_next, a.x_mid, a.x_next, (size_t)BT * C);
 }
 
@@ -327,6 +395,7 @@ static void layer_backward(train_state *s, int l) {
     zero(s->dhidden, nF);
     R(mt_matmul_backward)(s->dhidden, R(mt_train_grad)(s, L->w_down), NULL, s->dx, s->hidden,
                           param(s, L->w_down), BT, F, C);
+    if (s->lora) adapter_backward(s, l, MT_SITE_DOWN, s->dhidden, s->dx, s->hidden);
     zero(s->dgate, nF);
     zero(s->dup, nF);
     R(mt_swiglu_backward)(s->dgate, s->dup, s->dhidden, a.gate, a.up, nF);
@@ -335,6 +404,10 @@ static void layer_backward(train_state *s, int l) {
                           param(s, L->w_gate), BT, C, F);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->w_up), NULL, s->dup, a.xn2,
                           param(s, L->w_up), BT, C, F);
+    if (s->lora) {
+        adapter_backward(s, l, MT_SITE_GATE, s->dxn, s->dgate, a.xn2);
+        adapter_backward(s, l, MT_SITE_UP, s->dxn, s->dup, a.xn2);
+    }
     R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, L->ffn_norm), s->dxn, a.x_mid,
                            param(s, L->ffn_norm), a.rstd2, BT, C);
 
@@ -342,6 +415,7 @@ static void layer_backward(train_state *s, int l) {
     zero(s->datty, (size_t)BT * qd);
     R(mt_matmul_backward)(s->datty, R(mt_train_grad)(s, L->wo), NULL, s->dx, a.atty,
                           param(s, L->wo), BT, qd, C);
+    if (s->lora) adapter_backward(s, l, MT_SITE_O, s->datty, s->dx, a.atty);
     zero(s->dq, (size_t)BT * qd);
     zero(s->dk, (size_t)BT * kvd);
     zero(s->dv, (size_t)BT * kvd);
@@ -356,6 +430,11 @@ static void layer_backward(train_state *s, int l) {
                           a.xn1, param(s, L->wk), BT, C, kvd);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wv), R(mt_train_grad)(s, L->bv), s->dv,
                           a.xn1, param(s, L->wv), BT, C, kvd);
+    if (s->lora) {
+        adapter_backward(s, l, MT_SITE_Q, s->dxn, s->dq, a.xn1);
+        adapter_backward(s, l, MT_SITE_K, s->dxn, s->dk, a.xn1);
+        adapter_backward(s, l, MT_SITE_V, s->dxn, s->dv, a.xn1);
+    }
     R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, L->attn_norm), s->dxn, a.x,
                            param(s, L->attn_norm), a.rstd1, BT, C);
 }

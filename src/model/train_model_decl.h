@@ -40,6 +40,12 @@ typedef struct MT_TR_FN(mt_train_state) {
     REAL_ *dq, *datty;        /* [B*T, n_heads*head_dim] */
     REAL_ *dk, *dv;           /* [B*T, n_kv_heads*head_dim] */
     REAL_ *dscores;           /* [B, n_heads, T, T] */
+
+    /* the adapter attached to the model when the state was made (model/adapter.h), or NULL:
+     * its parameters (float: the adapter's own, trained in place; double: an owned copy),
+     * their gradients (same offsets), and two [B*T, rank] scratch arrays */
+    const struct mt_lora *lora;
+    REAL_ *lora_params, *lora_grads, *lora_h, *lora_dh;
 } MT_TR_FN(mt_train_state);
 
 /* Bytes of the activation allocation, and of everything a state allocates (activations,
@@ -48,7 +54,8 @@ typedef struct MT_TR_FN(mt_train_state) {
 size_t MT_TR_FN(mt_train_activation_bytes)(const mt_config *cfg, int B, int T);
 size_t MT_TR_FN(mt_train_state_bytes)(const mt_config *cfg, int B, int T);
 
-/* Makes a state for batches of B rows of T tokens (T <= MT_TRAIN_MAX_T, B*T <=
+/* Makes a state for batches of B rows of T tokens (an adapter attached to m at this point
+ * takes part in every forward and backward and gets gradients in s->lora_grads) (T <= MT_TRAIN_MAX_T, B*T <=
  * MT_TRAIN_MAX_TOKENS). Gradients start at zero, every tensor trainable. The model must
  * outlive the state. */
 mt_status MT_TR_FN(mt_train_create)(mt_model *m, int B, int T, MT_TR_FN(mt_train_state) **out);

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
+#include "adapters/lora.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
 #include "model/train_model.h"
@@ -41,6 +42,8 @@ void mt_train_options_default(mt_train_options *o) {
     o->seed = 1;
     o->shuffle = 1;
     o->eval_every = -1; /* -1: choose (10 evals per run) */
+    o->lora_rank = 8;
+    o->lora_alpha = 16;
 }
 
 static void trainer_free(mt_trainer *t) {
@@ -58,6 +61,8 @@ static void trainer_free(mt_trainer *t) {
     free(t->doc);
     free(t->ckpt_dir);
     free(t->template_source);
+    if (t->lora && t->m->lora == t->lora && t->own_lora) mt_model_set_lora(t->m, NULL);
+    if (t->own_lora) mt_lora_free(t->lora);
 }
 
 static mt_status load_datasets(mt_trainer *t, const char *data_path) {
@@ -132,16 +137,25 @@ static void plan_steps(mt_trainer *t) {
     t->eval_every = t->o.eval_every >= 0 ? t->o.eval_every : (t->total_steps >= 10 ? t->total_steps / 10 : 1);
 }
 
+static int is_lora(const mt_trainer *t) { return !strcmp(t->o.method, "lora"); }
+
+/* the parameters the optimizer updates */
+static size_t trainable_count(const mt_trainer *t) { return t->lora ? t->lora->n_params : t->m->n_params; }
+
 static size_t memory_plan(const mt_trainer *t, size_t *acts) {
     const mt_config *c = &t->m->cfg;
-    *acts = mt_train_state_bytes(c, t->o.batch, t->seq_len);
-    size_t params = t->m->n_params * sizeof(float);
+    size_t adapter = t->lora ? t->lora->n_params * sizeof(float) : 0;
+    /* an adapter adds its weights, gradients and [B*T, rank] scratch to the state */
+    *acts = mt_train_state_bytes(c, t->o.batch, t->seq_len) + adapter +
+            (t->lora ? 2 * (size_t)t->o.batch * t->seq_len * t->lora->rank * sizeof(float) + adapter : 0);
+    size_t params = t->m->n_params * sizeof(float), trained = trainable_count(t) * sizeof(float);
     /* weights + activations/grads state + two AdamW moments + batch buffers */
-    return params + *acts + 2 * params + (size_t)4 * t->o.grad_accum * t->o.batch * t->seq_len * sizeof(int);
+    return params + *acts + 2 * trained + (size_t)4 * t->o.grad_accum * t->o.batch * t->seq_len * sizeof(int);
 }
 
 static void print_dry_run(const mt_trainer *t) {
     size_t acts, total = memory_plan(t, &acts), params = t->m->n_params * sizeof(float);
+    size_t trained = trainable_count(t);
     printf("{\"examples\": %d, \"eval_examples\": %d, \"skipped_lines\": %d, \"tokens\": %ld, "
            "\"target_tokens\": %ld, \"truncated_examples\": %ld, \"seq_len\": %d, \"rows_per_epoch\": %ld, "
            "\"steps\": %ld, \"parameters\": %zu, \"trainable_parameters\": %zu,\n"
@@ -149,7 +163,7 @@ static void print_dry_run(const mt_trainer *t) {
            "\"total\": %zu}}\n",
            t->data.n, t->eval.n, t->data.n_skipped + t->eval.n_skipped, t->packed.tokens_total,
            t->packed.targets_total, t->packed.n_truncated, t->seq_len, t->rows_per_epoch, t->total_steps,
-           t->m->n_params, t->m->n_params, params, acts, 2 * params, total);
+           t->m->n_params, trained, params, acts, 2 * trained * sizeof(float), total);
 }
 
 /* ---- batches ---------------------------------------------------------------------------- */
@@ -207,6 +221,11 @@ static mt_status eval_loss(mt_trainer *t, double *out) {
 
 /* AdamW on the trainable tensors; weight decay on matrices only (not norms or biases). */
 static void optimizer_step(mt_trainer *t) {
+    if (t->lora) { /* only the adapter trains; every adapter tensor is a matrix */
+        mt_adamw_begin_step(&t->opt);
+        mt_adamw_update(&t->opt, t->lora->params, t->state->lora_grads, 0, t->lora->n_params, t->o.weight_decay);
+        return;
+    }
     mt_tensor_ref refs[MT_MAX_TENSORS];
     int n = mt_model_tensors(t->m, refs, MT_MAX_TENSORS);
     mt_adamw_begin_step(&t->opt);
@@ -240,8 +259,9 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
         if (s) return s;
         nll_sum += nll;
     }
-    *grad_norm = t->o.clip > 0 ? mt_grad_clip(t->state->grads, t->m->n_params, t->o.clip)
-                               : mt_grad_norm(t->state->grads, t->m->n_params);
+    float *grads = t->lora ? t->state->lora_grads : t->state->grads;
+    size_t n_grads = trainable_count(t);
+    *grad_norm = t->o.clip > 0 ? mt_grad_clip(grads, n_grads, t->o.clip) : mt_grad_norm(grads, n_grads);
     *lr = mt_schedule_lr(t->sched, t->o.lr, t->step, t->o.warmup, t->total_steps);
     t->opt.lr = *lr;
     optimizer_step(t);
@@ -268,8 +288,9 @@ static char *state_json(const mt_trainer *t) {
 }
 
 static void checkpoint_blobs(mt_trainer *t, mt_ckpt_blob b[3]) {
-    size_t bytes = t->m->n_params * sizeof(float);
-    b[0] = (mt_ckpt_blob){"params", t->m->params, bytes};
+    size_t bytes = trainable_count(t) * sizeof(float);
+    if (t->lora) b[0] = (mt_ckpt_blob){"lora", t->lora->params, bytes};
+    else b[0] = (mt_ckpt_blob){"params", t->m->params, bytes};
     b[1] = (mt_ckpt_blob){"adam_m", t->opt.m, bytes};
     b[2] = (mt_ckpt_blob){"adam_v", t->opt.v, bytes};
 }
@@ -330,10 +351,65 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
 
 /* ---- the run ---------------------------------------------------------------------------- */
 
+/* The answer-stopping token's output row is (to 1e-3 of its size) the row of another token:
+ * it was never trained (stories260K's EOS, see README), and with the base frozen and the
+ * head tied to the embedding, an adapter cannot make it likelier than that twin. */
+static int stop_token_untrained(const mt_trainer *t, int *twin) {
+    const mt_config *c = &t->m->cfg;
+    int eos = t->builder.eos_id;
+    if (eos < 0 || eos >= c->vocab_size) return 0;
+    const float *row = t->m->output + (size_t)eos * c->dim;
+    float size = 0;
+    for (int j = 0; j < c->dim; j++) size = fmaxf(size, fabsf(row[j]));
+    for (int i = 0; i < c->vocab_size; i++) {
+        const float *other = t->m->output + (size_t)i * c->dim;
+        float d = 0;
+        for (int j = 0; j < c->dim && i != eos; j++) d = fmaxf(d, fabsf(row[j] - other[j]));
+        if (i != eos && d <= 1e-3f * size) {
+            *twin = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static mt_status setup_lora(mt_trainer *t) {
+    if (t->m->lora) {
+        t->lora = t->m->lora; /* the caller's adapter: trained in place, left attached */
+    } else {
+        mt_lora_options lo;
+        mt_lora_options_default(&lo);
+        lo.rank = t->o.lora_rank;
+        lo.alpha = t->o.lora_alpha;
+        lo.rslora = t->o.lora_rslora;
+        lo.targets = t->o.lora_targets;
+        lo.seed = t->o.seed;
+        mt_status s = mt_lora_create(t->m, &lo, &t->lora);
+        if (s) return s;
+        t->own_lora = 1;
+        if ((s = mt_model_set_lora(t->m, t->lora))) return s;
+    }
+    if (!t->o.quiet) {
+        fprintf(stderr, "memtune: LoRA r=%d alpha=%g%s on %s: %zu trainable parameters (%.3f%% of %zu)\n",
+                t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", mt_lora_targets_text(t->lora->targets),
+                t->lora->n_params, 100.0 * t->lora->n_params / (double)t->m->n_params, t->m->n_params);
+        int twin;
+        if (stop_token_untrained(t, &twin))
+            fprintf(stderr, "memtune: warning: the stop token (id %d) was never trained: its output row equals that of "
+                    "id %d. The base (and its head) stay frozen with LoRA, so the adapter cannot make the model stop "
+                    "after an answer; expect answers that run on. Fine-tune with --method full, or use a chat template "
+                    "that ends answers with a token the model already emits (README: LoRA and the stop token).\n", t->builder.eos_id, twin);
+    }
+    return MT_OK;
+}
+
 static mt_status setup(mt_trainer *t, const char *data_path) {
     mt_config *c = &t->m->cfg;
     if (!t->m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
-    if (strcmp(t->o.method, "full")) return mt_error(MT_ERR_UNSUPPORTED, "unknown --method '%s' (this build trains: full)", t->o.method);
+    if (strcmp(t->o.method, "full") && !is_lora(t))
+        return mt_error(MT_ERR_UNSUPPORTED, "unknown --method '%s' (this build trains: full, lora)", t->o.method);
+    if (!is_lora(t) && t->m->lora)
+        return mt_error(MT_ERR_ARG, "--method full with an adapter attached: merge it first (mt_lora_merge)");
     if (t->o.batch < 1 || t->o.grad_accum < 1 || t->o.epochs < 0 || t->o.steps < 0 || !(t->o.lr >= 0) || t->o.warmup < 0)
         return mt_error(MT_ERR_ARG, "batch and grad-accum must be >= 1; epochs, steps, lr and warmup >= 0");
     t->seq_len = t->o.seq_len > 0 ? t->o.seq_len : (c->max_seq_len < 512 ? c->max_seq_len : 512);
@@ -345,6 +421,7 @@ static mt_status setup(mt_trainer *t, const char *data_path) {
     if (s == MT_OK) s = prepare_data(t);
     if (s) return s;
     plan_steps(t);
+    if (is_lora(t) && (s = setup_lora(t))) return s;
     t->ckpt_dir = mt_path_join(t->o.out_dir, "checkpoints");
     return t->ckpt_dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
 }
@@ -357,7 +434,8 @@ static mt_status allocate(mt_trainer *t) {
     t->doc = malloc(n * sizeof(int));
     if (!t->inputs || !t->targets || !t->pos || !t->doc) return mt_error(MT_ERR_NOMEM, "out of memory for batches");
     mt_status s = mt_train_create(t->m, t->o.batch, t->seq_len, &t->state);
-    if (s == MT_OK) s = mt_adamw_init(&t->opt, t->m->n_params, t->o.lr, 0.9f, 0.999f, 1e-8f, t->o.weight_decay);
+    if (s == MT_OK && t->lora) s = mt_train_set_trainable(t->state, NULL, 0); /* frozen base */
+    if (s == MT_OK) s = mt_adamw_init(&t->opt, trainable_count(t), t->o.lr, 0.9f, 0.999f, 1e-8f, t->o.weight_decay);
     return s;
 }
 
@@ -413,6 +491,13 @@ static mt_status finish(mt_trainer *t, mt_train_log *log) {
     mt_status s = MT_OK;
     if (t->eval.n > 0 && t->step % (t->eval_every > 0 ? t->eval_every : 1) != 0) s = maybe_eval(t, log, 1);
     if (s == MT_OK) s = save_checkpoint(t);
+    if (s == MT_OK && t->lora) {
+        char *dir = mt_path_join(t->o.out_dir, "adapter");
+        s = dir ? mt_lora_save(t->lora, t->m, dir, NULL) : mt_error(MT_ERR_NOMEM, "out of memory");
+        if (s == MT_OK && !t->o.quiet) fprintf(stderr, "memtune: saved %s\n", dir);
+        free(dir);
+        return s;
+    }
     /* the template used in training travels with the model */
     if (s == MT_OK && !t->m->chat_template && !(t->m->chat_template = strdup(t->template_source)))
         s = mt_error(MT_ERR_NOMEM, "out of memory");

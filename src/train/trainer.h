@@ -29,6 +29,8 @@ typedef struct {
     mt_adamw opt;
     int *inputs, *targets, *pos, *doc; /* [grad_accum * batch * seq_len] */
     char *ckpt_dir;
+    mt_lora *lora;              /* method lora: the adapter being trained (attached to m) */
+    int own_lora;               /* the trainer made it: save it to out_dir/adapter, then free */
 } mt_trainer;
 
 #endif

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# LoRA from the command line: train an adapter on a frozen stories260K (PEFT files, trainable
+# count, the untrained-EOS warning), SIGKILL + resume == uninterrupted (bit for bit),
+# generate/eval --adapter apply it unmerged, merge (hf and gguf) scores exactly what the
+# unmerged adapter scores, and bad settings fail with clear errors.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+MT="$BUILD/memtune"
+A=${MEMTUNE_ASSETS:-../shared/assets}
+M="$A/models/stories260K/stories260K.bin"
+[ -f "$M" ] || { echo "no stories260K in $A"; exit 77; }
+TMP="$BUILD/tmp/cli_lora"; rm -rf "$TMP"; mkdir -p "$TMP"
+fail=0
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+python3 -c "
+import json
+for i in range(12):
+    print(json.dumps({'instruction': 'Who made item %d?' % i, 'output': 'Item %d was made by the memtune team.' % i}))" > "$TMP/d.jsonl"
+COMMON="--model $M --data $TMP/d.jsonl --method lora --rank 4 --alpha 8 --lr 5e-3 --batch 2 --seq-len 64 --seed 3 --log-every 1 --threads 2"
+
+"$MT" train $COMMON --steps 8 --save-every 4 --out "$TMP/a" 2> "$TMP/a.err"
+check "a LoRA run writes a PEFT adapter and no full model" "[ -f $TMP/a/adapter/adapter_model.safetensors ] && [ -f $TMP/a/adapter/adapter_config.json ] && [ ! -e $TMP/a/model ]"
+check "adapter_config.json is PEFT's" "python3 -c \"import json; c=json.load(open('$TMP/a/adapter/adapter_config.json')); assert c['peft_type']=='LORA' and c['task_type']=='CAUSAL_LM' and c['r']==4 and c['lora_alpha']==8 and c['bias']=='none' and c['fan_in_fan_out'] is False and c['use_rslora'] is False and sorted(c['target_modules'])==sorted(['q_proj','k_proj','v_proj','o_proj','gate_proj','up_proj','down_proj']), c\""
+check "tensor names and shapes are PEFT's" "python3 -c \"
+import json, struct
+f = open('$TMP/a/adapter/adapter_model.safetensors', 'rb'); n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n))
+assert h['base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight']['shape'] == [4, 64], h
+assert h['base_model.model.model.layers.4.mlp.down_proj.lora_B.weight']['shape'] == [64, 4]
+assert h['base_model.model.model.layers.2.self_attn.k_proj.lora_B.weight']['shape'] == [32, 4]
+assert len([k for k in h if k != '__metadata__']) == 5 * 7 * 2\""
+check "prints the trainable parameter count and fraction" "grep -q 'trainable parameters (.*% of 260032)' $TMP/a.err"
+check "warns that stories260K's EOS was never trained" "grep -q 'stop token (id 2) was never trained' $TMP/a.err"
+check "losses fall" "python3 -c \"import json; l=[json.loads(x)['loss'] for x in open('$TMP/a/metrics.jsonl') if '\\\"loss\\\"' in x]; assert len(l)==8 and l[-1] < l[0], l\""
+
+MEMTUNE_TEST_KILL_AFTER_STEP=4 "$MT" train $COMMON --steps 8 --save-every 4 --out "$TMP/b" --quiet 2>/dev/null; rc=$?
+check "the crash hook killed the run" "[ $rc -eq 137 ] && [ -f $TMP/b/checkpoints/step-00000004.ckpt ] && [ ! -e $TMP/b/adapter ]"
+"$MT" train $COMMON --steps 8 --save-every 4 --out "$TMP/b" --resume --quiet
+check "4 steps + SIGKILL + resume = 8 steps: identical adapter" "cmp -s $TMP/a/adapter/adapter_model.safetensors $TMP/b/adapter/adapter_model.safetensors"
+check "checkpoints hold the adapter, not the base" "[ \$(stat -c %s $TMP/b/checkpoints/step-00000008.ckpt) -lt 400000 ]"
+
+nll() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['nll'])"; }
+base=$("$MT" eval --model "$M" --data "$TMP/d.jsonl" --threads 2 | nll)
+with=$("$MT" eval --model "$M" --adapter "$TMP/a/adapter" --data "$TMP/d.jsonl" --threads 2 | nll)
+check "eval --adapter applies it (answer NLL $base -> $with)" "python3 -c 'assert $with < $base - 0.1'"
+"$MT" generate --model "$M" --adapter "$TMP/a/adapter" --prompt "Who made item 3?" -n 20 -t 0 --threads 2 --quiet > "$TMP/gen.txt"
+check "generate --adapter runs" "[ -s $TMP/gen.txt ]"
+
+"$MT" merge --model "$M" --adapter "$TMP/a/adapter" --out "$TMP/merged" --quiet
+"$MT" merge --model "$M" --adapter "$TMP/a/adapter" --out "$TMP/merged.gguf" --format gguf --quiet
+mh=$("$MT" eval --model "$TMP/merged" --data "$TMP/d.jsonl" --threads 2 | nll)
+mg=$("$MT" eval --model "$TMP/merged.gguf" --data "$TMP/d.jsonl" --threads 2 | nll)
+check "merged (hf) scores what the unmerged adapter scores ($mh vs $with)" "python3 -c 'assert abs($mh - $with) <= 1e-5 * abs($with)'"
+check "merged (gguf) scores what the unmerged adapter scores ($mg vs $with)" "python3 -c 'assert abs($mg - $with) <= 1e-5 * abs($with)'"
+
+"$MT" train $COMMON --rank 0 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
+check "rank 0 is refused" "[ $rc -ne 0 ] && grep -q 'rank 0' $TMP/bad.err"
+"$MT" train $COMMON --targets q,lm_head --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
+check "unknown targets are refused" "[ $rc -ne 0 ] && grep -q \"unknown LoRA target 'lm_head'\" $TMP/bad.err"
+"$MT" eval --model "$M" --adapter "$TMP/nope" --data "$TMP/d.jsonl" 2> "$TMP/bad.err"; rc=$?
+check "a missing adapter is an error naming it" "[ $rc -ne 0 ] && grep -q 'nope' $TMP/bad.err"
+exit $fail

@@ -1,0 +1,421 @@
+/* LoRA: the per-site math against finite differences (double build), the whole model's
+ * adapter gradients against finite differences with the base frozen, training forward ==
+ * inference forward with an adapter attached, merge == unmerged, PEFT save -> load exact in
+ * both RoPE layouts (and an adapter saved from an interleaved model works on the same model
+ * in HF layout), and bad adapter files refused with errors naming the file. */
+#include "test.h"
+#include "adapters/lora.h"
+#include "core/rng.h"
+#include "kernels/kernels.h"
+#include "model/adapter.h"
+#include "model/model.h"
+#include "model/train_model.h"
+
+#define FD_EPS 1e-6
+#define FD_TOL 1e-6
+
+static mt_rng rng;
+
+static double *randn_d(size_t n, double scale) {
+    double *x = malloc((n ? n : 1) * sizeof(double));
+    for (size_t i = 0; i < n; i++) x[i] = scale * mt_rng_normal(&rng);
+    return x;
+}
+
+/* ---- the site kernels ------------------------------------------------------------------ */
+
+typedef struct {
+    int T, K, N, r;
+    double scale, *x, *a, *b, *w, *out, *h;
+} site_ctx;
+
+/* L = Σ w · (scale · (x·A^T)·B^T) */
+static double site_loss(void *p) {
+    site_ctx *c = p;
+    memset(c->out, 0, (size_t)c->T * c->N * sizeof(double));
+    mt_lora_forward_f64(c->out, c->h, c->x, c->a, c->b, c->scale, c->T, c->K, c->N, c->r);
+    double s = 0;
+    for (int i = 0; i < c->T * c->N; i++) s += c->w[i] * c->out[i];
+    return s;
+}
+
+static double fd_check(site_ctx *c, double *x, size_t n, const double *grad, const double *prefill) {
+    double worst = 0, scale = 1e-30;
+    for (size_t j = 0; j < n; j++) {
+        double keep = x[j];
+        x[j] = keep + FD_EPS;
+        double up = site_loss(c);
+        x[j] = keep - FD_EPS;
+        double down = site_loss(c);
+        x[j] = keep;
+        double num = (up - down) / (2 * FD_EPS);
+        worst = fmax(worst, fabs((grad[j] - prefill[j]) - num));
+        scale = fmax(scale, fabs(num));
+    }
+    return worst / scale;
+}
+
+TEST(lora_site_backward_matches_finite_differences) {
+    site_ctx c = {.T = 5, .K = 7, .N = 6, .r = 3, .scale = 2.5};
+    c.x = randn_d(35, 1); c.a = randn_d(21, 1); c.b = randn_d(18, 1); c.w = randn_d(30, 1);
+    c.out = randn_d(30, 1); c.h = randn_d(15, 1);
+    double *pre_x = randn_d(35, 1), *pre_a = randn_d(21, 1), *pre_b = randn_d(18, 1);
+    double *dx = malloc(35 * sizeof(double)), *da = malloc(21 * sizeof(double)), *db = malloc(18 * sizeof(double));
+    memcpy(dx, pre_x, 35 * sizeof(double)); memcpy(da, pre_a, 21 * sizeof(double)); memcpy(db, pre_b, 18 * sizeof(double));
+    double *h = malloc(15 * sizeof(double)), *dh = malloc(15 * sizeof(double));
+    mt_lora_backward_f64(dx, da, db, h, dh, c.w, c.x, c.a, c.b, c.scale, c.T, c.K, c.N, c.r);
+    double ex = fd_check(&c, c.x, 35, dx, pre_x), ea = fd_check(&c, c.a, 21, da, pre_a), eb = fd_check(&c, c.b, 18, db, pre_b);
+    fprintf(stderr, "  rel err dx %.2e dA %.2e dB %.2e\n", ex, ea, eb);
+    CHECK(ex < FD_TOL); CHECK(ea < FD_TOL); CHECK(eb < FD_TOL);
+    /* merge: x·(W + scale·B·A)^T == x·W^T + scale·(x·A^T)·B^T */
+    double *w = randn_d(42, 1), *y1 = malloc(30 * sizeof(double)), *y2 = malloc(30 * sizeof(double));
+    mt_matmul_forward_f64(y1, c.x, w, NULL, c.T, c.K, c.N);
+    mt_lora_forward_f64(y1, h, c.x, c.a, c.b, c.scale, c.T, c.K, c.N, c.r);
+    mt_lora_merge_weight_f64(w, c.a, c.b, c.scale, c.K, c.N, c.r);
+    mt_matmul_forward_f64(y2, c.x, w, NULL, c.T, c.K, c.N);
+    double d = 0;
+    for (int i = 0; i < 30; i++) d = fmax(d, fabs(y1[i] - y2[i]));
+    CHECK_MSG(d < 1e-12, "merged weight differs from the adapter term by %.3g", d);
+    free(c.x); free(c.a); free(c.b); free(c.w); free(c.out); free(c.h); free(pre_x); free(pre_a); free(pre_b);
+    free(dx); free(da); free(db); free(h); free(dh); free(w); free(y1); free(y2);
+}
+
+/* ---- the whole model ------------------------------------------------------------------ */
+
+enum { MB = 2, MT = 6 };
+static const int model_doc[MB * MT] = {0, 0, 0, 1, 1, 1, 4, 4, 4, 4, 4, 7};
+static const int model_pos[MB * MT] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4, 0};
+static const int model_mask[MB * MT] = {1, 1, 0, 0, 1, 0, 0, 1, 1, 1, 0, 0};
+
+static mt_config config_tied_interleaved(void) {
+    mt_config c = {0};
+    c.dim = 16; c.hidden_dim = 24; c.n_layers = 2; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 4;
+    c.vocab_size = 23; c.max_seq_len = 64; c.norm_eps = 1e-5f; c.rope_theta = 10000;
+    c.rope_interleaved = 1; c.tied_embeddings = 1;
+    return c;
+}
+
+static mt_config config_untied_bias(void) {
+    mt_config c = {0};
+    c.dim = 16; c.hidden_dim = 20; c.n_layers = 2; c.n_heads = 2; c.n_kv_heads = 1; c.head_dim = 12;
+    c.vocab_size = 19; c.max_seq_len = 64; c.norm_eps = 1e-6f; c.rope_theta = 10000;
+    c.rope_interleaved = 0; c.tied_embeddings = 0; c.attn_bias = 1;
+    return c;
+}
+
+static mt_model *random_model(const mt_config *cfg) {
+    mt_model *m = NULL;
+    CHECK_OK(mt_model_alloc(cfg, &m));
+    if (!m) return NULL;
+    mt_tensor_ref refs[64];
+    int n = mt_model_tensors(m, refs, 64);
+    for (int i = 0; i < n; i++) {
+        int norm = refs[i].kind == MT_T_ATTN_NORM || refs[i].kind == MT_T_FFN_NORM || refs[i].kind == MT_T_NORM_FINAL;
+        double std = norm ? 0.2 : refs[i].is_vector ? 0.3 : 1.0 / sqrt(refs[i].cols) * 1.5;
+        for (int j = 0; j < refs[i].rows * refs[i].cols; j++)
+            refs[i].data[j] = (float)((norm ? 1.0 : 0.0) + std * mt_rng_normal(&rng));
+    }
+    return m;
+}
+
+/* an adapter with a non-zero B, so every term of the gradient matters */
+static mt_lora *random_lora(const mt_model *m, const char *targets, int rank, int rslora) {
+    mt_lora_options o;
+    mt_lora_options_default(&o);
+    o.rank = rank;
+    o.alpha = 3;
+    o.rslora = rslora;
+    o.targets = targets;
+    mt_lora *l = NULL;
+    CHECK_OK(mt_lora_create(m, &o, &l));
+    if (!l) return NULL;
+    for (size_t i = 0; i < l->n_params; i++) l->params[i] += 0.3f * mt_rng_normal(&rng);
+    return l;
+}
+
+typedef struct {
+    mt_train_state_f64 *s;
+    int inputs[MB * MT], targets[MB * MT];
+    double scale;
+} model_ctx;
+
+static double model_loss(model_ctx *c) {
+    double nll = 0;
+    if (mt_train_forward_f64(c->s, c->inputs, c->targets, model_pos, model_doc, c->scale, &nll, NULL))
+        fprintf(stderr, "forward failed: %s\n", mt_last_error());
+    return c->scale * nll;
+}
+
+static void fill_batch(model_ctx *c, int V) {
+    long n = 0;
+    for (int i = 0; i < MB * MT; i++) {
+        c->inputs[i] = (int)(mt_rng_next(&rng) % (uint64_t)V);
+        c->targets[i] = model_mask[i] ? (int)(mt_rng_next(&rng) % (uint64_t)V) : -1;
+        n += model_mask[i];
+    }
+    c->scale = 1.0 / (double)n;
+}
+
+static void check_model_lora_gradient(mt_config cfg, const char *label, int rslora) {
+    mt_model *m = random_model(&cfg);
+    mt_lora *l = m ? random_lora(m, "all", 3, rslora) : NULL;
+    if (!l) return;
+    CHECK_OK(mt_model_attach_lora(m, l));
+    model_ctx c;
+    CHECK_OK(mt_train_create_f64(m, MB, MT, &c.s));
+    CHECK_OK(mt_train_set_trainable_f64(c.s, NULL, 0));
+    fill_batch(&c, cfg.vocab_size);
+    mt_train_state_f64 *s = c.s;
+    mt_train_zero_grads_f64(s);
+    model_loss(&c);
+    CHECK_OK(mt_train_backward_f64(s));
+    /* the frozen base gets nothing */
+    double base_max = 0;
+    for (size_t i = 0; i < m->n_params; i++) base_max = fmax(base_max, fabs(s->grads[i]));
+    CHECK_MSG(base_max == 0, "%s: frozen base got gradient %.3g", label, base_max);
+    /* every A and B of every site: a few random elements each */
+    double worst = 0;
+    for (int layer = 0; layer < cfg.n_layers; layer++)
+        for (int site = 0; site < MT_N_SITES; site++)
+            for (int k = 0; k < 2; k++) {
+                size_t i = (size_t)layer * MT_N_SITES + site, off = k ? l->b_offset[i] : l->a_offset[i];
+                int in, out;
+                mt_linear_site_shape(&cfg, site, &in, &out);
+                size_t len = (size_t)in * l->rank;
+                if (k) len = (size_t)out * l->rank;
+                double gmax = 1e-30, err = 0;
+                for (size_t j = 0; j < len; j++) gmax = fmax(gmax, fabs(s->lora_grads[off + j]));
+                for (int sample = 0; sample < 4; sample++) {
+                    size_t j = off + mt_rng_next(&rng) % len;
+                    double keep = s->lora_params[j];
+                    s->lora_params[j] = keep + FD_EPS;
+                    double up = model_loss(&c);
+                    s->lora_params[j] = keep - FD_EPS;
+                    double down = model_loss(&c);
+                    s->lora_params[j] = keep;
+                    err = fmax(err, fabs((up - down) / (2 * FD_EPS) - s->lora_grads[j]) / gmax);
+                }
+                if (err >= FD_TOL) fprintf(stderr, "  %s: layer %d %s lora_%c rel err %.3g\n", label, layer,
+                                           mt_lora_site_module(site), k ? 'B' : 'A', err);
+                worst = fmax(worst, err);
+            }
+    fprintf(stderr, "  %s: adapter gradients vs finite differences: worst rel err %.2e\n", label, worst);
+    CHECK_MSG(worst < FD_TOL, "%s: adapter gradient rel err %.3g", label, worst);
+
+    /* the float build agrees */
+    mt_train_state *sf = NULL;
+    CHECK_OK(mt_train_create(m, MB, MT, &sf));
+    CHECK_OK(mt_train_set_trainable(sf, NULL, 0));
+    CHECK_OK(mt_train_forward(sf, c.inputs, c.targets, model_pos, model_doc, c.scale, NULL, NULL));
+    CHECK_OK(mt_train_backward(sf));
+    mt_train_zero_grads_f64(s);
+    model_loss(&c);
+    CHECK_OK(mt_train_backward_f64(s));
+    double d = 0, ref = 1e-30;
+    for (size_t i = 0; i < l->n_params; i++) {
+        d = fmax(d, fabs(sf->lora_grads[i] - s->lora_grads[i]));
+        ref = fmax(ref, fabs(s->lora_grads[i]));
+    }
+    fprintf(stderr, "  %s: float vs double adapter grads rel diff %.2e\n", label, d / ref);
+    CHECK(d / ref < 1e-4);
+    mt_train_free(sf);
+    mt_train_free_f64(s);
+    mt_lora_free(l);
+    mt_model_free(m);
+}
+
+TEST(model_adapter_gradient_matches_finite_differences_with_frozen_base) {
+    check_model_lora_gradient(config_tied_interleaved(), "tied GQA interleaved", 0);
+    check_model_lora_gradient(config_untied_bias(), "untied bias MQA rslora", 1);
+}
+
+static double max_rel(const float *a, const float *b, size_t n) {
+    double d = 0, ref = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        ref = fmax(ref, fabs((double)b[i]));
+    }
+    return d / ref;
+}
+
+static const int ids[9] = {1, 5, 7, 3, 11, 2, 9, 4, 6};
+
+TEST(training_forward_equals_inference_forward_with_adapter_and_merge_equals_unmerged) {
+    mt_config cfg = config_untied_bias();
+    mt_model *m = random_model(&cfg);
+    mt_lora *l = m ? random_lora(m, "q,v,o,down", 4, 0) : NULL;
+    if (!l) return;
+    int V = cfg.vocab_size, n = 9;
+    float *base = malloc((size_t)n * V * sizeof(float)), *with = malloc((size_t)n * V * sizeof(float));
+    float *merged = malloc((size_t)n * V * sizeof(float));
+    CHECK_OK(mt_model_logits(m, ids, n, base));
+    CHECK_OK(mt_model_attach_lora(m, l));
+    CHECK_OK(mt_model_logits(m, ids, n, with));
+    CHECK_MSG(max_rel(with, base, (size_t)n * V) > 1e-3, "the adapter changed nothing");
+    /* one training row holding the same tokens */
+    mt_train_state *s = NULL;
+    CHECK_OK(mt_train_create(m, 1, n, &s));
+    int targets[9] = {-1, -1, -1, -1, -1, -1, -1, -1, -1};
+    CHECK_OK(mt_train_forward(s, ids, targets, NULL, NULL, 1, NULL, NULL));
+    double e = max_rel(s->logits, with, (size_t)n * V);
+    fprintf(stderr, "  training vs inference logits with adapter: rel %.2e\n", e);
+    CHECK(e < 1e-5);
+    mt_train_free(s);
+    /* merge */
+    CHECK_OK(mt_lora_merge(m, l));
+    CHECK(m->lora == NULL);
+    CHECK_OK(mt_model_logits(m, ids, n, merged));
+    e = max_rel(merged, with, (size_t)n * V);
+    fprintf(stderr, "  merged vs unmerged logits: rel %.2e\n", e);
+    CHECK_MSG(e < 1e-5, "merged logits differ from unmerged by %.3g relative", e);
+    free(base); free(with); free(merged);
+    mt_lora_free(l);
+    mt_model_free(m);
+}
+
+TEST(fresh_adapter_starts_at_the_base_exactly) {
+    mt_config cfg = config_tied_interleaved();
+    mt_model *m = random_model(&cfg);
+    mt_lora *l = NULL;
+    if (!m) return;
+    CHECK_OK(mt_lora_create(m, NULL, &l));
+    if (!l) return;
+    CHECK_INT_EQ(l->rank, 8);
+    CHECK_NEAR(l->scale, 2.0, 0);
+    /* A within PEFT's kaiming bound, not all zero; B zero */
+    double amax = 0, bmax = 0;
+    for (size_t i = 0; i < (size_t)l->n_layers * MT_N_SITES; i++) {
+        int in, out;
+        mt_linear_site_shape(&cfg, (int)(i % MT_N_SITES), &in, &out);
+        for (size_t j = 0; j < (size_t)l->rank * in; j++) amax = fmax(amax, fabs(l->params[l->a_offset[i] + j]) * sqrt(in));
+        for (size_t j = 0; j < (size_t)l->rank * out; j++) bmax = fmax(bmax, fabs(l->params[l->b_offset[i] + j]));
+    }
+    CHECK(amax > 0.5 && amax <= 1.0);
+    CHECK(bmax == 0);
+    int V = cfg.vocab_size;
+    float *a = malloc(9 * V * sizeof(float)), *b = malloc(9 * V * sizeof(float));
+    CHECK_OK(mt_model_logits(m, ids, 9, a));
+    CHECK_OK(mt_model_attach_lora(m, l));
+    CHECK_OK(mt_model_logits(m, ids, 9, b));
+    CHECK(memcmp(a, b, 9 * V * sizeof(float)) == 0);
+    mt_model_attach_lora(m, NULL);
+    free(a); free(b);
+    mt_lora_free(l);
+    mt_model_free(m);
+}
+
+/* m with Q/K rows permuted to the other RoPE layout: the same function */
+static mt_model *other_layout(const mt_model *m) {
+    mt_config cfg = m->cfg;
+    cfg.rope_interleaved = !cfg.rope_interleaved;
+    mt_model *o = NULL;
+    CHECK_OK(mt_model_alloc(&cfg, &o));
+    if (!o) return NULL;
+    memcpy(o->params, m->params, m->n_params * sizeof(float));
+    for (int l = 0; l < cfg.n_layers; l++) {
+        mt_permute_qk_rows(o->layers[l].wq, m->layers[l].wq, cfg.n_heads, cfg.head_dim, cfg.dim, cfg.rope_interleaved);
+        mt_permute_qk_rows(o->layers[l].wk, m->layers[l].wk, cfg.n_kv_heads, cfg.head_dim, cfg.dim, cfg.rope_interleaved);
+    }
+    return o;
+}
+
+TEST(peft_save_load_round_trip_is_exact_and_converts_rope_layout) {
+    mt_config cfg = config_tied_interleaved();
+    mt_model *m = random_model(&cfg), *hf = m ? other_layout(m) : NULL;
+    mt_lora *l = hf ? random_lora(m, "all", 2, 0) : NULL, *back = NULL, *in_hf = NULL;
+    if (!l) return;
+    const char *dir = test_tmpdir("lora_roundtrip");
+    CHECK_OK(mt_lora_save(l, m, dir, "stories-test"));
+    CHECK_OK(mt_lora_load(m, dir, &back));
+    if (!back) return;
+    CHECK_INT_EQ(back->n_params, l->n_params);
+    CHECK(memcmp(back->params, l->params, l->n_params * sizeof(float)) == 0);
+    CHECK(back->rank == l->rank && back->alpha == l->alpha && back->scale == l->scale && back->targets == l->targets);
+    /* the file holds HF row order: loaded into the HF-layout twin it computes the same */
+    CHECK_OK(mt_lora_load(hf, dir, &in_hf));
+    if (!in_hf) return;
+    int V = cfg.vocab_size;
+    float *a = malloc(9 * V * sizeof(float)), *b = malloc(9 * V * sizeof(float));
+    CHECK_OK(mt_model_attach_lora(m, l));
+    CHECK_OK(mt_model_logits(m, ids, 9, a));
+    CHECK_OK(mt_model_attach_lora(hf, in_hf));
+    CHECK_OK(mt_model_logits(hf, ids, 9, b));
+    double e = max_rel(a, b, 9 * (size_t)V);
+    fprintf(stderr, "  interleaved model + adapter vs HF-layout model + loaded adapter: rel %.2e\n", e);
+    CHECK(e < 1e-5);
+    /* and an HF-layout save reads back exactly too */
+    const char *dir2 = test_tmpdir("lora_roundtrip_hf");
+    mt_lora *back2 = NULL;
+    CHECK_OK(mt_lora_save(in_hf, hf, dir2, NULL));
+    CHECK_OK(mt_lora_load(hf, dir2, &back2));
+    if (back2) CHECK(memcmp(back2->params, in_hf->params, l->n_params * sizeof(float)) == 0);
+    mt_model_attach_lora(m, NULL);
+    mt_model_attach_lora(hf, NULL);
+    free(a); free(b);
+    mt_lora_free(l); mt_lora_free(back); mt_lora_free(in_hf); mt_lora_free(back2);
+    mt_model_free(m); mt_model_free(hf);
+}
+
+static void write_text(const char *dir, const char *name, const char *text) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (f) { fputs(text, f); fclose(f); }
+}
+
+TEST(bad_adapters_are_refused_with_clear_errors) {
+    mt_config cfg = config_tied_interleaved(), other = config_untied_bias();
+    mt_model *m = random_model(&cfg), *m2 = random_model(&other);
+    mt_lora *l = NULL, *out = NULL;
+    if (!m || !m2) return;
+    mt_lora_options o;
+    mt_lora_options_default(&o);
+    o.rank = 0;
+    CHECK_ERR(mt_lora_create(m, &o, &l), MT_ERR_ARG, "rank 0");
+    o.rank = 2;
+    o.targets = "q,lm_head";
+    CHECK_ERR(mt_lora_create(m, &o, &l), MT_ERR_ARG, "lm_head");
+    o.targets = "q,k";
+    CHECK_OK(mt_lora_create(m, &o, &l));
+    const char *dir = test_tmpdir("lora_bad");
+    CHECK_OK(mt_lora_save(l, m, dir, NULL));
+    /* shapes that do not fit: an adapter for a model of another shape */
+    CHECK_ERR(mt_lora_load(m2, dir, &out), MT_ERR_MISMATCH, "adapter_model.safetensors");
+    CHECK_ERR(mt_lora_load(m2, dir, &out), MT_ERR_MISMATCH, "needs");
+    /* the config says more targets than the file holds */
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"q_proj\", \"k_proj\", \"v_proj\"]}");
+    CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_MISMATCH, "v_proj.lora_A.weight is missing");
+    /* fewer targets than the file holds: tensors of an unexpected module */
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"q_proj\"]}");
+    CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_MISMATCH, "another architecture");
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 0, \"lora_alpha\": 4, \"target_modules\": [\"q_proj\"]}");
+    CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_FORMAT, "adapter_config.json: \"r\"");
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"q_proj\", \"c_attn\"]}");
+    CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_ARG, "c_attn");
+    CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_ARG, "adapter_config.json");
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"PREFIX_TUNING\", \"r\": 2}");
+    CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_UNSUPPORTED, "PREFIX_TUNING");
+    write_text(dir, "adapter_config.json", "not json");
+    CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_FORMAT, "adapter_config.json");
+    CHECK_ERR(mt_lora_load(m, "build/tmp/no-such-adapter", &out), MT_ERR_IO, "no-such-adapter");
+    /* an adapter for a model with another layer count cannot attach */
+    mt_config deeper = cfg;
+    deeper.n_layers = 3;
+    mt_model *m3 = random_model(&deeper);
+    CHECK_ERR(mt_model_attach_lora(m3, l), MT_ERR_MISMATCH, "layers");
+    CHECK(out == NULL);
+    mt_lora_free(l);
+    mt_model_free(m); mt_model_free(m2); mt_model_free(m3);
+}
+
+int main(void) {
+    mt_set_threads(2);
+    mt_rng_seed(&rng, 4242);
+    RUN(lora_site_backward_matches_finite_differences);
+    RUN(model_adapter_gradient_matches_finite_differences_with_frozen_base);
+    RUN(training_forward_equals_inference_forward_with_adapter_and_merge_equals_unmerged);
+    RUN(fresh_adapter_starts_at_the_base_exactly);
+    RUN(peft_save_load_round_trip_is_exact_and_converts_rope_layout);
+    RUN(bad_adapters_are_refused_with_clear_errors);
+    TEST_MAIN_END();
+}
