@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Learning: full fine-tuning of stories260K on LLaMA-Factory's identity set (placeholders
 # filled) lowers the eval loss and makes greedy answers to the training prompts match the
-# expected outputs exactly for at least 95% of them. Minutes of compute: under the
+# expected outputs exactly for at least 95% of them (two prompts occur twice with different
+# answers, so 89 of 91 is the ceiling; this run reaches 88). Minutes of compute: under the
 # sanitizer build (SANITIZE=1) it reports SKIP (exit 77), which run.sh does not count.
 set -u
 cd "$(dirname "$0")/../.."
@@ -22,7 +23,7 @@ with open(sys.argv[2], "w") as f:
 PY
 D="$TMP/identity.jsonl"
 "$MT" train --model "$A/models/stories260K/stories260K.bin" --data "$D" --eval "$D" --out "$TMP/run" \
-  --lr 3e-3 --epochs 40 --batch 4 --seq-len 512 --warmup 10 --quiet || exit 1
+  --lr 6e-3 --epochs 40 --batch 2 --seq-len 384 --warmup 20 --threads 2 --quiet || exit 1
 "$MT" eval --model "$TMP/run/model" --data "$D" --report "$TMP/report.jsonl" > "$TMP/after.json" || exit 1
 cat "$TMP/after.json"
 python3 - "$TMP/after.json" "$TMP/run/metrics.jsonl" <<'PY'
