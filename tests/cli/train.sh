@@ -59,6 +59,31 @@ MEMTUNE_TEST_KILL_AFTER_STEP=17 "$MT" train $V --steps 40 --save-every 17 --out 
 "$MT" train $V --steps 40 --save-every 17 --out "$TMP/v2" --resume
 check "resume mid-epoch across epochs: identical weights" "cmp -s $TMP/v1/model/model.safetensors $TMP/v2/model/model.safetensors"
 
+# Gradient accumulation: 2 micro-batches of 2 rows = 1 batch of 4 rows (loss normalised by
+# the target tokens of the whole step), equal up to float rounding.
+"$MT" train $COMMON --steps 5 --batch 4 --out "$TMP/acc1" --clip 0
+"$MT" train $COMMON --steps 5 --batch 2 --grad-accum 2 --out "$TMP/acc2" --clip 0
+maxdiff() { python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+def tensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    out = {}
+    for k, v in head.items():
+        if k == "__metadata__": continue
+        b, e = v["data_offsets"]
+        out[k] = struct.unpack("<%df" % ((e - b) // 4), raw[8 + n + b:8 + n + e])
+    return out
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+print(max(abs(x - y) for k in a for x, y in zip(a[k], b[k])))
+PY
+}
+d=$(maxdiff "$TMP/acc1/model/model.safetensors" "$TMP/acc2/model/model.safetensors")
+check "grad-accum 2 x 2 rows = batch 4 (max weight diff $d)" "python3 -c 'import sys; sys.exit(0 if $d < 1e-5 else 1)'"
+d0=$(maxdiff "$TMP/acc1/model/model.safetensors" "$TMP/a/model/model.safetensors")
+check "... while another batch size differs (max weight diff $d0)" "python3 -c 'import sys; sys.exit(0 if $d0 > 1e-4 else 1)'"
+
 # A corrupt newest checkpoint is skipped in favour of the one before it.
 cp -r "$TMP/a" "$TMP/d"; cp "$TMP/a/checkpoints/step-00000020.ckpt" "$TMP/d/checkpoints/step-00000030.ckpt"
 printf 'garbage' | dd of="$TMP/d/checkpoints/step-00000030.ckpt" bs=1 seek=100 conv=notrunc 2>/dev/null
