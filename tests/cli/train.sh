@@ -84,6 +84,16 @@ check "grad-accum 2 x 2 rows = batch 4 (max weight diff $d)" "python3 -c 'import
 d0=$(maxdiff "$TMP/acc1/model/model.safetensors" "$TMP/a/model/model.safetensors")
 check "... while another batch size differs (max weight diff $d0)" "python3 -c 'import sys; sys.exit(0 if $d0 > 1e-4 else 1)'"
 
+# SIGTERM: the run saves a checkpoint, says so, exits 130; --resume finishes it.
+"$MT" train $COMMON --steps 100000 --save-every 0 --out "$TMP/sig" &
+pid=$!
+for i in $(seq 1 200); do [ -s "$TMP/sig/metrics.jsonl" ] && break; sleep 0.05; done
+kill -TERM $pid; wait $pid; rc=$?
+check "SIGTERM saves a checkpoint and exits 130" "[ $rc -eq 130 ] && ls $TMP/sig/checkpoints/ | grep -q '^step-.*ckpt$'"
+n=$(ls "$TMP/sig/checkpoints/" | sed -n 's/^step-0*\([0-9]*\)\.ckpt$/\1/p' | head -1)
+"$MT" train $COMMON --steps $((n + 2)) --save-every 0 --out "$TMP/sig" --resume
+check "... and --resume finishes the run" "[ -f $TMP/sig/model/model.safetensors ]"
+
 # A corrupt newest checkpoint is skipped in favour of the one before it.
 cp -r "$TMP/a" "$TMP/d"; cp "$TMP/a/checkpoints/step-00000020.ckpt" "$TMP/d/checkpoints/step-00000030.ckpt"
 printf 'garbage' | dd of="$TMP/d/checkpoints/step-00000030.ckpt" bs=1 seek=100 conv=notrunc 2>/dev/null
