@@ -1,2 +1,0 @@
-build-o3/obj/src/formats/dtype.o: src/formats/dtype.c src/formats/dtype.h
-src/formats/dtype.h:
