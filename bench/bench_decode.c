@@ -6,8 +6,8 @@
  * forwards after the prefill's). A warm-up repetition of min(N, 16) tokens comes first.
  *
  * Standalone: repetitions run until at least min_seconds have passed and at least min_reps
- * have run. Lockstep (--lockstep as the last argument, driven by bench/lockstep.py): reads
- * commands on stdin, "warm" = a warm-up repetition, "go" = a timed one, "end" = stop; answers
+ * have run. Lockstep (--lockstep as the last argument, driven by bench/lockstep.py): prints
+ * "ready" once loaded, then reads commands on stdin, "warm" = a warm-up repetition, "go" = a timed one, "end" = stop; answers
  * each with one line "ok SECONDS" on stdout, so several engines can take turns on a shared
  * machine and see the same noise.
  *

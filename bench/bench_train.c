@@ -11,7 +11,7 @@
  * check against torch) and the process's peak RSS, as one JSON line on stdout.
  *
  * Lockstep (--lockstep as the last argument, driven by bench/lockstep.py): instead of
- * warmup + steps, reads commands on stdin, "warm" = an untimed step, "go" = a timed one,
+ * warmup + steps, prints "ready" once loaded, then reads commands on stdin, "warm" = an untimed step, "go" = a timed one,
  * "end" = stop, and answers each with one line "ok SECONDS" on stdout.
  *
  * usage: bench_train MODEL [threads=2] [B=4] [T=128] [warmup=2] [steps=5] [--lockstep] */
