@@ -3,6 +3,7 @@
  * absent), and writing config.json + generation_config.json back. Anything that would change
  * the computation and that memtune does not implement (other RoPE scalings, MLP biases,
  * other activations) is refused rather than ignored. */
+#include "core/json.h"
 #include "formats/formats.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -145,15 +146,9 @@ static mt_status parse_config(const char *path, const json_t *root, mt_config *c
 }
 
 mt_status mt_config_load_json(const char *path, mt_config *out) {
-    char *text;
-    size_t len;
-    mt_status s = mt_file_read_all(path, (size_t)16 << 20, &text, &len);
+    json_t *root;
+    mt_status s = mt_json_load_file(path, (size_t)16 << 20, 0, &root);
     if (s) return s;
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, 0, &jerr);
-    free(text);
-    if (!root)
-        return mt_error(MT_ERR_FORMAT, "%s: not valid JSON: %s (line %d)", path, jerr.text, jerr.line);
     s = parse_config(path, root, out);
     json_decref(root);
     return s;
@@ -236,13 +231,9 @@ mt_status mt_config_save_json(const mt_config *c, const char *dir) {
 }
 
 mt_status mt_generation_config_apply(const char *path, mt_config *c) {
-    char *text;
-    size_t len;
-    mt_status s = mt_file_read_all(path, (size_t)1 << 20, &text, &len);
+    json_t *root;
+    mt_status s = mt_json_load_file(path, (size_t)1 << 20, 0, &root);
     if (s) return s;
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, 0, &jerr);
-    free(text);
     if (!json_is_object(root)) {
         json_decref(root);
         return mt_error(MT_ERR_FORMAT, "%s: not a JSON object", path);

@@ -3,6 +3,7 @@
  * (tokenizer.json + tokenizer_config.json). Every tensor the config implies must be present
  * with exactly the implied shape; Q/K rows are in the rotate-half RoPE layout. The writer
  * produces the same layout (F32), permuting Q/K rows of interleaved models. */
+#include "core/json.h"
 #include "formats/formats.h"
 #include "formats/safetensors.h"
 #include "core/error.h"
@@ -45,14 +46,8 @@ static int plain_file_name(const char *name) {
 }
 
 static mt_status open_index(hf_weights *w, const char *index_path) {
-    char *text;
-    size_t len;
-    mt_status s = mt_file_read_all(index_path, (size_t)64 << 20, &text, &len);
+    mt_status s = mt_json_load_file(index_path, (size_t)64 << 20, 0, &w->index);
     if (s) return s;
-    json_error_t jerr;
-    w->index = json_loadb(text, len, 0, &jerr);
-    free(text);
-    if (!w->index) return mt_error(MT_ERR_FORMAT, "%s: not valid JSON: %s (line %d)", index_path, jerr.text, jerr.line);
     w->weight_map = json_object_get(w->index, "weight_map");
     if (!json_is_object(w->weight_map))
         return mt_error(MT_ERR_FORMAT, "%s: missing weight_map object", index_path);

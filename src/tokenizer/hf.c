@@ -13,6 +13,7 @@
  * Anything else (WordPiece, Unigram, lowercasing, ...) is refused as unsupported rather
  * than encoded differently from HF. The writer produces those same two shapes, so a saved
  * tokenizer loads back here and in HF tokenizers. */
+#include "core/json.h"
 #include "tokenizer/tok_internal.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -25,16 +26,7 @@
 /* flags: JSON_DECODE_INT_AS_REAL for files whose integers we never need exactly
  * (tokenizer_config.json has model_max_length = 1e30, beyond any integer type). */
 static mt_status load_json(const char *path, size_t flags, json_t **out) {
-    char *text;
-    size_t len;
-    *out = NULL;
-    mt_status s = mt_file_read_all(path, MAX_JSON_BYTES, &text, &len);
-    if (s) return s;
-    json_error_t err;
-    *out = json_loadb(text, len, flags, &err);
-    free(text);
-    if (!*out) return mt_error(MT_ERR_FORMAT, "%s: not valid JSON: %s (line %d)", path, err.text, err.line);
-    return MT_OK;
+    return mt_json_load_file(path, MAX_JSON_BYTES, flags, out);
 }
 
 static const char *jstr(const json_t *obj, const char *key) { return json_string_value(json_object_get(obj, key)); }
