@@ -368,7 +368,8 @@ typedef struct {
     long schema_facts, row_facts, sql_pairs; /* lines written */
     long duplicates;          /* generated twice (same question), written once */
     long failed;              /* templates whose SQL did not run (must be 0; counted) */
-    long empty;               /* SQL that ran but returned nothing useful; dropped */
+    long empty;               /* SQL that ran but returned no rows, only NULLs, or a list of
+                                 more than 30 rows; dropped */
 } mt_datagen_stats;
 
 /* Writes JSONL training data grounded in the database at db_path to out_path (atomically).
@@ -385,10 +386,13 @@ typedef struct {
     long sql_error;           /* SQL failed or was refused */
     long empty_result;        /* ran, returned no rows or only NULLs */
     long duplicates;          /* same question and SQL as an earlier kept line */
+    char *reasons;            /* JSON object: each reason for dropping -> count (malloc'd) */
 } mt_filter_stats;
+void mt_filter_stats_free(mt_filter_stats *st);
 
 /* Keeps the question -> SQL lines of in_path whose SQL runs in the sandbox and returns a
- * non-empty result; writes them (with the computed answer added) to out_path. */
+ * result that is not empty or all NULL; writes them (atomically) to out_path, each with a
+ * "result" field added (the SQL's result as text). Free stats with mt_filter_stats_free. */
 mt_status mt_data_filter_sql(const char *db_path, const char *in_path, const char *out_path,
                              const mt_sql_limits *limits, mt_filter_stats *stats);
 

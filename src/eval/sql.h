@@ -19,6 +19,7 @@ struct mt_sql_result {
     int cols;
     long rows, cap_rows;
     char **names;        /* [cols] */
+    char **decltypes;    /* [cols] declared column types ("" for expressions) */
     mt_sql_cell *cells;  /* [rows * cols] */
 };
 
@@ -26,6 +27,7 @@ struct mt_sql_result {
 int mt_sql_cell_number(const mt_sql_cell *c, double *out);
 /* Fills defaults into zero fields. */
 void mt_sql_limits_fill(mt_sql_limits *l);
-/* Appends the cell as JSON to a growing string (used by result_json). */
+/* The cell's value as text (malloc'd; NULL on OOM): numbers printed, NULL as "NULL". */
+char *mt_sql_result_cell_string(const mt_sql_result *r, long row, int col);
 
 #endif

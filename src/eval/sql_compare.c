@@ -223,6 +223,14 @@ static int append_cell_text(char **buf, size_t *len, size_t *cap, const mt_sql_c
     return 1;
 }
 
+char *mt_sql_result_cell_string(const mt_sql_result *r, long row, int col) {
+    size_t len = 0, cap = 32;
+    char *buf = malloc(cap);
+    if (buf) buf[0] = 0;
+    if (buf && !append_cell_text(&buf, &len, &cap, &r->cells[(size_t)row * r->cols + col])) return free(buf), NULL;
+    return buf;
+}
+
 char *mt_sql_result_text(const mt_sql_result *r) {
     size_t len = 0, cap = 64;
     char *buf = malloc(cap);

@@ -220,10 +220,13 @@ static mt_sql_result *result_new(sqlite3_stmt *stmt) {
     if (!r) return NULL;
     r->cols = sqlite3_column_count(stmt);
     r->names = calloc(r->cols ? r->cols : 1, sizeof *r->names);
-    if (!r->names) return free(r), NULL;
+    r->decltypes = calloc(r->cols ? r->cols : 1, sizeof *r->decltypes);
+    if (!r->names || !r->decltypes) return free(r->names), free(r->decltypes), free(r), NULL;
     for (int c = 0; c < r->cols; c++) {
-        const char *n = sqlite3_column_name(stmt, c);
-        if (!(r->names[c] = strdup(n ? n : ""))) return mt_sql_result_free(r), NULL;
+        const char *n = sqlite3_column_name(stmt, c), *t = sqlite3_column_decltype(stmt, c);
+        r->names[c] = strdup(n ? n : "");
+        r->decltypes[c] = strdup(t ? t : "");
+        if (!r->names[c] || !r->decltypes[c]) return mt_sql_result_free(r), NULL;
     }
     return r;
 }
@@ -302,8 +305,9 @@ mt_status mt_sql_query(mt_sql_db *s, const char *sql, mt_sql_result **out) {
 void mt_sql_result_free(mt_sql_result *r) {
     if (!r) return;
     for (long i = 0; i < r->rows * r->cols; i++) free(r->cells[i].bytes);
-    for (int c = 0; c < r->cols; c++) free(r->names[c]);
+    for (int c = 0; c < r->cols; c++) free(r->names[c]), free(r->decltypes[c]);
     free(r->names);
+    free(r->decltypes);
     free(r->cells);
     free(r);
 }
