@@ -271,6 +271,24 @@ TEST(open_rejects_missing_and_non_database_files_and_escapes_odd_names) {
     mt_sql_close(db);
 }
 
+TEST(exact_match_normalisation_options) {
+    CHECK(mt_normalize_parse("none") == MT_NORMALIZE_NONE && mt_normalize_parse("trim") == MT_NORMALIZE_TRIM);
+    CHECK(mt_normalize_parse("whitespace") == MT_NORMALIZE_WHITESPACE && mt_normalize_parse("lower") == MT_NORMALIZE_LOWER);
+    CHECK(mt_normalize_parse("fuzzy") == -1 && mt_normalize_parse(NULL) == -1);
+    const char *a = "  SELECT  name\nFROM t ", *b = "SELECT name FROM t";
+    CHECK(!mt_text_equal_normalized(a, b, MT_NORMALIZE_NONE));
+    CHECK(!mt_text_equal_normalized(a, b, MT_NORMALIZE_TRIM));
+    CHECK(mt_text_equal_normalized(a, b, MT_NORMALIZE_WHITESPACE));
+    CHECK(mt_text_equal_normalized(" x ", "x", MT_NORMALIZE_TRIM));
+    CHECK(!mt_text_equal_normalized(" x ", "x", MT_NORMALIZE_NONE));
+    CHECK(mt_text_equal_normalized("x", "x", MT_NORMALIZE_NONE));
+    CHECK(!mt_text_equal_normalized("select name from t", b, MT_NORMALIZE_WHITESPACE));
+    CHECK(mt_text_equal_normalized("select  NAME from t", b, MT_NORMALIZE_LOWER));
+    CHECK(!mt_text_equal_normalized("SELECT na me FROM t", b, MT_NORMALIZE_LOWER)); /* a space inside a word counts */
+    CHECK(!mt_text_equal_normalized("SELECT name FROM t;", b, MT_NORMALIZE_LOWER));
+    CHECK(mt_text_equal_normalized("", "   ", MT_NORMALIZE_WHITESPACE));
+}
+
 int main(void) {
     snprintf(db_path, sizeof db_path, "%s/t.sqlite", test_tmpdir("test_sql"));
     make_db(db_path);
@@ -285,5 +303,6 @@ int main(void) {
     RUN(sandbox_refuses_writes_attach_pragma_and_several_statements);
     RUN(sandbox_interrupts_runaway_queries_and_caps_results);
     RUN(open_rejects_missing_and_non_database_files_and_escapes_odd_names);
+    RUN(exact_match_normalisation_options);
     TEST_MAIN_END();
 }
