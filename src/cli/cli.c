@@ -110,11 +110,10 @@ int cli_load_model(const char *path, const char *tokenizer, mt_model **m) {
     return 0;
 }
 
-int cli_attach_adapter(mt_model *m, const char *dir, mt_lora **out) {
+int cli_attach_adapter(mt_model *m, const char *dir, mt_adapter_set **out) {
     *out = NULL;
     if (!dir) return 0;
-    mt_status s = mt_lora_load(m, dir, out);
-    if (s == MT_OK && (s = mt_model_attach_lora(m, *out))) mt_lora_free(*out), *out = NULL;
+    mt_status s = mt_adapter_set_load(m, dir, out);
     if (s == MT_OK) return 0;
     cli_fail("adapter");
     mt_model_free(m);

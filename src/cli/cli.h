@@ -22,9 +22,9 @@ void cli_usage(const cli_opt *opts, const char *usage);
 const char *cli_model_path(const char *given, const char *argv0);
 int cli_fail(const char *what); /* prints "memtune: what: <last error>", returns 1 */
 int cli_load_model(const char *path, const char *tokenizer, mt_model **m);
-/* Loads the PEFT adapter in dir and attaches it to m (nothing when dir is NULL); on failure
+/* Loads the adapter directory dir (LoRA, token rows, ...) and attaches it to m (nothing when dir is NULL); on failure
  * prints the error, frees m and returns 1. */
-int cli_attach_adapter(mt_model *m, const char *dir, mt_lora **out);
+int cli_attach_adapter(mt_model *m, const char *dir, mt_adapter_set **out);
 
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

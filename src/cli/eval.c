@@ -38,7 +38,7 @@ int cmd_eval(int argc, char **argv) {
     uint64_t max_steps = 0;
     const cli_opt opts[] = {
         {"--model", "-m", OPT_STRING, &model, "model path (default: bundled stories260K)"},
-        {"--adapter", NULL, OPT_STRING, &adapter, "PEFT LoRA adapter directory, applied unmerged"},
+        {"--adapter", NULL, OPT_STRING, &adapter, "adapter directory (LoRA, token rows, memory experts), applied unmerged"},
         {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file"},
         {"--text", NULL, OPT_STRING, &text, "UTF-8 text file to score in windows of the context length"},
         {"--data", NULL, OPT_STRING, &data, "JSONL prompt/answer examples: exact match and answer NLL"},
@@ -72,7 +72,7 @@ int cmd_eval(int argc, char **argv) {
     }
     mt_set_threads(threads);
     mt_model *m;
-    mt_lora *lora;
+    mt_adapter_set *lora;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
     if (cli_attach_adapter(m, adapter, &lora)) return 1;
     if (data) {
@@ -81,7 +81,7 @@ int cmd_eval(int argc, char **argv) {
         mt_eval_score sc;
         mt_status s = mt_eval_data_file_opts(m, data, &o, &sc);
         mt_model_free(m);
-        mt_lora_free(lora);
+        mt_adapter_set_free(lora);
         if (s) return cli_fail("eval");
         print_data_score(&sc, normalize, db != NULL);
         return 0;
@@ -89,7 +89,7 @@ int cmd_eval(int argc, char **argv) {
     mt_text_score sc;
     mt_status s = mt_eval_text_file(m, text, &sc);
     mt_model_free(m);
-    mt_lora_free(lora);
+    mt_adapter_set_free(lora);
     if (s) return cli_fail("eval");
     printf("{\"tokens\": %ld, \"nll\": %.6f, \"perplexity\": %.6f}\n", sc.tokens, sc.nll, sc.perplexity);
     return 0;

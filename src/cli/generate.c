@@ -17,7 +17,7 @@ int cmd_generate(int argc, char **argv) {
     uint64_t seed = 0;
     const cli_opt opts[] = {
         {"--model", "-m", OPT_STRING, &model, "model: llama2.c .bin, .gguf or HF directory (default: $MEMTUNE_MODEL or bundled stories260K)"},
-        {"--adapter", NULL, OPT_STRING, &adapter, "PEFT LoRA adapter directory, applied unmerged"},
+        {"--adapter", NULL, OPT_STRING, &adapter, "adapter directory (LoRA, token rows, memory experts), applied unmerged"},
         {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file (llama2.c .bin or tokenizer.json)"},
         {"--prompt", "-i", OPT_STRING, &prompt, "prompt text (default empty: start from BOS)"},
         {"-n", NULL, OPT_INT, &n, "tokens of output, echoed prompt tokens included, as llama2.c's -n (default 256)"},
@@ -40,12 +40,12 @@ int cmd_generate(int argc, char **argv) {
     }
     mt_set_threads(threads);
     mt_model *m;
-    mt_lora *lora;
+    mt_adapter_set *lora;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
     if (cli_attach_adapter(m, adapter, &lora)) return 1;
     if (context > 0 && mt_model_set_context(m, context) != MT_OK) {
         mt_model_free(m);
-        mt_lora_free(lora);
+        mt_adapter_set_free(lora);
         return cli_fail("generate");
     }
     mt_generate_options o;
@@ -61,7 +61,7 @@ int cmd_generate(int argc, char **argv) {
     mt_status s = mt_generate(m, prompt, &o, print_text, NULL, &st);
     printf("\n");
     mt_model_free(m);
-    mt_lora_free(lora);
+    mt_adapter_set_free(lora);
     if (s) return cli_fail("generate");
     if (!quiet)
         fprintf(stderr, "prompt: %d tokens in %.3f s; generated %d tokens at %.1f tokens/s\n",

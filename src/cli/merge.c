@@ -27,12 +27,17 @@ int cmd_merge(int argc, char **argv) {
     mt_model *m;
     mt_lora *lora = NULL;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
+    mt_token_rows *rows = NULL;
     mt_status s = mt_lora_load(m, adapter, &lora);
     if (s == MT_OK) s = mt_lora_merge(m, lora);
+    /* trained token rows are written into the weights while attached, so saving keeps them */
+    if (s == MT_OK && mt_token_rows_present(adapter) && !(s = mt_token_rows_load(m, adapter, &rows)))
+        s = mt_model_attach_token_rows(m, rows);
     if (s == MT_OK) s = mt_model_save(m, out, fmt);
     if (s == MT_OK && !quiet)
         fprintf(stderr, "memtune: merged %zu adapter parameters into %s (%s)\n", mt_lora_param_count(lora), out, format);
     mt_lora_free(lora);
-    mt_model_free(m);
+    mt_model_free(m); /* before the rows: the merged model keeps them */
+    mt_token_rows_free(rows);
     return s ? cli_fail("merge") : 0;
 }

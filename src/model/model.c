@@ -2,6 +2,7 @@
  * allocation), the fixed tensor list used by every loader and writer, the Q/K row
  * permutation between RoPE layouts, and random initialisation. */
 #include "model/model.h"
+#include "model/adapter.h"
 #include "model/forward.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -203,6 +204,7 @@ void mt_permute_qk_rows(float *dst, const float *src, int n_heads, int head_dim,
 void mt_model_free(mt_model *m) {
     if (!m) return;
     mt_infer_free(m);
+    if (m->token_rows) m->token_rows->attached = NULL; /* its rows die with the weights */
     free(m->params);
     free(m->layers);
     if (m->tok) mt_tokenizer_free(m->tok);

@@ -37,6 +37,8 @@ struct mt_model {
     void *infer;        /* lazily created inference state (KV cache), see forward.c */
     int context_override; /* > 0: inference context set by mt_model_set_context */
     struct mt_lora *lora; /* attached adapter or NULL (model/adapter.h); not owned */
+    struct mt_token_rows *token_rows; /* attached trainable token rows or NULL; not owned */
+    struct mt_mome *mome; /* attached memory-expert layer or NULL (model/mome.h); not owned */
 };
 
 /* One named tensor of the model, for loaders and writers. Names are the HF names

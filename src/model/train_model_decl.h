@@ -46,6 +46,13 @@ typedef struct MT_TR_FN(mt_train_state) {
      * their gradients (same offsets), and two [B*T, rank] scratch arrays */
     const struct mt_lora *lora;
     REAL_ *lora_params, *lora_grads, *lora_h, *lora_dh;
+
+    /* trainable token rows attached to the model when the state was made (model/adapter.h),
+     * or NULL: row_of_id[v] is the entry of token v in them or -1; row_grads has the shape of
+     * rows->values (embedding rows, then head rows when untied) and gets their gradient */
+    const struct mt_token_rows *rows;
+    int *row_of_id;
+    REAL_ *row_grads;
 } MT_TR_FN(mt_train_state);
 
 /* Bytes of the activation allocation, and of everything a state allocates (activations,

@@ -30,13 +30,15 @@ assert h['base_model.model.model.layers.4.mlp.down_proj.lora_B.weight']['shape']
 assert h['base_model.model.model.layers.2.self_attn.k_proj.lora_B.weight']['shape'] == [32, 4]
 assert len([k for k in h if k != '__metadata__']) == 5 * 7 * 2\""
 check "prints the trainable parameter count and fraction" "grep -q 'trainable parameters (.*% of 260032)' $TMP/a.err"
-check "warns that stories260K's EOS was never trained" "grep -q 'stop token (id 2) was never trained' $TMP/a.err"
+check "trains the stop token's embedding row (stories260K's EOS, id 2) by default" "grep -q 'trainable token rows: 2 ' $TMP/a.err && [ -f $TMP/a/adapter/trainable_tokens.safetensors ]"
+"$MT" train $COMMON --trainable-tokens none --steps 1 --out "$TMP/norows" 2> "$TMP/norows.err"
+check "without token rows it warns that stories260K's EOS was never trained" "grep -q 'stop token (id 2) was never trained' $TMP/norows.err && [ ! -e $TMP/norows/adapter/trainable_tokens.json ]"
 check "losses fall" "python3 -c \"import json; l=[json.loads(x)['loss'] for x in open('$TMP/a/metrics.jsonl') if '\\\"loss\\\"' in x]; assert len(l)==8 and l[-1] < l[0], l\""
 
 MEMTUNE_TEST_KILL_AFTER_STEP=4 "$MT" train $COMMON --steps 8 --save-every 4 --out "$TMP/b" --quiet 2>/dev/null; rc=$?
 check "the crash hook killed the run" "[ $rc -eq 137 ] && [ -f $TMP/b/checkpoints/step-00000004.ckpt ] && [ ! -e $TMP/b/adapter ]"
 "$MT" train $COMMON --steps 8 --save-every 4 --out "$TMP/b" --resume --quiet
-check "4 steps + SIGKILL + resume = 8 steps: identical adapter" "cmp -s $TMP/a/adapter/adapter_model.safetensors $TMP/b/adapter/adapter_model.safetensors"
+check "4 steps + SIGKILL + resume = 8 steps: identical adapter and token rows" "cmp -s $TMP/a/adapter/adapter_model.safetensors $TMP/b/adapter/adapter_model.safetensors && cmp -s $TMP/a/adapter/trainable_tokens.safetensors $TMP/b/adapter/trainable_tokens.safetensors"
 check "checkpoints hold the adapter, not the base" "[ \$(stat -c %s $TMP/b/checkpoints/step-00000008.ckpt) -lt 400000 ]"
 
 nll() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['nll'])"; }
