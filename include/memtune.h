@@ -369,7 +369,8 @@ typedef struct {
     mt_normalize normalize;   /* for exact match */
     const char *db_path;      /* SQLite file: the expected answers are SQL; execution accuracy */
     mt_sql_limits limits;     /* for the generated SQL (zeros = defaults) */
-    int max_new_tokens;       /* cap on generated tokens (0: 2 x answer tokens + 16) */
+    int max_new_tokens;       /* cap on generated tokens (0: 256 with db_path, else
+                                 2 x expected-answer tokens + 16) */
 } mt_eval_options;
 
 typedef struct {

@@ -47,7 +47,7 @@ int cmd_eval(int argc, char **argv) {
         {"--db", NULL, OPT_STRING, &db, "SQLite file: expected answers are SQL; adds execution accuracy"},
         {"--sql-timeout", NULL, OPT_FLOAT, &timeout, "seconds one query may run (default 10)"},
         {"--sql-steps", NULL, OPT_U64, &max_steps, "SQLite VM steps one query may take (default 50000000)"},
-        {"--max-new-tokens", NULL, OPT_INT, &max_new, "cap on generated tokens (default 2 x answer + 16)"},
+        {"--max-new-tokens", NULL, OPT_INT, &max_new, "cap on generated tokens (default 256 with --db, else 2 x answer + 16)"},
         {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)"},
         {NULL, NULL, 0, NULL, NULL},
     };

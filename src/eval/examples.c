@@ -125,7 +125,8 @@ static mt_status eval_one(evaluator *ev, eval_run *run, const mt_example *e, int
     mt_status s = mt_example_prompt_ids(&ev->b, e, &ids, &n);
     int *ans = NULL, n_ans = 0;
     if (s == MT_OK) s = mt_tokenizer_encode_piece(ev->m->tok, expected, strlen(expected), 0, &ans, &n_ans);
-    int max_new = run->opt->max_new_tokens > 0 ? run->opt->max_new_tokens : 2 * n_ans + 16;
+    /* SQL is judged by running it: its length must not be capped by the gold's */
+    int max_new = run->opt->max_new_tokens > 0 ? run->opt->max_new_tokens : run->db ? 256 : 2 * n_ans + 16;
     if (s == MT_OK) s = greedy_answer(ev, ids, n, max_new, &produced);
     if (s == MT_OK) s = answer_nll(ev, e, &nll, &count);
     int exact = s == MT_OK && mt_text_equal_normalized(produced, expected, run->opt->normalize);
