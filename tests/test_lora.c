@@ -10,6 +10,7 @@
 #include "model/adapter.h"
 #include "model/model.h"
 #include "model/train_model.h"
+#include <jansson.h>
 
 #define FD_EPS 1e-6
 #define FD_TOL 1e-6
@@ -356,6 +357,122 @@ TEST(peft_save_load_round_trip_is_exact_and_converts_rope_layout) {
     mt_model_free(m); mt_model_free(hf);
 }
 
+/* ---- a PEFT adapter written by another tool (tests/reference/make_reference.py) --------- */
+
+static void json_ints_2d(json_t *rows, int *out, int B, int T) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            out[b * T + t] = (int)json_integer_value(json_array_get(json_array_get(rows, (size_t)b), (size_t)t));
+}
+
+/* Loads fixtures/<adapter> onto m, runs the reference batch, and compares the logits (1e-5
+ * relative to the largest) and the gradient of every A and B (1e-4 relative, per tensor)
+ * with PyTorch's. B rows at q/k are permuted back to HF order when m is interleaved. */
+static void check_peft_fixture(mt_model *m, const char *adapter, const char *label) {
+    char path[256];
+    snprintf(path, sizeof path, "tests/fixtures/%s/reference.json", adapter);
+    json_error_t jerr;
+    json_t *ref = json_load_file(path, 0, &jerr);
+    CHECK_MSG(ref != NULL, "%s: %s", path, jerr.text);
+    snprintf(path, sizeof path, "tests/fixtures/%s", adapter);
+    mt_lora *l = NULL;
+    CHECK_OK(mt_lora_load(m, path, &l));
+    if (!ref || !l) goto done;
+    CHECK_NEAR(l->scale, json_number_value(json_object_get(ref, "scale")), 1e-6);
+    CHECK_OK(mt_model_attach_lora(m, l));
+    json_t *batch = json_object_get(ref, "batch");
+    int B = (int)json_integer_value(json_object_get(batch, "B")), T = (int)json_integer_value(json_object_get(batch, "T"));
+    int *buf = malloc(4 * (size_t)B * T * sizeof(int)), *inputs = buf, *targets = buf + B * T, *pos = targets + B * T, *doc = pos + B * T;
+    json_ints_2d(json_object_get(batch, "inputs"), inputs, B, T);
+    json_ints_2d(json_object_get(batch, "targets"), targets, B, T);
+    json_ints_2d(json_object_get(batch, "positions"), pos, B, T);
+    json_ints_2d(json_object_get(batch, "doc"), doc, B, T);
+    long n_targets = (long)json_integer_value(json_object_get(ref, "n_targets"));
+    mt_train_state *s = NULL;
+    CHECK_OK(mt_train_create(m, B, T, &s));
+    CHECK_OK(mt_train_set_trainable(s, NULL, 0));
+    double nll = 0;
+    CHECK_OK(mt_train_forward(s, inputs, targets, pos, doc, 1.0 / n_targets, &nll, NULL));
+    double loss = nll / n_targets, want = json_number_value(json_object_get(ref, "loss"));
+    int V = m->cfg.vocab_size;
+    double d = 0, scale = 1e-30;
+    json_t *lg = json_object_get(ref, "logits");
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int v = 0; v < V; v++) {
+                double w = json_number_value(json_array_get(json_array_get(json_array_get(lg, b), t), v));
+                d = fmax(d, fabs(s->logits[((size_t)b * T + t) * V + v] - w));
+                scale = fmax(scale, fabs(w));
+            }
+    fprintf(stderr, "  %s: logits rel err %.2e, loss %.8f vs %.8f\n", label, d / scale, loss, want);
+    CHECK_MSG(d / scale < 1e-5, "%s: logits differ from PyTorch's by %.3g relative", label, d / scale);
+    CHECK_NEAR(loss, want, 1e-5 * want);
+    CHECK_OK(mt_train_backward(s));
+    json_t *grads = json_object_get(ref, "grads");
+    int n_checked = 0;
+    double worst = 0;
+    char name[160];
+    for (int layer = 0; layer < l->n_layers; layer++)
+        for (int site = 0; site < MT_N_SITES; site++) {
+            size_t i = (size_t)layer * MT_N_SITES + site;
+            if (l->a_offset[i] == MT_LORA_NONE) continue;
+            int in, out;
+            mt_linear_site_shape(&m->cfg, site, &in, &out);
+            for (int k = 0; k < 2; k++) {
+                size_t len = (size_t)l->rank * (k ? out : in);
+                const float *g = s->lora_grads + (k ? l->b_offset[i] : l->a_offset[i]);
+                float *hf = NULL;
+                int heads = site == MT_SITE_Q ? m->cfg.n_heads : site == MT_SITE_K ? m->cfg.n_kv_heads : 0;
+                if (k && heads && m->cfg.rope_interleaved) {
+                    hf = malloc(len * sizeof(float));
+                    mt_permute_qk_rows(hf, g, heads, m->cfg.head_dim, l->rank, 0);
+                    g = hf;
+                }
+                snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", layer,
+                         site <= MT_SITE_O ? "self_attn" : "mlp", mt_lora_site_module(site), k ? 'B' : 'A');
+                json_t *w = json_object_get(grads, name);
+                CHECK_MSG(w && json_array_size(w) == len, "%s: reference gradient of %s", label, name);
+                if (!w || json_array_size(w) != len) { free(hf); continue; }
+                double diff = 0, gs = 1e-30;
+                for (size_t j = 0; j < len; j++) {
+                    double wj = json_number_value(json_array_get(w, j));
+                    diff = fmax(diff, fabs(g[j] - wj));
+                    gs = fmax(gs, fabs(wj));
+                }
+                CHECK_MSG(diff / gs < 1e-4, "%s: gradient of %s: relative error %.3g", label, name, diff / gs);
+                worst = fmax(worst, diff / gs);
+                n_checked++;
+                free(hf);
+            }
+        }
+    CHECK_INT_EQ(n_checked, (int)json_object_size(grads));
+    fprintf(stderr, "  %s: %d adapter gradient tensors vs PyTorch, worst rel err %.2e\n", label, n_checked, worst);
+    mt_train_free(s);
+    free(buf);
+done:
+    mt_model_attach_lora(m, NULL);
+    mt_lora_free(l);
+    json_decref(ref);
+}
+
+static void check_peft_fixture_both_layouts(const char *adapter) {
+    mt_model *m = NULL;
+    CHECK_OK(mt_model_load("tests/fixtures/train_llama3_tied", NULL, &m));
+    if (!m) return;
+    mt_model *il = other_layout(m);
+    char label[128];
+    snprintf(label, sizeof label, "%s (HF layout)", adapter);
+    check_peft_fixture(m, adapter, label);
+    snprintf(label, sizeof label, "%s (interleaved layout)", adapter);
+    if (il) check_peft_fixture(il, adapter, label);
+    mt_model_free(il);
+    mt_model_free(m);
+}
+
+TEST(peft_adapter_from_another_tool_matches_pytorch_logits_and_gradients) {
+    check_peft_fixture_both_layouts("lora_peft_all");
+}
+
 static void write_text(const char *dir, const char *name, const char *text) {
     char path[600];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -416,6 +533,7 @@ int main(void) {
     RUN(training_forward_equals_inference_forward_with_adapter_and_merge_equals_unmerged);
     RUN(fresh_adapter_starts_at_the_base_exactly);
     RUN(peft_save_load_round_trip_is_exact_and_converts_rope_layout);
+    RUN(peft_adapter_from_another_tool_matches_pytorch_logits_and_gradients);
     RUN(bad_adapters_are_refused_with_clear_errors);
     TEST_MAIN_END();
 }

@@ -294,6 +294,8 @@ static mt_status read_config(const char *path, int *rank, float *alpha, int *rsl
         s = mt_error(MT_ERR_UNSUPPORTED, "%s: bias \"%s\" is not supported (only \"none\")", path, bias);
     else if (json_is_true(json_object_get(o, "use_dora")))
         s = mt_error(MT_ERR_UNSUPPORTED, "%s: DoRA adapters are not supported", path);
+    else if (json_object_size(json_object_get(o, "rank_pattern")) || json_object_size(json_object_get(o, "alpha_pattern")))
+        s = mt_error(MT_ERR_UNSUPPORTED, "%s: per-module rank_pattern / alpha_pattern is not supported", path);
     if (s == MT_OK) {
         *rank = (int)json_integer_value(r);
         *alpha = al ? (float)json_number_value(al) : 8.0f; /* PEFT's default */
