@@ -216,11 +216,18 @@ void mt_lora_options_default(mt_lora_options *o);
 mt_status mt_lora_create(const mt_model *m, const mt_lora_options *o, mt_lora **out);
 void mt_lora_free(mt_lora *l);
 size_t mt_lora_param_count(const mt_lora *l);
-/* Attaches l (NULL detaches). The model does not own it: free it after detaching. */
+/* Attaches l as the model's only adapter (NULL detaches all). The model does not own it:
+ * free it after detaching. */
 mt_status mt_model_attach_lora(mt_model *m, mt_lora *l);
+/* Adds l to the attached adapters (up to 16), its term multiplied by weight: inference then
+ * computes W·x + Σ_i weight_i·scale_i·B_i·A_i·x, unmerged. Training needs exactly one
+ * adapter of weight 1. */
+mt_status mt_model_add_lora(mt_model *m, mt_lora *l, float weight);
 /* W += scale·B·A at every adapted site of m (fp32). l need not be attached; if it is, it is
  * detached (applying it again would count it twice). */
 mt_status mt_lora_merge(mt_model *m, mt_lora *l);
+/* The same with the term multiplied by weight (merge several adapters one after another). */
+mt_status mt_lora_merge_scaled(mt_model *m, mt_lora *l, float weight);
 /* Writes dir/adapter_config.json and dir/adapter_model.safetensors (dir is created).
  * base_model: recorded as base_model_name_or_path (may be NULL). */
 mt_status mt_lora_save(const mt_lora *l, const mt_model *m, const char *dir, const char *base_model);

@@ -274,6 +274,40 @@ TEST(training_forward_equals_inference_forward_with_adapter_and_merge_equals_unm
     mt_model_free(m);
 }
 
+TEST(several_adapters_apply_unmerged_with_weights_and_merge_to_the_same_logits) {
+    mt_config cfg = config_untied_bias();
+    mt_model *m = random_model(&cfg);
+    mt_lora *l1 = m ? random_lora(m, "q,k,v,o", 3, 0) : NULL, *l2 = l1 ? random_lora(m, "v,gate,down", 2, 1) : NULL;
+    if (!l2) return;
+    int V = cfg.vocab_size, n = 9;
+    size_t nl = (size_t)n * V;
+    float *one = malloc(nl * sizeof(float)), *both = malloc(nl * sizeof(float)), *merged = malloc(nl * sizeof(float));
+    CHECK_OK(mt_model_attach_lora(m, l1));
+    CHECK_OK(mt_model_logits(m, ids, n, one));
+    CHECK_OK(mt_model_add_lora(m, l2, -1.5f));
+    CHECK_ERR(mt_model_add_lora(m, l2, 1.0f), MT_ERR_ARG, "already attached");
+    CHECK_OK(mt_model_logits(m, ids, n, both));
+    CHECK_MSG(max_rel(both, one, nl) > 1e-3, "the second adapter changed nothing");
+    /* training takes exactly one adapter */
+    mt_train_state *s = NULL;
+    CHECK_ERR(mt_train_create(m, 1, n, &s), MT_ERR_ARG, "exactly one attached adapter");
+    CHECK_OK(mt_model_attach_lora(m, l1));
+    /* merge both, one after the other, with their weights: the same logits, all detached */
+    CHECK_OK(mt_model_add_lora(m, l2, -1.5f));
+    CHECK_OK(mt_lora_merge_scaled(m, l1, 1.0f));
+    CHECK_INT_EQ(m->n_loras, 1);
+    CHECK(m->lora == l2);
+    CHECK_OK(mt_lora_merge_scaled(m, l2, -1.5f));
+    CHECK(m->lora == NULL && m->n_loras == 0);
+    CHECK_OK(mt_model_logits(m, ids, n, merged));
+    double e = max_rel(merged, both, nl);
+    fprintf(stderr, "  two adapters (weights 1, -1.5): merged vs unmerged logits rel %.2e\n", e);
+    CHECK_MSG(e < 1e-5, "merged logits differ from unmerged by %.3g relative", e);
+    free(one); free(both); free(merged);
+    mt_lora_free(l1); mt_lora_free(l2);
+    mt_model_free(m);
+}
+
 TEST(fresh_adapter_starts_at_the_base_exactly) {
     mt_config cfg = config_tied_interleaved();
     mt_model *m = random_model(&cfg);
@@ -531,6 +565,7 @@ int main(void) {
     RUN(lora_site_backward_matches_finite_differences);
     RUN(model_adapter_gradient_matches_finite_differences_with_frozen_base);
     RUN(training_forward_equals_inference_forward_with_adapter_and_merge_equals_unmerged);
+    RUN(several_adapters_apply_unmerged_with_weights_and_merge_to_the_same_logits);
     RUN(fresh_adapter_starts_at_the_base_exactly);
     RUN(peft_save_load_round_trip_is_exact_and_converts_rope_layout);
     RUN(peft_adapter_from_another_tool_matches_pytorch_logits_and_gradients);

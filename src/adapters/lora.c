@@ -153,10 +153,15 @@ mt_status mt_lora_create(const mt_model *m, const mt_lora_options *opts, mt_lora
 
 mt_status mt_model_attach_lora(mt_model *m, mt_lora *l) { return mt_model_set_lora(m, l); }
 
-mt_status mt_lora_merge(mt_model *m, mt_lora *l) {
+mt_status mt_model_add_lora(mt_model *m, mt_lora *l, float weight) { return mt_model_push_lora(m, l, weight); }
+
+mt_status mt_lora_merge(mt_model *m, mt_lora *l) { return mt_lora_merge_scaled(m, l, 1.0f); }
+
+mt_status mt_lora_merge_scaled(mt_model *m, mt_lora *l, float weight) {
     if (l->n_layers != m->cfg.n_layers)
         return mt_error(MT_ERR_MISMATCH, "the adapter has %d layers, the model %d", l->n_layers, m->cfg.n_layers);
-    if (m->lora == l) mt_model_set_lora(m, NULL);
+    if (!isfinite(weight)) return mt_error(MT_ERR_ARG, "adapter weight must be finite");
+    mt_model_drop_lora(m, l);
     mt_infer_free(m);
     for (int layer = 0; layer < l->n_layers; layer++)
         for (int site = 0; site < MT_N_SITES; site++) {
@@ -164,7 +169,7 @@ mt_status mt_lora_merge(mt_model *m, mt_lora *l) {
             if (!mt_lora_site(l, layer, site, &a, &b)) continue;
             int in, out;
             mt_linear_site_shape(&m->cfg, site, &in, &out);
-            mt_lora_merge_weight(mt_linear_site_weight(m, layer, site), a, b, l->scale, in, out, l->rank);
+            mt_lora_merge_weight(mt_linear_site_weight(m, layer, site), a, b, (double)l->scale * weight, in, out, l->rank);
         }
     return MT_OK;
 }

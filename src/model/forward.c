@@ -69,7 +69,7 @@ static mt_status infer_state_create(mt_model *m) {
     s->up = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
     s->scratch = malloc((size_t)mt_kernels_threads() * (s->n_ctx + CHUNK) * sizeof(float));
     s->pos = malloc(CHUNK * sizeof(int));
-    if (m->lora && !(s->lora_h = malloc(CHUNK * (size_t)m->lora->rank * sizeof(float)))) {
+    if (m->n_loras && !(s->lora_h = malloc(CHUNK * (size_t)mt_model_lora_max_rank(m) * sizeof(float)))) {
         mt_infer_free(m);
         return mt_error(MT_ERR_NOMEM, "out of memory for adapter scratch");
     }
@@ -83,14 +83,17 @@ static mt_status infer_state_create(mt_model *m) {
     return st;
 }
 
-/* y[T, out] += the attached adapter's term at (layer l, site) for input x[T, in] */
+/* y[T, out] += every attached adapter's term at (layer l, site) for input x[T, in] */
 static void adapter_forward(const mt_model *m, infer_state *s, int l, int site, float *y,
                             const float *x, int T) {
-    const float *a, *b;
-    if (!mt_lora_site(m->lora, l, site, &a, &b)) return;
     int in, out;
     mt_linear_site_shape(&m->cfg, site, &in, &out);
-    mt_lora_forward(y, s->lora_h, x, a, b, m->lora->scale, T, in, out, m->lora->rank);
+    for (int i = 0; i < m->n_loras; i++) {
+        const struct mt_lora *lo = m->loras[i];
+        const float *a, *b;
+        if (mt_lora_site(lo, l, site, &a, &b))
+            mt_lora_forward(y, s->lora_h, x, a, b, (double)lo->scale * m->lora_weights[i], T, in, out, lo->rank);
+    }
 }
 
 static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {

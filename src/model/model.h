@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include "memtune.h"
 
+#define MT_MAX_ADAPTERS 16
+
 typedef struct {
     float *attn_norm; /* [dim] */
     float *wq;        /* [n_heads*head_dim, dim] */
@@ -36,7 +38,12 @@ struct mt_model {
     char *chat_template;/* from tokenizer_config.json / GGUF, may be NULL */
     void *infer;        /* lazily created inference state (KV cache), see forward.c */
     int context_override; /* > 0: inference context set by mt_model_set_context */
-    struct mt_lora *lora; /* attached adapter or NULL (model/adapter.h); not owned */
+    /* attached adapters (model/adapter.h), not owned: inference applies each, unmerged, with
+     * its weight; training uses lora (== loras[0]) and needs exactly one, of weight 1 */
+    struct mt_lora *lora;
+    struct mt_lora *loras[MT_MAX_ADAPTERS];
+    float lora_weights[MT_MAX_ADAPTERS];
+    int n_loras;
 };
 
 /* One named tensor of the model, for loaders and writers. Names are the HF names

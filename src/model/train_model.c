@@ -194,6 +194,9 @@ static mt_status allocate(train_state *s) {
 #else
     s->params = s->model->params;
 #endif
+    if (s->model->n_loras > 1 || (s->model->n_loras == 1 && s->model->lora_weights[0] != 1.0f))
+        return mt_error(MT_ERR_ARG, "training needs exactly one attached adapter of weight 1 (%d attached): "
+                        "merge the others first", s->model->n_loras);
     if (s->model->lora) {
         const struct mt_lora *l = s->lora = s->model->lora;
         s->lora_grads = calloc(l->n_params ? l->n_params : 1, sizeof(real));

@@ -53,6 +53,19 @@ mg=$("$MT" eval --model "$TMP/merged.gguf" --data "$TMP/d.jsonl" --threads 2 | n
 check "merged (hf) scores what the unmerged adapter scores ($mh vs $with)" "python3 -c 'assert abs($mh - $with) <= 1e-5 * abs($with)'"
 check "merged (gguf) scores what the unmerged adapter scores ($mg vs $with)" "python3 -c 'assert abs($mg - $with) <= 1e-5 * abs($with)'"
 
+# several adapters: the same adapter twice at weight 0.5 each is the adapter at weight 1;
+# two different adapters merged one after the other score what they score unmerged
+half=$("$MT" eval --model "$M" --adapter "$TMP/a/adapter" --adapter-scale 0.5 --adapter "$TMP/b/adapter" --adapter-scale 0.5 --data "$TMP/d.jsonl" --threads 2 | nll)
+check "two adapters at weight 0.5 each == one at weight 1 ($half vs $with)" "python3 -c 'assert abs($half - $with) <= 1e-5 * abs($with)'"
+"$MT" train $COMMON --steps 3 --targets q,v --seed 5 --out "$TMP/c" --quiet
+two=$("$MT" eval --model "$M" --adapter "$TMP/a/adapter" --adapter "$TMP/c/adapter" --adapter-scale 1 --adapter-scale -2 --data "$TMP/d.jsonl" --threads 2 | nll)
+"$MT" merge --model "$M" --adapter "$TMP/a/adapter" --adapter "$TMP/c/adapter" --adapter-scale 1 --adapter-scale -2 --out "$TMP/merged2" --quiet
+m2=$("$MT" eval --model "$TMP/merged2" --data "$TMP/d.jsonl" --threads 2 | nll)
+check "two adapters (weights 1, -2) differ from one ($two vs $with)" "python3 -c 'assert abs($two - $with) > 1e-4'"
+check "merging two adapters scores what they score unmerged ($m2 vs $two)" "python3 -c 'assert abs($m2 - $two) <= 1e-5 * abs($two)'"
+"$MT" eval --model "$M" --adapter "$TMP/a/adapter" --adapter-scale 1 --adapter-scale 2 --data "$TMP/d.jsonl" 2> "$TMP/bad.err"; rc=$?
+check "more --adapter-scale than --adapter is refused" "[ $rc -eq 2 ] && grep -q 'adapter-scale' $TMP/bad.err"
+
 "$MT" train $COMMON --rank 0 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
 check "rank 0 is refused" "[ $rc -ne 0 ] && grep -q 'rank 0' $TMP/bad.err"
 "$MT" train $COMMON --targets q,lm_head --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
