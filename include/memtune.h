@@ -174,6 +174,8 @@ typedef struct {
     float lora_alpha;          /* default 16 */
     int lora_rslora;           /* default 0 */
     const char *lora_targets;  /* default all: q,k,v,o,gate,up,down */
+    const char *lora_layers;   /* layers to adapt, e.g. "0-3,6"; default all */
+    float lora_dropout;        /* dropout on the adapter input path while training; default 0 */
 } mt_train_options;
 
 typedef struct {
@@ -208,6 +210,8 @@ typedef struct {
     const char *targets; /* comma list of q,k,v,o,gate,up,down (or q_proj, ...; "all");
                             default all seven */
     uint64_t seed;       /* A's initialisation; default 1 */
+    const char *layers;  /* layers to adapt, "0-3,6" (PEFT's layers_to_transform); default all */
+    float dropout;       /* LoRA dropout on the adapter's input in training, [0, 1); default 0 */
 } mt_lora_options;
 
 void mt_lora_options_default(mt_lora_options *o);

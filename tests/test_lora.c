@@ -157,7 +157,7 @@ static void fill_batch(model_ctx *c, int V) {
     c->scale = 1.0 / (double)n;
 }
 
-static void check_model_lora_gradient(mt_config cfg, const char *label, int rslora) {
+static void check_model_lora_gradient(mt_config cfg, const char *label, int rslora, double dropout) {
     mt_model *m = random_model(&cfg);
     mt_lora *l = m ? random_lora(m, "all", 3, rslora) : NULL;
     if (!l) return;
@@ -167,6 +167,15 @@ static void check_model_lora_gradient(mt_config cfg, const char *label, int rslo
     CHECK_OK(mt_train_set_trainable_f64(c.s, NULL, 0));
     fill_batch(&c, cfg.vocab_size);
     mt_train_state_f64 *s = c.s;
+    if (dropout > 0) { /* the mask is a function of the key: the same in every evaluation */
+        double plain = model_loss(&c);
+        s->lora_dropout = dropout;
+        s->dropout_key = 77;
+        double dropped = model_loss(&c);
+        fprintf(stderr, "  %s: loss without dropout %.6f, with %.6f\n", label, plain, dropped);
+        CHECK_MSG(fabs(plain - dropped) > 1e-6, "%s: dropout changed nothing", label);
+        CHECK(model_loss(&c) == dropped);
+    }
     mt_train_zero_grads_f64(s);
     model_loss(&c);
     CHECK_OK(mt_train_backward_f64(s));
@@ -207,6 +216,8 @@ static void check_model_lora_gradient(mt_config cfg, const char *label, int rslo
     mt_train_state *sf = NULL;
     CHECK_OK(mt_train_create(m, MB, MT, &sf));
     CHECK_OK(mt_train_set_trainable(sf, NULL, 0));
+    sf->lora_dropout = s->lora_dropout;
+    sf->dropout_key = s->dropout_key;
     CHECK_OK(mt_train_forward(sf, c.inputs, c.targets, model_pos, model_doc, c.scale, NULL, NULL));
     CHECK_OK(mt_train_backward(sf));
     mt_train_zero_grads_f64(s);
@@ -226,8 +237,9 @@ static void check_model_lora_gradient(mt_config cfg, const char *label, int rslo
 }
 
 TEST(model_adapter_gradient_matches_finite_differences_with_frozen_base) {
-    check_model_lora_gradient(config_tied_interleaved(), "tied GQA interleaved", 0);
-    check_model_lora_gradient(config_untied_bias(), "untied bias MQA rslora", 1);
+    check_model_lora_gradient(config_tied_interleaved(), "tied GQA interleaved", 0, 0);
+    check_model_lora_gradient(config_untied_bias(), "untied bias MQA rslora", 1, 0);
+    check_model_lora_gradient(config_tied_interleaved(), "tied GQA interleaved, dropout 0.3", 0, 0.3);
 }
 
 static double max_rel(const float *a, const float *b, size_t n) {
@@ -505,6 +517,39 @@ static void check_peft_fixture_both_layouts(const char *adapter) {
 
 TEST(peft_adapter_from_another_tool_matches_pytorch_logits_and_gradients) {
     check_peft_fixture_both_layouts("lora_peft_all");
+    /* rslora, two targets listed out of order, layers_to_transform [1] */
+    check_peft_fixture_both_layouts("lora_peft_qv_layer1");
+    mt_model *m = NULL;
+    mt_lora *l = NULL, *back = NULL;
+    CHECK_OK(mt_model_load("tests/fixtures/train_llama3_tied", NULL, &m));
+    CHECK_OK(mt_lora_load(m, "tests/fixtures/lora_peft_qv_layer1", &l));
+    if (!l) { mt_model_free(m); return; }
+    CHECK(!mt_lora_layer_used(l, 0) && mt_lora_layer_used(l, 1));
+    CHECK_NEAR(l->dropout, 0.05, 1e-7);
+    CHECK_INT_EQ(l->n_params, (2 * 32 + 64 * 2) + (2 * 32 + 32 * 2)); /* q and v of layer 1 */
+    const char *dir = test_tmpdir("lora_layer1");
+    CHECK_OK(mt_lora_save(l, m, dir, NULL));
+    CHECK_OK(mt_lora_load(m, dir, &back));
+    if (back) {
+        CHECK(!mt_lora_layer_used(back, 0) && mt_lora_layer_used(back, 1));
+        CHECK(back->n_params == l->n_params && !memcmp(back->params, l->params, l->n_params * sizeof(float)));
+        CHECK(back->rslora && back->scale == l->scale && back->dropout == l->dropout);
+    }
+    mt_lora_free(back);
+    mt_lora_free(l);
+    mt_model_free(m);
+}
+
+TEST(layer_lists_parse_and_refuse_bad_entries) {
+    unsigned char on[8];
+    CHECK_OK(mt_lora_parse_layers("0-2,5", 8, on));
+    CHECK(on[0] && on[1] && on[2] && !on[3] && !on[4] && on[5] && !on[6] && !on[7]);
+    CHECK_OK(mt_lora_parse_layers(NULL, 8, on));
+    CHECK(on[0] && on[7]);
+    CHECK_ERR(mt_lora_parse_layers("3-9", 8, on), MT_ERR_ARG, "outside the model's 8 layers");
+    CHECK_ERR(mt_lora_parse_layers("2-1", 8, on), MT_ERR_ARG, "bad LoRA layer list");
+    CHECK_ERR(mt_lora_parse_layers("a", 8, on), MT_ERR_ARG, "bad LoRA layer list");
+    CHECK_ERR(mt_lora_parse_layers("-1", 8, on), MT_ERR_ARG, "bad LoRA layer list");
 }
 
 static void write_text(const char *dir, const char *name, const char *text) {
@@ -544,6 +589,12 @@ TEST(bad_adapters_are_refused_with_clear_errors) {
     write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"q_proj\", \"c_attn\"]}");
     CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_ARG, "c_attn");
     CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_ARG, "adapter_config.json");
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 2, \"target_modules\": [\"q_proj\", \"k_proj\"], \"layers_to_transform\": [0, 2]}");
+    CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_MISMATCH, "layers_to_transform names layer 2");
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 2, \"target_modules\": [\"q_proj\", \"k_proj\"], \"layers_to_transform\": [1]}");
+    CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_MISMATCH, "layers.0.self_attn");
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 2, \"target_modules\": [\"q_proj\"], \"rank_pattern\": {\"q_proj\": 4}}");
+    CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_UNSUPPORTED, "rank_pattern");
     write_text(dir, "adapter_config.json", "{\"peft_type\": \"PREFIX_TUNING\", \"r\": 2}");
     CHECK_ERR(mt_lora_load(m, dir, &out), MT_ERR_UNSUPPORTED, "PREFIX_TUNING");
     write_text(dir, "adapter_config.json", "not json");
@@ -569,6 +620,7 @@ int main(void) {
     RUN(fresh_adapter_starts_at_the_base_exactly);
     RUN(peft_save_load_round_trip_is_exact_and_converts_rope_layout);
     RUN(peft_adapter_from_another_tool_matches_pytorch_logits_and_gradients);
+    RUN(layer_lists_parse_and_refuse_bad_entries);
     RUN(bad_adapters_are_refused_with_clear_errors);
     TEST_MAIN_END();
 }

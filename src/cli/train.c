@@ -32,6 +32,8 @@ int cmd_train(int argc, char **argv) {
         {"--alpha", NULL, OPT_FLOAT, &o.lora_alpha, "lora: scale numerator; scale = alpha/r (default 16)"},
         {"--targets", NULL, OPT_STRING, &o.lora_targets, "lora: projections to adapt (default q,k,v,o,gate,up,down)"},
         {"--rslora", NULL, OPT_FLAG, &o.lora_rslora, "lora: scale = alpha/sqrt(r)"},
+        {"--layers", NULL, OPT_STRING, &o.lora_layers, "lora: layers to adapt, e.g. 0-3,6 (default all)"},
+        {"--dropout", NULL, OPT_FLOAT, &o.lora_dropout, "lora: dropout on the adapter input in training (default 0)"},
         {"--epochs", NULL, OPT_INT, &o.epochs, "passes over the data (default 3)"},
         {"--steps", NULL, OPT_INT, &o.steps, "optimizer steps (overrides --epochs)"},
         {"--lr", NULL, OPT_FLOAT, &o.lr, "peak learning rate (default 1e-4)"},

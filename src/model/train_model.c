@@ -137,6 +137,7 @@ void R(mt_train_free)(train_state *s) {
     free(s->lora_grads);
     free(s->lora_h);
     free(s->lora_dh);
+    free(s->lora_xd);
     free(s->tensor_offset);
     free(s->trainable);
     free(s->inputs);
@@ -281,23 +282,82 @@ static int adapter_site(const train_state *s, int l, int site, const real **a, c
     return 1;
 }
 
-/* y[BT, out] += the adapter term of (l, site) for input x[BT, in] */
+/* ---- LoRA dropout ---- */
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The dropout factor of element i at (l, site): 0 (dropped) or 1/(1-p) (kept). */
+static real dropout_factor(uint64_t site_key, size_t i, double p) {
+    double u = (double)(mix64(site_key ^ mix64(i)) >> 11) * (1.0 / 9007199254740992.0);
+    return u < p ? 0 : (real)(1.0 / (1.0 - p));
+}
+
+static uint64_t dropout_site_key(const train_state *s, int l, int site) {
+    return mix64(s->dropout_key ^ mix64(((uint64_t)l << 8) | (uint64_t)site));
+}
+
+/* out = x ⊙ mask (or, accumulate: out += x ⊙ mask) for n elements */
+static void dropout_apply(real *out, const real *x, size_t n, uint64_t key, double p, int accumulate) {
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        real v = x[i] * dropout_factor(key, i, p);
+        out[i] = accumulate ? out[i] + v : v;
+    }
+}
+
+static int dropout_on(const train_state *s) { return s->lora && s->lora_dropout > 0; }
+
+/* y[BT, out] += the adapter term of (l, site) for input x[BT, in] (dropout(x) when on) */
 static void adapter_forward(train_state *s, int l, int site, real *y, const real *x) {
     const real *a, *b;
     size_t ao, bo;
-    int in, out;
+    int in, out, BT = s->B * s->T;
     if (!adapter_site(s, l, site, &a, &b, &ao, &bo, &in, &out)) return;
-    R(mt_lora_forward)(y, s->lora_h, x, a, b, s->lora->scale, s->B * s->T, in, out, s->lora->rank);
+    if (dropout_on(s)) {
+        dropout_apply(s->lora_xd, x, (size_t)BT * in, dropout_site_key(s, l, site), s->lora_dropout, 0);
+        x = s->lora_xd;
+    }
+    R(mt_lora_forward)(y, s->lora_h, x, a, b, s->lora->scale, BT, in, out, s->lora->rank);
 }
 
-/* dx += the adapter's input gradient; dA, dB += its parameter gradients */
+/* dx += the adapter's input gradient; dA, dB += its parameter gradients. With dropout the
+ * adapter saw x⊙mask: its parameter gradients use that, and its input gradient is masked. */
 static void adapter_backward(train_state *s, int l, int site, real *dx, const real *dy, const real *x) {
     const real *a, *b;
     size_t ao, bo;
-    int in, out;
+    int in, out, BT = s->B * s->T, r = s->lora->rank;
     if (!adapter_site(s, l, site, &a, &b, &ao, &bo, &in, &out)) return;
-    R(mt_lora_backward)(dx, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, x, a, b,
-                        s->lora->scale, s->B * s->T, in, out, s->lora->rank);
+    if (!dropout_on(s)) {
+        R(mt_lora_backward)(dx, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, x, a, b,
+                            s->lora->scale, BT, in, out, r);
+        return;
+    }
+    uint64_t key = dropout_site_key(s, l, site);
+    size_t n = (size_t)BT * in;
+    dropout_apply(s->lora_xd, x, n, key, s->lora_dropout, 0);
+    R(mt_lora_backward)(NULL, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, s->lora_xd, a, b,
+                        s->lora->scale, BT, in, out, r);
+    /* the gradient of dropout(x): (dh · A) ⊙ mask */
+    memset(s->lora_xd, 0, n * sizeof(real));
+    R(mt_matmul_backward)(s->lora_xd, NULL, NULL, s->lora_dh, NULL, a, BT, in, r);
+    dropout_apply(dx, s->lora_xd, n, key, s->lora_dropout, 1);
+}
+
+/* the [B*T, widest site input] dropout scratch, made on first use */
+static mt_status ensure_dropout_scratch(train_state *s) {
+    if (!dropout_on(s) || s->lora_xd) return MT_OK;
+    if (!(s->lora_dropout < 1)) return mt_error(MT_ERR_ARG, "LoRA dropout %g must be in [0, 1)", s->lora_dropout);
+    const mt_config *c = &s->model->cfg;
+    size_t wide = (size_t)c->dim, qd = (size_t)c->n_heads * c->head_dim;
+    if (qd > wide) wide = qd;
+    if ((size_t)c->hidden_dim > wide) wide = (size_t)c->hidden_dim;
+    s->lora_xd = malloc((size_t)s->B * s->T * wide * sizeof(real));
+    return s->lora_xd ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory for LoRA dropout scratch");
 }
 
 static void layer_forward(train_state *s, int l) {
@@ -363,6 +423,7 @@ mt_status R(mt_train_forward)(train_state *s, const int *inputs, const int *targ
     int BT = s->B * s->T;
     s->have_forward = 0;
     mt_status st = take_batch(s, inputs, targets, pos, doc);
+    if (st == MT_OK) st = ensure_dropout_scratch(s);
     if (st) return st;
     R(mt_embedding_forward)(s->x, s->inputs, param(s, s->model->tok_embd), BT, c->dim);
     for (int l = 0; l < c->n_layers; l++) layer_forward(s, l);

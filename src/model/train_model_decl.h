@@ -46,6 +46,13 @@ typedef struct MT_TR_FN(mt_train_state) {
      * their gradients (same offsets), and two [B*T, rank] scratch arrays */
     const struct mt_lora *lora;
     REAL_ *lora_params, *lora_grads, *lora_h, *lora_dh;
+    /* LoRA dropout (PEFT's lora_dropout: the adapter sees dropout(x), the base x): the rate,
+     * 0 = off (set it to 0 for evaluation), and the key the caller sets before each forward;
+     * the mask of element i at (layer, site) is a hash of (key, layer, site, i), so the
+     * backward regenerates it instead of storing it. lora_xd: [B*T, widest input] scratch. */
+    double lora_dropout;
+    uint64_t dropout_key;
+    REAL_ *lora_xd;
 } MT_TR_FN(mt_train_state);
 
 /* Bytes of the activation allocation, and of everything a state allocates (activations,

@@ -200,6 +200,7 @@ static mt_status eval_loss(mt_trainer *t, double *out) {
     double nll_total = 0;
     long count = 0;
     int B = t->o.batch, T = t->seq_len;
+    t->state->lora_dropout = 0; /* evaluation sees the whole adapter */
     for (int r0 = 0; s == MT_OK && r0 < plan.n_rows; r0 += B) {
         for (int r = 0; r < B; r++) {
             size_t off = (size_t)r * T;
@@ -254,6 +255,10 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
     for (int g = 0; g < G; g++) {
         size_t off = (size_t)g * B * T;
         double nll;
+        /* LoRA dropout: a fresh mask per micro-batch, a function of (seed, step, g) so a
+         * resumed run draws the same masks */
+        t->state->lora_dropout = t->lora ? t->lora->dropout : 0;
+        t->state->dropout_key = t->o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)t->step << 20) ^ (uint64_t)g;
         mt_status s = mt_train_forward(t->state, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, scale, &nll, NULL);
         if (s == MT_OK) s = mt_train_backward(t->state);
         if (s) return s;
@@ -383,6 +388,8 @@ static mt_status setup_lora(mt_trainer *t) {
         lo.alpha = t->o.lora_alpha;
         lo.rslora = t->o.lora_rslora;
         lo.targets = t->o.lora_targets;
+        lo.layers = t->o.lora_layers;
+        lo.dropout = t->o.lora_dropout;
         lo.seed = t->o.seed;
         mt_status s = mt_lora_create(t->m, &lo, &t->lora);
         if (s) return s;
@@ -390,8 +397,10 @@ static mt_status setup_lora(mt_trainer *t) {
         if ((s = mt_model_set_lora(t->m, t->lora))) return s;
     }
     if (!t->o.quiet) {
-        fprintf(stderr, "memtune: LoRA r=%d alpha=%g%s on %s: %zu trainable parameters (%.3f%% of %zu)\n",
-                t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", mt_lora_targets_text(t->lora->targets),
+        fprintf(stderr, "memtune: LoRA r=%d alpha=%g%s dropout %g on %s%s%s: %zu trainable parameters (%.3f%% of %zu)\n",
+                t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", t->lora->dropout,
+                mt_lora_targets_text(t->lora->targets), t->o.lora_layers && t->own_lora ? " of layers " : "",
+                t->o.lora_layers && t->own_lora ? t->o.lora_layers : "",
                 t->lora->n_params, 100.0 * t->lora->n_params / (double)t->m->n_params, t->m->n_params);
         int twin;
         if (stop_token_untrained(t, &twin))

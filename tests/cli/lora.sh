@@ -66,6 +66,21 @@ check "merging two adapters scores what they score unmerged ($m2 vs $two)" "pyth
 "$MT" eval --model "$M" --adapter "$TMP/a/adapter" --adapter-scale 1 --adapter-scale 2 --data "$TMP/d.jsonl" 2> "$TMP/bad.err"; rc=$?
 check "more --adapter-scale than --adapter is refused" "[ $rc -eq 2 ] && grep -q 'adapter-scale' $TMP/bad.err"
 
+# some layers only, with dropout: PEFT's layers_to_transform and lora_dropout; dropout is seeded
+"$MT" train $COMMON --steps 3 --targets q,v --layers 1-2 --dropout 0.2 --out "$TMP/d" --quiet
+"$MT" train $COMMON --steps 3 --targets q,v --layers 1-2 --dropout 0.2 --out "$TMP/d2" --quiet
+"$MT" train $COMMON --steps 3 --targets q,v --layers 1-2 --out "$TMP/d0" --quiet
+check "--layers 1-2 --dropout 0.2: layers_to_transform [1, 2], lora_dropout 0.2, tensors of layers 1 and 2 only" "python3 -c \"
+import json, struct
+c = json.load(open('$TMP/d/adapter/adapter_config.json')); assert c['layers_to_transform'] == [1, 2] and abs(c['lora_dropout'] - 0.2) < 1e-6, c
+f = open('$TMP/d/adapter/adapter_model.safetensors', 'rb'); n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n))
+assert sorted({k.split('.')[4] for k in h if k != '__metadata__'}) == ['1', '2'] and len(h) == 1 + 2 * 2 * 2, h.keys()\""
+check "dropout runs repeat exactly and differ from no dropout" "cmp -s $TMP/d/adapter/adapter_model.safetensors $TMP/d2/adapter/adapter_model.safetensors && ! cmp -s $TMP/d/adapter/adapter_model.safetensors $TMP/d0/adapter/adapter_model.safetensors"
+"$MT" train $COMMON --layers 3-9 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
+check "layers outside the model are refused" "[ $rc -ne 0 ] && grep -q \"layer 9 is outside the model's 5 layers\" $TMP/bad.err"
+"$MT" train $COMMON --dropout 1 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
+check "dropout 1 is refused" "[ $rc -ne 0 ] && grep -q 'dropout 1 must be in' $TMP/bad.err"
+
 "$MT" train $COMMON --rank 0 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
 check "rank 0 is refused" "[ $rc -ne 0 ] && grep -q 'rank 0' $TMP/bad.err"
 "$MT" train $COMMON --targets q,lm_head --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
