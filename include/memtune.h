@@ -235,8 +235,13 @@ mt_status mt_lora_merge_scaled(mt_model *m, mt_lora *l, float weight);
 /* Writes dir/adapter_config.json and dir/adapter_model.safetensors (dir is created).
  * base_model: recorded as base_model_name_or_path (may be NULL). */
 mt_status mt_lora_save(const mt_lora *l, const mt_model *m, const char *dir, const char *base_model);
-/* Reads a PEFT LoRA adapter directory made for m (shapes are checked against m). */
+/* Reads a LoRA adapter made for m (shapes are checked against m): a PEFT directory, or a
+ * llama.cpp LoRA GGUF file (a path ending in .gguf). */
 mt_status mt_lora_load(const mt_model *m, const char *dir, mt_lora **out);
+/* Writes llama.cpp's LoRA GGUF (general.type "adapter", adapter.lora.alpha,
+ * blk.N.attn_q.weight.lora_a [in, r] / lora_b [r, out], Q/K rows in GGUF's interleaved
+ * layout), which `llama-cli -m BASE.gguf --lora FILE` applies; BASE.gguf being m as GGUF. */
+mt_status mt_lora_save_gguf(const mt_lora *l, const mt_model *m, const char *path);
 
 /* ---- evaluation --------------------------------------------------------------------- */
 

@@ -11,6 +11,8 @@
 #include "model/model.h"
 #include "model/train_model.h"
 #include <jansson.h>
+#include "core/file.h"
+#include "formats/gguf.h"
 
 #define FD_EPS 1e-6
 #define FD_TOL 1e-6
@@ -552,6 +554,80 @@ TEST(layer_lists_parse_and_refuse_bad_entries) {
     CHECK_ERR(mt_lora_parse_layers("-1", 8, on), MT_ERR_ARG, "bad LoRA layer list");
 }
 
+/* ---- llama.cpp's LoRA GGUF ---------------------------------------------------------------- */
+
+TEST(lora_gguf_export_reads_back_exactly_and_applies_to_the_gguf_base_as_merged) {
+    mt_model *m = NULL, *mg = NULL;
+    mt_lora *l = NULL, *lg = NULL, *back = NULL;
+    CHECK_OK(mt_model_load("tests/fixtures/train_llama3_tied", NULL, &m));
+    if (m) CHECK_OK(mt_lora_load(m, "tests/fixtures/lora_peft_all", &l));
+    if (!l) goto done;
+    const char *dir = test_tmpdir("lora_gguf");
+    char base[600], ad[600], ad2[600];
+    snprintf(base, sizeof base, "%s/base.gguf", dir);
+    snprintf(ad, sizeof ad, "%s/adapter.gguf", dir);
+    snprintf(ad2, sizeof ad2, "%s/adapter-from-interleaved.gguf", dir);
+    CHECK_OK(mt_lora_save_gguf(l, m, ad));
+    /* the file as llama.cpp reads it */
+    mt_gguf g;
+    CHECK_OK(mt_gguf_open(ad, &g));
+    char *type = NULL, *atype = NULL, *arch = NULL;
+    double alpha = 0;
+    CHECK_OK(mt_gguf_get_string(&g, "general.type", &type, 1));
+    CHECK_OK(mt_gguf_get_string(&g, "adapter.type", &atype, 1));
+    CHECK_OK(mt_gguf_get_string(&g, "general.architecture", &arch, 1));
+    CHECK_OK(mt_gguf_get_float(&g, "adapter.lora.alpha", &alpha, 1));
+    CHECK(type && !strcmp(type, "adapter") && atype && !strcmp(atype, "lora") && arch && !strcmp(arch, "llama"));
+    CHECK_NEAR(alpha, 8, 0);
+    const mt_gguf_tensor *ta = mt_gguf_find_tensor(&g, "blk.1.attn_q.weight.lora_a");
+    const mt_gguf_tensor *tb = mt_gguf_find_tensor(&g, "blk.1.attn_q.weight.lora_b");
+    const mt_gguf_tensor *td = mt_gguf_find_tensor(&g, "blk.0.ffn_down.weight.lora_b");
+    CHECK(ta && ta->n_dims == 2 && ta->ne[0] == 32 && ta->ne[1] == 4 && ta->type == MT_GGML_F32);
+    CHECK(tb && tb->n_dims == 2 && tb->ne[0] == 4 && tb->ne[1] == 64);
+    CHECK(td && td->ne[0] == 4 && td->ne[1] == 32);
+    CHECK_INT_EQ(g.n_tensors, 28);
+    free(type); free(atype); free(arch);
+    mt_gguf_close(&g);
+    /* read back into the HF-layout model: exact */
+    CHECK_OK(mt_lora_load(m, ad, &back));
+    if (back) CHECK(back->n_params == l->n_params && !memcmp(back->params, l->params, l->n_params * sizeof(float)));
+    /* the base as GGUF (interleaved Q/K rows) + the GGUF adapter == the HF base + the PEFT adapter == merged */
+    CHECK_OK(mt_model_save(m, base, MT_FORMAT_GGUF));
+    CHECK_OK(mt_model_load(base, NULL, &mg));
+    if (mg) CHECK_OK(mt_lora_load(mg, ad, &lg));
+    if (!lg) goto done;
+    CHECK(mg->cfg.rope_interleaved);
+    CHECK_OK(mt_lora_save_gguf(lg, mg, ad2));
+    int V = m->cfg.vocab_size, n = 9;
+    size_t nl = (size_t)n * V;
+    float *ref = malloc(nl * sizeof(float)), *un = malloc(nl * sizeof(float)), *mer = malloc(nl * sizeof(float));
+    CHECK_OK(mt_model_attach_lora(m, l));
+    CHECK_OK(mt_model_logits(m, ids, n, ref));
+    CHECK_OK(mt_model_attach_lora(mg, lg));
+    CHECK_OK(mt_model_logits(mg, ids, n, un));
+    CHECK_OK(mt_lora_merge(mg, lg));
+    CHECK_OK(mt_model_logits(mg, ids, n, mer));
+    double e1 = max_rel(un, ref, nl), e2 = max_rel(mer, un, nl);
+    fprintf(stderr, "  GGUF base + GGUF adapter vs HF base + PEFT adapter: rel %.2e; merged vs unmerged: rel %.2e\n", e1, e2);
+    CHECK(e1 < 1e-5);
+    CHECK(e2 < 1e-5);
+    /* written from the interleaved model: the same bytes */
+    mt_mapped_file f1, f2;
+    CHECK_OK(mt_file_map(ad, &f1));
+    CHECK_OK(mt_file_map(ad2, &f2));
+    CHECK(f1.size == f2.size && !memcmp(f1.data, f2.data, f1.size));
+    mt_file_unmap(&f1);
+    mt_file_unmap(&f2);
+    /* a model GGUF is not an adapter */
+    mt_lora *bad = NULL;
+    CHECK_ERR(mt_lora_load(m, base, &bad), MT_ERR_FORMAT, "general.type");
+    free(ref); free(un); free(mer);
+done:
+    mt_model_attach_lora(m, NULL);
+    mt_lora_free(l); mt_lora_free(lg); mt_lora_free(back);
+    mt_model_free(m); mt_model_free(mg);
+}
+
 static void write_text(const char *dir, const char *name, const char *text) {
     char path[600];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -620,6 +696,7 @@ int main(void) {
     RUN(fresh_adapter_starts_at_the_base_exactly);
     RUN(peft_save_load_round_trip_is_exact_and_converts_rope_layout);
     RUN(peft_adapter_from_another_tool_matches_pytorch_logits_and_gradients);
+    RUN(lora_gguf_export_reads_back_exactly_and_applies_to_the_gguf_base_as_merged);
     RUN(layer_lists_parse_and_refuse_bad_entries);
     RUN(bad_adapters_are_refused_with_clear_errors);
     TEST_MAIN_END();

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *const site_short[MT_N_SITES] = {"q", "k", "v", "o", "gate", "up", "down"};
 static const char *const site_module[MT_N_SITES] = {"q_proj", "k_proj", "v_proj", "o_proj",
@@ -117,9 +118,26 @@ size_t mt_lora_param_count(const mt_lora *l) { return l ? l->n_params : 0; }
 mt_status mt_lora_alloc(const mt_config *cfg, int rank, float alpha, int rslora, unsigned targets,
                         const unsigned char *layers_on, mt_lora **out) {
     *out = NULL;
+    if (!targets || (targets & ~ALL_SITES)) return mt_error(MT_ERR_ARG, "no LoRA targets");
+    unsigned char *present = malloc((size_t)cfg->n_layers * MT_N_SITES);
+    if (!present) return mt_error(MT_ERR_NOMEM, "out of memory");
+    for (int layer = 0; layer < cfg->n_layers; layer++)
+        for (int s = 0; s < MT_N_SITES; s++)
+            present[(size_t)layer * MT_N_SITES + s] = (targets & (1u << s)) && (!layers_on || layers_on[layer]);
+    mt_status st = mt_lora_alloc_sites(cfg, rank, alpha, rslora, present, out);
+    free(present);
+    return st;
+}
+
+mt_status mt_lora_alloc_sites(const mt_config *cfg, int rank, float alpha, int rslora, const unsigned char *present,
+                              mt_lora **out) {
+    *out = NULL;
     if (rank < 1 || rank > MAX_RANK) return mt_error(MT_ERR_ARG, "LoRA rank %d must be in [1, %d]", rank, MAX_RANK);
     if (!isfinite(alpha)) return mt_error(MT_ERR_ARG, "LoRA alpha must be finite");
-    if (!targets || (targets & ~ALL_SITES)) return mt_error(MT_ERR_ARG, "no LoRA targets");
+    unsigned targets = 0;
+    for (size_t i = 0; i < (size_t)cfg->n_layers * MT_N_SITES; i++)
+        if (present[i]) targets |= 1u << (i % MT_N_SITES);
+    if (!targets) return mt_error(MT_ERR_ARG, "no LoRA targets");
     mt_lora *l = calloc(1, sizeof *l);
     size_t n_sites = (size_t)cfg->n_layers * MT_N_SITES;
     if (l) {
@@ -141,7 +159,7 @@ mt_status mt_lora_alloc(const mt_config *cfg, int rank, float alpha, int rslora,
         for (int s = 0; s < MT_N_SITES; s++) {
             size_t i = (size_t)layer * MT_N_SITES + s;
             l->a_offset[i] = l->b_offset[i] = MT_LORA_NONE;
-            if (!(targets & (1u << s)) || (layers_on && !layers_on[layer])) continue;
+            if (!present[i]) continue;
             int in, o;
             mt_linear_site_shape(cfg, s, &in, &o);
             l->a_offset[i] = n;
@@ -433,8 +451,15 @@ static mt_status read_tensor(const mt_safetensors *st, const char *path, const c
     return s ? mt_error_prefix(s, path) : MT_OK;
 }
 
+static int is_directory(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 mt_status mt_lora_load(const mt_model *m, const char *dir, mt_lora **out) {
     *out = NULL;
+    size_t len = strlen(dir);
+    if (!is_directory(dir) && len > 5 && !strcmp(dir + len - 5, ".gguf")) return mt_lora_load_gguf(m, dir, out);
     char *cpath = mt_path_join(dir, "adapter_config.json"), *wpath = mt_path_join(dir, "adapter_model.safetensors");
     int rank = 0, rslora = 0;
     float alpha = 0, dropout = 0;

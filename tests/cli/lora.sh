@@ -53,6 +53,19 @@ mg=$("$MT" eval --model "$TMP/merged.gguf" --data "$TMP/d.jsonl" --threads 2 | n
 check "merged (hf) scores what the unmerged adapter scores ($mh vs $with)" "python3 -c 'assert abs($mh - $with) <= 1e-5 * abs($with)'"
 check "merged (gguf) scores what the unmerged adapter scores ($mg vs $with)" "python3 -c 'assert abs($mg - $with) <= 1e-5 * abs($with)'"
 
+# llama.cpp's LoRA GGUF: export, apply unmerged on the GGUF base, convert back to PEFT exactly
+"$MT" convert --model "$M" --adapter "$TMP/a/adapter" --out "$TMP/a.gguf" --format gguf 2>/dev/null
+"$MT" convert --model "$M" --out "$TMP/base.gguf" --format gguf 2>/dev/null
+gg=$("$MT" eval --model "$TMP/base.gguf" --adapter "$TMP/a.gguf" --data "$TMP/d.jsonl" --threads 2 | nll)
+check "GGUF base + GGUF adapter scores what merged scores ($gg vs $mg)" "python3 -c 'assert abs($gg - $mg) <= 1e-5 * abs($mg)'"
+"$MT" convert --model "$M" --adapter "$TMP/a.gguf" --out "$TMP/back" --format peft 2>/dev/null
+check "GGUF -> PEFT gives back the same tensors" "cmp -s $TMP/a/adapter/adapter_model.safetensors $TMP/back/adapter_model.safetensors"
+"$MT" convert --model tests/fixtures/train_llama3_tied --adapter tests/fixtures/lora_peft_all --out "$TMP/other.gguf" --format gguf 2>/dev/null
+"$MT" eval --model "$M" --adapter "$TMP/other.gguf" --data "$TMP/d.jsonl" 2> "$TMP/bad.err"; rc=$?
+check "a GGUF adapter for another model is refused" "[ $rc -ne 0 ] && grep -q 'other.gguf: blk.0.*this model needs' $TMP/bad.err"
+"$MT" eval --model "$M" --adapter "$TMP/base.gguf" --data "$TMP/d.jsonl" 2> "$TMP/bad.err"; rc=$?
+check "a model GGUF given as an adapter is refused" "[ $rc -ne 0 ] && grep -q 'general.type' $TMP/bad.err"
+
 # several adapters: the same adapter twice at weight 0.5 each is the adapter at weight 1;
 # two different adapters merged one after the other score what they score unmerged
 half=$("$MT" eval --model "$M" --adapter "$TMP/a/adapter" --adapter-scale 0.5 --adapter "$TMP/b/adapter" --adapter-scale 0.5 --data "$TMP/d.jsonl" --threads 2 | nll)
