@@ -97,6 +97,15 @@ mt_status mt_model_logits(mt_model *m, const int *ids, int n, float *out);
 
 void mt_set_threads(int n); /* 0 = all cores */
 
+/* Holds the weights of the linear layers (q, k, v, o, gate, up, down) as "bf16" or "q8_0"
+ * (Q8_0 blocks along each row) instead of f32, to cut memory for a frozen base (LoRA); they
+ * are dequantised one matrix at a time when used. "f32" goes back (to the dequantised
+ * values). Embeddings, norms, biases and the head stay f32. A model with such a base runs,
+ * trains adapters and merges them (re-quantising, see mt_lora_merge_report), but is saved
+ * only after going back to f32. */
+mt_status mt_model_set_base_dtype(mt_model *m, const char *dtype);
+const char *mt_model_base_dtype(const mt_model *m);
+
 /* ---- tokenizer ---------------------------------------------------------------------- */
 
 /* Encodes UTF-8 text (invalid UTF-8 is an error). add_special: prepend BOS when the
@@ -176,6 +185,8 @@ typedef struct {
     const char *lora_targets;  /* default all: q,k,v,o,gate,up,down */
     const char *lora_layers;   /* layers to adapt, e.g. "0-3,6"; default all */
     float lora_dropout;        /* dropout on the adapter input path while training; default 0 */
+    const char *base_dtype;    /* lora: "f32" (default), "bf16" or "q8_0": hold the frozen
+                                  base's linear layers so (mt_model_set_base_dtype on m) */
 } mt_train_options;
 
 typedef struct {
@@ -232,6 +243,10 @@ mt_status mt_model_add_lora(mt_model *m, mt_lora *l, float weight);
 mt_status mt_lora_merge(mt_model *m, mt_lora *l);
 /* The same with the term multiplied by weight (merge several adapters one after another). */
 mt_status mt_lora_merge_scaled(mt_model *m, mt_lora *l, float weight);
+/* The same; for a bf16/Q8_0 base (mt_model_set_base_dtype) the sum is formed in f32 and
+ * stored back in the base's dtype, and *max_change (may be NULL) gets the largest
+ * |stored - f32 sum| over all merged weights: what re-quantising cost. 0 for an f32 base. */
+mt_status mt_lora_merge_report(mt_model *m, mt_lora *l, float weight, double *max_change);
 /* Writes dir/adapter_config.json and dir/adapter_model.safetensors (dir is created).
  * base_model: recorded as base_model_name_or_path (may be NULL). */
 mt_status mt_lora_save(const mt_lora *l, const mt_model *m, const char *dir, const char *base_model);

@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include "core/file.h"
 #include "formats/gguf.h"
+#include "model/base_store.h"
 
 #define FD_EPS 1e-6
 #define FD_TOL 1e-6
@@ -181,10 +182,8 @@ static void check_model_lora_gradient(mt_config cfg, const char *label, int rslo
     mt_train_zero_grads_f64(s);
     model_loss(&c);
     CHECK_OK(mt_train_backward_f64(s));
-    /* the frozen base gets nothing */
-    double base_max = 0;
-    for (size_t i = 0; i < m->n_params; i++) base_max = fmax(base_max, fabs(s->grads[i]));
-    CHECK_MSG(base_max == 0, "%s: frozen base got gradient %.3g", label, base_max);
+    /* the frozen base gets nothing: no gradient memory at all */
+    CHECK_MSG(s->grads == NULL, "%s: a frozen base allocated parameter gradients", label);
     /* every A and B of every site: a few random elements each */
     double worst = 0;
     for (int layer = 0; layer < cfg.n_layers; layer++)
@@ -628,6 +627,95 @@ done:
     mt_model_free(m); mt_model_free(mg);
 }
 
+/* ---- a bf16 / Q8_0 frozen base ------------------------------------------------------------- */
+
+static void check_base_dtype(const char *dtype, double max_err_vs_f32) {
+    mt_model *q = NULL, *deq = NULL, *orig = NULL;
+    CHECK_OK(mt_model_load("tests/fixtures/train_llama3_tied", NULL, &q));
+    CHECK_OK(mt_model_load("tests/fixtures/train_llama3_tied", NULL, &deq));
+    CHECK_OK(mt_model_load("tests/fixtures/train_llama3_tied", NULL, &orig));
+    mt_lora *l = NULL;
+    if (orig) CHECK_OK(mt_lora_load(orig, "tests/fixtures/lora_peft_all", &l));
+    if (!l || !q || !deq) goto done;
+    size_t params = mt_model_param_count(q), f32_bytes = mt_model_weight_bytes(q);
+    CHECK_OK(mt_model_set_base_dtype(q, dtype));
+    CHECK_STR_EQ(mt_model_base_dtype(q), dtype);
+    /* deq: the same stored values, back in f32 */
+    CHECK_OK(mt_model_set_base_dtype(deq, dtype));
+    CHECK_OK(mt_model_set_base_dtype(deq, "f32"));
+    CHECK(deq->base == NULL);
+    CHECK_INT_EQ(mt_model_param_count(q), params);
+    CHECK_INT_EQ(mt_model_param_count(deq), params);
+    /* site weights of this model: 2 layers x (q 64x32, k and v 32x32, o 32x64, gate and up
+     * 40x32, down 32x40); Q8_0 blocks of 32 along rows: 64 + 32 + 32 + 32*2 + 40 + 40 + 32*2
+     * = 336 per layer (down's rows of 40 end in a partial block), 34 bytes each */
+    size_t sites = 2 * (2048 + 1024 + 1024 + 2048 + 3 * 1280), saved = mt_model_weight_bytes(q);
+    size_t want = f32_bytes - sites * 4 + (strcmp(dtype, "bf16") ? 2 * 336 * 34 : sites * 2);
+    fprintf(stderr, "  %s: weights %zu bytes (f32 %zu)\n", dtype, saved, f32_bytes);
+    CHECK_INT_EQ(saved, want);
+    /* the compressed model computes exactly what its dequantised f32 twin computes */
+    int V = q->cfg.vocab_size, n = 9;
+    size_t nl = (size_t)n * V;
+    float *a = malloc(nl * sizeof(float)), *b = malloc(nl * sizeof(float)), *c = malloc(nl * sizeof(float));
+    CHECK_OK(mt_model_logits(q, ids, n, a));
+    CHECK_OK(mt_model_logits(deq, ids, n, b));
+    CHECK_OK(mt_model_logits(orig, ids, n, c));
+    double e = max_rel(a, b, nl), eo = max_rel(a, c, nl);
+    fprintf(stderr, "  %s: logits vs dequantised f32 twin rel %.2e, vs the f32 original rel %.2e\n", dtype, e, eo);
+    CHECK(e < 1e-6);
+    CHECK(eo > 0 && eo < max_err_vs_f32);
+    /* adapter training on it: the same adapter gradients as on the twin, no base gradients */
+    mt_lora *l2 = NULL;
+    CHECK_OK(mt_lora_load(q, "tests/fixtures/lora_peft_all", &l2));
+    CHECK_OK(mt_model_attach_lora(q, l));
+    CHECK_OK(mt_model_attach_lora(deq, l2));
+    mt_train_state *sq = NULL, *sd = NULL;
+    int targets[9] = {5, 7, 3, -1, 2, 9, 4, 6, 1};
+    CHECK_OK(mt_train_create(q, 1, n, &sq));
+    CHECK_OK(mt_train_create(deq, 1, n, &sd));
+    if (sq && sd) {
+        CHECK_OK(mt_train_set_trainable(sq, NULL, 0));
+        CHECK_OK(mt_train_set_trainable(sd, NULL, 0));
+        CHECK_OK(mt_train_forward(sq, ids, targets, NULL, NULL, 0.125, NULL, NULL));
+        CHECK_OK(mt_train_forward(sd, ids, targets, NULL, NULL, 0.125, NULL, NULL));
+        CHECK_OK(mt_train_backward(sq));
+        CHECK_OK(mt_train_backward(sd));
+        double g = max_rel(sq->lora_grads, sd->lora_grads, l->n_params);
+        fprintf(stderr, "  %s: adapter gradients vs the f32 twin rel %.2e\n", dtype, g);
+        CHECK(g < 1e-6);
+        CHECK(sq->grads == NULL);
+    }
+    mt_train_free(sq);
+    mt_train_free(sd);
+    /* merge: in f32, re-quantised, the largest change reported and bounded */
+    CHECK_OK(mt_model_logits(q, ids, n, a));
+    double change = -1, none = -1;
+    CHECK_OK(mt_lora_merge_report(q, l, 1.0f, &change));
+    CHECK_OK(mt_lora_merge_report(deq, l2, 1.0f, &none));
+    CHECK_OK(mt_model_logits(q, ids, n, b));
+    e = max_rel(b, a, nl);
+    fprintf(stderr, "  %s: merge re-quantised: largest weight change %.3g; merged vs unmerged logits rel %.2e\n",
+            dtype, change, e);
+    CHECK(change > 0 && change < (strcmp(dtype, "bf16") ? 0.05 : 0.02));
+    CHECK(none == 0);
+    CHECK(e < max_err_vs_f32);
+    CHECK_ERR(mt_model_save(q, "build/tmp/never.gguf", MT_FORMAT_GGUF), MT_ERR_ARG, "f32 first");
+    free(a); free(b); free(c);
+    mt_lora_free(l2);
+done:
+    mt_lora_free(l);
+    mt_model_free(q); mt_model_free(deq); mt_model_free(orig);
+}
+
+TEST(bf16_and_q8_0_base_cut_memory_and_train_and_merge_like_their_f32_twin) {
+    check_base_dtype("bf16", 2e-2);
+    check_base_dtype("q8_0", 5e-2);
+    mt_model *m = NULL;
+    CHECK_OK(mt_model_load("tests/fixtures/train_llama3_tied", NULL, &m));
+    CHECK_ERR(mt_model_set_base_dtype(m, "q4_0"), MT_ERR_ARG, "unknown base dtype 'q4_0'");
+    mt_model_free(m);
+}
+
 static void write_text(const char *dir, const char *name, const char *text) {
     char path[600];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -697,6 +785,7 @@ int main(void) {
     RUN(peft_save_load_round_trip_is_exact_and_converts_rope_layout);
     RUN(peft_adapter_from_another_tool_matches_pytorch_logits_and_gradients);
     RUN(lora_gguf_export_reads_back_exactly_and_applies_to_the_gguf_base_as_merged);
+    RUN(bf16_and_q8_0_base_cut_memory_and_train_and_merge_like_their_f32_twin);
     RUN(layer_lists_parse_and_refuse_bad_entries);
     RUN(bad_adapters_are_refused_with_clear_errors);
     TEST_MAIN_END();

@@ -15,6 +15,7 @@
 #include "core/rng.h"
 #include "formats/safetensors.h"
 #include "model/forward.h"
+#include "model/base_store.h"
 #include "kernels/kernels.h"
 #include <jansson.h>
 #include <math.h>
@@ -214,21 +215,33 @@ mt_status mt_model_add_lora(mt_model *m, mt_lora *l, float weight) { return mt_m
 
 mt_status mt_lora_merge(mt_model *m, mt_lora *l) { return mt_lora_merge_scaled(m, l, 1.0f); }
 
-mt_status mt_lora_merge_scaled(mt_model *m, mt_lora *l, float weight) {
+mt_status mt_lora_merge_scaled(mt_model *m, mt_lora *l, float weight) { return mt_lora_merge_report(m, l, weight, NULL); }
+
+mt_status mt_lora_merge_report(mt_model *m, mt_lora *l, float weight, double *max_change) {
+    if (max_change) *max_change = 0;
     if (l->n_layers != m->cfg.n_layers)
         return mt_error(MT_ERR_MISMATCH, "the adapter has %d layers, the model %d", l->n_layers, m->cfg.n_layers);
     if (!isfinite(weight)) return mt_error(MT_ERR_ARG, "adapter weight must be finite");
     mt_model_drop_lora(m, l);
     mt_infer_free(m);
-    for (int layer = 0; layer < l->n_layers; layer++)
-        for (int site = 0; site < MT_N_SITES; site++) {
+    /* a bf16/Q8_0 base: merge in f32, then store (re-quantise) and note what that cost */
+    float *scratch = m->base ? malloc(mt_site_scratch_floats(&m->cfg) * sizeof(float)) : NULL;
+    if (m->base && !scratch) return mt_error(MT_ERR_NOMEM, "out of memory");
+    mt_status s = MT_OK;
+    for (int layer = 0; layer < l->n_layers && !s; layer++)
+        for (int site = 0; site < MT_N_SITES && !s; site++) {
             const float *a, *b;
             if (!mt_lora_site(l, layer, site, &a, &b)) continue;
             int in, out;
             mt_linear_site_shape(&m->cfg, site, &in, &out);
-            mt_lora_merge_weight(mt_linear_site_weight(m, layer, site), a, b, (double)l->scale * weight, in, out, l->rank);
+            float *w = m->base ? (float *)mt_site_weight(m, layer, site, scratch) : mt_linear_site_weight(m, layer, site);
+            mt_lora_merge_weight(w, a, b, (double)l->scale * weight, in, out, l->rank);
+            double change = 0;
+            if (m->base) s = mt_site_weight_store(m, layer, site, w, max_change ? &change : NULL);
+            if (max_change && change > *max_change) *max_change = change;
         }
-    return MT_OK;
+    free(scratch);
+    return s;
 }
 
 /* ---- PEFT files ------------------------------------------------------------------------- */

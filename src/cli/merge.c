@@ -5,7 +5,7 @@
 #include <string.h>
 
 int cmd_merge(int argc, char **argv) {
-    const char *model = NULL, *tokenizer = NULL, *out = NULL, *format = "hf";
+    const char *model = NULL, *tokenizer = NULL, *out = NULL, *format = "hf", *base_dtype = "f32";
     int quiet = 0;
     const cli_opt opts[] = {
         {"--model", "-m", OPT_STRING, &model, "base model (default: bundled stories260K)"},
@@ -14,6 +14,8 @@ int cmd_merge(int argc, char **argv) {
         {"--adapter-scale", NULL, OPT_FLOAT, NULL, "weight of the i-th --adapter (default 1); repeatable"},
         {"--out", "-o", OPT_STRING, &out, "output: a directory (hf) or a file (gguf, llama2c) (required)"},
         {"--format", "-f", OPT_STRING, &format, "hf (default) | gguf | llama2c"},
+        {"--base-dtype", NULL, OPT_STRING, &base_dtype, "merge into the base held as f32 (default) | bf16 | q8_0: "
+                                                        "sum in f32, re-quantise, report the largest change"},
         {"--quiet", "-q", OPT_FLAG, &quiet, "no summary on stderr"},
         {NULL, NULL, 0, NULL, NULL},
     };
@@ -30,12 +32,19 @@ int cmd_merge(int argc, char **argv) {
     mt_model *m;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
     if (cli_load_adapters(m, &ad, 0)) return 1;
-    mt_status s = MT_OK;
+    mt_status s = mt_model_set_base_dtype(m, base_dtype);
     size_t n_params = 0;
+    double worst = 0;
     for (int i = 0; i < ad.n && s == MT_OK; i++) {
-        s = mt_lora_merge_scaled(m, ad.lora[i], ad.scale[i]);
+        double change = 0;
+        s = mt_lora_merge_report(m, ad.lora[i], ad.scale[i], &change);
+        if (change > worst) worst = change;
         n_params += mt_lora_param_count(ad.lora[i]);
     }
+    if (s == MT_OK && strcmp(base_dtype, "f32") && !quiet)
+        fprintf(stderr, "memtune: merged in f32 and re-quantised to %s: largest change of a weight %.3g\n", base_dtype, worst);
+    /* the file holds f32: the (re-quantised) weights, dequantised */
+    if (s == MT_OK) s = mt_model_set_base_dtype(m, "f32");
     if (s == MT_OK) s = mt_model_save(m, out, fmt);
     if (s == MT_OK && !quiet)
         fprintf(stderr, "memtune: merged %d adapter%s (%zu parameters) into %s (%s)\n", ad.n, ad.n > 1 ? "s" : "",

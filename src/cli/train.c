@@ -33,6 +33,7 @@ int cmd_train(int argc, char **argv) {
         {"--targets", NULL, OPT_STRING, &o.lora_targets, "lora: projections to adapt (default q,k,v,o,gate,up,down)"},
         {"--rslora", NULL, OPT_FLAG, &o.lora_rslora, "lora: scale = alpha/sqrt(r)"},
         {"--layers", NULL, OPT_STRING, &o.lora_layers, "lora: layers to adapt, e.g. 0-3,6 (default all)"},
+        {"--base-dtype", NULL, OPT_STRING, &o.base_dtype, "lora: hold the frozen base as f32 (default) | bf16 | q8_0"},
         {"--dropout", NULL, OPT_FLOAT, &o.lora_dropout, "lora: dropout on the adapter input in training (default 0)"},
         {"--epochs", NULL, OPT_INT, &o.epochs, "passes over the data (default 3)"},
         {"--steps", NULL, OPT_INT, &o.steps, "optimizer steps (overrides --epochs)"},

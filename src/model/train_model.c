@@ -13,6 +13,7 @@
  * train_model_f64.c, where the parameters are an owned double copy. */
 #include "model/train_model.h"
 #include "model/adapter.h"
+#include "model/base_store.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include <stdint.h>
@@ -120,8 +121,19 @@ mt_status R(mt_train_set_trainable)(train_state *s, const char *name, int on) {
     return MT_OK;
 }
 
+/* The parameter gradients exist once some tensor is trainable: a frozen base (LoRA) never
+ * allocates them. */
+static mt_status ensure_grads(train_state *s) {
+    if (s->grads) return MT_OK;
+    int any = 0;
+    for (int i = 0; i < s->n_tensors && !any; i++) any = s->trainable[i];
+    if (!any) return MT_OK;
+    s->grads = calloc(s->model->n_params ? s->model->n_params : 1, sizeof(real));
+    return s->grads ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory for %zu gradients", s->model->n_params);
+}
+
 void R(mt_train_zero_grads)(train_state *s) {
-    memset(s->grads, 0, s->model->n_params * sizeof(real));
+    if (s->grads) memset(s->grads, 0, s->model->n_params * sizeof(real));
     if (s->lora) memset(s->lora_grads, 0, s->lora->n_params * sizeof(real));
 }
 
@@ -138,6 +150,7 @@ void R(mt_train_free)(train_state *s) {
     free(s->lora_h);
     free(s->lora_dh);
     free(s->lora_xd);
+    free(s->wbuf);
     free(s->tensor_offset);
     free(s->trainable);
     free(s->inputs);
@@ -175,9 +188,9 @@ static mt_status allocate(train_state *s) {
     s->n_acts = 0;
     for (int i = 0; i < N_ACTS; i++) s->n_acts += sizes[i];
     s->acts_memory = malloc(s->n_acts * sizeof(real));
-    s->grads = calloc(s->model->n_params, sizeof(real));
     s->inputs = malloc(4 * BT * sizeof(int));
-    if (!s->acts_memory || !s->grads || !s->inputs)
+    if (s->model->base) s->wbuf = malloc(mt_site_scratch_floats(c) * sizeof(float));
+    if (!s->acts_memory || !s->inputs || (s->model->base && !s->wbuf))
         return mt_error(MT_ERR_NOMEM, "out of memory for a training state of %zu bytes",
                         R(mt_train_state_bytes)(c, s->B, s->T));
     real *p = s->acts_memory;
@@ -189,6 +202,9 @@ static mt_status allocate(train_state *s) {
     s->pos = s->targets + BT;
     s->doc = s->pos + BT;
 #ifdef MT_REAL_DOUBLE
+    if (s->model->base)
+        return mt_error(MT_ERR_UNSUPPORTED, "the double-precision training pass needs an f32 base, not %s",
+                        mt_model_base_dtype(s->model));
     s->params = malloc(s->model->n_params * sizeof(real));
     if (!s->params) return mt_error(MT_ERR_NOMEM, "out of memory for double parameters");
     for (size_t i = 0; i < s->model->n_params; i++) s->params[i] = s->model->params[i];
@@ -360,6 +376,16 @@ static mt_status ensure_dropout_scratch(train_state *s) {
     return s->lora_xd ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory for LoRA dropout scratch");
 }
 
+/* The weight of a linear site in this precision: the parameters, or, for a bf16/Q8_0 base
+ * (float build only), the matrix dequantised into s->wbuf, valid until the next call. */
+static const real *site_w(train_state *s, int l, int site) {
+#ifdef MT_REAL_DOUBLE
+    return param(s, mt_linear_site_weight(s->model, l, site));
+#else
+    return mt_site_weight(s->model, l, site, s->wbuf);
+#endif
+}
+
 static void layer_forward(train_state *s, int l) {
     const mt_config *c = &s->model->cfg;
     const mt_layer *L = &s->model->layers[l];
@@ -368,9 +394,9 @@ static void layer_forward(train_state *s, int l) {
     int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
 
     R(mt_rmsnorm_forward_save)(a.xn1, a.rstd1, a.x, param(s, L->attn_norm), BT, C, c->norm_eps);
-    R(mt_matmul_forward)(a.q, a.xn1, param(s, L->wq), param(s, L->bq), BT, C, qd);
-    R(mt_matmul_forward)(a.k, a.xn1, param(s, L->wk), param(s, L->bk), BT, C, kvd);
-    R(mt_matmul_forward)(a.v, a.xn1, param(s, L->wv), param(s, L->bv), BT, C, kvd);
+    R(mt_matmul_forward)(a.q, a.xn1, site_w(s, l, MT_SITE_Q), param(s, L->bq), BT, C, qd);
+    R(mt_matmul_forward)(a.k, a.xn1, site_w(s, l, MT_SITE_K), param(s, L->bk), BT, C, kvd);
+    R(mt_matmul_forward)(a.v, a.xn1, site_w(s, l, MT_SITE_V), param(s, L->bv), BT, C, kvd);
     if (s->lora) {
         adapter_forward(s, l, MT_SITE_Q, a.q, a.xn1);
         adapter_forward(s, l, MT_SITE_K, a.k, a.xn1);
@@ -380,19 +406,19 @@ static void layer_forward(train_state *s, int l) {
     R(mt_rope_forward)(a.k, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_attention_forward)(a.atty, a.att, a.q, a.k, a.v, s->doc, s->B, s->T, c->n_heads,
                             c->n_kv_heads, c->head_dim);
-    R(mt_matmul_forward)(a.x_mid, a.atty, param(s, L->wo), NULL, BT, qd, C);
+    R(mt_matmul_forward)(a.x_mid, a.atty, site_w(s, l, MT_SITE_O), NULL, BT, qd, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_O, a.x_mid, a.atty);
     add_into(a.x_mid, a.x, a.x_mid, (size_t)BT * C);
 
     R(mt_rmsnorm_forward_save)(a.xn2, a.rstd2, a.x_mid, param(s, L->ffn_norm), BT, C, c->norm_eps);
-    R(mt_matmul_forward)(a.gate, a.xn2, param(s, L->w_gate), NULL, BT, C, F);
-    R(mt_matmul_forward)(a.up, a.xn2, param(s, L->w_up), NULL, BT, C, F);
+    R(mt_matmul_forward)(a.gate, a.xn2, site_w(s, l, MT_SITE_GATE), NULL, BT, C, F);
+    R(mt_matmul_forward)(a.up, a.xn2, site_w(s, l, MT_SITE_UP), NULL, BT, C, F);
     if (s->lora) {
         adapter_forward(s, l, MT_SITE_GATE, a.gate, a.xn2);
         adapter_forward(s, l, MT_SITE_UP, a.up, a.xn2);
     }
     R(mt_swiglu_forward)(s->hidden, a.gate, a.up, (size_t)BT * F);
-    R(mt_matmul_forward)(a.x_next, s->hidden, param(s, L->w_down), NULL, BT, F, C);
+    R(mt_matmul_forward)(a.x_next, s->hidden, site_w(s, l, MT_SITE_DOWN), NULL, BT, F, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_DOWN, a.x_next, s->hidden);
     add_into(a.x_next, a.x_mid, a.x_next, (size_t)BT * C);
 }
@@ -458,16 +484,16 @@ static void layer_backward(train_state *s, int l) {
     R(mt_swiglu_forward)(s->hidden, a.gate, a.up, nF);
     zero(s->dhidden, nF);
     R(mt_matmul_backward)(s->dhidden, R(mt_train_grad)(s, L->w_down), NULL, s->dx, s->hidden,
-                          param(s, L->w_down), BT, F, C);
+                          site_w(s, l, MT_SITE_DOWN), BT, F, C);
     if (s->lora) adapter_backward(s, l, MT_SITE_DOWN, s->dhidden, s->dx, s->hidden);
     zero(s->dgate, nF);
     zero(s->dup, nF);
     R(mt_swiglu_backward)(s->dgate, s->dup, s->dhidden, a.gate, a.up, nF);
     zero(s->dxn, (size_t)BT * C);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->w_gate), NULL, s->dgate, a.xn2,
-                          param(s, L->w_gate), BT, C, F);
+                          site_w(s, l, MT_SITE_GATE), BT, C, F);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->w_up), NULL, s->dup, a.xn2,
-                          param(s, L->w_up), BT, C, F);
+                          site_w(s, l, MT_SITE_UP), BT, C, F);
     if (s->lora) {
         adapter_backward(s, l, MT_SITE_GATE, s->dxn, s->dgate, a.xn2);
         adapter_backward(s, l, MT_SITE_UP, s->dxn, s->dup, a.xn2);
@@ -478,7 +504,7 @@ static void layer_backward(train_state *s, int l) {
     /* attention: x_mid = x + o(attention(rope(q), rope(k), v)) */
     zero(s->datty, (size_t)BT * qd);
     R(mt_matmul_backward)(s->datty, R(mt_train_grad)(s, L->wo), NULL, s->dx, a.atty,
-                          param(s, L->wo), BT, qd, C);
+                          site_w(s, l, MT_SITE_O), BT, qd, C);
     if (s->lora) adapter_backward(s, l, MT_SITE_O, s->datty, s->dx, a.atty);
     zero(s->dq, (size_t)BT * qd);
     zero(s->dk, (size_t)BT * kvd);
@@ -489,11 +515,11 @@ static void layer_backward(train_state *s, int l) {
     R(mt_rope_backward)(s->dk, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     zero(s->dxn, (size_t)BT * C);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wq), R(mt_train_grad)(s, L->bq), s->dq,
-                          a.xn1, param(s, L->wq), BT, C, qd);
+                          a.xn1, site_w(s, l, MT_SITE_Q), BT, C, qd);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wk), R(mt_train_grad)(s, L->bk), s->dk,
-                          a.xn1, param(s, L->wk), BT, C, kvd);
+                          a.xn1, site_w(s, l, MT_SITE_K), BT, C, kvd);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wv), R(mt_train_grad)(s, L->bv), s->dv,
-                          a.xn1, param(s, L->wv), BT, C, kvd);
+                          a.xn1, site_w(s, l, MT_SITE_V), BT, C, kvd);
     if (s->lora) {
         adapter_backward(s, l, MT_SITE_Q, s->dxn, s->dq, a.xn1);
         adapter_backward(s, l, MT_SITE_K, s->dxn, s->dk, a.xn1);
@@ -507,6 +533,8 @@ mt_status R(mt_train_backward)(train_state *s) {
     if (!s->have_forward)
         return mt_error(MT_ERR_ARG, "training backward without a forward since the last backward");
     s->have_forward = 0;
+    mt_status st = ensure_grads(s);
+    if (st) return st;
     const mt_config *c = &s->model->cfg;
     const mt_model *m = s->model;
     int BT = s->B * s->T, C = c->dim;

@@ -7,7 +7,8 @@ typedef struct MT_TR_FN(mt_train_state) {
     mt_model *model;          /* config and tensor layout (and, in float, the parameters) */
     int B, T;
     REAL_ *params;            /* float: model->params, trained in place; double: owned copy */
-    REAL_ *grads;             /* [model->n_params], same offsets as model->params */
+    REAL_ *grads;             /* [model->n_params], same offsets as model->params; NULL until
+                                 a backward with some tensor trainable (never for LoRA) */
     int n_tensors;
     size_t *tensor_offset;    /* [n_tensors]: offset of each tensor in params, ascending */
     unsigned char *trainable; /* [n_tensors]: 1 = compute this tensor's weight gradient */
@@ -53,6 +54,7 @@ typedef struct MT_TR_FN(mt_train_state) {
     double lora_dropout;
     uint64_t dropout_key;
     REAL_ *lora_xd;
+    float *wbuf;              /* one dequantised site weight (bf16/Q8_0 base), else NULL */
 } MT_TR_FN(mt_train_state);
 
 /* Bytes of the activation allocation, and of everything a state allocates (activations,

@@ -8,6 +8,7 @@
 #include "adapters/lora.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
+#include "model/base_store.h"
 #include "model/train_model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/batch.h"
@@ -145,16 +146,18 @@ static size_t trainable_count(const mt_trainer *t) { return t->lora ? t->lora->n
 static size_t memory_plan(const mt_trainer *t, size_t *acts) {
     const mt_config *c = &t->m->cfg;
     size_t adapter = t->lora ? t->lora->n_params * sizeof(float) : 0;
-    /* an adapter adds its weights, gradients and [B*T, rank] scratch to the state */
+    /* an adapter adds its weights, gradients and [B*T, rank] scratch to the state, and a
+     * frozen base has no parameter gradients */
     *acts = mt_train_state_bytes(c, t->o.batch, t->seq_len) + adapter +
             (t->lora ? 2 * (size_t)t->o.batch * t->seq_len * t->lora->rank * sizeof(float) + adapter : 0);
-    size_t params = t->m->n_params * sizeof(float), trained = trainable_count(t) * sizeof(float);
+    if (t->lora) *acts -= mt_config_param_count(c) * sizeof(float);
+    size_t params = mt_model_weight_bytes(t->m), trained = trainable_count(t) * sizeof(float);
     /* weights + activations/grads state + two AdamW moments + batch buffers */
     return params + *acts + 2 * trained + (size_t)4 * t->o.grad_accum * t->o.batch * t->seq_len * sizeof(int);
 }
 
 static void print_dry_run(const mt_trainer *t) {
-    size_t acts, total = memory_plan(t, &acts), params = t->m->n_params * sizeof(float);
+    size_t acts, total = memory_plan(t, &acts), params = mt_model_weight_bytes(t->m);
     size_t trained = trainable_count(t);
     printf("{\"examples\": %d, \"eval_examples\": %d, \"skipped_lines\": %d, \"tokens\": %ld, "
            "\"target_tokens\": %ld, \"truncated_examples\": %ld, \"seq_len\": %d, \"rows_per_epoch\": %ld, "
@@ -163,7 +166,7 @@ static void print_dry_run(const mt_trainer *t) {
            "\"total\": %zu}}\n",
            t->data.n, t->eval.n, t->data.n_skipped + t->eval.n_skipped, t->packed.tokens_total,
            t->packed.targets_total, t->packed.n_truncated, t->seq_len, t->rows_per_epoch, t->total_steps,
-           t->m->n_params, trained, params, acts, 2 * trained * sizeof(float), total);
+           mt_model_param_count(t->m), trained, params, acts, 2 * trained * sizeof(float), total);
 }
 
 /* ---- batches ---------------------------------------------------------------------------- */
@@ -286,7 +289,7 @@ static char *state_json(const mt_trainer *t) {
                           "data_epoch", t->data_epoch, "data_row", t->data_row,
                           "adam_step", (json_int_t)t->opt.step, "seed", (json_int_t)t->o.seed,
                           "batch", t->o.batch, "grad_accum", t->o.grad_accum, "seq_len", t->seq_len,
-                          "n_params", (json_int_t)t->m->n_params);
+                          "n_params", (json_int_t)mt_model_param_count(t->m));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
@@ -401,7 +404,10 @@ static mt_status setup_lora(mt_trainer *t) {
                 t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", t->lora->dropout,
                 mt_lora_targets_text(t->lora->targets), t->o.lora_layers && t->own_lora ? " of layers " : "",
                 t->o.lora_layers && t->own_lora ? t->o.lora_layers : "",
-                t->lora->n_params, 100.0 * t->lora->n_params / (double)t->m->n_params, t->m->n_params);
+                t->lora->n_params, 100.0 * t->lora->n_params / (double)mt_model_param_count(t->m), mt_model_param_count(t->m));
+        if (t->m->base)
+            fprintf(stderr, "memtune: frozen base linear layers held as %s: weights take %.1f MB (f32: %.1f MB)\n",
+                    mt_model_base_dtype(t->m), mt_model_weight_bytes(t->m) / 1e6, mt_model_param_count(t->m) * 4 / 1e6);
         int twin;
         if (stop_token_untrained(t, &twin))
             fprintf(stderr, "memtune: warning: the stop token (id %d) was never trained: its output row equals that of "
@@ -430,6 +436,10 @@ static mt_status setup(mt_trainer *t, const char *data_path) {
     if (s == MT_OK) s = prepare_data(t);
     if (s) return s;
     plan_steps(t);
+    const char *bd = t->o.base_dtype ? t->o.base_dtype : "f32";
+    if (!is_lora(t) && strcmp(bd, "f32"))
+        return mt_error(MT_ERR_ARG, "--base-dtype %s needs --method lora (full fine-tuning trains the base in f32)", bd);
+    if (is_lora(t) && (s = mt_model_set_base_dtype(t->m, bd))) return s;
     if (is_lora(t) && (s = setup_lora(t))) return s;
     t->ckpt_dir = mt_path_join(t->o.out_dir, "checkpoints");
     return t->ckpt_dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");

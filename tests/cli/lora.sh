@@ -94,6 +94,15 @@ check "layers outside the model are refused" "[ $rc -ne 0 ] && grep -q \"layer 9
 "$MT" train $COMMON --dropout 1 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
 check "dropout 1 is refused" "[ $rc -ne 0 ] && grep -q 'dropout 1 must be in' $TMP/bad.err"
 
+# a Q8_0 frozen base: trains, merges in f32 and re-quantises with the largest change reported
+"$MT" train $COMMON --steps 3 --base-dtype q8_0 --out "$TMP/q8" 2> "$TMP/q8.err"
+check "--base-dtype q8_0 trains and says what the weights take" "[ -f $TMP/q8/adapter/adapter_model.safetensors ] && grep -q 'held as q8_0: weights take' $TMP/q8.err"
+"$MT" merge --model "$M" --adapter "$TMP/a/adapter" --base-dtype q8_0 --out "$TMP/mq8" 2> "$TMP/mq8.err"
+mq=$("$MT" eval --model "$TMP/mq8" --data "$TMP/d.jsonl" --threads 2 | nll)
+check "merge --base-dtype q8_0 reports the largest change and stays close ($mq vs $with)" "grep -q 're-quantised to q8_0: largest change of a weight' $TMP/mq8.err && python3 -c 'assert abs($mq - $with) < 0.05 * abs($with)'"
+"$MT" train --model "$M" --data "$TMP/d.jsonl" --base-dtype bf16 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
+check "--base-dtype with full fine-tuning is refused" "[ $rc -ne 0 ] && grep -q 'needs --method lora' $TMP/bad.err"
+
 "$MT" train $COMMON --rank 0 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
 check "rank 0 is refused" "[ $rc -ne 0 ] && grep -q 'rank 0' $TMP/bad.err"
 "$MT" train $COMMON --targets q,lm_head --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
