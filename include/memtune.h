@@ -187,6 +187,11 @@ typedef struct {
     float lora_dropout;        /* dropout on the adapter input path while training; default 0 */
     const char *base_dtype;    /* lora: "f32" (default), "bf16" or "q8_0": hold the frozen
                                   base's linear layers so (mt_model_set_base_dtype on m) */
+    /* rows of the embedding/head that train with a frozen base (methods lora and memory):
+     * NULL or "auto" (default) = the stop token (EOS) and every control or user-defined
+     * token the rendered training data contains, except BOS; "none"; or a comma list of ids.
+     * Saved to <out_dir>/adapter/trainable_tokens.*. Ignored by method full. */
+    const char *trainable_tokens;
 } mt_train_options;
 
 typedef struct {
@@ -257,6 +262,46 @@ mt_status mt_lora_load(const mt_model *m, const char *dir, mt_lora **out);
  * blk.N.attn_q.weight.lora_a [in, r] / lora_b [r, out], Q/K rows in GGUF's interleaved
  * layout), which `llama-cli -m BASE.gguf --lora FILE` applies; BASE.gguf being m as GGUF. */
 mt_status mt_lora_save_gguf(const mt_lora *l, const mt_model *m, const char *path);
+
+/* ---- trainable token rows ----------------------------------------------------------- */
+
+/* Chosen rows of the token embedding (and of the head when it is not tied) that train while
+ * the rest of the base stays frozen, as PEFT's trainable_token_indices. A base that never
+ * learned its stop token (stories260K's EOS) needs this to end answers under LoRA or memory
+ * tuning. While attached the rows are written into the model's weights (the base rows are
+ * kept and restored on detach), so inference with them costs nothing extra and a merge or
+ * save of the model includes them. */
+typedef struct mt_token_rows mt_token_rows;
+
+/* Rows for the given distinct token ids, starting from m's current rows. */
+mt_status mt_token_rows_create(const mt_model *m, const int *ids, int n, mt_token_rows **out);
+/* Detaches them (restoring the base rows) if attached, then frees. */
+void mt_token_rows_free(mt_token_rows *r);
+int mt_token_rows_count(const mt_token_rows *r);
+const int *mt_token_rows_ids(const mt_token_rows *r);
+/* Attaches r (NULL detaches and restores the base rows). The model does not own r. */
+mt_status mt_model_attach_token_rows(mt_model *m, mt_token_rows *r);
+/* dir/trainable_tokens.json ({"trainable_token_indices": [...]}) and
+ * dir/trainable_tokens.safetensors (PEFT's ...token_adapter.trainable_tokens_delta [n, dim]:
+ * trained row minus base row). */
+mt_status mt_token_rows_save(const mt_token_rows *r, const char *dir);
+mt_status mt_token_rows_load(const mt_model *m, const char *dir, mt_token_rows **out);
+/* 1 when dir holds trainable_tokens.json */
+int mt_token_rows_present(const char *dir);
+
+/* ---- a tuned adapter directory as a whole ------------------------------------------- */
+
+/* What a lora or memory run writes to <out_dir>/adapter: loads every part found in dir
+ * (LoRA adapter_config.json, trainable_tokens.json, ...) and attaches it to m. Free the set
+ * after the model, or before it to detach the token rows. */
+typedef struct mt_adapter_set mt_adapter_set;
+mt_status mt_adapter_set_load(mt_model *m, const char *dir, mt_adapter_set **out);
+/* The same, added to whatever is attached: the LoRA (dir may also be a llama.cpp LoRA .gguf)
+ * with this weight (mt_model_add_lora); token rows only if none are attached yet. */
+mt_status mt_adapter_set_load_scaled(mt_model *m, const char *dir, float weight, mt_adapter_set **out);
+/* The set's LoRA adapter, or NULL (e.g. to merge it). */
+mt_lora *mt_adapter_set_lora(const mt_adapter_set *a);
+void mt_adapter_set_free(mt_adapter_set *a);
 
 /* ---- evaluation --------------------------------------------------------------------- */
 

@@ -154,21 +154,18 @@ int cli_take_adapters(int *argc, char **argv, cli_adapters *a) {
 
 void cli_adapters_free(cli_adapters *a) {
     for (int i = 0; i < a->n; i++) {
-        mt_lora_free(a->lora[i]);
-        a->lora[i] = NULL;
+        mt_adapter_set_free(a->set[i]);
+        a->set[i] = NULL;
     }
 }
 
-int cli_load_adapters(mt_model *m, cli_adapters *a, int attach) {
+int cli_load_adapters(mt_model *m, cli_adapters *a) {
     mt_status s = MT_OK;
     int i = 0;
-    for (; i < a->n && s == MT_OK; i++) {
-        s = mt_lora_load(m, a->path[i], &a->lora[i]);
-        if (s == MT_OK && attach) s = mt_model_add_lora(m, a->lora[i], a->scale[i]);
-    }
+    for (; i < a->n && s == MT_OK; i++) s = mt_adapter_set_load_scaled(m, a->path[i], a->scale[i], &a->set[i]);
     if (s == MT_OK) return 0;
     fprintf(stderr, "memtune: adapter %s: %s\n", a->path[i - 1], mt_last_error());
     mt_model_free(m);
-    cli_adapters_free(a);
+    cli_adapters_free(a); /* after the model: the token rows need not be restored */
     return 1;
 }

@@ -28,15 +28,16 @@ int cli_load_model(const char *path, const char *tokenizer, mt_model **m);
 typedef struct {
     const char *path[CLI_MAX_ADAPTERS];
     float scale[CLI_MAX_ADAPTERS];
-    mt_lora *lora[CLI_MAX_ADAPTERS];
+    mt_adapter_set *set[CLI_MAX_ADAPTERS];
     int n, n_scales;
 } cli_adapters;
 /* Takes every --adapter / --adapter-scale pair out of argv (compacting it, *argc updated).
  * Prints the problem and returns 1 (exit code 2) on a bad or surplus value. */
 int cli_take_adapters(int *argc, char **argv, cli_adapters *a);
-/* Loads each adapter (PEFT directory or llama.cpp LoRA GGUF) for m; with attach, attaches
- * them with their scales. On failure prints the error, frees m and the adapters, returns 1. */
-int cli_load_adapters(mt_model *m, cli_adapters *a, int attach);
+/* Loads each adapter (a run's adapter directory: LoRA and token rows; or a llama.cpp LoRA
+ * .gguf) and attaches it to m with its scale. On failure prints the error, frees m and the
+ * adapters, returns 1. Free the adapters after the model. */
+int cli_load_adapters(mt_model *m, cli_adapters *a);
 void cli_adapters_free(cli_adapters *a);
 
 int cmd_generate(int argc, char **argv);

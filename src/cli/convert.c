@@ -12,6 +12,9 @@ static int convert_adapter(mt_model *m, const char *path, const char *out, const
         return 2;
     }
     mt_lora *l = NULL;
+    if (!strcmp(format, "gguf") && mt_token_rows_present(path))
+        fprintf(stderr, "memtune: note: %s also holds trained token rows, which llama.cpp's LoRA GGUF cannot carry; "
+                "for llama.cpp merge them into the base (memtune merge --adapter %s --format gguf)\n", path, path);
     mt_status s = mt_lora_load(m, path, &l);
     if (s == MT_OK) s = !strcmp(format, "gguf") ? mt_lora_save_gguf(l, m, out) : mt_lora_save(l, m, out, NULL);
     mt_lora_free(l);

@@ -27,7 +27,7 @@ int cmd_eval(int argc, char **argv) {
     mt_set_threads(threads);
     mt_model *m;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
-    if (cli_load_adapters(m, &ad, 1)) return 1;
+    if (cli_load_adapters(m, &ad)) return 1;
     if (data) {
         mt_data_score ds;
         mt_status s = mt_eval_data_file(m, data, report, &ds);

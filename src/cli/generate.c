@@ -44,7 +44,7 @@ int cmd_generate(int argc, char **argv) {
     mt_set_threads(threads);
     mt_model *m;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
-    if (cli_load_adapters(m, &ad, 1)) return 1;
+    if (cli_load_adapters(m, &ad)) return 1;
     if (context > 0 && mt_model_set_context(m, context) != MT_OK) {
         mt_model_free(m);
         cli_adapters_free(&ad);

@@ -31,15 +31,19 @@ int cmd_merge(int argc, char **argv) {
     if (mt_format_parse(format, &fmt) != MT_OK) return cli_fail("merge");
     mt_model *m;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
-    if (cli_load_adapters(m, &ad, 0)) return 1;
+    /* attached first: trained token rows are written into the weights while attached, so
+     * saving keeps them; each LoRA is then merged (which detaches it) */
+    if (cli_load_adapters(m, &ad)) return 1;
     mt_status s = mt_model_set_base_dtype(m, base_dtype);
     size_t n_params = 0;
     double worst = 0;
     for (int i = 0; i < ad.n && s == MT_OK; i++) {
         double change = 0;
-        s = mt_lora_merge_report(m, ad.lora[i], ad.scale[i], &change);
+        mt_lora *l = mt_adapter_set_lora(ad.set[i]);
+        if (!l) continue;
+        s = mt_lora_merge_report(m, l, ad.scale[i], &change);
         if (change > worst) worst = change;
-        n_params += mt_lora_param_count(ad.lora[i]);
+        n_params += mt_lora_param_count(l);
     }
     if (s == MT_OK && strcmp(base_dtype, "f32") && !quiet)
         fprintf(stderr, "memtune: merged in f32 and re-quantised to %s: largest change of a weight %.3g\n", base_dtype, worst);
@@ -49,7 +53,7 @@ int cmd_merge(int argc, char **argv) {
     if (s == MT_OK && !quiet)
         fprintf(stderr, "memtune: merged %d adapter%s (%zu parameters) into %s (%s)\n", ad.n, ad.n > 1 ? "s" : "",
                 n_params, out, format);
+    mt_model_free(m); /* before the adapters: the merged model keeps the token rows */
     cli_adapters_free(&ad);
-    mt_model_free(m);
     return s ? cli_fail("merge") : 0;
 }

@@ -35,6 +35,8 @@ int cmd_train(int argc, char **argv) {
         {"--layers", NULL, OPT_STRING, &o.lora_layers, "lora: layers to adapt, e.g. 0-3,6 (default all)"},
         {"--base-dtype", NULL, OPT_STRING, &o.base_dtype, "lora: hold the frozen base as f32 (default) | bf16 | q8_0"},
         {"--dropout", NULL, OPT_FLOAT, &o.lora_dropout, "lora: dropout on the adapter input in training (default 0)"},
+        {"--trainable-tokens", NULL, OPT_STRING, &o.trainable_tokens,
+         "lora: embedding/head rows that train: auto (EOS + template specials, default) | none | ids 2,5"},
         {"--epochs", NULL, OPT_INT, &o.epochs, "passes over the data (default 3)"},
         {"--steps", NULL, OPT_INT, &o.steps, "optimizer steps (overrides --epochs)"},
         {"--lr", NULL, OPT_FLOAT, &o.lr, "peak learning rate (default 1e-4)"},

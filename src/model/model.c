@@ -3,6 +3,7 @@
  * permutation between RoPE layouts, and random initialisation. */
 #include "model/model.h"
 #include "model/base_store.h"
+#include "model/adapter.h"
 #include "model/forward.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -213,6 +214,7 @@ void mt_model_free(mt_model *m) {
     if (!m) return;
     mt_infer_free(m);
     mt_model_free_base(m);
+    if (m->token_rows) m->token_rows->attached = NULL; /* its rows die with the weights */
     free(m->params);
     free(m->layers);
     if (m->tok) mt_tokenizer_free(m->tok);

@@ -46,6 +46,8 @@ struct mt_model {
     int n_loras;
     /* the linear sites' weights in bf16 / Q8_0 (model/base_store.h), or NULL: all f32 */
     struct mt_base_store *base;
+    struct mt_token_rows *token_rows; /* attached trainable token rows or NULL; not owned */
+    struct mt_mome *mome; /* attached memory-expert layer or NULL (model/mome.h); not owned */
 };
 
 /* One named tensor of the model, for loaders and writers. Names are the HF names

@@ -132,9 +132,14 @@ static mt_status ensure_grads(train_state *s) {
     return s->grads ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory for %zu gradients", s->model->n_params);
 }
 
+static size_t row_values_count(const struct mt_token_rows *r) {
+    return (size_t)(1 + r->untied) * r->n * r->dim;
+}
+
 void R(mt_train_zero_grads)(train_state *s) {
     if (s->grads) memset(s->grads, 0, s->model->n_params * sizeof(real));
     if (s->lora) memset(s->lora_grads, 0, s->lora->n_params * sizeof(real));
+    if (s->rows) memset(s->row_grads, 0, row_values_count(s->rows) * sizeof(real));
 }
 
 /* ---- create / free ------------------------------------------------------------------ */
@@ -151,6 +156,8 @@ void R(mt_train_free)(train_state *s) {
     free(s->lora_dh);
     free(s->lora_xd);
     free(s->wbuf);
+    free(s->row_of_id);
+    free(s->row_grads);
     free(s->tensor_offset);
     free(s->trainable);
     free(s->inputs);
@@ -176,6 +183,17 @@ static mt_status tensor_table(train_state *s) {
     }
     s->n_tensors = n;
     free(refs);
+    return MT_OK;
+}
+
+static mt_status allocate_row_grads(train_state *s) {
+    const struct mt_token_rows *r = s->rows = s->model->token_rows;
+    int V = s->model->cfg.vocab_size;
+    s->row_of_id = malloc((size_t)V * sizeof(int));
+    s->row_grads = calloc(row_values_count(r) + 1, sizeof(real));
+    if (!s->row_of_id || !s->row_grads) return mt_error(MT_ERR_NOMEM, "out of memory for token row gradients");
+    for (int v = 0; v < V; v++) s->row_of_id[v] = -1;
+    for (int i = 0; i < r->n; i++) s->row_of_id[r->ids[i]] = i;
     return MT_OK;
 }
 
@@ -228,6 +246,10 @@ static mt_status allocate(train_state *s) {
 #endif
         if (!s->lora_grads || !s->lora_h || !s->lora_dh || !s->lora_params)
             return mt_error(MT_ERR_NOMEM, "out of memory for adapter gradients");
+    }
+    if (s->model->token_rows) {
+        mt_status st = allocate_row_grads(s);
+        if (st) return st;
     }
     return mt_rope_tables(c, s->T, &s->rope_cos, &s->rope_sin);
 }
@@ -529,6 +551,36 @@ static void layer_backward(train_state *s, int l) {
                            param(s, L->attn_norm), a.rstd1, BT, C);
 }
 
+/* ---- trainable token rows (model/adapter.h) ---- */
+
+/* Head rows: d row_v += Σ_t dlogits[t, v] · xn_final[t] for each trained id v (into the
+ * embedding entries when the head is tied, so both uses add up). */
+static void head_row_grads(train_state *s) {
+    const struct mt_token_rows *r = s->rows;
+    int BT = s->B * s->T, C = s->model->cfg.dim, V = s->model->cfg.vocab_size;
+    for (int i = 0; i < r->n; i++) {
+        real *g = s->row_grads + (size_t)(r->untied ? r->n + i : i) * C;
+        for (int t = 0; t < BT; t++) {
+            real d = s->logits[(size_t)t * V + r->ids[i]];
+            if (d == 0) continue;
+            const real *xn = s->xn_final + (size_t)t * C;
+            for (int j = 0; j < C; j++) g[j] += d * xn[j];
+        }
+    }
+}
+
+/* Embedding rows: d row_v += dx[t] for every position whose input is v. */
+static void embedding_row_grads(train_state *s) {
+    int BT = s->B * s->T, C = s->model->cfg.dim;
+    for (int t = 0; t < BT; t++) {
+        int i = s->row_of_id[s->inputs[t]];
+        if (i < 0) continue;
+        real *g = s->row_grads + (size_t)i * C;
+        const real *dx = s->dx + (size_t)t * C;
+        for (int j = 0; j < C; j++) g[j] += dx[j];
+    }
+}
+
 mt_status R(mt_train_backward)(train_state *s) {
     if (!s->have_forward)
         return mt_error(MT_ERR_ARG, "training backward without a forward since the last backward");
@@ -545,6 +597,7 @@ mt_status R(mt_train_backward)(train_state *s) {
     zero(s->dxn, (size_t)BT * C);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, m->output), NULL, s->logits, s->xn_final,
                           param(s, m->output), BT, C, c->vocab_size);
+    if (s->rows) head_row_grads(s);
     zero(s->dx, (size_t)BT * C);
     R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, m->norm_final), s->dxn,
                            s->x + (size_t)c->n_layers * BT * C, param(s, m->norm_final),
@@ -552,5 +605,6 @@ mt_status R(mt_train_backward)(train_state *s) {
     for (int l = c->n_layers - 1; l >= 0; l--) layer_backward(s, l);
     real *dembd = R(mt_train_grad)(s, m->tok_embd);
     if (dembd) R(mt_embedding_backward)(dembd, s->dx, s->inputs, BT, C);
+    if (s->rows) embedding_row_grads(s);
     return MT_OK;
 }

@@ -55,6 +55,13 @@ typedef struct MT_TR_FN(mt_train_state) {
     uint64_t dropout_key;
     REAL_ *lora_xd;
     float *wbuf;              /* one dequantised site weight (bf16/Q8_0 base), else NULL */
+
+    /* trainable token rows attached to the model when the state was made (model/adapter.h),
+     * or NULL: row_of_id[v] is the entry of token v in them or -1; row_grads has the shape of
+     * rows->values (embedding rows, then head rows when untied) and gets their gradient */
+    const struct mt_token_rows *rows;
+    int *row_of_id;
+    REAL_ *row_grads;
 } MT_TR_FN(mt_train_state);
 
 /* Bytes of the activation allocation, and of everything a state allocates (activations,
