@@ -12,13 +12,13 @@ else
   BUILD  ?= build
   SANFLAGS =
 endif
-PKGS    = openblas libpcre2-8 jansson
+PKGS    = openblas libpcre2-8 jansson sqlite3
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(OPT) -g -fPIC -pthread -fopenmp $(SANFLAGS) \
            -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS))
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread -fopenmp
 LDFLAGS += $(SANFLAGS)
 
-LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/train/*.c src/eval/*.c src/adapters/*.c)
+LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/data/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
