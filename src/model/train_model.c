@@ -24,7 +24,7 @@ typedef R(mt_train_state) train_state;
 
 /* ---- memory plan ------------------------------------------------------------------- */
 
-#define N_ACTS 28
+#define N_ACTS 27
 
 /* Element count of every activation array, in the order of the pointers in
  * activation_slots(). The only place that knows how big a training state is. */
@@ -32,18 +32,17 @@ static void activation_sizes(const mt_config *c, int B, int T, size_t sizes[N_AC
     size_t L = (size_t)c->n_layers, BT = (size_t)B * T, C = (size_t)c->dim;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
-    size_t scores = (size_t)B * c->n_heads * T * T;
+    size_t H = (size_t)c->n_heads;
     size_t plan[N_ACTS] = {
         (L + 1) * BT * C, L * BT * C, L * BT * C, L * BT * C,  /* x, x_mid, xn1, xn2 */
         L * BT, L * BT,                                        /* rstd1, rstd2 */
         L * BT * qd, L * BT * kvd, L * BT * kvd,               /* q, k, v */
-        L * scores, L * BT * qd,                               /* att, atty */
+        L * BT * H, L * BT * qd,                               /* att_lse, atty */
         L * BT * F, L * BT * F,                                /* gate, up */
         BT * C, BT, BT * V, BT,                                /* xn_final, rstd_final, logits, lse */
         BT * F, BT * F, BT * F, BT * F,                        /* hidden, dhidden, dgate, dup */
         BT * C, BT * C,                                        /* dx, dxn */
         BT * qd, BT * qd, BT * kvd, BT * kvd,                  /* dq, datty, dk, dv */
-        scores,                                                /* dscores */
     };
     memcpy(sizes, plan, sizeof plan);
 }
@@ -51,9 +50,9 @@ static void activation_sizes(const mt_config *c, int B, int T, size_t sizes[N_AC
 static void activation_slots(train_state *s, real **slots[N_ACTS]) {
     real **list[N_ACTS] = {
         &s->x, &s->x_mid, &s->xn1, &s->xn2, &s->rstd1, &s->rstd2, &s->q, &s->k, &s->v,
-        &s->att, &s->atty, &s->gate, &s->up, &s->xn_final, &s->rstd_final, &s->logits, &s->lse,
+        &s->att_lse, &s->atty, &s->gate, &s->up, &s->xn_final, &s->rstd_final, &s->logits, &s->lse,
         &s->hidden, &s->dhidden, &s->dgate, &s->dup, &s->dx, &s->dxn, &s->dq, &s->datty,
-        &s->dk, &s->dv, &s->dscores,
+        &s->dk, &s->dv,
     };
     memcpy(slots, list, sizeof list);
 }
@@ -236,20 +235,20 @@ mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
 
 /* The activations of layer l, as slices of the per-layer arrays. */
 typedef struct {
-    real *x, *x_mid, *x_next, *xn1, *xn2, *rstd1, *rstd2, *q, *k, *v, *att, *atty, *gate, *up;
+    real *x, *x_mid, *x_next, *xn1, *xn2, *rstd1, *rstd2, *q, *k, *v, *att_lse, *atty, *gate, *up;
 } layer_acts;
 
 static layer_acts layer_slice(const train_state *s, int l) {
     const mt_config *c = &s->model->cfg;
     size_t BT = (size_t)s->B * s->T, C = (size_t)c->dim, F = (size_t)c->hidden_dim;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t scores = (size_t)s->B * c->n_heads * s->T * s->T;
+    size_t H = (size_t)c->n_heads;
     layer_acts a = {
         .x = s->x + l * BT * C, .x_mid = s->x_mid + l * BT * C, .x_next = s->x + (l + 1) * BT * C,
         .xn1 = s->xn1 + l * BT * C, .xn2 = s->xn2 + l * BT * C,
         .rstd1 = s->rstd1 + l * BT, .rstd2 = s->rstd2 + l * BT,
         .q = s->q + l * BT * qd, .k = s->k + l * BT * kvd, .v = s->v + l * BT * kvd,
-        .att = s->att + l * scores, .atty = s->atty + l * BT * qd,
+        .att_lse = s->att_lse + l * BT * H, .atty = s->atty + l * BT * qd,
         .gate = s->gate + l * BT * F, .up = s->up + l * BT * F,
     };
     return a;
@@ -315,7 +314,7 @@ static void layer_forward(train_state *s, int l) {
     }
     R(mt_rope_forward)(a.q, s->pos, BT, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_rope_forward)(a.k, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
-    R(mt_attention_forward)(a.atty, a.att, a.q, a.k, a.v, s->doc, s->B, s->T, c->n_heads,
+    R(mt_attention_forward)(a.atty, a.att_lse, a.q, a.k, a.v, s->doc, s->B, s->T, c->n_heads,
                             c->n_kv_heads, c->head_dim);
     R(mt_matmul_forward)(a.x_mid, a.atty, param(s, L->wo), NULL, BT, qd, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_O, a.x_mid, a.atty);
@@ -419,7 +418,7 @@ static void layer_backward(train_state *s, int l) {
     zero(s->dq, (size_t)BT * qd);
     zero(s->dk, (size_t)BT * kvd);
     zero(s->dv, (size_t)BT * kvd);
-    R(mt_attention_backward)(s->dq, s->dk, s->dv, s->dscores, s->datty, a.att, a.q, a.k, a.v,
+    R(mt_attention_backward)(s->dq, s->dk, s->dv, s->datty, a.atty, a.att_lse, a.q, a.k, a.v,
                              s->doc, s->B, s->T, c->n_heads, c->n_kv_heads, c->head_dim);
     R(mt_rope_backward)(s->dq, s->pos, BT, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_rope_backward)(s->dk, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);

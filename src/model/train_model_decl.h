@@ -25,7 +25,8 @@ typedef struct MT_TR_FN(mt_train_state) {
     REAL_ *rstd1, *rstd2;     /* [n_layers, B*T] their 1/rms */
     REAL_ *q;                 /* [n_layers, B*T, n_heads*head_dim] after RoPE */
     REAL_ *k, *v;             /* [n_layers, B*T, n_kv_heads*head_dim] (k after RoPE) */
-    REAL_ *att;               /* [n_layers, B, n_heads, T, T] attention probabilities */
+    REAL_ *att_lse;           /* [n_layers, B*T, n_heads] log-sum-exp of each attention row
+                               * (the backward recomputes the probabilities from it) */
     REAL_ *atty;              /* [n_layers, B*T, n_heads*head_dim] attention output */
     REAL_ *gate, *up;         /* [n_layers, B*T, hidden_dim] MLP pre-activations */
     REAL_ *xn_final;          /* [B*T, dim] */
@@ -39,7 +40,6 @@ typedef struct MT_TR_FN(mt_train_state) {
     REAL_ *dxn;               /* [B*T, dim] gradient of a norm's output */
     REAL_ *dq, *datty;        /* [B*T, n_heads*head_dim] */
     REAL_ *dk, *dv;           /* [B*T, n_kv_heads*head_dim] */
-    REAL_ *dscores;           /* [B, n_heads, T, T] */
 
     /* the adapter attached to the model when the state was made (model/adapter.h), or NULL:
      * its parameters (float: the adapter's own, trained in place; double: an owned copy),
