@@ -10,8 +10,8 @@
  * mt_exp_approx: expf for vectorised loops (glibc's expf is a call the vectoriser cannot
  * widen without -ffast-math). Cody-Waite range reduction x = n·ln2 + r, |r| <= ln2/2, then
  * Cephes' degree-6 polynomial for e^r and 2^n built in the exponent bits: relative error
- * about 2e-7 (2 ulp), over [-87.3, 88.7]; below that it returns ~1e-38 instead of 0, above it
- * ~2.7e38 (inputs here are logits minus their row maximum, <= 0). */
+ * about 2e-7 (2 ulp), over [-87.3, 88]; below that it returns ~1e-38 instead of 0, above it
+ * e^88 = 1.65e38 (inputs here are logits minus their row maximum, <= 0). */
 #ifndef MT_KERNELS_SIMD_H
 #define MT_KERNELS_SIMD_H
 #include <stdint.h>
@@ -28,7 +28,7 @@ static inline float mt_exp_approx(float x) {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
     const float round_magic = 12582912.0f; /* 1.5·2^23: adding it rounds to an integer */
     x = x < -87.3f ? -87.3f : x;
-    x = x > 88.7f ? 88.7f : x;
+    x = x > 88.0f ? 88.0f : x;
     float n = (x * log2e + round_magic) - round_magic;
     float r = x - n * ln2_hi - n * ln2_lo;
     float p = 1.9875691500e-4f;
