@@ -42,6 +42,7 @@ void mt_attention_cached_forward(float *out, const float *q, const float *k, con
             for (int j = 0; j < n_keys; j++) {
                 const float *kj = k + (size_t)j * kv_dim + (size_t)kvh * head_dim;
                 float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
                 for (int d = 0; d < head_dim; d++) dot += qh[d] * kj[d];
                 att[j] = dot * scale;
             }
@@ -51,6 +52,7 @@ void mt_attention_cached_forward(float *out, const float *q, const float *k, con
             for (int j = 0; j < n_keys; j++) {
                 const float *vj = v + (size_t)j * kv_dim + (size_t)kvh * head_dim;
                 float a = att[j];
+#pragma omp simd
                 for (int d = 0; d < head_dim; d++) oh[d] += a * vj[d];
             }
         }

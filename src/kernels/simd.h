@@ -17,7 +17,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(MT_NO_CLONES)
+/* Not when the whole build already targets AVX2 or better (-march=native): the clones would
+ * then lack some of the build's own features, and GCC would refuse to inline the small
+ * helpers (dot products, exp) into them. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX2__) && \
+    !defined(MT_NO_CLONES)
 #define MT_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define MT_SIMD_CLONES
