@@ -174,6 +174,9 @@ typedef struct {
     float lora_alpha;          /* default 16 */
     int lora_rslora;           /* default 0 */
     const char *lora_targets;  /* default all: q,k,v,o,gate,up,down */
+    int recompute;             /* activation recomputation: keep only each layer's input and
+                                * rerun the layer in the backward (less memory, ~1/3 more
+                                * compute); default 0 */
 } mt_train_options;
 
 typedef struct {

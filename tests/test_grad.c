@@ -582,6 +582,34 @@ TEST(frozen_tensors_get_no_gradient_and_backward_accumulates) {
     mt_model_free(m);
 }
 
+/* Activation recomputation (MT_TRAIN_RECOMPUTE) reruns each layer's forward in the backward:
+ * the same loss and gradients as keeping every activation, from a smaller allocation. */
+TEST(recomputation_gives_the_same_gradients_with_less_memory) {
+    mt_config cfg = config_tied_interleaved();
+    mt_model *m = random_model(&cfg);
+    if (!m) return;
+    model_ctx c;
+    mt_train_state_f64 *keep = NULL, *rec = NULL;
+    CHECK_OK(mt_train_create_f64(m, MB, MT, &keep));
+    CHECK_OK(mt_train_create_flags_f64(m, MB, MT, MT_TRAIN_RECOMPUTE, &rec));
+    if (!keep || !rec) return;
+    c.s = keep;
+    fill_batch(&c, cfg.vocab_size);
+    double nll_keep = 0, nll_rec = 0, worst = 0;
+    CHECK_OK(mt_train_forward_f64(keep, c.inputs, c.targets, model_pos, model_doc, c.scale, &nll_keep, NULL));
+    CHECK_OK(mt_train_backward_f64(keep));
+    CHECK_OK(mt_train_forward_f64(rec, c.inputs, c.targets, model_pos, model_doc, c.scale, &nll_rec, NULL));
+    CHECK_OK(mt_train_backward_f64(rec));
+    CHECK_NEAR(nll_rec, nll_keep, 1e-12);
+    for (size_t i = 0; i < m->n_params; i++) worst = fmax(worst, fabs(rec->grads[i] - keep->grads[i]));
+    CHECK_MSG(worst < 1e-12, "recomputed gradients differ by %.3g", worst);
+    CHECK_INT_EQ(rec->n_acts * sizeof(double), mt_train_activation_bytes_flags_f64(&cfg, MB, MT, MT_TRAIN_RECOMPUTE));
+    CHECK(mt_train_activation_bytes_flags(&cfg, MB, MT, MT_TRAIN_RECOMPUTE) < mt_train_activation_bytes(&cfg, MB, MT));
+    mt_train_free_f64(keep);
+    mt_train_free_f64(rec);
+    mt_model_free(m);
+}
+
 /* The packed training forward of each document equals the inference forward (KV cache,
  * positions 0..n-1) on that document alone: document masking and position restarts. */
 TEST(packed_training_forward_matches_inference_per_document) {
@@ -625,6 +653,7 @@ int main(void) {
     RUN(masked_cross_entropy_matches_finite_differences);
     RUN(model_gradient_matches_finite_differences);
     RUN(frozen_tensors_get_no_gradient_and_backward_accumulates);
+    RUN(recomputation_gives_the_same_gradients_with_less_memory);
     RUN(packed_training_forward_matches_inference_per_document);
     TEST_MAIN_END();
 }

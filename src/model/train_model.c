@@ -28,13 +28,16 @@ typedef R(mt_train_state) train_state;
 
 /* Element count of every activation array, in the order of the pointers in
  * activation_slots(). The only place that knows how big a training state is. */
-static void activation_sizes(const mt_config *c, int B, int T, size_t sizes[N_ACTS]) {
-    size_t L = (size_t)c->n_layers, BT = (size_t)B * T, C = (size_t)c->dim;
+static void activation_sizes(const mt_config *c, int B, int T, int flags, size_t sizes[N_ACTS]) {
+    /* with recomputation only the residual stream x keeps every layer; the rest holds the
+     * layer being worked on */
+    size_t LX = (size_t)c->n_layers, BT = (size_t)B * T, C = (size_t)c->dim;
+    size_t L = flags & MT_TRAIN_RECOMPUTE ? 1 : LX;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
     size_t H = (size_t)c->n_heads;
     size_t plan[N_ACTS] = {
-        (L + 1) * BT * C, L * BT * C, L * BT * C, L * BT * C,  /* x, x_mid, xn1, xn2 */
+        (LX + 1) * BT * C, L * BT * C, L * BT * C, L * BT * C, /* x, x_mid, xn1, xn2 */
         L * BT, L * BT,                                        /* rstd1, rstd2 */
         L * BT * qd, L * BT * kvd, L * BT * kvd,               /* q, k, v */
         L * BT * H, L * BT * qd,                               /* att_lse, atty */
@@ -61,21 +64,29 @@ static int shape_ok(int B, int T) {
     return B > 0 && T > 0 && T <= MT_TRAIN_MAX_T && (size_t)B * T <= MT_TRAIN_MAX_TOKENS;
 }
 
-size_t R(mt_train_activation_bytes)(const mt_config *c, int B, int T) {
+size_t R(mt_train_activation_bytes_flags)(const mt_config *c, int B, int T, int flags) {
     if (!shape_ok(B, T)) return SIZE_MAX;
     size_t sizes[N_ACTS], n = 0;
-    activation_sizes(c, B, T, sizes);
+    activation_sizes(c, B, T, flags, sizes);
     for (int i = 0; i < N_ACTS; i++) n += sizes[i];
     return n * sizeof(real);
 }
 
-size_t R(mt_train_state_bytes)(const mt_config *c, int B, int T) {
-    size_t acts = R(mt_train_activation_bytes)(c, B, T);
+size_t R(mt_train_activation_bytes)(const mt_config *c, int B, int T) {
+    return R(mt_train_activation_bytes_flags)(c, B, T, 0);
+}
+
+size_t R(mt_train_state_bytes_flags)(const mt_config *c, int B, int T, int flags) {
+    size_t acts = R(mt_train_activation_bytes_flags)(c, B, T, flags);
     if (acts == SIZE_MAX) return SIZE_MAX;
     size_t grads = mt_config_param_count(c) * sizeof(real);
     size_t batch = 4 * (size_t)B * T * sizeof(int);
     size_t rope = 2 * (size_t)T * (c->head_dim / 2) * sizeof(float);
     return acts + grads + batch + rope;
+}
+
+size_t R(mt_train_state_bytes)(const mt_config *c, int B, int T) {
+    return R(mt_train_state_bytes_flags)(c, B, T, 0);
 }
 
 /* ---- parameters, gradients, trainable flags ----------------------------------------- */
@@ -168,7 +179,7 @@ static mt_status allocate(train_state *s) {
     const mt_config *c = &s->model->cfg;
     size_t sizes[N_ACTS], BT = (size_t)s->B * s->T;
     real **slots[N_ACTS];
-    activation_sizes(c, s->B, s->T, sizes);
+    activation_sizes(c, s->B, s->T, s->flags, sizes);
     activation_slots(s, slots);
     s->n_acts = 0;
     for (int i = 0; i < N_ACTS; i++) s->n_acts += sizes[i];
@@ -177,7 +188,7 @@ static mt_status allocate(train_state *s) {
     s->inputs = malloc(4 * BT * sizeof(int));
     if (!s->acts_memory || !s->grads || !s->inputs)
         return mt_error(MT_ERR_NOMEM, "out of memory for a training state of %zu bytes",
-                        R(mt_train_state_bytes)(c, s->B, s->T));
+                        R(mt_train_state_bytes_flags)(c, s->B, s->T, s->flags));
     real *p = s->acts_memory;
     for (int i = 0; i < N_ACTS; i++) {
         *slots[i] = p;
@@ -211,7 +222,7 @@ static mt_status allocate(train_state *s) {
     return mt_rope_tables(c, s->T, &s->rope_cos, &s->rope_sin);
 }
 
-mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
+mt_status R(mt_train_create_flags)(mt_model *m, int B, int T, int flags, train_state **out) {
     *out = NULL;
     if (!shape_ok(B, T))
         return mt_error(MT_ERR_ARG, "training batch of %d rows x %d tokens is outside the limits "
@@ -221,6 +232,7 @@ mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
     s->model = m;
     s->B = B;
     s->T = T;
+    s->flags = flags;
     mt_status st = tensor_table(s);
     if (!st) st = allocate(s);
     if (st) {
@@ -231,9 +243,14 @@ mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
     return MT_OK;
 }
 
+mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
+    return R(mt_train_create_flags)(m, B, T, 0, out);
+}
+
 /* ---- forward ------------------------------------------------------------------------ */
 
-/* The activations of layer l, as slices of the per-layer arrays. */
+/* The activations of layer l, as slices of the per-layer arrays (with recomputation all
+ * layers but the residual stream share slice 0). */
 typedef struct {
     real *x, *x_mid, *x_next, *xn1, *xn2, *rstd1, *rstd2, *q, *k, *v, *att_lse, *atty, *gate, *up;
 } layer_acts;
@@ -242,9 +259,10 @@ static layer_acts layer_slice(const train_state *s, int l) {
     const mt_config *c = &s->model->cfg;
     size_t BT = (size_t)s->B * s->T, C = (size_t)c->dim, F = (size_t)c->hidden_dim;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t H = (size_t)c->n_heads;
+    size_t H = (size_t)c->n_heads, x_l = (size_t)l;
+    if (s->flags & MT_TRAIN_RECOMPUTE) l = 0;
     layer_acts a = {
-        .x = s->x + l * BT * C, .x_mid = s->x_mid + l * BT * C, .x_next = s->x + (l + 1) * BT * C,
+        .x = s->x + x_l * BT * C, .x_next = s->x + (x_l + 1) * BT * C, .x_mid = s->x_mid + l * BT * C,
         .xn1 = s->xn1 + l * BT * C, .xn2 = s->xn2 + l * BT * C,
         .rstd1 = s->rstd1 + l * BT, .rstd2 = s->rstd2 + l * BT,
         .q = s->q + l * BT * qd, .k = s->k + l * BT * kvd, .v = s->v + l * BT * kvd,
@@ -456,7 +474,12 @@ mt_status R(mt_train_backward)(train_state *s) {
     R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, m->norm_final), s->dxn,
                            s->x + (size_t)c->n_layers * BT * C, param(s, m->norm_final),
                            s->rstd_final, BT, C);
-    for (int l = c->n_layers - 1; l >= 0; l--) layer_backward(s, l);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        /* recomputation: rerun the layer from its saved input (x[l+1] is rewritten with the
+         * same values; nothing reads it any more) */
+        if (s->flags & MT_TRAIN_RECOMPUTE) layer_forward(s, l);
+        layer_backward(s, l);
+    }
     real *dembd = R(mt_train_grad)(s, m->tok_embd);
     if (dembd) R(mt_embedding_backward)(dembd, s->dx, s->inputs, BT, C);
     return MT_OK;

@@ -6,6 +6,7 @@
 typedef struct MT_TR_FN(mt_train_state) {
     mt_model *model;          /* config and tensor layout (and, in float, the parameters) */
     int B, T;
+    int flags;                /* MT_TRAIN_RECOMPUTE or 0 */
     REAL_ *params;            /* float: model->params, trained in place; double: owned copy */
     REAL_ *grads;             /* [model->n_params], same offsets as model->params */
     int n_tensors;
@@ -18,7 +19,8 @@ typedef struct MT_TR_FN(mt_train_state) {
 
     REAL_ *acts_memory;       /* every array below lives in this one allocation */
     size_t n_acts;            /* its length in elements */
-    /* saved by the forward; per layer arrays are [n_layers, B*T, width] */
+    /* saved by the forward; per layer arrays are [n_layers, B*T, width] (with
+     * MT_TRAIN_RECOMPUTE every one but x is [1, B*T, width]: the layer being worked on) */
     REAL_ *x;                 /* [n_layers + 1, B*T, dim] residual stream: input of layer l, final */
     REAL_ *x_mid;             /* [n_layers, B*T, dim] after the attention residual */
     REAL_ *xn1, *xn2;         /* [n_layers, B*T, dim] normed inputs of attention and MLP */
@@ -53,12 +55,18 @@ typedef struct MT_TR_FN(mt_train_state) {
  * the shape is outside the limits above. */
 size_t MT_TR_FN(mt_train_activation_bytes)(const mt_config *cfg, int B, int T);
 size_t MT_TR_FN(mt_train_state_bytes)(const mt_config *cfg, int B, int T);
+/* The same for a state made with these flags (MT_TRAIN_RECOMPUTE). */
+size_t MT_TR_FN(mt_train_activation_bytes_flags)(const mt_config *cfg, int B, int T, int flags);
+size_t MT_TR_FN(mt_train_state_bytes_flags)(const mt_config *cfg, int B, int T, int flags);
 
 /* Makes a state for batches of B rows of T tokens (an adapter attached to m at this point
  * takes part in every forward and backward and gets gradients in s->lora_grads) (T <= MT_TRAIN_MAX_T, B*T <=
  * MT_TRAIN_MAX_TOKENS). Gradients start at zero, every tensor trainable. The model must
  * outlive the state. */
 mt_status MT_TR_FN(mt_train_create)(mt_model *m, int B, int T, MT_TR_FN(mt_train_state) **out);
+/* The same with flags (MT_TRAIN_RECOMPUTE); mt_train_create is flags 0. */
+mt_status MT_TR_FN(mt_train_create_flags)(mt_model *m, int B, int T, int flags,
+                                          MT_TR_FN(mt_train_state) **out);
 void MT_TR_FN(mt_train_free)(MT_TR_FN(mt_train_state) *s);
 
 /* Runs the batch (all arrays [B*T], row-major by row b then token t). inputs in [0, vocab);
