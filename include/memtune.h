@@ -193,6 +193,9 @@ typedef struct {
      * token the rendered training data contains, except BOS; "none"; or a comma list of ids.
      * Saved to <out_dir>/adapter/trainable_tokens.*. Ignored by method full. */
     const char *trainable_tokens;
+    int recompute;             /* activation recomputation: keep only each layer's input and
+                                * rerun the layer in the backward (less memory, ~1/3 more
+                                * compute); default 0 */
 } mt_train_options;
 
 typedef struct {
