@@ -98,6 +98,15 @@ mt_status mt_model_logits(mt_model *m, const int *ids, int n, float *out);
 
 void mt_set_threads(int n); /* 0 = all cores */
 
+/* Holds the weights of the linear layers (q, k, v, o, gate, up, down) as "bf16" or "q8_0"
+ * (Q8_0 blocks along each row) instead of f32, to cut memory for a frozen base (LoRA); they
+ * are dequantised one matrix at a time when used. "f32" goes back (to the dequantised
+ * values). Embeddings, norms, biases and the head stay f32. A model with such a base runs,
+ * trains adapters and merges them (re-quantising, see mt_lora_merge_report), but is saved
+ * only after going back to f32. */
+mt_status mt_model_set_base_dtype(mt_model *m, const char *dtype);
+const char *mt_model_base_dtype(const mt_model *m);
+
 /* ---- tokenizer ---------------------------------------------------------------------- */
 
 /* Encodes UTF-8 text (invalid UTF-8 is an error). add_special: prepend BOS when the
@@ -175,11 +184,18 @@ typedef struct {
     float lora_alpha;          /* default 16 */
     int lora_rslora;           /* default 0 */
     const char *lora_targets;  /* default all: q,k,v,o,gate,up,down */
+    const char *lora_layers;   /* layers to adapt, e.g. "0-3,6"; default all */
+    float lora_dropout;        /* dropout on the adapter input path while training; default 0 */
+    const char *base_dtype;    /* lora: "f32" (default), "bf16" or "q8_0": hold the frozen
+                                  base's linear layers so (mt_model_set_base_dtype on m) */
     /* rows of the embedding/head that train with a frozen base (methods lora and memory):
      * NULL or "auto" (default) = the stop token (EOS) and every control or user-defined
      * token the rendered training data contains, except BOS; "none"; or a comma list of ids.
      * Saved to <out_dir>/adapter/trainable_tokens.*. Ignored by method full. */
     const char *trainable_tokens;
+    int recompute;             /* activation recomputation: keep only each layer's input and
+                                * rerun the layer in the backward (less memory, ~1/3 more
+                                * compute); default 0 */
 } mt_train_options;
 
 typedef struct {
@@ -214,6 +230,8 @@ typedef struct {
     const char *targets; /* comma list of q,k,v,o,gate,up,down (or q_proj, ...; "all");
                             default all seven */
     uint64_t seed;       /* A's initialisation; default 1 */
+    const char *layers;  /* layers to adapt, "0-3,6" (PEFT's layers_to_transform); default all */
+    float dropout;       /* LoRA dropout on the adapter's input in training, [0, 1); default 0 */
 } mt_lora_options;
 
 void mt_lora_options_default(mt_lora_options *o);
@@ -222,16 +240,32 @@ void mt_lora_options_default(mt_lora_options *o);
 mt_status mt_lora_create(const mt_model *m, const mt_lora_options *o, mt_lora **out);
 void mt_lora_free(mt_lora *l);
 size_t mt_lora_param_count(const mt_lora *l);
-/* Attaches l (NULL detaches). The model does not own it: free it after detaching. */
+/* Attaches l as the model's only adapter (NULL detaches all). The model does not own it:
+ * free it after detaching. */
 mt_status mt_model_attach_lora(mt_model *m, mt_lora *l);
+/* Adds l to the attached adapters (up to 16), its term multiplied by weight: inference then
+ * computes W·x + Σ_i weight_i·scale_i·B_i·A_i·x, unmerged. Training needs exactly one
+ * adapter of weight 1. */
+mt_status mt_model_add_lora(mt_model *m, mt_lora *l, float weight);
 /* W += scale·B·A at every adapted site of m (fp32). l need not be attached; if it is, it is
  * detached (applying it again would count it twice). */
 mt_status mt_lora_merge(mt_model *m, mt_lora *l);
+/* The same with the term multiplied by weight (merge several adapters one after another). */
+mt_status mt_lora_merge_scaled(mt_model *m, mt_lora *l, float weight);
+/* The same; for a bf16/Q8_0 base (mt_model_set_base_dtype) the sum is formed in f32 and
+ * stored back in the base's dtype, and *max_change (may be NULL) gets the largest
+ * |stored - f32 sum| over all merged weights: what re-quantising cost. 0 for an f32 base. */
+mt_status mt_lora_merge_report(mt_model *m, mt_lora *l, float weight, double *max_change);
 /* Writes dir/adapter_config.json and dir/adapter_model.safetensors (dir is created).
  * base_model: recorded as base_model_name_or_path (may be NULL). */
 mt_status mt_lora_save(const mt_lora *l, const mt_model *m, const char *dir, const char *base_model);
-/* Reads a PEFT LoRA adapter directory made for m (shapes are checked against m). */
+/* Reads a LoRA adapter made for m (shapes are checked against m): a PEFT directory, or a
+ * llama.cpp LoRA GGUF file (a path ending in .gguf). */
 mt_status mt_lora_load(const mt_model *m, const char *dir, mt_lora **out);
+/* Writes llama.cpp's LoRA GGUF (general.type "adapter", adapter.lora.alpha,
+ * blk.N.attn_q.weight.lora_a [in, r] / lora_b [r, out], Q/K rows in GGUF's interleaved
+ * layout), which `llama-cli -m BASE.gguf --lora FILE` applies; BASE.gguf being m as GGUF. */
+mt_status mt_lora_save_gguf(const mt_lora *l, const mt_model *m, const char *path);
 
 /* ---- trainable token rows ----------------------------------------------------------- */
 
@@ -266,6 +300,11 @@ int mt_token_rows_present(const char *dir);
  * after the model, or before it to detach the token rows. */
 typedef struct mt_adapter_set mt_adapter_set;
 mt_status mt_adapter_set_load(mt_model *m, const char *dir, mt_adapter_set **out);
+/* The same, added to whatever is attached: the LoRA (dir may also be a llama.cpp LoRA .gguf)
+ * with this weight (mt_model_add_lora); token rows only if none are attached yet. */
+mt_status mt_adapter_set_load_scaled(mt_model *m, const char *dir, float weight, mt_adapter_set **out);
+/* The set's LoRA adapter, or NULL (e.g. to merge it). */
+mt_lora *mt_adapter_set_lora(const mt_adapter_set *a);
 void mt_adapter_set_free(mt_adapter_set *a);
 
 /* ---- evaluation --------------------------------------------------------------------- */

@@ -31,14 +31,15 @@ static void print_data_score(const mt_eval_score *sc, const char *normalize, int
 
 int cmd_eval(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "--compare")) return compare_reports(argc, argv);
-    const char *model = NULL, *adapter = NULL, *tokenizer = NULL, *text = NULL, *data = NULL, *report = NULL;
+    const char *model = NULL, *tokenizer = NULL, *text = NULL, *data = NULL, *report = NULL;
     const char *db = NULL, *normalize = "trim";
     int threads = 0, max_new = 0;
     float timeout = 0;
     uint64_t max_steps = 0;
     const cli_opt opts[] = {
         {"--model", "-m", OPT_STRING, &model, "model path (default: bundled stories260K)"},
-        {"--adapter", NULL, OPT_STRING, &adapter, "adapter directory (LoRA, token rows, memory experts), applied unmerged"},
+        {"--adapter", NULL, OPT_STRING, NULL, "LoRA adapter (PEFT directory or llama.cpp .gguf), applied unmerged; repeatable"},
+        {"--adapter-scale", NULL, OPT_FLOAT, NULL, "weight of the i-th --adapter (default 1); repeatable"},
         {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file"},
         {"--text", NULL, OPT_STRING, &text, "UTF-8 text file to score in windows of the context length"},
         {"--data", NULL, OPT_STRING, &data, "JSONL prompt/answer examples: exact match and answer NLL"},
@@ -52,6 +53,8 @@ int cmd_eval(int argc, char **argv) {
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
+    cli_adapters ad;
+    if (cli_take_adapters(&argc, argv, &ad)) return 2;
     if (cli_parse(argc, argv, opts,
                   "usage: memtune eval [--model PATH] --text FILE | --data FILE.jsonl [--db DB.sqlite] [--report FILE]\n"
                   "       memtune eval --compare A.jsonl B.jsonl   (two --report files side by side)",
@@ -72,16 +75,15 @@ int cmd_eval(int argc, char **argv) {
     }
     mt_set_threads(threads);
     mt_model *m;
-    mt_adapter_set *lora;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
-    if (cli_attach_adapter(m, adapter, &lora)) return 1;
+    if (cli_load_adapters(m, &ad)) return 1;
     if (data) {
         mt_eval_options o = {.report_path = report, .normalize = (mt_normalize)how, .db_path = db,
                              .limits = {.max_steps = (long)max_steps, .max_seconds = timeout}, .max_new_tokens = max_new};
         mt_eval_score sc;
         mt_status s = mt_eval_data_file_opts(m, data, &o, &sc);
         mt_model_free(m);
-        mt_adapter_set_free(lora);
+        cli_adapters_free(&ad);
         if (s) return cli_fail("eval");
         print_data_score(&sc, normalize, db != NULL);
         return 0;
@@ -89,7 +91,7 @@ int cmd_eval(int argc, char **argv) {
     mt_text_score sc;
     mt_status s = mt_eval_text_file(m, text, &sc);
     mt_model_free(m);
-    mt_adapter_set_free(lora);
+    cli_adapters_free(&ad);
     if (s) return cli_fail("eval");
     printf("{\"tokens\": %ld, \"nll\": %.6f, \"perplexity\": %.6f}\n", sc.tokens, sc.nll, sc.perplexity);
     return 0;
