@@ -23,6 +23,7 @@
  *                    [--base-dtype D] [--lockstep] */
 #include "memtune.h"
 #include "model/train_model.h"
+#include "model/base_store.h"
 #include "train/optimizer.h"
 #include <math.h>
 #include <stdint.h>
@@ -31,6 +32,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now(void) {
     struct timespec ts;
@@ -44,6 +46,17 @@ static uint32_t rng_next(void) { /* xorshift64* */
     rng_state ^= rng_state << 25;
     rng_state ^= rng_state >> 27;
     return (uint32_t)((rng_state * 2685821657736338717ull) >> 32);
+}
+
+/* resident set size now (MB), from /proc/self/statm; the peak (getrusage) includes loading */
+static double rss_now_mb(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+        fclose(f);
+    }
+    return resident * (sysconf(_SC_PAGESIZE) / 1048576.0);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -163,10 +176,12 @@ int main(int argc, char **argv) {
     printf("{\"engine\":\"memtune\",\"bench\":\"train\",\"method\":\"%s\",\"base_dtype\":\"%s\",\"trainable\":%zu,"
            "\"model\":\"%s\",\"params\":%zu,\"threads\":%d,"
            "\"B\":%d,\"T\":%d,\"warmup\":%d,\"steps\":%d,\"step_s\":%.4f,\"best_step_s\":%.4f,"
-           "\"tok_s\":%.3f,\"first_loss\":%.5f,\"last_loss\":%.5f,\"state_mb\":%.1f,\"peak_rss_mb\":%.1f}\n",
+           "\"tok_s\":%.3f,\"first_loss\":%.5f,\"last_loss\":%.5f,\"state_mb\":%.1f,\"peak_rss_mb\":%.1f,"
+           "\"rss_end_mb\":%.1f,\"weights_mb\":%.1f}\n",
            lora ? "lora" : "full", base_dtype, n_trained, path, n_params, threads, B, T, warmup, steps, med, times[0],
            BT / med, first_loss,
-           last_loss, mt_train_state_bytes(c, B, T) / 1048576.0, ru.ru_maxrss / 1024.0);
+           last_loss, mt_train_state_bytes(c, B, T) / 1048576.0, ru.ru_maxrss / 1024.0, rss_now_mb(),
+           mt_model_weight_bytes(m) / 1048576.0);
     free(seq); free(inputs); free(targets);
     mt_adamw_free(&opt);
     mt_train_free(s);

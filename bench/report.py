@@ -114,8 +114,8 @@ def lora_table(g, by_tag, peak):
     full_mt, full_t, lora_t = (by_tag.get(g + "/" + e) for e in ("memtune-full", "torch-full", "torch-lora"))
     out = ["", "LoRA vs full fine-tuning, %s, batch %s x %s, AdamW (memtune with OMP_WAIT_POLICY=PASSIVE):" % (
         model, *(lambda r: (r["B"], r["T"]))(full_mt or full_t or {"B": "?", "T": "?"})), "",
-           "| engine | method | base | trainable | step (s) | tokens/s | time vs own full | peak RSS (MB) | RSS vs own full | memtune / torch LoRA | MFU | others' CPU |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| engine | method | base | trainable | step (s) | tokens/s | time vs own full | peak RSS (MB) | RSS vs own full | RSS at end (MB) | weights (MB) | memtune / torch LoRA | MFU | others' CPU |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in LORA_ENGINES:
         r = by_tag.get(g + "/" + e)
         if not r:
@@ -123,10 +123,11 @@ def lora_table(g, by_tag, peak):
         own = full_mt if e.startswith("memtune") else full_t
         flops = (4 if r.get("method") == "lora" else 6) * r["params"] * r["tok_s"]
         vs_t = "%.2f" % (r["tok_s"] / lora_t["tok_s"]) if lora_t and e.startswith("memtune-lora") else ""
-        out.append("| %s | %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             e.split("-")[0], r.get("method", "full"), r.get("base_dtype", "f32"), "{:,}".format(r.get("trainable", r["params"])),
             r["step_s"], fmt(r["tok_s"]), "%.2f" % (r["step_s"] / own["step_s"]) if own else "",
-            fmt(r["peak_rss_mb"]), "%.2f" % (r["peak_rss_mb"] / own["peak_rss_mb"]) if own else "", vs_t,
+            fmt(r["peak_rss_mb"]), "%.2f" % (r["peak_rss_mb"] / own["peak_rss_mb"]) if own else "",
+            fmt(r.get("rss_end_mb")), fmt(r.get("weights_mb")), vs_t,
             "%.1f%%" % (100 * flops / (peak * 1e9)) if peak else "n/a",
             "%.0f%%" % r["others_cpu_pct"] if "others_cpu_pct" in r else "?"))
     return out

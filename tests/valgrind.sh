@@ -33,5 +33,10 @@ if [ -f "$N/nba_roster.db" ]; then
 fi
 run "$BUILD/tests/test_sql"
 run "$BUILD/tests/test_datagen"
+# LoRA: a Q8_0 base with dropout and some layers, llama.cpp GGUF export, two adapters, merge
+run "$MT" train --model "$M/stories260K.bin" --data "$TMP/d.jsonl" --out "$TMP/lora" --method lora --rank 2 --steps 2 --seq-len 32 --batch 2 --quiet --threads 1 --base-dtype q8_0 --dropout 0.1 --layers 1-3
+run "$MT" convert --model "$M/stories260K.bin" --adapter "$TMP/lora/adapter" --out "$TMP/lora.gguf" --format gguf
+run "$MT" eval --model "$M/stories260K.bin" --adapter "$TMP/lora/adapter" --adapter "$TMP/lora.gguf" --adapter-scale 1 --adapter-scale -0.5 --text "$TMP/d.jsonl"
+run "$MT" merge --model "$M/stories260K.bin" --adapter "$TMP/lora.gguf" --base-dtype bf16 --out "$TMP/merged" --quiet
 
 exit $fail

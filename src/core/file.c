@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,6 +36,22 @@ mt_status mt_file_map(const char *path, mt_mapped_file *out) {
         return mt_error(MT_ERR_NOMEM, "%s: out of memory", path);
     }
     return MT_OK;
+}
+
+/* MADV_DONTNEED on the whole pages inside [p, p + n): a neighbour's bytes on a shared page
+ * are left alone */
+static void discard_pages(const void *p, size_t n) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), begin = (uintptr_t)p, end = begin + n;
+    uintptr_t lo = (begin + page - 1) / page * page, hi = end / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+void mt_file_release(const mt_mapped_file *f, const void *p, size_t n) {
+    if (f->data && n) discard_pages(p, n);
+}
+
+void mt_memory_discard(void *p, size_t n) {
+    if (p && n) discard_pages(p, n);
 }
 
 void mt_file_unmap(mt_mapped_file *f) {

@@ -15,6 +15,15 @@ typedef struct {
 
 mt_status mt_file_map(const char *path, mt_mapped_file *out);
 void mt_file_unmap(mt_mapped_file *f);
+/* Tells the kernel that the mapped bytes [p, p + n) of f were consumed: their pages leave
+ * the process's resident set (a later read faults them in again from the file). Loaders call
+ * it after converting a tensor, so loading a model does not hold the file and the weights in
+ * memory at once. */
+void mt_file_release(const mt_mapped_file *f, const void *p, size_t n);
+/* Gives the whole pages inside [p, p + n) of a heap block back to the kernel; they read as
+ * zero afterwards. For a block about to be freed whose contents were already moved
+ * elsewhere (it keeps peak memory at one copy while converting weights). */
+void mt_memory_discard(void *p, size_t n);
 
 /* Reads the whole file, NUL-terminates it (not counted in *len). Refuses files over max_bytes. */
 mt_status mt_file_read_all(const char *path, size_t max_bytes, char **out, size_t *len);

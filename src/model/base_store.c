@@ -4,6 +4,7 @@
 #include "model/adapter.h"
 #include "model/forward.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "formats/dtype.h"
 #include <math.h>
 #include <stdlib.h>
@@ -131,51 +132,69 @@ static int is_site_kind(int kind) {
            kind == MT_T_UP || kind == MT_T_DOWN;
 }
 
-static void store_free(struct mt_base_store *b, size_t n_sites) {
+static void store_free(struct mt_base_store *b) {
     if (!b) return;
-    for (size_t i = 0; b->site && i < n_sites; i++) free(b->site[i]);
+    free(b->data);
     free(b->site);
     free(b);
 }
 
 void mt_model_free_base(mt_model *m) {
-    store_free(m->base, (size_t)m->cfg.n_layers * MT_N_SITES);
+    store_free(m->base);
     m->base = NULL;
 }
 
-/* Encodes every site of the f32 model m into a new store. */
-static mt_status encode_sites(const mt_model *m, mt_base_dtype d, struct mt_base_store **out) {
-    size_t n_sites = (size_t)m->cfg.n_layers * MT_N_SITES;
+/* An empty store for m's sites in dtype d: every matrix's bytes in one allocation. */
+static mt_status store_alloc(const mt_model *m, mt_base_dtype d, struct mt_base_store **out) {
+    size_t n_sites = (size_t)m->cfg.n_layers * MT_N_SITES, total = 0;
     struct mt_base_store *b = calloc(1, sizeof *b);
     if (b) b->site = calloc(n_sites, sizeof *b->site);
-    mt_status s = b && b->site ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n_sites && !s; i++) {
-        int in, o, layer = (int)(i / MT_N_SITES), site = (int)(i % MT_N_SITES);
-        mt_linear_site_shape(&m->cfg, site, &in, &o);
-        size_t bytes = mt_base_encoded_bytes(d, (size_t)o, (size_t)in);
-        if (!(b->site[i] = malloc(bytes))) {
-            s = mt_error(MT_ERR_NOMEM, "out of memory for a %s base", mt_base_dtype_name(d));
-            break;
-        }
-        mt_base_encode(d, mt_linear_site_weight(m, layer, site), (size_t)o, (size_t)in, b->site[i]);
-        b->bytes += bytes;
+    for (size_t i = 0; b && i < n_sites; i++) {
+        int in, o;
+        mt_linear_site_shape(&m->cfg, (int)(i % MT_N_SITES), &in, &o);
+        total += mt_base_encoded_bytes(d, (size_t)o, (size_t)in);
         b->n_site_params += (size_t)in * o;
     }
-    if (s) store_free(b, n_sites);
-    else {
-        b->dtype = d;
-        *out = b;
+    if (b && b->site) b->data = malloc(total ? total : 1);
+    if (!b || !b->site || !b->data) {
+        store_free(b);
+        return mt_error(MT_ERR_NOMEM, "out of memory for a %s base", mt_base_dtype_name(d));
     }
-    return s;
+    uint8_t *p = b->data;
+    for (size_t i = 0; i < n_sites; i++) {
+        int in, o;
+        mt_linear_site_shape(&m->cfg, (int)(i % MT_N_SITES), &in, &o);
+        b->site[i] = p;
+        p += mt_base_encoded_bytes(d, (size_t)o, (size_t)in);
+    }
+    b->bytes = total;
+    b->dtype = d;
+    *out = b;
+    return MT_OK;
 }
 
-/* Moves the tensors of refs[] that keep f32 into one new allocation and points m at it. */
-static mt_status compact_f32(mt_model *m, mt_tensor_ref *refs, int n) {
+/* Encodes every site of m into b, dropping each f32 matrix's pages once encoded (the f32
+ * block is freed right after by compact_f32, so the weights are never held twice). */
+static void encode_sites(mt_model *m, struct mt_base_store *b) {
+    for (size_t i = 0; i < (size_t)m->cfg.n_layers * MT_N_SITES; i++) {
+        int in, o, layer = (int)(i / MT_N_SITES), site = (int)(i % MT_N_SITES);
+        mt_linear_site_shape(&m->cfg, site, &in, &o);
+        float *w = mt_linear_site_weight(m, layer, site);
+        mt_base_encode(b->dtype, w, (size_t)o, (size_t)in, b->site[i]);
+        mt_memory_discard(w, (size_t)in * o * sizeof(float));
+    }
+}
+
+/* Moves the tensors of refs[] that keep f32 into p (sized by compact_count) and points m at
+ * it; the site pointers become NULL and the old block is freed. */
+static size_t compact_count(const mt_tensor_ref *refs, int n) {
     size_t total = 0;
     for (int i = 0; i < n; i++)
         if (!is_site_kind(refs[i].kind)) total += (size_t)refs[i].rows * refs[i].cols;
-    float *p = malloc((total ? total : 1) * sizeof(float));
-    if (!p) return mt_error(MT_ERR_NOMEM, "out of memory");
+    return total;
+}
+
+static void compact_f32(mt_model *m, const mt_tensor_ref *refs, int n, float *p) {
     float *q = p;
     int tied = m->output == m->tok_embd;
     for (int i = 0; i < n; i++) {
@@ -192,8 +211,7 @@ static mt_status compact_f32(mt_model *m, mt_tensor_ref *refs, int n) {
     if (tied) m->output = m->tok_embd;
     free(m->params);
     m->params = p;
-    m->n_params = total;
-    return MT_OK;
+    m->n_params = compact_count(refs, n);
 }
 
 /* Back to one f32 allocation in mt_model_alloc's layout, sites decoded. */
@@ -244,19 +262,22 @@ mt_status mt_model_set_base_dtype(mt_model *m, const char *dtype) {
     mt_infer_free(m);
     if (m->base && (s = expand_f32(m))) return s;
     if (d == MT_BASE_F32) return MT_OK;
+    /* everything that can fail is allocated first: once encoding starts the f32 sites go */
     struct mt_base_store *b = NULL;
-    if ((s = encode_sites(m, d, &b))) return s;
     int n = mt_model_tensors(m, NULL, 0);
     mt_tensor_ref *refs = malloc((size_t)n * sizeof *refs);
-    if (!refs) s = mt_error(MT_ERR_NOMEM, "out of memory");
-    else {
-        mt_model_tensors(m, refs, n);
-        s = compact_f32(m, refs, n);
+    if (refs) mt_model_tensors(m, refs, n);
+    float *compact = refs ? malloc((compact_count(refs, n) + 1) * sizeof(float)) : NULL;
+    if (!compact || (s = store_alloc(m, d, &b))) {
         free(refs);
+        free(compact);
+        return s ? s : mt_error(MT_ERR_NOMEM, "out of memory");
     }
-    if (s) store_free(b, (size_t)m->cfg.n_layers * MT_N_SITES);
-    else m->base = b;
-    return s;
+    encode_sites(m, b);
+    compact_f32(m, refs, n, compact);
+    free(refs);
+    m->base = b;
+    return MT_OK;
 }
 
 const char *mt_model_base_dtype(const mt_model *m) { return mt_base_dtype_name(m->base ? m->base->dtype : MT_BASE_F32); }

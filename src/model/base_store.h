@@ -19,7 +19,8 @@ typedef enum { MT_BASE_F32 = 0, MT_BASE_BF16 = 1, MT_BASE_Q8_0 = 2 } mt_base_dty
 
 struct mt_base_store {
     mt_base_dtype dtype;
-    uint8_t **site;        /* [n_layers * MT_N_SITES] encoded weights, row-major [out, in] */
+    uint8_t *data;         /* every encoded matrix, one allocation */
+    uint8_t **site;        /* [n_layers * MT_N_SITES] into data: row-major [out, in] */
     size_t n_site_params;  /* the f32 elements they stand for */
     size_t bytes;          /* their encoded size */
 };

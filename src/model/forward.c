@@ -189,5 +189,6 @@ size_t mt_model_inference_bytes(const mt_model *m, int n_ctx) {
     size_t kv = 2 * (size_t)c->n_layers * n_ctx * c->n_kv_heads * c->head_dim;
     size_t act = CHUNK * ((size_t)c->dim * 3 + (size_t)c->n_heads * c->head_dim * 2 +
                           (size_t)c->hidden_dim * 2) + (size_t)c->vocab_size * CHUNK;
-    return (m->n_params + kv + act) * sizeof(float);
+    size_t scratch = m->base ? mt_site_scratch_floats(c) : 0; /* one dequantised matrix */
+    return mt_model_weight_bytes(m) + (kv + act + scratch) * sizeof(float);
 }
