@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -35,6 +36,15 @@ mt_status mt_file_map(const char *path, mt_mapped_file *out) {
         return mt_error(MT_ERR_NOMEM, "%s: out of memory", path);
     }
     return MT_OK;
+}
+
+void mt_file_release(const mt_mapped_file *f, const void *p, size_t n) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), begin = (uintptr_t)p, end = begin + n;
+    uintptr_t lo = (uintptr_t)f->data, hi = lo + f->size;
+    if (!f->data || begin < lo || end > hi || page == 0) return;
+    begin = (begin + page - 1) / page * page; /* whole pages only: neighbours may be unread */
+    end = end / page * page;
+    if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
 }
 
 void mt_file_unmap(mt_mapped_file *f) {

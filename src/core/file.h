@@ -15,6 +15,11 @@ typedef struct {
 
 mt_status mt_file_map(const char *path, mt_mapped_file *out);
 void mt_file_unmap(mt_mapped_file *f);
+/* Drops the resident pages wholly inside [p, p + n) of the mapping (madvise DONTNEED): a
+ * loader calls it once it has copied a tensor out, so the file's pages and the copy are
+ * never both resident and a load peaks at about the size of the weights, not twice it. The
+ * mapping stays valid (a later read of the range faults the pages back in from the file). */
+void mt_file_release(const mt_mapped_file *f, const void *p, size_t n);
 
 /* Reads the whole file, NUL-terminates it (not counted in *len). Refuses files over max_bytes. */
 mt_status mt_file_read_all(const char *path, size_t max_bytes, char **out, size_t *len);

@@ -495,6 +495,7 @@ mt_status mt_gguf_read_f32(const mt_gguf *g, const mt_gguf_tensor *t, float *dst
         return mt_error(MT_ERR_UNSUPPORTED, "%s: tensor %s has type %s (%u); memtune reads F32, F16, BF16 and Q8_0",
                         g->file.path, t->name, mt_ggml_type_name(t->type), t->type);
     }
+    mt_file_release(&g->file, t->data, t->nbytes); /* copied: peak RSS = weights */
     return MT_OK;
 }
 

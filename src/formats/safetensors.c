@@ -173,6 +173,7 @@ mt_status mt_safetensors_read_f32(const mt_safetensors *st, const mt_st_tensor *
         return mt_error(MT_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s; memtune reads F32, F16 and BF16",
                         st->file.path, t->name, t->dtype);
     }
+    mt_file_release(&st->file, t->data, n * mt_st_dtype_size(t->dtype)); /* copied: peak RSS = weights */
     return MT_OK;
 }
 

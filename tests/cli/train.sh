@@ -46,7 +46,7 @@ check "... and identical losses" "[ \"\$(losses $TMP/a/metrics.jsonl)\" = \"\$(l
 # Kill while the step-10 checkpoint is being written (the test hook pauses mid-write).
 MEMTUNE_TEST_CKPT_DELAY_MS=1500 "$MT" train $COMMON --steps 20 --save-every 5 --out "$TMP/c" 2>/dev/null &
 pid=$!
-for i in $(seq 1 200); do ls "$TMP/c/checkpoints/" 2>/dev/null | grep -q 'step-00000010.ckpt.tmp' && break; sleep 0.05; done
+for i in $(seq 1 1200); do ls "$TMP/c/checkpoints/" 2>/dev/null | grep -q 'step-00000010.ckpt.tmp' && break; sleep 0.05; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 check "killed during the write: the torn file is a temp file, step 5 is intact" "[ -f $TMP/c/checkpoints/step-00000005.ckpt ] && [ ! -f $TMP/c/checkpoints/step-00000010.ckpt ] && ls $TMP/c/checkpoints | grep -q tmp"
 "$MT" train $COMMON --steps 20 --save-every 5 --out "$TMP/c" --resume 2> "$TMP/c.err"
