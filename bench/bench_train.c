@@ -14,7 +14,10 @@
  * warmup + steps, prints "ready" once loaded, then reads commands on stdin, "warm" = an untimed step, "go" = a timed one,
  * "end" = stop, and answers each with one line "ok SECONDS" on stdout.
  *
- * usage: bench_train MODEL [threads=2] [B=4] [T=128] [warmup=2] [steps=5] [--lockstep] */
+ * With --recompute (before --lockstep, if both) the state recomputes activations
+ * (MT_TRAIN_RECOMPUTE).
+ *
+ * usage: bench_train MODEL [threads=2] [B=4] [T=128] [warmup=2] [steps=5] [--recompute] [--lockstep] */
 #include "memtune.h"
 #include "model/train_model.h"
 #include "train/optimizer.h"
@@ -56,6 +59,8 @@ static int cmp_double(const void *a, const void *b) {
 int main(int argc, char **argv) {
     int lockstep = argc > 1 && strcmp(argv[argc - 1], "--lockstep") == 0;
     if (lockstep) argc--;
+    int recompute = argc > 1 && strcmp(argv[argc - 1], "--recompute") == 0;
+    if (recompute) argc--;
     if (argc < 2) {
         fprintf(stderr, "usage: bench_train MODEL [threads] [B] [T] [warmup] [steps]\n");
         return 2;
@@ -77,7 +82,7 @@ int main(int argc, char **argv) {
     const mt_config *c = mt_model_config(m);
     int V = c->vocab_size, BT = B * T;
     mt_train_state *s;
-    CHECK(mt_train_create(m, B, T, &s));
+    CHECK(mt_train_create_flags(m, B, T, recompute ? MT_TRAIN_RECOMPUTE : 0, &s));
     mt_adamw opt;
     CHECK(mt_adamw_init(&opt, m->n_params, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f));
 
@@ -134,9 +139,9 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"engine\":\"memtune\",\"bench\":\"train\",\"model\":\"%s\",\"params\":%zu,\"threads\":%d,"
            "\"B\":%d,\"T\":%d,\"warmup\":%d,\"steps\":%d,\"step_s\":%.4f,\"best_step_s\":%.4f,"
-           "\"tok_s\":%.3f,\"first_loss\":%.5f,\"last_loss\":%.5f,\"state_mb\":%.1f,\"peak_rss_mb\":%.1f}\n",
-           path, m->n_params, threads, B, T, warmup, steps, med, times[0], BT / med, first_loss,
-           last_loss, mt_train_state_bytes(c, B, T) / 1048576.0, ru.ru_maxrss / 1024.0);
+           "\"tok_s\":%.3f,\"recompute\":%d,\"first_loss\":%.5f,\"last_loss\":%.5f,\"state_mb\":%.1f,\"peak_rss_mb\":%.1f}\n",
+           path, m->n_params, threads, B, T, warmup, steps, med, times[0], BT / med, recompute, first_loss,
+           last_loss, mt_train_state_bytes_flags(c, B, T, recompute ? MT_TRAIN_RECOMPUTE : 0) / 1048576.0, ru.ru_maxrss / 1024.0);
     free(seq); free(inputs); free(targets);
     mt_adamw_free(&opt);
     mt_train_free(s);
