@@ -4,6 +4,7 @@
  * in chunks so a prompt runs as GEMMs and decoding as GEMVs through the same code. */
 #include "model/forward.h"
 #include "model/adapter.h"
+#include "model/base_store.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include <stdlib.h>
@@ -19,6 +20,7 @@ typedef struct {
     float *x, *xn, *q, *k, *v, *att, *gate, *up; /* activations for one chunk */
     float *scratch;                /* attention scores, per thread */
     float *lora_h;                 /* [CHUNK, rank] adapter scratch, NULL without an adapter */
+    float *wbuf;                   /* one dequantised site weight, NULL with an f32 base */
     int *pos;
 } infer_state;
 
@@ -44,6 +46,7 @@ void mt_infer_free(mt_model *m) {
     free(s->k_cache); free(s->v_cache); free(s->rope_cos); free(s->rope_sin);
     free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->gate); free(s->up); free(s->scratch); free(s->pos); free(s->lora_h);
+    free(s->wbuf);
     free(s);
     m->infer = NULL;
 }
@@ -69,7 +72,11 @@ static mt_status infer_state_create(mt_model *m) {
     s->up = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
     s->scratch = malloc((size_t)mt_kernels_threads() * (s->n_ctx + CHUNK) * sizeof(float));
     s->pos = malloc(CHUNK * sizeof(int));
-    if (m->lora && !(s->lora_h = malloc(CHUNK * (size_t)m->lora->rank * sizeof(float)))) {
+    if (m->base && !(s->wbuf = malloc(mt_site_scratch_floats(c) * sizeof(float)))) {
+        mt_infer_free(m);
+        return mt_error(MT_ERR_NOMEM, "out of memory for dequantising the base");
+    }
+    if (m->n_loras && !(s->lora_h = malloc(CHUNK * (size_t)mt_model_lora_max_rank(m) * sizeof(float)))) {
         mt_infer_free(m);
         return mt_error(MT_ERR_NOMEM, "out of memory for adapter scratch");
     }
@@ -83,15 +90,21 @@ static mt_status infer_state_create(mt_model *m) {
     return st;
 }
 
-/* y[T, out] += the attached adapter's term at (layer l, site) for input x[T, in] */
+/* y[T, out] += every attached adapter's term at (layer l, site) for input x[T, in] */
 static void adapter_forward(const mt_model *m, infer_state *s, int l, int site, float *y,
                             const float *x, int T) {
-    const float *a, *b;
-    if (!mt_lora_site(m->lora, l, site, &a, &b)) return;
     int in, out;
     mt_linear_site_shape(&m->cfg, site, &in, &out);
-    mt_lora_forward(y, s->lora_h, x, a, b, m->lora->scale, T, in, out, m->lora->rank);
+    for (int i = 0; i < m->n_loras; i++) {
+        const struct mt_lora *lo = m->loras[i];
+        const float *a, *b;
+        if (mt_lora_site(lo, l, site, &a, &b))
+            mt_lora_forward(y, s->lora_h, x, a, b, (double)lo->scale * m->lora_weights[i], T, in, out, lo->rank);
+    }
 }
+
+/* the f32 weight of site of this layer (dequantised into s->wbuf for a bf16/Q8_0 base) */
+#define W(site) mt_site_weight(m, l, site, s->wbuf)
 
 static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
     const mt_config *c = &m->cfg;
@@ -101,9 +114,9 @@ static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
     float *vc = s->v_cache + (size_t)l * s->n_ctx * kv_dim;
 
     mt_rmsnorm_forward(s->xn, s->x, L->attn_norm, T, c->dim, c->norm_eps);
-    mt_matmul_forward(s->q, s->xn, L->wq, L->bq, T, c->dim, q_dim);
-    mt_matmul_forward(kc + (size_t)pos * kv_dim, s->xn, L->wk, L->bk, T, c->dim, kv_dim);
-    mt_matmul_forward(vc + (size_t)pos * kv_dim, s->xn, L->wv, L->bv, T, c->dim, kv_dim);
+    mt_matmul_forward(s->q, s->xn, W(MT_SITE_Q), L->bq, T, c->dim, q_dim);
+    mt_matmul_forward(kc + (size_t)pos * kv_dim, s->xn, W(MT_SITE_K), L->bk, T, c->dim, kv_dim);
+    mt_matmul_forward(vc + (size_t)pos * kv_dim, s->xn, W(MT_SITE_V), L->bv, T, c->dim, kv_dim);
     if (m->lora) {
         adapter_forward(m, s, l, MT_SITE_Q, s->q, s->xn, T);
         adapter_forward(m, s, l, MT_SITE_K, kc + (size_t)pos * kv_dim, s->xn, T);
@@ -114,19 +127,19 @@ static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
                     c->rope_interleaved, s->rope_cos, s->rope_sin);
     mt_attention_cached_forward(s->att, s->q, kc, vc, T, pos, c->n_heads, c->n_kv_heads,
                                 c->head_dim, s->scratch);
-    mt_matmul_forward(s->xn, s->att, L->wo, NULL, T, q_dim, c->dim);
+    mt_matmul_forward(s->xn, s->att, W(MT_SITE_O), NULL, T, q_dim, c->dim);
     if (m->lora) adapter_forward(m, s, l, MT_SITE_O, s->xn, s->att, T);
     for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
 
     mt_rmsnorm_forward(s->xn, s->x, L->ffn_norm, T, c->dim, c->norm_eps);
-    mt_matmul_forward(s->gate, s->xn, L->w_gate, NULL, T, c->dim, c->hidden_dim);
-    mt_matmul_forward(s->up, s->xn, L->w_up, NULL, T, c->dim, c->hidden_dim);
+    mt_matmul_forward(s->gate, s->xn, W(MT_SITE_GATE), NULL, T, c->dim, c->hidden_dim);
+    mt_matmul_forward(s->up, s->xn, W(MT_SITE_UP), NULL, T, c->dim, c->hidden_dim);
     if (m->lora) {
         adapter_forward(m, s, l, MT_SITE_GATE, s->gate, s->xn, T);
         adapter_forward(m, s, l, MT_SITE_UP, s->up, s->xn, T);
     }
     mt_swiglu_forward(s->gate, s->gate, s->up, (size_t)T * c->hidden_dim);
-    mt_matmul_forward(s->xn, s->gate, L->w_down, NULL, T, c->hidden_dim, c->dim);
+    mt_matmul_forward(s->xn, s->gate, W(MT_SITE_DOWN), NULL, T, c->hidden_dim, c->dim);
     if (m->lora) adapter_forward(m, s, l, MT_SITE_DOWN, s->xn, s->gate, T);
     for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
 }

@@ -13,6 +13,7 @@
  * train_model_f64.c, where the parameters are an owned double copy. */
 #include "model/train_model.h"
 #include "model/adapter.h"
+#include "model/base_store.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include <stdint.h>
@@ -130,9 +131,25 @@ mt_status R(mt_train_set_trainable)(train_state *s, const char *name, int on) {
     return MT_OK;
 }
 
+/* The parameter gradients exist once some tensor is trainable: a frozen base (LoRA) never
+ * allocates them. */
+static mt_status ensure_grads(train_state *s) {
+    if (s->grads) return MT_OK;
+    int any = 0;
+    for (int i = 0; i < s->n_tensors && !any; i++) any = s->trainable[i];
+    if (!any) return MT_OK;
+    s->grads = calloc(s->model->n_params ? s->model->n_params : 1, sizeof(real));
+    return s->grads ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory for %zu gradients", s->model->n_params);
+}
+
+static size_t row_values_count(const struct mt_token_rows *r) {
+    return (size_t)(1 + r->untied) * r->n * r->dim;
+}
+
 void R(mt_train_zero_grads)(train_state *s) {
-    memset(s->grads, 0, s->model->n_params * sizeof(real));
+    if (s->grads) memset(s->grads, 0, s->model->n_params * sizeof(real));
     if (s->lora) memset(s->lora_grads, 0, s->lora->n_params * sizeof(real));
+    if (s->rows) memset(s->row_grads, 0, row_values_count(s->rows) * sizeof(real));
 }
 
 /* ---- create / free ------------------------------------------------------------------ */
@@ -147,6 +164,10 @@ void R(mt_train_free)(train_state *s) {
     free(s->lora_grads);
     free(s->lora_h);
     free(s->lora_dh);
+    free(s->lora_xd);
+    free(s->wbuf);
+    free(s->row_of_id);
+    free(s->row_grads);
     free(s->tensor_offset);
     free(s->trainable);
     free(s->inputs);
@@ -175,6 +196,17 @@ static mt_status tensor_table(train_state *s) {
     return MT_OK;
 }
 
+static mt_status allocate_row_grads(train_state *s) {
+    const struct mt_token_rows *r = s->rows = s->model->token_rows;
+    int V = s->model->cfg.vocab_size;
+    s->row_of_id = malloc((size_t)V * sizeof(int));
+    s->row_grads = calloc(row_values_count(r) + 1, sizeof(real));
+    if (!s->row_of_id || !s->row_grads) return mt_error(MT_ERR_NOMEM, "out of memory for token row gradients");
+    for (int v = 0; v < V; v++) s->row_of_id[v] = -1;
+    for (int i = 0; i < r->n; i++) s->row_of_id[r->ids[i]] = i;
+    return MT_OK;
+}
+
 static mt_status allocate(train_state *s) {
     const mt_config *c = &s->model->cfg;
     size_t sizes[N_ACTS], BT = (size_t)s->B * s->T;
@@ -184,9 +216,9 @@ static mt_status allocate(train_state *s) {
     s->n_acts = 0;
     for (int i = 0; i < N_ACTS; i++) s->n_acts += sizes[i];
     s->acts_memory = malloc(s->n_acts * sizeof(real));
-    s->grads = calloc(s->model->n_params, sizeof(real));
     s->inputs = malloc(4 * BT * sizeof(int));
-    if (!s->acts_memory || !s->grads || !s->inputs)
+    if (s->model->base) s->wbuf = malloc(mt_site_scratch_floats(c) * sizeof(float));
+    if (!s->acts_memory || !s->inputs || (s->model->base && !s->wbuf))
         return mt_error(MT_ERR_NOMEM, "out of memory for a training state of %zu bytes",
                         R(mt_train_state_bytes_flags)(c, s->B, s->T, s->flags));
     real *p = s->acts_memory;
@@ -198,12 +230,18 @@ static mt_status allocate(train_state *s) {
     s->pos = s->targets + BT;
     s->doc = s->pos + BT;
 #ifdef MT_REAL_DOUBLE
+    if (s->model->base)
+        return mt_error(MT_ERR_UNSUPPORTED, "the double-precision training pass needs an f32 base, not %s",
+                        mt_model_base_dtype(s->model));
     s->params = malloc(s->model->n_params * sizeof(real));
     if (!s->params) return mt_error(MT_ERR_NOMEM, "out of memory for double parameters");
     for (size_t i = 0; i < s->model->n_params; i++) s->params[i] = s->model->params[i];
 #else
     s->params = s->model->params;
 #endif
+    if (s->model->n_loras > 1 || (s->model->n_loras == 1 && s->model->lora_weights[0] != 1.0f))
+        return mt_error(MT_ERR_ARG, "training needs exactly one attached adapter of weight 1 (%d attached): "
+                        "merge the others first", s->model->n_loras);
     if (s->model->lora) {
         const struct mt_lora *l = s->lora = s->model->lora;
         s->lora_grads = calloc(l->n_params ? l->n_params : 1, sizeof(real));
@@ -218,6 +256,10 @@ static mt_status allocate(train_state *s) {
 #endif
         if (!s->lora_grads || !s->lora_h || !s->lora_dh || !s->lora_params)
             return mt_error(MT_ERR_NOMEM, "out of memory for adapter gradients");
+    }
+    if (s->model->token_rows) {
+        mt_status st = allocate_row_grads(s);
+        if (st) return st;
     }
     return mt_rope_tables(c, s->T, &s->rope_cos, &s->rope_sin);
 }
@@ -295,23 +337,92 @@ static int adapter_site(const train_state *s, int l, int site, const real **a, c
     return 1;
 }
 
-/* y[BT, out] += the adapter term of (l, site) for input x[BT, in] */
+/* ---- LoRA dropout ---- */
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The dropout factor of element i at (l, site): 0 (dropped) or 1/(1-p) (kept). */
+static real dropout_factor(uint64_t site_key, size_t i, double p) {
+    double u = (double)(mix64(site_key ^ mix64(i)) >> 11) * (1.0 / 9007199254740992.0);
+    return u < p ? 0 : (real)(1.0 / (1.0 - p));
+}
+
+static uint64_t dropout_site_key(const train_state *s, int l, int site) {
+    return mix64(s->dropout_key ^ mix64(((uint64_t)l << 8) | (uint64_t)site));
+}
+
+/* out = x ⊙ mask (or, accumulate: out += x ⊙ mask) for n elements */
+static void dropout_apply(real *out, const real *x, size_t n, uint64_t key, double p, int accumulate) {
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        real v = x[i] * dropout_factor(key, i, p);
+        out[i] = accumulate ? out[i] + v : v;
+    }
+}
+
+static int dropout_on(const train_state *s) { return s->lora && s->lora_dropout > 0; }
+
+/* y[BT, out] += the adapter term of (l, site) for input x[BT, in] (dropout(x) when on) */
 static void adapter_forward(train_state *s, int l, int site, real *y, const real *x) {
     const real *a, *b;
     size_t ao, bo;
-    int in, out;
+    int in, out, BT = s->B * s->T;
     if (!adapter_site(s, l, site, &a, &b, &ao, &bo, &in, &out)) return;
-    R(mt_lora_forward)(y, s->lora_h, x, a, b, s->lora->scale, s->B * s->T, in, out, s->lora->rank);
+    if (dropout_on(s)) {
+        dropout_apply(s->lora_xd, x, (size_t)BT * in, dropout_site_key(s, l, site), s->lora_dropout, 0);
+        x = s->lora_xd;
+    }
+    R(mt_lora_forward)(y, s->lora_h, x, a, b, s->lora->scale, BT, in, out, s->lora->rank);
 }
 
-/* dx += the adapter's input gradient; dA, dB += its parameter gradients */
+/* dx += the adapter's input gradient; dA, dB += its parameter gradients. With dropout the
+ * adapter saw x⊙mask: its parameter gradients use that, and its input gradient is masked. */
 static void adapter_backward(train_state *s, int l, int site, real *dx, const real *dy, const real *x) {
     const real *a, *b;
     size_t ao, bo;
-    int in, out;
+    int in, out, BT = s->B * s->T, r = s->lora->rank;
     if (!adapter_site(s, l, site, &a, &b, &ao, &bo, &in, &out)) return;
-    R(mt_lora_backward)(dx, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, x, a, b,
-                        s->lora->scale, s->B * s->T, in, out, s->lora->rank);
+    if (!dropout_on(s)) {
+        R(mt_lora_backward)(dx, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, x, a, b,
+                            s->lora->scale, BT, in, out, r);
+        return;
+    }
+    uint64_t key = dropout_site_key(s, l, site);
+    size_t n = (size_t)BT * in;
+    dropout_apply(s->lora_xd, x, n, key, s->lora_dropout, 0);
+    R(mt_lora_backward)(NULL, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, s->lora_xd, a, b,
+                        s->lora->scale, BT, in, out, r);
+    /* the gradient of dropout(x): (dh · A) ⊙ mask */
+    memset(s->lora_xd, 0, n * sizeof(real));
+    R(mt_matmul_backward)(s->lora_xd, NULL, NULL, s->lora_dh, NULL, a, BT, in, r);
+    dropout_apply(dx, s->lora_xd, n, key, s->lora_dropout, 1);
+}
+
+/* the [B*T, widest site input] dropout scratch, made on first use */
+static mt_status ensure_dropout_scratch(train_state *s) {
+    if (!dropout_on(s) || s->lora_xd) return MT_OK;
+    if (!(s->lora_dropout < 1)) return mt_error(MT_ERR_ARG, "LoRA dropout %g must be in [0, 1)", s->lora_dropout);
+    const mt_config *c = &s->model->cfg;
+    size_t wide = (size_t)c->dim, qd = (size_t)c->n_heads * c->head_dim;
+    if (qd > wide) wide = qd;
+    if ((size_t)c->hidden_dim > wide) wide = (size_t)c->hidden_dim;
+    s->lora_xd = malloc((size_t)s->B * s->T * wide * sizeof(real));
+    return s->lora_xd ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory for LoRA dropout scratch");
+}
+
+/* The weight of a linear site in this precision: the parameters, or, for a bf16/Q8_0 base
+ * (float build only), the matrix dequantised into s->wbuf, valid until the next call. */
+static const real *site_w(train_state *s, int l, int site) {
+#ifdef MT_REAL_DOUBLE
+    return param(s, mt_linear_site_weight(s->model, l, site));
+#else
+    return mt_site_weight(s->model, l, site, s->wbuf);
+#endif
 }
 
 static void layer_forward(train_state *s, int l) {
@@ -322,9 +433,9 @@ static void layer_forward(train_state *s, int l) {
     int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
 
     R(mt_rmsnorm_forward_save)(a.xn1, a.rstd1, a.x, param(s, L->attn_norm), BT, C, c->norm_eps);
-    R(mt_matmul_forward)(a.q, a.xn1, param(s, L->wq), param(s, L->bq), BT, C, qd);
-    R(mt_matmul_forward)(a.k, a.xn1, param(s, L->wk), param(s, L->bk), BT, C, kvd);
-    R(mt_matmul_forward)(a.v, a.xn1, param(s, L->wv), param(s, L->bv), BT, C, kvd);
+    R(mt_matmul_forward)(a.q, a.xn1, site_w(s, l, MT_SITE_Q), param(s, L->bq), BT, C, qd);
+    R(mt_matmul_forward)(a.k, a.xn1, site_w(s, l, MT_SITE_K), param(s, L->bk), BT, C, kvd);
+    R(mt_matmul_forward)(a.v, a.xn1, site_w(s, l, MT_SITE_V), param(s, L->bv), BT, C, kvd);
     if (s->lora) {
         adapter_forward(s, l, MT_SITE_Q, a.q, a.xn1);
         adapter_forward(s, l, MT_SITE_K, a.k, a.xn1);
@@ -334,19 +445,19 @@ static void layer_forward(train_state *s, int l) {
     R(mt_rope_forward)(a.k, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_attention_forward)(a.atty, a.att_lse, a.q, a.k, a.v, s->doc, s->B, s->T, c->n_heads,
                             c->n_kv_heads, c->head_dim);
-    R(mt_matmul_forward)(a.x_mid, a.atty, param(s, L->wo), NULL, BT, qd, C);
+    R(mt_matmul_forward)(a.x_mid, a.atty, site_w(s, l, MT_SITE_O), NULL, BT, qd, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_O, a.x_mid, a.atty);
     add_into(a.x_mid, a.x, a.x_mid, (size_t)BT * C);
 
     R(mt_rmsnorm_forward_save)(a.xn2, a.rstd2, a.x_mid, param(s, L->ffn_norm), BT, C, c->norm_eps);
-    R(mt_matmul_forward)(a.gate, a.xn2, param(s, L->w_gate), NULL, BT, C, F);
-    R(mt_matmul_forward)(a.up, a.xn2, param(s, L->w_up), NULL, BT, C, F);
+    R(mt_matmul_forward)(a.gate, a.xn2, site_w(s, l, MT_SITE_GATE), NULL, BT, C, F);
+    R(mt_matmul_forward)(a.up, a.xn2, site_w(s, l, MT_SITE_UP), NULL, BT, C, F);
     if (s->lora) {
         adapter_forward(s, l, MT_SITE_GATE, a.gate, a.xn2);
         adapter_forward(s, l, MT_SITE_UP, a.up, a.xn2);
     }
     R(mt_swiglu_forward)(s->hidden, a.gate, a.up, (size_t)BT * F);
-    R(mt_matmul_forward)(a.x_next, s->hidden, param(s, L->w_down), NULL, BT, F, C);
+    R(mt_matmul_forward)(a.x_next, s->hidden, site_w(s, l, MT_SITE_DOWN), NULL, BT, F, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_DOWN, a.x_next, s->hidden);
     add_into(a.x_next, a.x_mid, a.x_next, (size_t)BT * C);
 }
@@ -377,6 +488,7 @@ mt_status R(mt_train_forward)(train_state *s, const int *inputs, const int *targ
     int BT = s->B * s->T;
     s->have_forward = 0;
     mt_status st = take_batch(s, inputs, targets, pos, doc);
+    if (st == MT_OK) st = ensure_dropout_scratch(s);
     if (st) return st;
     R(mt_embedding_forward)(s->x, s->inputs, param(s, s->model->tok_embd), BT, c->dim);
     for (int l = 0; l < c->n_layers; l++) layer_forward(s, l);
@@ -411,16 +523,16 @@ static void layer_backward(train_state *s, int l) {
     R(mt_swiglu_forward)(s->hidden, a.gate, a.up, nF);
     zero(s->dhidden, nF);
     R(mt_matmul_backward)(s->dhidden, R(mt_train_grad)(s, L->w_down), NULL, s->dx, s->hidden,
-                          param(s, L->w_down), BT, F, C);
+                          site_w(s, l, MT_SITE_DOWN), BT, F, C);
     if (s->lora) adapter_backward(s, l, MT_SITE_DOWN, s->dhidden, s->dx, s->hidden);
     zero(s->dgate, nF);
     zero(s->dup, nF);
     R(mt_swiglu_backward)(s->dgate, s->dup, s->dhidden, a.gate, a.up, nF);
     zero(s->dxn, (size_t)BT * C);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->w_gate), NULL, s->dgate, a.xn2,
-                          param(s, L->w_gate), BT, C, F);
+                          site_w(s, l, MT_SITE_GATE), BT, C, F);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->w_up), NULL, s->dup, a.xn2,
-                          param(s, L->w_up), BT, C, F);
+                          site_w(s, l, MT_SITE_UP), BT, C, F);
     if (s->lora) {
         adapter_backward(s, l, MT_SITE_GATE, s->dxn, s->dgate, a.xn2);
         adapter_backward(s, l, MT_SITE_UP, s->dxn, s->dup, a.xn2);
@@ -431,7 +543,7 @@ static void layer_backward(train_state *s, int l) {
     /* attention: x_mid = x + o(attention(rope(q), rope(k), v)) */
     zero(s->datty, (size_t)BT * qd);
     R(mt_matmul_backward)(s->datty, R(mt_train_grad)(s, L->wo), NULL, s->dx, a.atty,
-                          param(s, L->wo), BT, qd, C);
+                          site_w(s, l, MT_SITE_O), BT, qd, C);
     if (s->lora) adapter_backward(s, l, MT_SITE_O, s->datty, s->dx, a.atty);
     zero(s->dq, (size_t)BT * qd);
     zero(s->dk, (size_t)BT * kvd);
@@ -442,11 +554,11 @@ static void layer_backward(train_state *s, int l) {
     R(mt_rope_backward)(s->dk, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     zero(s->dxn, (size_t)BT * C);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wq), R(mt_train_grad)(s, L->bq), s->dq,
-                          a.xn1, param(s, L->wq), BT, C, qd);
+                          a.xn1, site_w(s, l, MT_SITE_Q), BT, C, qd);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wk), R(mt_train_grad)(s, L->bk), s->dk,
-                          a.xn1, param(s, L->wk), BT, C, kvd);
+                          a.xn1, site_w(s, l, MT_SITE_K), BT, C, kvd);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wv), R(mt_train_grad)(s, L->bv), s->dv,
-                          a.xn1, param(s, L->wv), BT, C, kvd);
+                          a.xn1, site_w(s, l, MT_SITE_V), BT, C, kvd);
     if (s->lora) {
         adapter_backward(s, l, MT_SITE_Q, s->dxn, s->dq, a.xn1);
         adapter_backward(s, l, MT_SITE_K, s->dxn, s->dk, a.xn1);
@@ -456,10 +568,42 @@ static void layer_backward(train_state *s, int l) {
                            param(s, L->attn_norm), a.rstd1, BT, C);
 }
 
+/* ---- trainable token rows (model/adapter.h) ---- */
+
+/* Head rows: d row_v += Σ_t dlogits[t, v] · xn_final[t] for each trained id v (into the
+ * embedding entries when the head is tied, so both uses add up). */
+static void head_row_grads(train_state *s) {
+    const struct mt_token_rows *r = s->rows;
+    int BT = s->B * s->T, C = s->model->cfg.dim, V = s->model->cfg.vocab_size;
+    for (int i = 0; i < r->n; i++) {
+        real *g = s->row_grads + (size_t)(r->untied ? r->n + i : i) * C;
+        for (int t = 0; t < BT; t++) {
+            real d = s->logits[(size_t)t * V + r->ids[i]];
+            if (d == 0) continue;
+            const real *xn = s->xn_final + (size_t)t * C;
+            for (int j = 0; j < C; j++) g[j] += d * xn[j];
+        }
+    }
+}
+
+/* Embedding rows: d row_v += dx[t] for every position whose input is v. */
+static void embedding_row_grads(train_state *s) {
+    int BT = s->B * s->T, C = s->model->cfg.dim;
+    for (int t = 0; t < BT; t++) {
+        int i = s->row_of_id[s->inputs[t]];
+        if (i < 0) continue;
+        real *g = s->row_grads + (size_t)i * C;
+        const real *dx = s->dx + (size_t)t * C;
+        for (int j = 0; j < C; j++) g[j] += dx[j];
+    }
+}
+
 mt_status R(mt_train_backward)(train_state *s) {
     if (!s->have_forward)
         return mt_error(MT_ERR_ARG, "training backward without a forward since the last backward");
     s->have_forward = 0;
+    mt_status st = ensure_grads(s);
+    if (st) return st;
     const mt_config *c = &s->model->cfg;
     const mt_model *m = s->model;
     int BT = s->B * s->T, C = c->dim;
@@ -470,6 +614,7 @@ mt_status R(mt_train_backward)(train_state *s) {
     zero(s->dxn, (size_t)BT * C);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, m->output), NULL, s->logits, s->xn_final,
                           param(s, m->output), BT, C, c->vocab_size);
+    if (s->rows) head_row_grads(s);
     zero(s->dx, (size_t)BT * C);
     R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, m->norm_final), s->dxn,
                            s->x + (size_t)c->n_layers * BT * C, param(s, m->norm_final),
@@ -482,5 +627,6 @@ mt_status R(mt_train_backward)(train_state *s) {
     }
     real *dembd = R(mt_train_grad)(s, m->tok_embd);
     if (dembd) R(mt_embedding_backward)(dembd, s->dx, s->inputs, BT, C);
+    if (s->rows) embedding_row_grads(s);
     return MT_OK;
 }

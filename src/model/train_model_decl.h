@@ -8,7 +8,8 @@ typedef struct MT_TR_FN(mt_train_state) {
     int B, T;
     int flags;                /* MT_TRAIN_RECOMPUTE or 0 */
     REAL_ *params;            /* float: model->params, trained in place; double: owned copy */
-    REAL_ *grads;             /* [model->n_params], same offsets as model->params */
+    REAL_ *grads;             /* [model->n_params], same offsets as model->params; NULL until
+                                 a backward with some tensor trainable (never for LoRA) */
     int n_tensors;
     size_t *tensor_offset;    /* [n_tensors]: offset of each tensor in params, ascending */
     unsigned char *trainable; /* [n_tensors]: 1 = compute this tensor's weight gradient */
@@ -48,6 +49,21 @@ typedef struct MT_TR_FN(mt_train_state) {
      * their gradients (same offsets), and two [B*T, rank] scratch arrays */
     const struct mt_lora *lora;
     REAL_ *lora_params, *lora_grads, *lora_h, *lora_dh;
+    /* LoRA dropout (PEFT's lora_dropout: the adapter sees dropout(x), the base x): the rate,
+     * 0 = off (set it to 0 for evaluation), and the key the caller sets before each forward;
+     * the mask of element i at (layer, site) is a hash of (key, layer, site, i), so the
+     * backward regenerates it instead of storing it. lora_xd: [B*T, widest input] scratch. */
+    double lora_dropout;
+    uint64_t dropout_key;
+    REAL_ *lora_xd;
+    float *wbuf;              /* one dequantised site weight (bf16/Q8_0 base), else NULL */
+
+    /* trainable token rows attached to the model when the state was made (model/adapter.h),
+     * or NULL: row_of_id[v] is the entry of token v in them or -1; row_grads has the shape of
+     * rows->values (embedding rows, then head rows when untied) and gets their gradient */
+    const struct mt_token_rows *rows;
+    int *row_of_id;
+    REAL_ *row_grads;
 } MT_TR_FN(mt_train_state);
 
 /* Bytes of the activation allocation, and of everything a state allocates (activations,

@@ -8,6 +8,7 @@
 #include "adapters/lora.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
+#include "model/base_store.h"
 #include "model/train_model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/batch.h"
@@ -63,6 +64,8 @@ static void trainer_free(mt_trainer *t) {
     free(t->template_source);
     if (t->lora && t->m->lora == t->lora && t->own_lora) mt_model_set_lora(t->m, NULL);
     if (t->own_lora) mt_lora_free(t->lora);
+    mt_adamw_free(&t->rows_opt);
+    if (t->own_rows) mt_token_rows_free(t->rows); /* detaches: the base rows come back */
 }
 
 static mt_status load_datasets(mt_trainer *t, const char *data_path) {
@@ -147,16 +150,18 @@ static int state_flags(const mt_trainer *t) { return t->o.recompute ? MT_TRAIN_R
 static size_t memory_plan(const mt_trainer *t, size_t *acts) {
     const mt_config *c = &t->m->cfg;
     size_t adapter = t->lora ? t->lora->n_params * sizeof(float) : 0;
-    /* an adapter adds its weights, gradients and [B*T, rank] scratch to the state */
+    /* an adapter adds its weights, gradients and [B*T, rank] scratch to the state, and a
+     * frozen base has no parameter gradients */
     *acts = mt_train_state_bytes_flags(c, t->o.batch, t->seq_len, state_flags(t)) + adapter +
             (t->lora ? 2 * (size_t)t->o.batch * t->seq_len * t->lora->rank * sizeof(float) + adapter : 0);
-    size_t params = t->m->n_params * sizeof(float), trained = trainable_count(t) * sizeof(float);
+    if (t->lora) *acts -= mt_config_param_count(c) * sizeof(float);
+    size_t params = mt_model_weight_bytes(t->m), trained = trainable_count(t) * sizeof(float);
     /* weights + activations/grads state + two AdamW moments + batch buffers */
     return params + *acts + 2 * trained + (size_t)4 * t->o.grad_accum * t->o.batch * t->seq_len * sizeof(int);
 }
 
 static void print_dry_run(const mt_trainer *t) {
-    size_t acts, total = memory_plan(t, &acts), params = t->m->n_params * sizeof(float);
+    size_t acts, total = memory_plan(t, &acts), params = mt_model_weight_bytes(t->m);
     size_t trained = trainable_count(t);
     printf("{\"examples\": %d, \"eval_examples\": %d, \"skipped_lines\": %d, \"tokens\": %ld, "
            "\"target_tokens\": %ld, \"truncated_examples\": %ld, \"seq_len\": %d, \"rows_per_epoch\": %ld, "
@@ -165,7 +170,7 @@ static void print_dry_run(const mt_trainer *t) {
            "\"total\": %zu}}\n",
            t->data.n, t->eval.n, t->data.n_skipped + t->eval.n_skipped, t->packed.tokens_total,
            t->packed.targets_total, t->packed.n_truncated, t->seq_len, t->rows_per_epoch, t->total_steps,
-           t->m->n_params, trained, params, acts, 2 * trained * sizeof(float), total);
+           mt_model_param_count(t->m), trained, params, acts, 2 * trained * sizeof(float), total);
 }
 
 /* ---- batches ---------------------------------------------------------------------------- */
@@ -202,6 +207,7 @@ static mt_status eval_loss(mt_trainer *t, double *out) {
     double nll_total = 0;
     long count = 0;
     int B = t->o.batch, T = t->seq_len;
+    t->state->lora_dropout = 0; /* evaluation sees the whole adapter */
     for (int r0 = 0; s == MT_OK && r0 < plan.n_rows; r0 += B) {
         for (int r = 0; r < B; r++) {
             size_t off = (size_t)r * T;
@@ -223,6 +229,12 @@ static mt_status eval_loss(mt_trainer *t, double *out) {
 
 /* AdamW on the trainable tensors; weight decay on matrices only (not norms or biases). */
 static void optimizer_step(mt_trainer *t) {
+    if (t->rows) {
+        mt_adamw_begin_step(&t->rows_opt);
+        t->rows_opt.lr = t->opt.lr;
+        mt_adamw_update(&t->rows_opt, t->rows->values, t->state->row_grads, 0, t->rows_opt.n, 0.0f);
+        mt_token_rows_sync(t->rows);
+    }
     if (t->lora) { /* only the adapter trains; every adapter tensor is a matrix */
         mt_adamw_begin_step(&t->opt);
         mt_adamw_update(&t->opt, t->lora->params, t->state->lora_grads, 0, t->lora->n_params, t->o.weight_decay);
@@ -237,6 +249,25 @@ static void optimizer_step(mt_trainer *t) {
         float wd = refs[i].is_vector ? 0.0f : t->o.weight_decay;
         mt_adamw_update(&t->opt, t->m->params, t->state->grads, begin, begin + len, wd);
     }
+}
+
+/* The global norm over every trained gradient (adapter or model, token rows), clipped to
+ * --clip; returns the norm before clipping. */
+static double clip_gradients(mt_trainer *t) {
+    float *g[2] = {t->lora ? t->state->lora_grads : t->state->grads, t->rows ? t->state->row_grads : NULL};
+    size_t n[2] = {trainable_count(t), t->rows ? t->rows_opt.n : 0};
+    double sq = 0;
+    for (int k = 0; k < 2; k++) {
+        double norm = g[k] ? mt_grad_norm(g[k], n[k]) : 0;
+        sq += norm * norm;
+    }
+    double norm = sqrt(sq);
+    if (t->o.clip > 0 && norm > t->o.clip) {
+        float f = (float)(t->o.clip / (norm + 1e-6));
+        for (int k = 0; k < 2; k++)
+            for (size_t i = 0; g[k] && i < n[k]; i++) g[k][i] *= f;
+    }
+    return norm;
 }
 
 /* One optimizer step over grad_accum micro-batches, the loss normalised by the target
@@ -256,14 +287,16 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
     for (int g = 0; g < G; g++) {
         size_t off = (size_t)g * B * T;
         double nll;
+        /* LoRA dropout: a fresh mask per micro-batch, a function of (seed, step, g) so a
+         * resumed run draws the same masks */
+        t->state->lora_dropout = t->lora ? t->lora->dropout : 0;
+        t->state->dropout_key = t->o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)t->step << 20) ^ (uint64_t)g;
         mt_status s = mt_train_forward(t->state, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, scale, &nll, NULL);
         if (s == MT_OK) s = mt_train_backward(t->state);
         if (s) return s;
         nll_sum += nll;
     }
-    float *grads = t->lora ? t->state->lora_grads : t->state->grads;
-    size_t n_grads = trainable_count(t);
-    *grad_norm = t->o.clip > 0 ? mt_grad_clip(grads, n_grads, t->o.clip) : mt_grad_norm(grads, n_grads);
+    *grad_norm = clip_gradients(t);
     *lr = mt_schedule_lr(t->sched, t->o.lr, t->step, t->o.warmup, t->total_steps);
     t->opt.lr = *lr;
     optimizer_step(t);
@@ -283,27 +316,38 @@ static char *state_json(const mt_trainer *t) {
                           "data_epoch", t->data_epoch, "data_row", t->data_row,
                           "adam_step", (json_int_t)t->opt.step, "seed", (json_int_t)t->o.seed,
                           "batch", t->o.batch, "grad_accum", t->o.grad_accum, "seq_len", t->seq_len,
-                          "n_params", (json_int_t)t->m->n_params);
+                          "n_params", (json_int_t)mt_model_param_count(t->m));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
 }
 
-static void checkpoint_blobs(mt_trainer *t, mt_ckpt_blob b[3]) {
+#define MAX_BLOBS 8
+
+/* What a checkpoint holds: the trained parameters and their AdamW moments. Returns the count. */
+static int checkpoint_blobs(mt_trainer *t, mt_ckpt_blob b[MAX_BLOBS]) {
     size_t bytes = trainable_count(t) * sizeof(float);
     if (t->lora) b[0] = (mt_ckpt_blob){"lora", t->lora->params, bytes};
     else b[0] = (mt_ckpt_blob){"params", t->m->params, bytes};
     b[1] = (mt_ckpt_blob){"adam_m", t->opt.m, bytes};
     b[2] = (mt_ckpt_blob){"adam_v", t->opt.v, bytes};
+    int n = 3;
+    if (t->rows) {
+        size_t rb = t->rows_opt.n * sizeof(float);
+        b[n++] = (mt_ckpt_blob){"token_rows", t->rows->values, rb};
+        b[n++] = (mt_ckpt_blob){"token_rows_adam_m", t->rows_opt.m, rb};
+        b[n++] = (mt_ckpt_blob){"token_rows_adam_v", t->rows_opt.v, rb};
+    }
+    return n;
 }
 
 static mt_status save_checkpoint(mt_trainer *t) {
     mt_status s = mt_mkdir_p(t->ckpt_dir);
     if (s) return s;
     char *json = state_json(t), *path = mt_checkpoint_path(t->ckpt_dir, t->step);
-    mt_ckpt_blob b[3];
-    checkpoint_blobs(t, b);
-    s = json && path ? mt_checkpoint_write(path, json, b, 3) : mt_error(MT_ERR_NOMEM, "out of memory");
+    mt_ckpt_blob b[MAX_BLOBS];
+    int nb = checkpoint_blobs(t, b);
+    s = json && path ? mt_checkpoint_write(path, json, b, nb) : mt_error(MT_ERR_NOMEM, "out of memory");
     if (s == MT_OK) mt_checkpoint_prune(t->ckpt_dir, t->o.keep_checkpoints > 0 ? t->o.keep_checkpoints : 1);
     free(json);
     free(path);
@@ -325,9 +369,9 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
     char *path = NULL, *json = NULL;
     mt_status s = mt_checkpoint_find_latest(t->ckpt_dir, &path);
     if (s) return s;
-    mt_ckpt_blob b[3];
-    checkpoint_blobs(t, b);
-    s = mt_checkpoint_read(path, &json, b, 3);
+    mt_ckpt_blob b[MAX_BLOBS];
+    int nb = checkpoint_blobs(t, b);
+    s = mt_checkpoint_read(path, &json, b, nb);
     json_error_t e;
     json_t *st = s == MT_OK ? json_loads(json, 0, &e) : NULL;
     if (s == MT_OK) s = check_resume_settings(t, st, path);
@@ -343,6 +387,8 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
     }
     if (s == MT_OK) {
         t->opt.step = json_long(st, "adam_step");
+        t->rows_opt.step = t->opt.step;
+        mt_token_rows_sync(t->rows);
         if (!t->o.quiet) fprintf(stderr, "memtune: resumed from %s (step %ld)\n", path, t->step);
     }
     json_decref(st);
@@ -352,6 +398,72 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
 }
 
 /* ---- the run ---------------------------------------------------------------------------- */
+
+/* ---- trainable token rows ---------------------------------------------------------------- */
+
+static int add_id(int *ids, int n, int id) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] == id) return n;
+    ids[n] = id;
+    return n + 1;
+}
+
+/* "auto": EOS and every control/user-defined token in the rendered data except BOS (which
+ * starts every text, so changing it would change the model everywhere). */
+static int auto_token_ids(const mt_trainer *t, int *ids, int cap) {
+    int n = 0, bos = t->builder.bos_id;
+    if (t->builder.eos_id >= 0) n = add_id(ids, n, t->builder.eos_id);
+    for (int i = 0; i < t->packed.n_seqs && n < cap; i++) {
+        const mt_token_seq *q = &t->packed.seqs[i];
+        for (int k = 0; k < q->n && n < cap; k++) {
+            int type = mt_tokenizer_type(t->m->tok, q->ids[k]);
+            if (q->ids[k] != bos && (type == MT_TOKTYPE_CONTROL || type == MT_TOKTYPE_USER_DEFINED))
+                n = add_id(ids, n, q->ids[k]);
+        }
+    }
+    return n;
+}
+
+static mt_status parse_token_ids(const char *list, int *ids, int cap, int *n) {
+    *n = 0;
+    for (const char *p = list; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',') || v < 0 || v > INT32_MAX)
+            return mt_error(MT_ERR_ARG, "--trainable-tokens: expected auto, none or a comma list of token ids, got \"%s\"", list);
+        if (*n == cap) return mt_error(MT_ERR_ARG, "--trainable-tokens: more than %d ids", cap);
+        *n = add_id(ids, *n, (int)v);
+        p = *end ? end + 1 : end;
+    }
+    return MT_OK;
+}
+
+#define MAX_AUTO_ROWS 256
+
+static mt_status setup_token_rows(mt_trainer *t) {
+    const char *spec = t->o.trainable_tokens ? t->o.trainable_tokens : "auto";
+    if (!strcmp(spec, "none")) return MT_OK;
+    int ids[MAX_AUTO_ROWS], n;
+    mt_status s = MT_OK;
+    if (!strcmp(spec, "auto")) n = auto_token_ids(t, ids, MAX_AUTO_ROWS);
+    else s = parse_token_ids(spec, ids, MAX_AUTO_ROWS, &n);
+    if (s || n == 0) return s;
+    if ((s = mt_token_rows_create(t->m, ids, n, &t->rows))) return s;
+    t->own_rows = 1;
+    if ((s = mt_model_attach_token_rows(t->m, t->rows))) return s;
+    if (!t->o.quiet) {
+        fprintf(stderr, "memtune: trainable token rows:");
+        for (int i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+        fprintf(stderr, " (%d parameters)\n", (1 + t->rows->untied) * n * t->m->cfg.dim);
+    }
+    return MT_OK;
+}
+
+static int rows_train_stop_token(const mt_trainer *t) {
+    for (int i = 0; t->rows && i < t->rows->n; i++)
+        if (t->rows->ids[i] == t->builder.eos_id) return 1;
+    return 0;
+}
 
 /* The answer-stopping token's output row is (to 1e-3 of its size) the row of another token:
  * it was never trained (stories260K's EOS, see README), and with the base frozen and the
@@ -385,6 +497,8 @@ static mt_status setup_lora(mt_trainer *t) {
         lo.alpha = t->o.lora_alpha;
         lo.rslora = t->o.lora_rslora;
         lo.targets = t->o.lora_targets;
+        lo.layers = t->o.lora_layers;
+        lo.dropout = t->o.lora_dropout;
         lo.seed = t->o.seed;
         mt_status s = mt_lora_create(t->m, &lo, &t->lora);
         if (s) return s;
@@ -392,11 +506,16 @@ static mt_status setup_lora(mt_trainer *t) {
         if ((s = mt_model_set_lora(t->m, t->lora))) return s;
     }
     if (!t->o.quiet) {
-        fprintf(stderr, "memtune: LoRA r=%d alpha=%g%s on %s: %zu trainable parameters (%.3f%% of %zu)\n",
-                t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", mt_lora_targets_text(t->lora->targets),
-                t->lora->n_params, 100.0 * t->lora->n_params / (double)t->m->n_params, t->m->n_params);
+        fprintf(stderr, "memtune: LoRA r=%d alpha=%g%s dropout %g on %s%s%s: %zu trainable parameters (%.3f%% of %zu)\n",
+                t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", t->lora->dropout,
+                mt_lora_targets_text(t->lora->targets), t->o.lora_layers && t->own_lora ? " of layers " : "",
+                t->o.lora_layers && t->own_lora ? t->o.lora_layers : "",
+                t->lora->n_params, 100.0 * t->lora->n_params / (double)mt_model_param_count(t->m), mt_model_param_count(t->m));
+        if (t->m->base)
+            fprintf(stderr, "memtune: frozen base linear layers held as %s: weights take %.1f MB (f32: %.1f MB)\n",
+                    mt_model_base_dtype(t->m), mt_model_weight_bytes(t->m) / 1e6, mt_model_param_count(t->m) * 4 / 1e6);
         int twin;
-        if (stop_token_untrained(t, &twin))
+        if (!rows_train_stop_token(t) && stop_token_untrained(t, &twin))
             fprintf(stderr, "memtune: warning: the stop token (id %d) was never trained: its output row equals that of "
                     "id %d. The base (and its head) stay frozen with LoRA, so the adapter cannot make the model stop "
                     "after an answer; expect answers that run on. Fine-tune with --method full, or use a chat template "
@@ -423,7 +542,11 @@ static mt_status setup(mt_trainer *t, const char *data_path) {
     if (s == MT_OK) s = prepare_data(t);
     if (s) return s;
     plan_steps(t);
-    if (is_lora(t) && (s = setup_lora(t))) return s;
+    const char *bd = t->o.base_dtype ? t->o.base_dtype : "f32";
+    if (!is_lora(t) && strcmp(bd, "f32"))
+        return mt_error(MT_ERR_ARG, "--base-dtype %s needs --method lora (full fine-tuning trains the base in f32)", bd);
+    if (is_lora(t) && (s = mt_model_set_base_dtype(t->m, bd))) return s;
+    if (is_lora(t) && ((s = setup_token_rows(t)) || (s = setup_lora(t)))) return s;
     t->ckpt_dir = mt_path_join(t->o.out_dir, "checkpoints");
     return t->ckpt_dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
 }
@@ -438,6 +561,9 @@ static mt_status allocate(mt_trainer *t) {
     mt_status s = mt_train_create_flags(t->m, t->o.batch, t->seq_len, state_flags(t), &t->state);
     if (s == MT_OK && t->lora) s = mt_train_set_trainable(t->state, NULL, 0); /* frozen base */
     if (s == MT_OK) s = mt_adamw_init(&t->opt, trainable_count(t), t->o.lr, 0.9f, 0.999f, 1e-8f, t->o.weight_decay);
+    if (s == MT_OK && t->rows)
+        s = mt_adamw_init(&t->rows_opt, (size_t)(1 + t->rows->untied) * t->rows->n * t->rows->dim, t->o.lr, 0.9f,
+                          0.999f, 1e-8f, 0.0f);
     return s;
 }
 
@@ -496,6 +622,7 @@ static mt_status finish(mt_trainer *t, mt_train_log *log) {
     if (s == MT_OK && t->lora) {
         char *dir = mt_path_join(t->o.out_dir, "adapter");
         s = dir ? mt_lora_save(t->lora, t->m, dir, NULL) : mt_error(MT_ERR_NOMEM, "out of memory");
+        if (s == MT_OK && t->rows) s = mt_token_rows_save(t->rows, dir);
         if (s == MT_OK && !t->o.quiet) fprintf(stderr, "memtune: saved %s\n", dir);
         free(dir);
         return s;

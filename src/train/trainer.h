@@ -31,6 +31,9 @@ typedef struct {
     char *ckpt_dir;
     mt_lora *lora;              /* method lora: the adapter being trained (attached to m) */
     int own_lora;               /* the trainer made it: save it to out_dir/adapter, then free */
+    mt_token_rows *rows;        /* lora/memory: trainable token rows (attached to m) or NULL */
+    int own_rows;
+    mt_adamw rows_opt;          /* their AdamW moments */
 } mt_trainer;
 
 #endif
