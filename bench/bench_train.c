@@ -20,7 +20,8 @@
  * --base-dtype bf16|q8_0 also holds the frozen base's linear layers in that dtype.
  *
  * usage: bench_train MODEL [threads=2] [B=4] [T=128] [warmup=2] [steps=5] [--lora R]
- *                    [--base-dtype D] [--lockstep] */
+ *                    [--base-dtype D] [--recompute] [--lockstep]
+ * --recompute: the state recomputes activations in the backward (MT_TRAIN_RECOMPUTE). */
 #include "memtune.h"
 #include "model/train_model.h"
 #include "model/base_store.h"
@@ -73,11 +74,12 @@ static int cmp_double(const void *a, const void *b) {
     } while (0)
 
 int main(int argc, char **argv) {
-    int lockstep = 0, lora_rank = 0;
+    int lockstep = 0, lora_rank = 0, recompute = 0;
     const char *base_dtype = "f32";
     int k = 1;
     for (int i = 1; i < argc; i++) { /* take the options out, keep the positional arguments */
         if (!strcmp(argv[i], "--lockstep")) lockstep = 1;
+        else if (!strcmp(argv[i], "--recompute")) recompute = 1;
         else if (!strcmp(argv[i], "--lora") && i + 1 < argc) lora_rank = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--base-dtype") && i + 1 < argc) base_dtype = argv[++i];
         else argv[k++] = argv[i];
@@ -115,7 +117,7 @@ int main(int argc, char **argv) {
         CHECK(mt_model_attach_lora(m, lora));
     }
     mt_train_state *s;
-    CHECK(mt_train_create(m, B, T, &s));
+    CHECK(mt_train_create_flags(m, B, T, recompute ? MT_TRAIN_RECOMPUTE : 0, &s));
     if (lora) CHECK(mt_train_set_trainable(s, NULL, 0));
     mt_adamw opt;
     size_t n_trained = lora ? mt_lora_param_count(lora) : m->n_params;
@@ -176,12 +178,12 @@ int main(int argc, char **argv) {
     printf("{\"engine\":\"memtune\",\"bench\":\"train\",\"method\":\"%s\",\"base_dtype\":\"%s\",\"trainable\":%zu,"
            "\"model\":\"%s\",\"params\":%zu,\"threads\":%d,"
            "\"B\":%d,\"T\":%d,\"warmup\":%d,\"steps\":%d,\"step_s\":%.4f,\"best_step_s\":%.4f,"
-           "\"tok_s\":%.3f,\"first_loss\":%.5f,\"last_loss\":%.5f,\"state_mb\":%.1f,\"peak_rss_mb\":%.1f,"
+           "\"tok_s\":%.3f,\"recompute\":%d,\"first_loss\":%.5f,\"last_loss\":%.5f,\"state_mb\":%.1f,\"peak_rss_mb\":%.1f,"
            "\"rss_end_mb\":%.1f,\"weights_mb\":%.1f}\n",
            lora ? "lora" : "full", base_dtype, n_trained, path, n_params, threads, B, T, warmup, steps, med, times[0],
-           BT / med, first_loss,
-           last_loss, mt_train_state_bytes(c, B, T) / 1048576.0, ru.ru_maxrss / 1024.0, rss_now_mb(),
-           mt_model_weight_bytes(m) / 1048576.0);
+           BT / med, recompute, first_loss,
+           last_loss, mt_train_state_bytes_flags(c, B, T, recompute ? MT_TRAIN_RECOMPUTE : 0) / 1048576.0,
+           ru.ru_maxrss / 1024.0, rss_now_mb(), mt_model_weight_bytes(m) / 1048576.0);
     free(seq); free(inputs); free(targets);
     mt_adamw_free(&opt);
     mt_train_free(s);

@@ -4,9 +4,9 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -47,7 +47,9 @@ static void discard_pages(const void *p, size_t n) {
 }
 
 void mt_file_release(const mt_mapped_file *f, const void *p, size_t n) {
-    if (f->data && n) discard_pages(p, n);
+    uintptr_t lo = (uintptr_t)f->data, begin = (uintptr_t)p;
+    if (!f->data || !n || begin < lo || n > f->size || begin - lo > f->size - n) return;
+    discard_pages(p, n);
 }
 
 void mt_memory_discard(void *p, size_t n) {
