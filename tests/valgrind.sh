@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # No leaks under valgrind in loading (every format), generation, training with eval and
-# checkpoints, resume, and evaluation. (libgomp's thread-pool TLS shows as "possibly
+# checkpoints, resume, evaluation, and the text-to-SQL tools (sandbox, data generation). (libgomp's thread-pool TLS shows as "possibly
 # lost"; only definite and indirect leaks count.)
 set -u
 cd "$(dirname "$0")/.."
@@ -26,5 +26,17 @@ run "$MT" train --model "$M/stories260K.bin" --data "$TMP/d.jsonl" --out "$TMP/l
 run "$MT" convert --model "$M/stories260K.bin" --adapter "$TMP/lora/adapter" --out "$TMP/lora.gguf" --format gguf
 run "$MT" eval --model "$M/stories260K.bin" --adapter "$TMP/lora/adapter" --adapter "$TMP/lora.gguf" --adapter-scale 1 --adapter-scale -0.5 --text "$TMP/d.jsonl"
 run "$MT" merge --model "$M/stories260K.bin" --adapter "$TMP/lora.gguf" --base-dtype bf16 --out "$TMP/merged" --quiet
+# text to SQL: data generation, filtering, eval --db with the sandbox, compare, the SQL tests
+N="$A/text2sql/nba_roster"
+if [ -f "$N/nba_roster.db" ]; then
+  head -3 "$N/data/gold-test-set.jsonl" > "$TMP/gold3.jsonl"
+  head -40 "$N/data/training_data/generated_queries.jsonl" > "$TMP/q40.jsonl"
+  run "$MT" data --db "$N/nba_roster.db" --out "$TMP/gen.jsonl" --max-row-facts 50 --seed 1
+  run "$MT" data --filter "$TMP/q40.jsonl" --db "$N/nba_roster.db" --out "$TMP/kept.jsonl"
+  run "$MT" eval --model "$M/stories260K.bin" --data "$TMP/gold3.jsonl" --db "$N/nba_roster.db" --report "$TMP/sql.jsonl" --max-new-tokens 8
+  run "$MT" eval --compare "$TMP/sql.jsonl" "$TMP/sql.jsonl"
+fi
+run "$BUILD/tests/test_sql"
+run "$BUILD/tests/test_datagen"
 
 exit $fail

@@ -54,6 +54,7 @@ int cmd_train(int argc, char **argv) {
         {"--keep-checkpoints", NULL, OPT_INT, &o.keep_checkpoints, "checkpoints kept (default 2)"},
         {"--seed", NULL, OPT_U64, &o.seed, "data-order seed (default 1)"},
         {"--threads", NULL, OPT_INT, &o.threads, "threads (default: all cores)"},
+        {"--recompute", NULL, OPT_FLAG, &o.recompute, "recompute activations in the backward (less memory)"},
         {"--dry-run", NULL, OPT_FLAG, &o.dry_run, "print token counts and the memory plan, then exit"},
         {"--resume", NULL, OPT_FLAG, &o.resume, "continue from the newest valid checkpoint in --out"},
         {"--skip-bad-lines", NULL, OPT_FLAG, &o.skip_bad_lines, "skip and count bad JSONL lines"},

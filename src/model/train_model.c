@@ -25,26 +25,28 @@ typedef R(mt_train_state) train_state;
 
 /* ---- memory plan ------------------------------------------------------------------- */
 
-#define N_ACTS 28
+#define N_ACTS 27
 
 /* Element count of every activation array, in the order of the pointers in
  * activation_slots(). The only place that knows how big a training state is. */
-static void activation_sizes(const mt_config *c, int B, int T, size_t sizes[N_ACTS]) {
-    size_t L = (size_t)c->n_layers, BT = (size_t)B * T, C = (size_t)c->dim;
+static void activation_sizes(const mt_config *c, int B, int T, int flags, size_t sizes[N_ACTS]) {
+    /* with recomputation only the residual stream x keeps every layer; the rest holds the
+     * layer being worked on */
+    size_t LX = (size_t)c->n_layers, BT = (size_t)B * T, C = (size_t)c->dim;
+    size_t L = flags & MT_TRAIN_RECOMPUTE ? 1 : LX;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
-    size_t scores = (size_t)B * c->n_heads * T * T;
+    size_t H = (size_t)c->n_heads;
     size_t plan[N_ACTS] = {
-        (L + 1) * BT * C, L * BT * C, L * BT * C, L * BT * C,  /* x, x_mid, xn1, xn2 */
+        (LX + 1) * BT * C, L * BT * C, L * BT * C, L * BT * C, /* x, x_mid, xn1, xn2 */
         L * BT, L * BT,                                        /* rstd1, rstd2 */
         L * BT * qd, L * BT * kvd, L * BT * kvd,               /* q, k, v */
-        L * scores, L * BT * qd,                               /* att, atty */
+        L * BT * H, L * BT * qd,                               /* att_lse, atty */
         L * BT * F, L * BT * F,                                /* gate, up */
         BT * C, BT, BT * V, BT,                                /* xn_final, rstd_final, logits, lse */
         BT * F, BT * F, BT * F, BT * F,                        /* hidden, dhidden, dgate, dup */
         BT * C, BT * C,                                        /* dx, dxn */
         BT * qd, BT * qd, BT * kvd, BT * kvd,                  /* dq, datty, dk, dv */
-        scores,                                                /* dscores */
     };
     memcpy(sizes, plan, sizeof plan);
 }
@@ -52,9 +54,9 @@ static void activation_sizes(const mt_config *c, int B, int T, size_t sizes[N_AC
 static void activation_slots(train_state *s, real **slots[N_ACTS]) {
     real **list[N_ACTS] = {
         &s->x, &s->x_mid, &s->xn1, &s->xn2, &s->rstd1, &s->rstd2, &s->q, &s->k, &s->v,
-        &s->att, &s->atty, &s->gate, &s->up, &s->xn_final, &s->rstd_final, &s->logits, &s->lse,
+        &s->att_lse, &s->atty, &s->gate, &s->up, &s->xn_final, &s->rstd_final, &s->logits, &s->lse,
         &s->hidden, &s->dhidden, &s->dgate, &s->dup, &s->dx, &s->dxn, &s->dq, &s->datty,
-        &s->dk, &s->dv, &s->dscores,
+        &s->dk, &s->dv,
     };
     memcpy(slots, list, sizeof list);
 }
@@ -63,21 +65,29 @@ static int shape_ok(int B, int T) {
     return B > 0 && T > 0 && T <= MT_TRAIN_MAX_T && (size_t)B * T <= MT_TRAIN_MAX_TOKENS;
 }
 
-size_t R(mt_train_activation_bytes)(const mt_config *c, int B, int T) {
+size_t R(mt_train_activation_bytes_flags)(const mt_config *c, int B, int T, int flags) {
     if (!shape_ok(B, T)) return SIZE_MAX;
     size_t sizes[N_ACTS], n = 0;
-    activation_sizes(c, B, T, sizes);
+    activation_sizes(c, B, T, flags, sizes);
     for (int i = 0; i < N_ACTS; i++) n += sizes[i];
     return n * sizeof(real);
 }
 
-size_t R(mt_train_state_bytes)(const mt_config *c, int B, int T) {
-    size_t acts = R(mt_train_activation_bytes)(c, B, T);
+size_t R(mt_train_activation_bytes)(const mt_config *c, int B, int T) {
+    return R(mt_train_activation_bytes_flags)(c, B, T, 0);
+}
+
+size_t R(mt_train_state_bytes_flags)(const mt_config *c, int B, int T, int flags) {
+    size_t acts = R(mt_train_activation_bytes_flags)(c, B, T, flags);
     if (acts == SIZE_MAX) return SIZE_MAX;
     size_t grads = mt_config_param_count(c) * sizeof(real);
     size_t batch = 4 * (size_t)B * T * sizeof(int);
     size_t rope = 2 * (size_t)T * (c->head_dim / 2) * sizeof(float);
     return acts + grads + batch + rope;
+}
+
+size_t R(mt_train_state_bytes)(const mt_config *c, int B, int T) {
+    return R(mt_train_state_bytes_flags)(c, B, T, 0);
 }
 
 /* ---- parameters, gradients, trainable flags ----------------------------------------- */
@@ -201,7 +211,7 @@ static mt_status allocate(train_state *s) {
     const mt_config *c = &s->model->cfg;
     size_t sizes[N_ACTS], BT = (size_t)s->B * s->T;
     real **slots[N_ACTS];
-    activation_sizes(c, s->B, s->T, sizes);
+    activation_sizes(c, s->B, s->T, s->flags, sizes);
     activation_slots(s, slots);
     s->n_acts = 0;
     for (int i = 0; i < N_ACTS; i++) s->n_acts += sizes[i];
@@ -210,7 +220,7 @@ static mt_status allocate(train_state *s) {
     if (s->model->base) s->wbuf = malloc(mt_site_scratch_floats(c) * sizeof(float));
     if (!s->acts_memory || !s->inputs || (s->model->base && !s->wbuf))
         return mt_error(MT_ERR_NOMEM, "out of memory for a training state of %zu bytes",
-                        R(mt_train_state_bytes)(c, s->B, s->T));
+                        R(mt_train_state_bytes_flags)(c, s->B, s->T, s->flags));
     real *p = s->acts_memory;
     for (int i = 0; i < N_ACTS; i++) {
         *slots[i] = p;
@@ -254,7 +264,7 @@ static mt_status allocate(train_state *s) {
     return mt_rope_tables(c, s->T, &s->rope_cos, &s->rope_sin);
 }
 
-mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
+mt_status R(mt_train_create_flags)(mt_model *m, int B, int T, int flags, train_state **out) {
     *out = NULL;
     if (!shape_ok(B, T))
         return mt_error(MT_ERR_ARG, "training batch of %d rows x %d tokens is outside the limits "
@@ -264,6 +274,7 @@ mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
     s->model = m;
     s->B = B;
     s->T = T;
+    s->flags = flags;
     mt_status st = tensor_table(s);
     if (!st) st = allocate(s);
     if (st) {
@@ -274,24 +285,30 @@ mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
     return MT_OK;
 }
 
+mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
+    return R(mt_train_create_flags)(m, B, T, 0, out);
+}
+
 /* ---- forward ------------------------------------------------------------------------ */
 
-/* The activations of layer l, as slices of the per-layer arrays. */
+/* The activations of layer l, as slices of the per-layer arrays (with recomputation all
+ * layers but the residual stream share slice 0). */
 typedef struct {
-    real *x, *x_mid, *x_next, *xn1, *xn2, *rstd1, *rstd2, *q, *k, *v, *att, *atty, *gate, *up;
+    real *x, *x_mid, *x_next, *xn1, *xn2, *rstd1, *rstd2, *q, *k, *v, *att_lse, *atty, *gate, *up;
 } layer_acts;
 
 static layer_acts layer_slice(const train_state *s, int l) {
     const mt_config *c = &s->model->cfg;
     size_t BT = (size_t)s->B * s->T, C = (size_t)c->dim, F = (size_t)c->hidden_dim;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t scores = (size_t)s->B * c->n_heads * s->T * s->T;
+    size_t H = (size_t)c->n_heads, x_l = (size_t)l;
+    if (s->flags & MT_TRAIN_RECOMPUTE) l = 0;
     layer_acts a = {
-        .x = s->x + l * BT * C, .x_mid = s->x_mid + l * BT * C, .x_next = s->x + (l + 1) * BT * C,
+        .x = s->x + x_l * BT * C, .x_next = s->x + (x_l + 1) * BT * C, .x_mid = s->x_mid + l * BT * C,
         .xn1 = s->xn1 + l * BT * C, .xn2 = s->xn2 + l * BT * C,
         .rstd1 = s->rstd1 + l * BT, .rstd2 = s->rstd2 + l * BT,
         .q = s->q + l * BT * qd, .k = s->k + l * BT * kvd, .v = s->v + l * BT * kvd,
-        .att = s->att + l * scores, .atty = s->atty + l * BT * qd,
+        .att_lse = s->att_lse + l * BT * H, .atty = s->atty + l * BT * qd,
         .gate = s->gate + l * BT * F, .up = s->up + l * BT * F,
     };
     return a;
@@ -426,7 +443,7 @@ static void layer_forward(train_state *s, int l) {
     }
     R(mt_rope_forward)(a.q, s->pos, BT, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_rope_forward)(a.k, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
-    R(mt_attention_forward)(a.atty, a.att, a.q, a.k, a.v, s->doc, s->B, s->T, c->n_heads,
+    R(mt_attention_forward)(a.atty, a.att_lse, a.q, a.k, a.v, s->doc, s->B, s->T, c->n_heads,
                             c->n_kv_heads, c->head_dim);
     R(mt_matmul_forward)(a.x_mid, a.atty, site_w(s, l, MT_SITE_O), NULL, BT, qd, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_O, a.x_mid, a.atty);
@@ -531,7 +548,7 @@ static void layer_backward(train_state *s, int l) {
     zero(s->dq, (size_t)BT * qd);
     zero(s->dk, (size_t)BT * kvd);
     zero(s->dv, (size_t)BT * kvd);
-    R(mt_attention_backward)(s->dq, s->dk, s->dv, s->dscores, s->datty, a.att, a.q, a.k, a.v,
+    R(mt_attention_backward)(s->dq, s->dk, s->dv, s->datty, a.atty, a.att_lse, a.q, a.k, a.v,
                              s->doc, s->B, s->T, c->n_heads, c->n_kv_heads, c->head_dim);
     R(mt_rope_backward)(s->dq, s->pos, BT, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_rope_backward)(s->dk, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
@@ -602,7 +619,12 @@ mt_status R(mt_train_backward)(train_state *s) {
     R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, m->norm_final), s->dxn,
                            s->x + (size_t)c->n_layers * BT * C, param(s, m->norm_final),
                            s->rstd_final, BT, C);
-    for (int l = c->n_layers - 1; l >= 0; l--) layer_backward(s, l);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        /* recomputation: rerun the layer from its saved input (x[l+1] is rewritten with the
+         * same values; nothing reads it any more) */
+        if (s->flags & MT_TRAIN_RECOMPUTE) layer_forward(s, l);
+        layer_backward(s, l);
+    }
     real *dembd = R(mt_train_grad)(s, m->tok_embd);
     if (dembd) R(mt_embedding_backward)(dembd, s->dx, s->inputs, BT, C);
     if (s->rows) embedding_row_grads(s);

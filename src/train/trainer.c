@@ -145,12 +145,14 @@ static int is_lora(const mt_trainer *t) { return !strcmp(t->o.method, "lora"); }
 /* the parameters the optimizer updates */
 static size_t trainable_count(const mt_trainer *t) { return t->lora ? t->lora->n_params : t->m->n_params; }
 
+static int state_flags(const mt_trainer *t) { return t->o.recompute ? MT_TRAIN_RECOMPUTE : 0; }
+
 static size_t memory_plan(const mt_trainer *t, size_t *acts) {
     const mt_config *c = &t->m->cfg;
     size_t adapter = t->lora ? t->lora->n_params * sizeof(float) : 0;
     /* an adapter adds its weights, gradients and [B*T, rank] scratch to the state, and a
      * frozen base has no parameter gradients */
-    *acts = mt_train_state_bytes(c, t->o.batch, t->seq_len) + adapter +
+    *acts = mt_train_state_bytes_flags(c, t->o.batch, t->seq_len, state_flags(t)) + adapter +
             (t->lora ? 2 * (size_t)t->o.batch * t->seq_len * t->lora->rank * sizeof(float) + adapter : 0);
     if (t->lora) *acts -= mt_config_param_count(c) * sizeof(float);
     size_t params = mt_model_weight_bytes(t->m), trained = trainable_count(t) * sizeof(float);
@@ -556,7 +558,7 @@ static mt_status allocate(mt_trainer *t) {
     t->pos = malloc(n * sizeof(int));
     t->doc = malloc(n * sizeof(int));
     if (!t->inputs || !t->targets || !t->pos || !t->doc) return mt_error(MT_ERR_NOMEM, "out of memory for batches");
-    mt_status s = mt_train_create(t->m, t->o.batch, t->seq_len, &t->state);
+    mt_status s = mt_train_create_flags(t->m, t->o.batch, t->seq_len, state_flags(t), &t->state);
     if (s == MT_OK && t->lora) s = mt_train_set_trainable(t->state, NULL, 0); /* frozen base */
     if (s == MT_OK) s = mt_adamw_init(&t->opt, trainable_count(t), t->o.lr, 0.9f, 0.999f, 1e-8f, t->o.weight_decay);
     if (s == MT_OK && t->rows)
