@@ -258,6 +258,36 @@ mt_status mt_token_rows_load(const mt_model *m, const char *dir, mt_token_rows *
 /* 1 when dir holds trainable_tokens.json */
 int mt_token_rows_present(const char *dir);
 
+/* ---- memory experts (MoME) ---------------------------------------------------------- */
+
+/* A mixture of memory experts at the MLP output of chosen layers: N tiny rank-1 experts
+ * (a_e, b_e), of which product-key routing picks K per head per token, so the cost per token
+ * grows with √N. b starts at zero: a fresh layer computes exactly the base model. Used by
+ * memory tuning (method "memory"); saved as mome_config.json + mome.safetensors. */
+typedef struct mt_mome mt_mome;
+
+typedef struct {
+    long experts;        /* N; default 65536. Must factor as n1·n2 with both >= k (powers of two do) */
+    int k;               /* experts per head per token; default 8 */
+    int heads;           /* default 4 */
+    int query_dim;       /* routing query dims per head (even); 0 = min(dim, 128) */
+    const char *sites;   /* layers whose MLP output gets the experts: "2,4", "last", "all";
+                            NULL = the middle and the last layer */
+    int freeze_router;   /* keep the router at its random initialisation while training */
+    uint64_t seed;       /* initialisation; default 1 */
+} mt_mome_options;
+
+void mt_mome_options_default(mt_mome_options *o);
+mt_status mt_mome_create(const mt_model *m, const mt_mome_options *o, mt_mome **out);
+void mt_mome_free(mt_mome *mm);
+long mt_mome_experts(const mt_mome *mm);
+size_t mt_mome_param_count(const mt_mome *mm);
+/* Attaches mm (NULL detaches); the model does not own it. */
+mt_status mt_model_attach_mome(mt_model *m, mt_mome *mm);
+mt_status mt_mome_save(const mt_mome *mm, const char *dir);
+mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out);
+int mt_mome_present(const char *dir);
+
 /* ---- a tuned adapter directory as a whole ------------------------------------------- */
 
 /* What a lora or memory run writes to <out_dir>/adapter: loads every part found in dir
