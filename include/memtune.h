@@ -140,14 +140,16 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
 /* ---- training ----------------------------------------------------------------------- */
 
 typedef struct {
-    const char *method;        /* "full" (default) or "lora" (see lora_* below) */
+    const char *method;        /* "full", "lora" (see lora_* below) or "memory"; NULL or "auto"
+                                  (default): memory when every example is {"input","output"},
+                                  else full */
     const char *const *data;   /* extra JSONL files besides mt_train's data_path */
     int n_data;
     const char *eval_data;     /* optional held-out JSONL: eval loss every eval_every steps */
     const char *out_dir;       /* default "memtune-out" */
     int epochs;                /* default 3; ignored when steps > 0 */
     int steps;                 /* optimizer steps; 0 = from epochs */
-    float lr;                  /* peak learning rate, default 1e-4 */
+    float lr;                  /* peak learning rate; 0 (default) = 1e-4, or 1e-2 for memory */
     int batch;                 /* rows per micro-batch, default 4 */
     int grad_accum;            /* micro-batches per step, default 1 */
     int seq_len;               /* tokens per row, default min(512, context length) */
@@ -179,6 +181,23 @@ typedef struct {
      * token the rendered training data contains, except BOS; "none"; or a comma list of ids.
      * Saved to <out_dir>/adapter/trainable_tokens.*. Ignored by method full. */
     const char *trainable_tokens;
+    /* method "memory" (README: Memory tuning): per-fact objective, memorise-until-exact
+     * schedule, memory experts + token rows (+ LoRA with memory_lora); writes
+     * <out_dir>/adapter, <out_dir>/report.json and <out_dir>/facts.jsonl. --steps caps the run
+     * (default 2000); lr 0 = the method's default (1e-4 full/lora, 1e-2 memory) */
+    long experts;              /* memory experts per site; default 65536; 0 = none */
+    int expert_k;              /* experts chosen per head per token; default 8 */
+    int expert_heads;          /* routing heads; default 4 */
+    const char *expert_sites;  /* layers whose MLP output gets experts ("2,4", "last", "all");
+                                  NULL = the middle and the last layer */
+    int freeze_router;         /* keep the router at its initialisation; default 0 (trains) */
+    int memory_lora;           /* also train a LoRA adapter (lora_rank, ...); default 0 */
+    float tau;                 /* memorised: greedy exact and every answer-token NLL <= tau; 0.05 */
+    const char *general;       /* general text for the perplexity guard; NULL = text sampled
+                                  from the base model before tuning */
+    float general_limit;       /* allowed perplexity ratio to the base; default 1.05 */
+    int check_every;           /* steps between checks of all facts; 0 = about one pass */
+    float rehearsal_weight;    /* loss weight of memorised facts rehearsed; default 0.25 */
 } mt_train_options;
 
 typedef struct {
@@ -188,6 +207,10 @@ typedef struct {
     double eval_loss;          /* last eval loss; NAN when no eval set */
     double seconds;
     int interrupted;           /* stopped by SIGINT/SIGTERM after saving a checkpoint */
+    /* method memory */
+    int completed;             /* every fact memorised at two checks in a row */
+    double recall;             /* fraction of facts whose greedy answer is exact (final) */
+    double perplexity_ratio;   /* general-text perplexity after / before */
 } mt_train_result;
 
 void mt_train_options_default(mt_train_options *o);

@@ -109,8 +109,8 @@ TEST(mome_backward_matches_finite_differences) {
     /* what the sparse optimizer does: sum the slots of each expert */
     for (size_t sl = 0; sl < slots; sl++)
         for (int j = 0; j < ksh.C; j++) {
-            dbank[(size_t)idx[sl] * ksh.C + j] += sg[sl * 2 * ksh.C + j];
-            dbank[(KN + idx[sl]) * ksh.C + j] += sg[sl * 2 * ksh.C + ksh.C + j];
+            dbank[(size_t)idx[sl] * 2 * ksh.C + j] += sg[sl * 2 * ksh.C + j];
+            dbank[(size_t)idx[sl] * 2 * ksh.C + ksh.C + j] += sg[sl * 2 * ksh.C + ksh.C + j];
         }
     double ex = fd_all(&c, c.x, (size_t)KT * ksh.C, dx);
     size_t nq = (size_t)ksh.H * ksh.dk * ksh.C;
@@ -216,7 +216,7 @@ TEST(model_memory_expert_gradients_match_finite_differences_with_frozen_base) {
         for (size_t sl = 0; sl < slots; sl++) {
             int e = s->mome_idx[site * slots + sl];
             const double *g = s->mome_slot_grads + (site * slots + sl) * 2 * C;
-            double *da = dbank + site * mm->bank_size + e * C, *db = da + mm->n_experts * C;
+            double *da = dbank + site * mm->bank_size + e * 2 * C, *db = da + C;
             for (size_t j = 0; j < C; j++) da[j] += g[j], db[j] += g[C + j];
         }
     gmax = 1e-30, worst = 0;
@@ -225,7 +225,7 @@ TEST(model_memory_expert_gradients_match_finite_differences_with_frozen_base) {
         for (int sample = 0; sample < 6; sample++) {
             int e = s->mome_idx[site * slots + mt_rng_next(&rng) % slots];
             int which = sample % 2;
-            size_t at = site * mm->bank_size + (which ? mm->n_experts : 0) * C + e * C + mt_rng_next(&rng) % C;
+            size_t at = site * mm->bank_size + e * 2 * C + (which ? C : 0) + mt_rng_next(&rng) % C;
             worst = fmax(worst, fd_at(&c, s->mome_bank + at, dbank[at], gmax));
         }
     /* an expert no token chose has zero gradient and zero effect */

@@ -4,7 +4,7 @@
  *   mome_config.json     {"type": "memtune-mome", "experts": N, "n1": .., "n2": .., "heads": H,
  *                         "k": K, "query_dim": dk, "layers": [...], "dim": C, "n_layers": L, ...}
  *   mome.safetensors     model.layers.N.mome.query [H*dk, C], .keys1 [H*n1, dk/2],
- *                        .keys2 [H*n2, dk/2], .experts_a [N, C], .experts_b [N, C]
+ *                        .keys2 [H*n2, dk/2], .experts [N, 2C] (row e = [a_e | b_e])
  *
  * The math is kernels/mome.c; what the model reads is model/mome.h. */
 #include "memtune.h"
@@ -152,7 +152,7 @@ mt_status mt_mome_create(const mt_model *m, const mt_mome_options *opts, mt_mome
         size_t nq = (size_t)sh->H * sh->dk * sh->C;
         fill_normal(&rng, r, nq, 1.0 / sqrt(sh->C));
         fill_normal(&rng, r + nq, mm->router_size - nq, sqrt(2.0 / sh->dk));
-        fill_normal(&rng, bank, (size_t)mm->n_experts * sh->C, 1.0 / sqrt(sh->C));
+        for (long e = 0; e < mm->n_experts; e++) fill_normal(&rng, bank + (size_t)e * 2 * sh->C, (size_t)sh->C, 1.0 / sqrt(sh->C));
     }
     return MT_OK;
 }
@@ -166,17 +166,16 @@ int mt_mome_present(const char *dir) {
     return yes;
 }
 
-#define N_PARTS 5
-static const char *const part_name[N_PARTS] = {"query", "keys1", "keys2", "experts_a", "experts_b"};
+#define N_PARTS 4
+static const char *const part_name[N_PARTS] = {"query", "keys1", "keys2", "experts"};
 
 /* rows, cols and offset (within the site's router or bank) of part k */
 static void part_layout(const mt_mome *mm, int k, long *rows, int *cols, size_t *off, int *in_bank) {
     const mt_mome_shape *sh = &mm->shape;
     int half = sh->dk / 2;
-    long r[N_PARTS] = {(long)sh->H * sh->dk, (long)sh->H * sh->n1, (long)sh->H * sh->n2, mm->n_experts, mm->n_experts};
-    int c[N_PARTS] = {sh->C, half, half, sh->C, sh->C};
-    size_t o[N_PARTS] = {0, (size_t)sh->H * sh->dk * sh->C, (size_t)sh->H * sh->dk * sh->C + (size_t)sh->H * sh->n1 * half,
-                         0, (size_t)mm->n_experts * sh->C};
+    long r[N_PARTS] = {(long)sh->H * sh->dk, (long)sh->H * sh->n1, (long)sh->H * sh->n2, mm->n_experts};
+    int c[N_PARTS] = {sh->C, half, half, 2 * sh->C};
+    size_t o[N_PARTS] = {0, (size_t)sh->H * sh->dk * sh->C, (size_t)sh->H * sh->dk * sh->C + (size_t)sh->H * sh->n1 * half, 0};
     *rows = r[k], *cols = c[k], *off = o[k], *in_bank = k >= 3;
 }
 

@@ -80,7 +80,7 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
                         const mt_mome_shape *sh, int T) {
     int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
-    const real *a = bank, *b = bank + (size_t)n_experts * C;
+    (void)n_experts;
     /* q[T, H*dk] = x·Wq^T */
     r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, C, 1, x, C, wq, C, 0, q, H * dk);
 #pragma omp parallel if (T > 1)
@@ -96,9 +96,9 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
                          k2 + (size_t)h * sh->n2 * half, sh, idx + slot, gate + slot, scratch);
                 for (int k = 0; k < K; k++) {
                     size_t e = (size_t)idx[slot + k];
-                    z[slot + k] = R(dot)(a + e * C, xt, C);
+                    z[slot + k] = R(dot)(bank + e * 2 * C, xt, C);
                     real w = gate[slot + k] * R(silu)(z[slot + k]);
-                    const real *be = b + e * C;
+                    const real *be = bank + e * 2 * C + C;
                     for (int c = 0; c < C; c++) ot[c] += w * be[c];
                 }
             }
@@ -111,12 +111,12 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
  * the query gradient of this head (written). */
 static void R(head_backward)(real *dx, real *dk1, real *dk2, real *dq, real *slot_grads, const real *dy,
                              const real *x, const real *q, const int *idx, const real *gate, const real *z,
-                             const real *k1, const real *k2, const real *a, const real *b, const mt_mome_shape *sh) {
+                             const real *k1, const real *k2, const real *bank, const mt_mome_shape *sh) {
     int C = sh->C, K = sh->K, half = sh->dk / 2, n2 = sh->n2;
     real dgate[MOME_MAX_K], wsum = 0;
     for (int k = 0; k < K; k++) {
         size_t e = (size_t)idx[k];
-        const real *ae = a + e * C, *be = b + e * C;
+        const real *ae = bank + e * 2 * C, *be = ae + C;
         real *da = slot_grads + (size_t)k * 2 * C, *db = da + C;
         real by = R(dot)(be, dy, C), act = R(silu)(z[k]);
         real dz = gate[k] * by * R(silu_grad)(z[k]), w = gate[k] * act;
@@ -149,7 +149,7 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
                          const real *bank, long n_experts, const mt_mome_shape *sh, int T) {
     int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
-    const real *a = bank, *b = bank + (size_t)n_experts * C;
+    (void)n_experts;
     real *dwq = drouter, *dk1 = drouter ? drouter + (size_t)H * dk * C : NULL;
     real *dk2 = drouter ? dk1 + (size_t)H * sh->n1 * half : NULL;
     real *dq = drouter ? calloc((size_t)T * H * dk, sizeof(real)) : NULL;
@@ -161,7 +161,7 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
             R(head_backward)(dx ? dx + (size_t)t * C : NULL, dk1 ? dk1 + h1 : NULL, dk2 ? dk2 + h2 : NULL,
                              dq ? dq + (size_t)t * H * dk + (size_t)h * dk : NULL, slot_grads + slot * 2 * C,
                              dout + (size_t)t * C, x + (size_t)t * C, q + (size_t)t * H * dk + (size_t)h * dk,
-                             idx + slot, gate + slot, z + slot, k1 + h1, k2 + h2, a, b, sh);
+                             idx + slot, gate + slot, z + slot, k1 + h1, k2 + h2, bank, sh);
         }
     if (!dq) return;
     /* q = x·Wq^T: dWq[H*dk, C] += dq^T·x;  dx += dq·Wq */

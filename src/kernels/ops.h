@@ -28,7 +28,7 @@ void MT_OPS_FN(mt_lora_merge_weight)(REAL_ *w, const REAL_ *a, const REAL_ *b, d
 /* ---- mixture of memory experts at a site (mome.c) ---- */
 /* Product-key routing and rank-1 experts, for T tokens x[T, C] (see mome.c). The router is
  * wq [H*dk, C] | k1 [H, n1, dk/2] | k2 [H, n2, dk/2] in one array; the bank holds
- * a [N, C] then b [N, C]. out[T, C] += Σ_h Σ_k gate·silu(a_e·x)·b_e. Saves q [T, H*dk],
+ * rows [a_e | b_e] of 2C each ([N, 2C]). out[T, C] += Σ_h Σ_k gate·silu(a_e·x)·b_e. Saves q [T, H*dk],
  * idx [T, H, K] (expert ids), gate and z = a_e·x [T, H, K] for the backward. */
 void MT_OPS_FN(mt_mome_forward)(REAL_ *out, REAL_ *q, int *idx, REAL_ *gate, REAL_ *z, const REAL_ *x,
                                 const REAL_ *router, const REAL_ *bank, long n_experts,

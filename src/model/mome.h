@@ -22,7 +22,7 @@ struct mt_mome {
     int *layers;              /* [n_sites] the layer of each site, ascending */
     int *site_of_layer;       /* [n_layers] site index or -1 */
     size_t router_size;       /* per site: Wq [H*dk, C] | K1 [H, n1, dk/2] | K2 [H, n2, dk/2] */
-    size_t bank_size;         /* per site: a [N, C] | b [N, C] */
+    size_t bank_size;         /* per site: [N, 2C], row e = [a_e | b_e] */
     float *router;            /* [n_sites * router_size] */
     float *bank;              /* [n_sites * bank_size] */
     int freeze_router;        /* training leaves the router as it is */
