@@ -149,7 +149,7 @@ typedef struct {
     const char *out_dir;       /* default "memtune-out" */
     int epochs;                /* default 3; ignored when steps > 0 */
     int steps;                 /* optimizer steps; 0 = from epochs */
-    float lr;                  /* peak learning rate; 0 (default) = 1e-4, or 1e-2 for memory */
+    float lr;                  /* peak learning rate; 0 (default) = 1e-4, or 3e-3 for memory */
     int batch;                 /* rows per micro-batch, default 4 */
     int grad_accum;            /* micro-batches per step, default 1 */
     int seq_len;               /* tokens per row, default min(512, context length) */
@@ -189,9 +189,9 @@ typedef struct {
     int expert_k;              /* experts chosen per head per token; default 8 */
     int expert_heads;          /* routing heads; default 4 */
     const char *expert_sites;  /* layers whose MLP output gets experts ("2,4", "last", "all");
-                                  NULL = the middle and the last layer */
+                                  NULL = all */
     int freeze_router;         /* keep the router at its initialisation; default 0 (trains) */
-    int memory_lora;           /* also train a LoRA adapter (lora_rank, ...); default 0 */
+    int memory_lora;           /* also train a LoRA adapter (lora_rank, ...); default 1 */
     float tau;                 /* memorised: greedy exact and every answer-token NLL <= tau; 0.05 */
     const char *general;       /* general text for the perplexity guard; NULL = text sampled
                                   from the base model before tuning */
@@ -295,7 +295,7 @@ typedef struct {
     int heads;           /* default 4 */
     int query_dim;       /* routing query dims per head (even); 0 = min(dim, 128) */
     const char *sites;   /* layers whose MLP output gets the experts: "2,4", "last", "all";
-                            NULL = the middle and the last layer */
+                            NULL = all */
     int freeze_router;   /* keep the router at its random initialisation while training */
     uint64_t seed;       /* initialisation; default 1 */
 } mt_mome_options;

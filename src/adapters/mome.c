@@ -47,14 +47,10 @@ size_t mt_mome_param_count(const mt_mome *mm) {
 }
 mt_status mt_model_attach_mome(mt_model *m, mt_mome *mm) { return mt_model_set_mome(m, mm); }
 
-/* "all", "last", or a comma list of layer indices; NULL = the middle and the last layer */
+/* "all", "last", or a comma list of layer indices; NULL = every layer */
 static mt_status parse_sites(const char *list, int n_layers, unsigned char *on) {
     memset(on, 0, (size_t)n_layers);
-    if (!list || !*list) {
-        on[n_layers / 2] = on[n_layers - 1] = 1;
-        return MT_OK;
-    }
-    if (!strcmp(list, "all")) {
+    if (!list || !*list || !strcmp(list, "all")) {
         memset(on, 1, (size_t)n_layers);
         return MT_OK;
     }

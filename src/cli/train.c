@@ -10,7 +10,7 @@ int cmd_train(int argc, char **argv) {
     mt_train_options o;
     mt_train_options_default(&o);
     const char *model = NULL, *tokenizer = NULL, *data[MAX_DATA_FILES] = {0};
-    int n_data = 0, experts = (int)o.experts;
+    int n_data = 0, experts = (int)o.experts, no_memory_lora = 0;
     /* --data may repeat: collect every occurrence before the table parser sees argv */
     char *rest[512];
     int n_rest = 0;
@@ -32,9 +32,9 @@ int cmd_train(int argc, char **argv) {
         {"--experts", NULL, OPT_INT, &experts, "memory: experts per site, N (default 65536; 0 = none)"},
         {"--expert-k", NULL, OPT_INT, &o.expert_k, "memory: experts chosen per head per token (default 8)"},
         {"--expert-heads", NULL, OPT_INT, &o.expert_heads, "memory: routing heads (default 4)"},
-        {"--expert-sites", NULL, OPT_STRING, &o.expert_sites, "memory: layers whose MLP output gets experts (default: middle,last)"},
+        {"--expert-sites", NULL, OPT_STRING, &o.expert_sites, "memory: layers whose MLP output gets experts (default: all)"},
         {"--freeze-router", NULL, OPT_FLAG, &o.freeze_router, "memory: keep the router at its initialisation"},
-        {"--memory-lora", NULL, OPT_FLAG, &o.memory_lora, "memory: also train a LoRA adapter (--rank, --alpha, --targets)"},
+        {"--no-memory-lora", NULL, OPT_FLAG, &no_memory_lora, "memory: no LoRA adapter beside the experts (default: LoRA --rank, --alpha, --targets)"},
         {"--tau", NULL, OPT_FLOAT, &o.tau, "memory: max answer-token NLL of a memorised fact (default 0.05)"},
         {"--general", NULL, OPT_STRING, &o.general, "memory: general text for the perplexity guard (default: sampled from the base)"},
         {"--general-limit", NULL, OPT_FLOAT, &o.general_limit, "memory: allowed perplexity ratio to the base (default 1.05)"},
@@ -48,7 +48,7 @@ int cmd_train(int argc, char **argv) {
          "lora, memory: embedding/head rows that train: auto (EOS + template specials, default) | none | ids 2,5"},
         {"--epochs", NULL, OPT_INT, &o.epochs, "passes over the data (default 3)"},
         {"--steps", NULL, OPT_INT, &o.steps, "optimizer steps (overrides --epochs)"},
-        {"--lr", NULL, OPT_FLOAT, &o.lr, "peak learning rate (default 1e-4; memory 1e-2)"},
+        {"--lr", NULL, OPT_FLOAT, &o.lr, "peak learning rate (default 1e-4; memory 3e-3)"},
         {"--batch", NULL, OPT_INT, &o.batch, "rows per micro-batch (default 4)"},
         {"--grad-accum", NULL, OPT_INT, &o.grad_accum, "micro-batches per step (default 1)"},
         {"--seq-len", NULL, OPT_INT, &o.seq_len, "tokens per row (default min(512, context))"},
@@ -77,6 +77,7 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     o.experts = experts;
+    if (no_memory_lora) o.memory_lora = 0;
     o.data = data + 1;
     o.n_data = n_data - 1;
     mt_model *m;

@@ -39,7 +39,7 @@
 #include <string.h>
 
 #define DEFAULT_STEPS 2000
-#define DEFAULT_LR 1e-2f
+#define DEFAULT_LR 3e-3f
 #define GENERAL_TOKENS 1024 /* of sampled text when no --general file is given */
 #define MIN_CHECK_EVERY 10
 

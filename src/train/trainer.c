@@ -51,6 +51,7 @@ void mt_train_options_default(mt_train_options *o) {
     o->tau = 0.05f;
     o->general_limit = 1.05f;
     o->rehearsal_weight = 0.25f;
+    o->memory_lora = 1;
 }
 
 static void trainer_free(mt_trainer *t) {
