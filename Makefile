@@ -12,13 +12,22 @@ else
   BUILD  ?= build
   SANFLAGS =
 endif
-PKGS    = openblas libpcre2-8 jansson
+PKGS    = libpcre2-8 jansson sqlite3
+# One thread pool: Debian's OpenMP build of OpenBLAS (libopenblas-openmp-dev) runs its GEMMs
+# on the same libgomp threads as our loops, so the two never oversubscribe the cores (the
+# pthread build keeps a second pool that spins against ours: bench/RESULTS.md). The rpath
+# picks that build at run time; without it installed, the default openblas is used.
+OPENBLAS_OMP_PC ?= /usr/lib/$(shell $(CC) -print-multiarch)/openblas-openmp/pkgconfig
+BLAS_PKG = $(if $(wildcard $(OPENBLAS_OMP_PC)/openblas.pc),PKG_CONFIG_PATH=$(OPENBLAS_OMP_PC)) pkg-config
+BLAS_DIR = $(shell $(BLAS_PKG) --variable=libdir openblas)
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(OPT) -g -fPIC -pthread -fopenmp $(SANFLAGS) \
-           -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS))
-LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread -fopenmp
+           -fno-math-errno -Iinclude -Isrc $(shell $(BLAS_PKG) --cflags openblas) \
+           $(shell pkg-config --cflags $(PKGS))
+LDLIBS  += $(shell $(BLAS_PKG) --libs openblas) -Wl,-rpath,$(BLAS_DIR) \
+           $(shell pkg-config --libs $(PKGS)) -lm -pthread -fopenmp
 LDFLAGS += $(SANFLAGS)
 
-LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/train/*.c src/eval/*.c src/adapters/*.c)
+LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/data/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -42,6 +51,11 @@ $(BUILD)/memtune: $(CLI_OBJ) $(BUILD)/libmemtune.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libmemtune.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libmemtune.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmemtune.a $(LDFLAGS) $(LDLIBS)
+
+# benchmark programs (bench/run builds them with the release flags)
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libmemtune.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmemtune.a $(LDFLAGS) $(LDLIBS)
 

@@ -14,7 +14,13 @@
  * warmup + steps, prints "ready" once loaded, then reads commands on stdin, "warm" = an untimed step, "go" = a timed one,
  * "end" = stop, and answers each with one line "ok SECONDS" on stdout.
  *
- * usage: bench_train MODEL [threads=2] [B=4] [T=128] [warmup=2] [steps=5] [--lockstep] */
+ * LoRA (--lora R, anywhere in the arguments): the base is frozen and a rank-R adapter (alpha
+ * 2R, all seven projections, PEFT init) trains instead, AdamW over the adapter only (what
+ * `memtune train --method lora` does; torch_bench.py --lora R times the same);
+ * --base-dtype bf16|q8_0 also holds the frozen base's linear layers in that dtype.
+ *
+ * usage: bench_train MODEL [threads=2] [B=4] [T=128] [warmup=2] [steps=5] [--lora R]
+ *                    [--base-dtype D] [--lockstep] */
 #include "memtune.h"
 #include "model/train_model.h"
 #include "train/optimizer.h"
@@ -54,8 +60,16 @@ static int cmp_double(const void *a, const void *b) {
     } while (0)
 
 int main(int argc, char **argv) {
-    int lockstep = argc > 1 && strcmp(argv[argc - 1], "--lockstep") == 0;
-    if (lockstep) argc--;
+    int lockstep = 0, lora_rank = 0;
+    const char *base_dtype = "f32";
+    int k = 1;
+    for (int i = 1; i < argc; i++) { /* take the options out, keep the positional arguments */
+        if (!strcmp(argv[i], "--lockstep")) lockstep = 1;
+        else if (!strcmp(argv[i], "--lora") && i + 1 < argc) lora_rank = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--base-dtype") && i + 1 < argc) base_dtype = argv[++i];
+        else argv[k++] = argv[i];
+    }
+    argc = k;
     if (argc < 2) {
         fprintf(stderr, "usage: bench_train MODEL [threads] [B] [T] [warmup] [steps]\n");
         return 2;
@@ -76,10 +90,23 @@ int main(int argc, char **argv) {
     CHECK(mt_model_load(path, NULL, &m));
     const mt_config *c = mt_model_config(m);
     int V = c->vocab_size, BT = B * T;
+    mt_lora *lora = NULL;
+    size_t n_params = mt_model_param_count(m);
+    if (lora_rank > 0) {
+        mt_lora_options lo;
+        mt_lora_options_default(&lo);
+        lo.rank = lora_rank;
+        lo.alpha = 2.0f * lora_rank;
+        CHECK(mt_model_set_base_dtype(m, base_dtype));
+        CHECK(mt_lora_create(m, &lo, &lora));
+        CHECK(mt_model_attach_lora(m, lora));
+    }
     mt_train_state *s;
     CHECK(mt_train_create(m, B, T, &s));
+    if (lora) CHECK(mt_train_set_trainable(s, NULL, 0));
     mt_adamw opt;
-    CHECK(mt_adamw_init(&opt, m->n_params, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f));
+    size_t n_trained = lora ? mt_lora_param_count(lora) : m->n_params;
+    CHECK(mt_adamw_init(&opt, n_trained, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f));
 
     int *seq = malloc((size_t)B * (T + 1) * sizeof(int));
     int *inputs = malloc((size_t)BT * sizeof(int)), *targets = malloc((size_t)BT * sizeof(int));
@@ -110,7 +137,8 @@ int main(int argc, char **argv) {
         mt_train_zero_grads(s);
         CHECK(mt_train_forward(s, inputs, targets, NULL, NULL, 1.0 / BT, &nll, &n));
         CHECK(mt_train_backward(s));
-        mt_adamw_step(&opt, m->params, s->grads);
+        if (lora) mt_adamw_step(&opt, s->lora_params, s->lora_grads);
+        else mt_adamw_step(&opt, m->params, s->grads);
         double dt = now() - t0;
         if (step == 0) first_loss = nll / n;
         last_loss = nll / n;
@@ -132,14 +160,18 @@ int main(int argc, char **argv) {
     double med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"engine\":\"memtune\",\"bench\":\"train\",\"model\":\"%s\",\"params\":%zu,\"threads\":%d,"
+    printf("{\"engine\":\"memtune\",\"bench\":\"train\",\"method\":\"%s\",\"base_dtype\":\"%s\",\"trainable\":%zu,"
+           "\"model\":\"%s\",\"params\":%zu,\"threads\":%d,"
            "\"B\":%d,\"T\":%d,\"warmup\":%d,\"steps\":%d,\"step_s\":%.4f,\"best_step_s\":%.4f,"
            "\"tok_s\":%.3f,\"first_loss\":%.5f,\"last_loss\":%.5f,\"state_mb\":%.1f,\"peak_rss_mb\":%.1f}\n",
-           path, m->n_params, threads, B, T, warmup, steps, med, times[0], BT / med, first_loss,
+           lora ? "lora" : "full", base_dtype, n_trained, path, n_params, threads, B, T, warmup, steps, med, times[0],
+           BT / med, first_loss,
            last_loss, mt_train_state_bytes(c, B, T) / 1048576.0, ru.ru_maxrss / 1024.0);
     free(seq); free(inputs); free(targets);
     mt_adamw_free(&opt);
     mt_train_free(s);
+    mt_model_attach_lora(m, NULL);
+    mt_lora_free(lora);
     mt_model_free(m);
     return 0;
 }

@@ -59,6 +59,8 @@ def main():
         g = tag.rsplit("/", 1)[0]
         if g not in groups:
             groups.append(g)
+    lora_groups = [g for g in groups if g.startswith("lora/")]
+    groups = [g for g in groups if not g.startswith("lora/")]
     for g in groups:
         kind, model = g.split("/")
         torch = by_tag.get(g + "/torch")
@@ -96,7 +98,38 @@ def main():
             others = "%.0f%%" % r["others_cpu_pct"] if "others_cpu_pct" in r else "?"
             out.append("| %s | %s | %.1fM | %s | %s | %s | %s | %s | %s | %s |" % (
                 label, model, params / 1e6, eng, fmt(tps), ratio, eff, fmt(r["peak_rss_mb"]), others, check))
+    for g in lora_groups:
+        out += lora_table(g, by_tag, peak)
     print("\n".join(out))
+
+
+LORA_ENGINES = ("memtune-full", "memtune-lora", "memtune-lora-bf16", "memtune-lora-q8_0", "torch-full", "torch-lora")
+
+
+def lora_table(g, by_tag, peak):
+    """LoRA vs full fine-tuning: step time, tokens/s, peak RSS; ratios against the same
+    engine's full fine-tuning and (memtune) against torch's LoRA. MFU counts 6N FLOPs per
+    token for full fine-tuning and 4N for LoRA (no weight gradients of the base)."""
+    model = g.split("/")[1]
+    full_mt, full_t, lora_t = (by_tag.get(g + "/" + e) for e in ("memtune-full", "torch-full", "torch-lora"))
+    out = ["", "LoRA vs full fine-tuning, %s, batch %s x %s, AdamW (memtune with OMP_WAIT_POLICY=PASSIVE):" % (
+        model, *(lambda r: (r["B"], r["T"]))(full_mt or full_t or {"B": "?", "T": "?"})), "",
+           "| engine | method | base | trainable | step (s) | tokens/s | time vs own full | peak RSS (MB) | RSS vs own full | memtune / torch LoRA | MFU | others' CPU |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in LORA_ENGINES:
+        r = by_tag.get(g + "/" + e)
+        if not r:
+            continue
+        own = full_mt if e.startswith("memtune") else full_t
+        flops = (4 if r.get("method") == "lora" else 6) * r["params"] * r["tok_s"]
+        vs_t = "%.2f" % (r["tok_s"] / lora_t["tok_s"]) if lora_t and e.startswith("memtune-lora") else ""
+        out.append("| %s | %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s |" % (
+            e.split("-")[0], r.get("method", "full"), r.get("base_dtype", "f32"), "{:,}".format(r.get("trainable", r["params"])),
+            r["step_s"], fmt(r["tok_s"]), "%.2f" % (r["step_s"] / own["step_s"]) if own else "",
+            fmt(r["peak_rss_mb"]), "%.2f" % (r["peak_rss_mb"] / own["peak_rss_mb"]) if own else "", vs_t,
+            "%.1f%%" % (100 * flops / (peak * 1e9)) if peak else "n/a",
+            "%.0f%%" % r["others_cpu_pct"] if "others_cpu_pct" in r else "?"))
+    return out
 
 
 if __name__ == "__main__":

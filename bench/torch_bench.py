@@ -6,7 +6,7 @@ Run with Debian's torch (/usr/bin/python3); bench/run sets OMP_WAIT_POLICY=PASSI
 OMP_NUM_THREADS and OPENBLAS_NUM_THREADS to the thread count (see ../shared/assets/NOTES.md).
 
     torch_bench.py decode MODEL [--threads 2] [--prompt 16] [--new 128] [--min-seconds 3] [--min-reps 3]
-    torch_bench.py train  MODEL [--threads 2] [--batch 4] [--seq 128] [--warmup 2] [--steps 5]
+    torch_bench.py train  MODEL [--threads 2] [--batch 4] [--seq 128] [--warmup 2] [--steps 5] [--lora R]
     (either with --lockstep: one unit of work per stdin command, see bench/lockstep.py)
 
 MODEL is a Hugging Face directory (config.json + model.safetensors, F32/BF16/F16) or a
@@ -333,11 +333,43 @@ def bench_decode(a):
             "ids": ids}
 
 
+class LoRALinear(nn.Module):
+    """PEFT's LoRA Linear, written out: y = base(x) + scale * B(A(x)), base frozen, A
+    kaiming-uniform (a = sqrt(5)), B zero, scale = alpha / r."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        self.base = base
+        self.base.weight.requires_grad_(False)
+        self.lora_A = nn.Linear(base.in_features, r, bias=False)
+        self.lora_B = nn.Linear(r, base.out_features, bias=False)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+        self.scale = alpha / r
+
+    def forward(self, x):
+        return self.base(x) + self.scale * self.lora_B(self.lora_A(x))
+
+
+def add_lora(model, r, alpha):
+    """Freezes every parameter and wraps q/k/v/o/gate/up/down of every layer."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in model.layers:
+        for parent, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
+                              (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
+            for n in names:
+                setattr(parent, n, LoRALinear(getattr(parent, n), r, alpha))
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def bench_train(a):
     model = load(a.model).train()
     c = model.c
     V, B, T = c["vocab"], a.batch, a.seq
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8,
+    n_all = n_params(model)
+    trained = add_lora(model, a.lora, 2.0 * a.lora) if a.lora else list(model.parameters())
+    opt = torch.optim.AdamW(trained, lr=1e-4, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=0.01)
     g = torch.Generator().manual_seed(1)
     times, losses = [], []
@@ -362,7 +394,8 @@ def bench_train(a):
         if not a.lockstep and len(times) >= a.steps:
             break
     med = float(np.median(times))
-    return {"engine": "torch", "bench": "train", "model": a.model, "params": n_params(model),
+    return {"engine": "torch", "bench": "train", "method": "lora" if a.lora else "full",
+            "trainable": sum(p.numel() for p in trained), "model": a.model, "params": n_all,
             "threads": a.threads, "B": B, "T": T, "warmup": n_warm, "steps": len(times),
             "step_s": round(med, 4), "best_step_s": round(min(times), 4),
             "tok_s": round(B * T / med, 3), "first_loss": round(losses[0], 5),
@@ -383,6 +416,8 @@ def main():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--lora", type=int, default=0,
+                    help="train: rank-R LoRA (alpha 2R) on every projection, base frozen")
     ap.add_argument("--lockstep", action="store_true",
                     help="take one unit of work per stdin command (see bench/lockstep.py)")
     a = ap.parse_args()

@@ -21,6 +21,7 @@ typedef enum {
     MT_ERR_ARG,         /* a caller-supplied argument is invalid */
     MT_ERR_UNSUPPORTED, /* valid input that memtune does not handle (dtype, architecture) */
     MT_ERR_MISMATCH,    /* two inputs disagree (tokenizer vs model, shapes vs config) */
+    MT_ERR_SQL,         /* an SQL statement failed, was refused by the sandbox or hit a limit */
 } mt_status;
 
 const char *mt_last_error(void);
@@ -96,6 +97,15 @@ mt_status mt_model_save(const mt_model *m, const char *path, mt_format fmt);
 mt_status mt_model_logits(mt_model *m, const int *ids, int n, float *out);
 
 void mt_set_threads(int n); /* 0 = all cores */
+
+/* Holds the weights of the linear layers (q, k, v, o, gate, up, down) as "bf16" or "q8_0"
+ * (Q8_0 blocks along each row) instead of f32, to cut memory for a frozen base (LoRA); they
+ * are dequantised one matrix at a time when used. "f32" goes back (to the dequantised
+ * values). Embeddings, norms, biases and the head stay f32. A model with such a base runs,
+ * trains adapters and merges them (re-quantising, see mt_lora_merge_report), but is saved
+ * only after going back to f32. */
+mt_status mt_model_set_base_dtype(mt_model *m, const char *dtype);
+const char *mt_model_base_dtype(const mt_model *m);
 
 /* ---- tokenizer ---------------------------------------------------------------------- */
 
@@ -176,15 +186,22 @@ typedef struct {
     float lora_alpha;          /* default 16 */
     int lora_rslora;           /* default 0 */
     const char *lora_targets;  /* default all: q,k,v,o,gate,up,down */
+    const char *lora_layers;   /* layers to adapt, e.g. "0-3,6"; default all */
+    float lora_dropout;        /* dropout on the adapter input path while training; default 0 */
+    const char *base_dtype;    /* lora: "f32" (default), "bf16" or "q8_0": hold the frozen
+                                  base's linear layers so (mt_model_set_base_dtype on m) */
     /* rows of the embedding/head that train with a frozen base (methods lora and memory):
      * NULL or "auto" (default) = the stop token (EOS) and every control or user-defined
      * token the rendered training data contains, except BOS; "none"; or a comma list of ids.
      * Saved to <out_dir>/adapter/trainable_tokens.*. Ignored by method full. */
     const char *trainable_tokens;
+    int recompute;             /* activation recomputation: keep only each layer's input and
+                                * rerun the layer in the backward (less memory, ~1/3 more
+                                * compute); default 0 */
     /* method "memory" (README: Memory tuning): per-fact objective, memorise-until-exact
      * schedule, memory experts + token rows (+ LoRA with memory_lora); writes
      * <out_dir>/adapter, <out_dir>/report.json and <out_dir>/facts.jsonl. --steps caps the run
-     * (default 2000); lr 0 = the method's default (1e-4 full/lora, 1e-2 memory) */
+     * (default 2000); lr 0 = the method's default (1e-4 full/lora, 3e-3 memory) */
     long experts;              /* memory experts per site; default 65536; 0 = none */
     int expert_k;              /* experts chosen per head per token; default 8 */
     int expert_heads;          /* routing heads; default 4 */
@@ -236,6 +253,8 @@ typedef struct {
     const char *targets; /* comma list of q,k,v,o,gate,up,down (or q_proj, ...; "all");
                             default all seven */
     uint64_t seed;       /* A's initialisation; default 1 */
+    const char *layers;  /* layers to adapt, "0-3,6" (PEFT's layers_to_transform); default all */
+    float dropout;       /* LoRA dropout on the adapter's input in training, [0, 1); default 0 */
 } mt_lora_options;
 
 void mt_lora_options_default(mt_lora_options *o);
@@ -244,16 +263,32 @@ void mt_lora_options_default(mt_lora_options *o);
 mt_status mt_lora_create(const mt_model *m, const mt_lora_options *o, mt_lora **out);
 void mt_lora_free(mt_lora *l);
 size_t mt_lora_param_count(const mt_lora *l);
-/* Attaches l (NULL detaches). The model does not own it: free it after detaching. */
+/* Attaches l as the model's only adapter (NULL detaches all). The model does not own it:
+ * free it after detaching. */
 mt_status mt_model_attach_lora(mt_model *m, mt_lora *l);
+/* Adds l to the attached adapters (up to 16), its term multiplied by weight: inference then
+ * computes W·x + Σ_i weight_i·scale_i·B_i·A_i·x, unmerged. Training needs exactly one
+ * adapter of weight 1. */
+mt_status mt_model_add_lora(mt_model *m, mt_lora *l, float weight);
 /* W += scale·B·A at every adapted site of m (fp32). l need not be attached; if it is, it is
  * detached (applying it again would count it twice). */
 mt_status mt_lora_merge(mt_model *m, mt_lora *l);
+/* The same with the term multiplied by weight (merge several adapters one after another). */
+mt_status mt_lora_merge_scaled(mt_model *m, mt_lora *l, float weight);
+/* The same; for a bf16/Q8_0 base (mt_model_set_base_dtype) the sum is formed in f32 and
+ * stored back in the base's dtype, and *max_change (may be NULL) gets the largest
+ * |stored - f32 sum| over all merged weights: what re-quantising cost. 0 for an f32 base. */
+mt_status mt_lora_merge_report(mt_model *m, mt_lora *l, float weight, double *max_change);
 /* Writes dir/adapter_config.json and dir/adapter_model.safetensors (dir is created).
  * base_model: recorded as base_model_name_or_path (may be NULL). */
 mt_status mt_lora_save(const mt_lora *l, const mt_model *m, const char *dir, const char *base_model);
-/* Reads a PEFT LoRA adapter directory made for m (shapes are checked against m). */
+/* Reads a LoRA adapter made for m (shapes are checked against m): a PEFT directory, or a
+ * llama.cpp LoRA GGUF file (a path ending in .gguf). */
 mt_status mt_lora_load(const mt_model *m, const char *dir, mt_lora **out);
+/* Writes llama.cpp's LoRA GGUF (general.type "adapter", adapter.lora.alpha,
+ * blk.N.attn_q.weight.lora_a [in, r] / lora_b [r, out], Q/K rows in GGUF's interleaved
+ * layout), which `llama-cli -m BASE.gguf --lora FILE` applies; BASE.gguf being m as GGUF. */
+mt_status mt_lora_save_gguf(const mt_lora *l, const mt_model *m, const char *path);
 
 /* ---- trainable token rows ----------------------------------------------------------- */
 
@@ -318,6 +353,11 @@ int mt_mome_present(const char *dir);
  * after the model, or before it to detach the token rows. */
 typedef struct mt_adapter_set mt_adapter_set;
 mt_status mt_adapter_set_load(mt_model *m, const char *dir, mt_adapter_set **out);
+/* The same, added to whatever is attached: the LoRA (dir may also be a llama.cpp LoRA .gguf)
+ * with this weight (mt_model_add_lora); token rows only if none are attached yet. */
+mt_status mt_adapter_set_load_scaled(mt_model *m, const char *dir, float weight, mt_adapter_set **out);
+/* The set's LoRA adapter, or NULL (e.g. to merge it). */
+mt_lora *mt_adapter_set_lora(const mt_adapter_set *a);
 void mt_adapter_set_free(mt_adapter_set *a);
 
 /* ---- evaluation --------------------------------------------------------------------- */
@@ -346,6 +386,148 @@ typedef struct {
  * expected output, and the NLL of the expected output. report_path (optional) gets a JSON
  * line per example: index, prompt, expected, produced, exact, nll. */
 mt_status mt_eval_data_file(mt_model *m, const char *path, const char *report_path, mt_data_score *out);
+
+/* ---- SQL: a sandbox for untrusted queries, result sets, execution accuracy ------------ */
+
+/* Limits on one untrusted query. Zero fields take the defaults shown. */
+typedef struct {
+    long max_steps;       /* SQLite VM instructions (counted every 1000): 50,000,000 */
+    double max_seconds;   /* wall time: 10 s */
+    long max_rows;        /* rows in a result: 100,000 */
+    long max_bytes;       /* text/blob bytes in a result: 64 MiB */
+} mt_sql_limits;
+
+typedef struct mt_sql_db mt_sql_db;
+typedef struct mt_sql_result mt_sql_result;
+
+/* Opens a SQLite file for untrusted queries: read-only and immutable (no locks, no journal,
+ * no writes), PRAGMA query_only, no ATTACH, extensions off, and an authorizer that allows
+ * only reading tables and calling ordinary functions. limits may be NULL. */
+mt_status mt_sql_open(const char *path, const mt_sql_limits *limits, mt_sql_db **out);
+void mt_sql_close(mt_sql_db *db);
+/* Runs one statement: exactly one SELECT (or WITH ... SELECT, or VALUES) with nothing but
+ * comments, spaces and ';' after it. Anything else, an SQLite error, or a limit reached
+ * returns MT_ERR_SQL with the reason in mt_last_error(). */
+mt_status mt_sql_query(mt_sql_db *db, const char *sql, mt_sql_result **out);
+void mt_sql_result_free(mt_sql_result *r);
+long mt_sql_result_rows(const mt_sql_result *r);
+int mt_sql_result_cols(const mt_sql_result *r);
+/* The result as compact JSON: a single value as itself ("42", "\"a\"", "null"), else an
+ * array of rows, each an array of values. malloc'd; NULL on OOM. */
+char *mt_sql_result_json(const mt_sql_result *r);
+/* The result as plain text: a single value as its text, rows joined by "; ", values in a row
+ * by ", " (NULL as "NULL"). malloc'd; NULL on OOM. */
+char *mt_sql_result_text(const mt_sql_result *r);
+
+/* Whether two result sets are the same answer. Same column count (names ignored); rows
+ * compared in order when `ordered`, else as multisets (duplicates count). Values: NULL
+ * equals only NULL; integers and reals compare as numbers, equal when
+ * |a-b| <= 1e-6 * max(|a|,|b|) (or |a-b| <= 1e-9 near zero); a text that is a complete
+ * decimal number ("42", "4.50", " 7") compares as that number against numbers, any other
+ * text never equals a number; text equals text byte for byte; blobs equal equal bytes. */
+int mt_sql_results_equal(const mt_sql_result *a, const mt_sql_result *b, int ordered);
+/* Whether the statement orders its final result (an ORDER BY outside any parentheses). */
+int mt_sql_has_order_by(const char *sql);
+
+typedef enum {
+    MT_SQL_MATCH = 0,     /* produced and gold results are the same answer */
+    MT_SQL_MISMATCH,      /* both ran; the results differ */
+    MT_SQL_INVALID,       /* the produced SQL failed, was refused or hit a limit */
+    MT_SQL_GOLD_ERROR,    /* the gold SQL itself failed (the example cannot be scored) */
+} mt_sql_verdict;
+const char *mt_sql_verdict_name(mt_sql_verdict v);
+
+/* Runs gold and produced SQL and compares them (ordered iff gold has ORDER BY). *error gets
+ * a malloc'd message for INVALID / GOLD_ERROR (else NULL). Returns an error status only for
+ * failures that are not the query's fault (out of memory). */
+mt_status mt_sql_execution_match(mt_sql_db *db, const char *gold, const char *produced,
+                                 mt_sql_verdict *verdict, char **error);
+
+/* ---- evaluation with options ---------------------------------------------------------- */
+
+typedef enum {
+    MT_NORMALIZE_TRIM = 0,   /* strip whitespace at both ends (the default) */
+    MT_NORMALIZE_NONE,       /* byte for byte */
+    MT_NORMALIZE_WHITESPACE, /* trim, and every run of whitespace counts as one space */
+    MT_NORMALIZE_LOWER,      /* as whitespace, and ASCII letters compared case-insensitively */
+} mt_normalize;
+/* Parses "none", "trim", "whitespace", "lower"; -1 if unknown. */
+int mt_normalize_parse(const char *name);
+/* Whether a and b are equal under the normalisation. */
+int mt_text_equal_normalized(const char *a, const char *b, mt_normalize how);
+
+typedef struct {
+    const char *report_path;  /* JSON line per example (optional) */
+    mt_normalize normalize;   /* for exact match */
+    const char *db_path;      /* SQLite file: the expected answers are SQL; execution accuracy */
+    mt_sql_limits limits;     /* for the generated SQL (zeros = defaults) */
+    int max_new_tokens;       /* cap on generated tokens (0: 256 with db_path, else
+                                 2 x expected-answer tokens + 16) */
+} mt_eval_options;
+
+typedef struct {
+    mt_data_score base;       /* examples, exact match, answer NLL */
+    long sql_examples;        /* examples scored by execution (gold SQL ran) */
+    long sql_match;           /* produced SQL returned the gold result */
+    long sql_invalid;         /* produced SQL failed or was refused */
+    long sql_gold_errors;     /* examples whose gold SQL failed (not scored) */
+    double execution_accuracy;/* sql_match / sql_examples */
+} mt_eval_score;
+
+/* mt_eval_data_file with options. With db_path set, each example's expected output is SQL:
+ * the report line gains verdict and error, and the score the SQL fields. */
+mt_status mt_eval_data_file_opts(mt_model *m, const char *path, const mt_eval_options *opt, mt_eval_score *out);
+
+/* Compares two eval reports (JSONL written by --report) example by example (matched by
+ * index). *json gets a malloc'd JSON object: totals of each run, examples that changed
+ * verdict, and the list of changes. */
+mt_status mt_eval_compare_reports(const char *report_a, const char *report_b, char **json);
+
+/* ---- data generation from a database --------------------------------------------------- */
+
+typedef struct {
+    uint64_t seed;            /* sampling of values and rows (default 0) */
+    int schema_facts;         /* 1: write schema facts (default on via mt_datagen_defaults) */
+    int row_facts;            /* 1: question -> answer facts from rows */
+    int sql_pairs;            /* 1: question -> SQL pairs with answers */
+    int max_row_facts;        /* cap (0: no cap) */
+    int max_sql_pairs;        /* cap (0: no cap) */
+    int values_per_column;    /* filter values sampled per categorical column (default 4) */
+    mt_sql_limits limits;
+} mt_datagen_options;
+void mt_datagen_defaults(mt_datagen_options *o);
+
+typedef struct {
+    long schema_facts, row_facts, sql_pairs; /* lines written */
+    long duplicates;          /* generated twice (same question), written once */
+    long failed;              /* templates whose SQL did not run (must be 0; counted) */
+    long empty;               /* SQL that ran but returned no rows, only NULLs, or a list of
+                                 more than 30 rows; dropped */
+} mt_datagen_stats;
+
+/* Writes JSONL training data grounded in the database at db_path to out_path (atomically).
+ * Facts are {"input","output","kind"}; SQL pairs are {"question","sql","answer","kind"}
+ * (the loader reads question/sql as prompt/output). Every SQL line was run to make its
+ * answer. */
+mt_status mt_datagen_sqlite(const char *db_path, const mt_datagen_options *opt, const char *out_path,
+                            mt_datagen_stats *stats);
+
+typedef struct {
+    long read;                /* lines read */
+    long kept;
+    long bad_json;            /* not a JSON object with string question and sql */
+    long sql_error;           /* SQL failed or was refused */
+    long empty_result;        /* ran, returned no rows or only NULLs */
+    long duplicates;          /* same question and SQL as an earlier kept line */
+    char *reasons;            /* JSON object: each reason for dropping -> count (malloc'd) */
+} mt_filter_stats;
+void mt_filter_stats_free(mt_filter_stats *st);
+
+/* Keeps the question -> SQL lines of in_path whose SQL runs in the sandbox and returns a
+ * result that is not empty or all NULL; writes them (atomically) to out_path, each with a
+ * "result" field added (the SQL's result as text). Free stats with mt_filter_stats_free. */
+mt_status mt_data_filter_sql(const char *db_path, const char *in_path, const char *out_path,
+                             const mt_sql_limits *limits, mt_filter_stats *stats);
 
 #ifdef __cplusplus
 }

@@ -208,9 +208,8 @@ typedef struct { double *q, *k, *v, *dout; } attn_ctx;
 
 static double attention_loss(void *p) {
     attn_ctx *c = p;
-    double out[AQ], *att = malloc((size_t)AB * AH * AT * AT * sizeof(double));
-    mt_attention_forward_f64(out, att, c->q, c->k, c->v, attention_doc, AB, AT, AH, AKV, AHD);
-    free(att);
+    double out[AQ], lse[AB * AT * AH];
+    mt_attention_forward_f64(out, lse, c->q, c->k, c->v, attention_doc, AB, AT, AH, AKV, AHD);
     return dot_d(out, c->dout, AQ);
 }
 
@@ -218,13 +217,23 @@ TEST(attention_backward_with_document_mask_and_gqa_matches_finite_differences) {
     attn_ctx c = {randn_d(AQ, 1), randn_d(AK, 1), randn_d(AK, 1), randn_d(AQ, 1)};
     double *pdq = randn_d(AQ, 1), *pdk = randn_d(AK, 1), *pdv = randn_d(AK, 1);
     double *dq = copy_d(pdq, AQ), *dk = copy_d(pdk, AK), *dv = copy_d(pdv, AK), out[AQ];
-    double *att = malloc((size_t)AB * AH * AT * AT * sizeof(double));
-    double *dscores = malloc((size_t)AB * AH * AT * AT * sizeof(double));
-    mt_attention_forward_f64(out, att, c.q, c.k, c.v, attention_doc, AB, AT, AH, AKV, AHD);
-    mt_attention_backward_f64(dq, dk, dv, dscores, c.dout, att, c.q, c.k, c.v, attention_doc, AB, AT, AH, AKV, AHD);
+    double lse[AB * AT * AH];
+    mt_attention_forward_f64(out, lse, c.q, c.k, c.v, attention_doc, AB, AT, AH, AKV, AHD);
+    mt_attention_backward_f64(dq, dk, dv, c.dout, out, lse, c.q, c.k, c.v, attention_doc, AB, AT, AH, AKV, AHD);
     CHECK_FD("attention: dq", fd_error(attention_loss, &c, c.q, AQ, dq, pdq));
     CHECK_FD("attention: dk", fd_error(attention_loss, &c, c.k, AK, dk, pdk));
     CHECK_FD("attention: dv", fd_error(attention_loss, &c, c.v, AK, dv, pdv));
+    /* the reference (probabilities saved) gives the same gradients */
+    double *att = malloc((size_t)AB * AH * AT * AT * sizeof(double));
+    double *dscores = malloc((size_t)AB * AH * AT * AT * sizeof(double)), ref_out[AQ];
+    double *rq = copy_d(pdq, AQ), *rk = copy_d(pdk, AK), *rv = copy_d(pdv, AK);
+    mt_attention_forward_ref_f64(ref_out, att, c.q, c.k, c.v, attention_doc, AB, AT, AH, AKV, AHD);
+    mt_attention_backward_ref_f64(rq, rk, rv, dscores, c.dout, att, c.q, c.k, c.v, attention_doc, AB, AT, AH, AKV, AHD);
+    for (int i = 0; i < AQ; i++) CHECK_NEAR(ref_out[i], out[i], 1e-12);
+    for (int i = 0; i < AQ; i++) CHECK_NEAR(rq[i], dq[i], 1e-12);
+    for (int i = 0; i < AK; i++) CHECK_NEAR(rk[i], dk[i], 1e-12);
+    for (int i = 0; i < AK; i++) CHECK_NEAR(rv[i], dv[i], 1e-12);
+    free(rq); free(rk); free(rv);
     /* nothing crosses a document: the probability of a masked pair is exactly zero */
     for (int b = 0; b < AB; b++)
         for (int h = 0; h < AH; h++)
@@ -242,10 +251,10 @@ TEST(attention_backward_with_document_mask_and_gqa_matches_finite_differences) {
 /* The packed, masked training attention of each document equals the inference attention
  * (KV cache) run on that document alone. */
 TEST(training_attention_equals_cached_attention_per_document) {
-    float q[AQ], k[AK], v[AK], out[AQ], att[AB * AH * AT * AT];
+    float q[AQ], k[AK], v[AK], out[AQ], lse[AB * AT * AH];
     for (int i = 0; i < AQ; i++) q[i] = mt_rng_normal(&rng);
     for (int i = 0; i < AK; i++) { k[i] = mt_rng_normal(&rng); v[i] = mt_rng_normal(&rng); }
-    mt_attention_forward(out, att, q, k, v, attention_doc, AB, AT, AH, AKV, AHD);
+    mt_attention_forward(out, lse, q, k, v, attention_doc, AB, AT, AH, AKV, AHD);
     float *scratch = malloc((size_t)mt_kernels_threads() * AT * sizeof(float)), ref[AQ];
     double worst = 0;
     for (int start = 0; start < AB * AT;) {
@@ -259,6 +268,39 @@ TEST(training_attention_equals_cached_attention_per_document) {
     }
     CHECK_MSG(worst < 1e-6, "packed attention differs from per-document attention by %.3g", worst);
     free(scratch);
+}
+
+/* The tiled attention (float, vectorised, keys in chunks of 256 with an online softmax)
+ * against the simple reference that saves every probability, on rows long enough for
+ * several chunks, with documents that start mid-chunk and scores large enough that the
+ * running maximum changes between chunks. */
+TEST(tiled_attention_matches_reference_across_key_chunks) {
+    enum { B = 2, T = 600, H = 4, KV = 2, HD = 40, NQ = B * T * H * HD, NK = B * T * KV * HD };
+    int *doc = malloc(B * T * sizeof(int));
+    for (int t = 0; t < B * T; t++) doc[t] = t < T ? 0 : (t - T < 37 ? 1 : (t - T < 333 ? 2 : 3));
+    float *q = malloc(NQ * sizeof(float)), *k = malloc(NK * sizeof(float)), *v = malloc(NK * sizeof(float));
+    float *dout = malloc(NQ * sizeof(float)), *out = malloc(NQ * sizeof(float)), *ref = malloc(NQ * sizeof(float));
+    float *dq = calloc(NQ, sizeof(float)), *dk = calloc(NK, sizeof(float)), *dv = calloc(NK, sizeof(float));
+    float *rq = calloc(NQ, sizeof(float)), *rk = calloc(NK, sizeof(float)), *rv = calloc(NK, sizeof(float));
+    float *lse = malloc(B * T * H * sizeof(float));
+    float *att = malloc((size_t)B * H * T * T * sizeof(float)), *ds = malloc((size_t)B * H * T * T * sizeof(float));
+    for (int i = 0; i < NQ; i++) { q[i] = 2 * mt_rng_normal(&rng); dout[i] = mt_rng_normal(&rng); }
+    /* keys grow along the row, so later chunks hold larger scores */
+    for (int i = 0; i < NK; i++) { k[i] = mt_rng_normal(&rng) * (1 + (i / (KV * HD)) % T / 200.0f); v[i] = mt_rng_normal(&rng); }
+    mt_attention_forward(out, lse, q, k, v, doc, B, T, H, KV, HD);
+    mt_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, doc, B, T, H, KV, HD);
+    mt_attention_forward_ref(ref, att, q, k, v, doc, B, T, H, KV, HD);
+    mt_attention_backward_ref(rq, rk, rv, ds, dout, att, q, k, v, doc, B, T, H, KV, HD);
+    double e_out = 0, e_q = 0, e_k = 0, e_v = 0;
+    for (int i = 0; i < NQ; i++) e_out = fmax(e_out, fabs(out[i] - ref[i]));
+    for (int i = 0; i < NQ; i++) e_q = fmax(e_q, fabs(dq[i] - rq[i]) / (1 + fabs(rq[i])));
+    for (int i = 0; i < NK; i++) e_k = fmax(e_k, fabs(dk[i] - rk[i]) / (1 + fabs(rk[i])));
+    for (int i = 0; i < NK; i++) e_v = fmax(e_v, fabs(dv[i] - rv[i]) / (1 + fabs(rv[i])));
+    fprintf(stderr, "  tiled vs reference: out %.3g, dq %.3g, dk %.3g, dv %.3g\n", e_out, e_q, e_k, e_v);
+    CHECK_MSG(e_out < 3e-5 && e_q < 1e-4 && e_k < 1e-4 && e_v < 1e-4,
+              "tiled vs reference: out %.3g, dq %.3g, dk %.3g, dv %.3g", e_out, e_q, e_k, e_v);
+    free(doc); free(q); free(k); free(v); free(dout); free(out); free(ref); free(dq); free(dk);
+    free(dv); free(rq); free(rk); free(rv); free(lse); free(att); free(ds);
 }
 
 /* ---- SwiGLU -------------------------------------------------------------------------- */
@@ -540,6 +582,34 @@ TEST(frozen_tensors_get_no_gradient_and_backward_accumulates) {
     mt_model_free(m);
 }
 
+/* Activation recomputation (MT_TRAIN_RECOMPUTE) reruns each layer's forward in the backward:
+ * the same loss and gradients as keeping every activation, from a smaller allocation. */
+TEST(recomputation_gives_the_same_gradients_with_less_memory) {
+    mt_config cfg = config_tied_interleaved();
+    mt_model *m = random_model(&cfg);
+    if (!m) return;
+    model_ctx c;
+    mt_train_state_f64 *keep = NULL, *rec = NULL;
+    CHECK_OK(mt_train_create_f64(m, MB, MT, &keep));
+    CHECK_OK(mt_train_create_flags_f64(m, MB, MT, MT_TRAIN_RECOMPUTE, &rec));
+    if (!keep || !rec) return;
+    c.s = keep;
+    fill_batch(&c, cfg.vocab_size);
+    double nll_keep = 0, nll_rec = 0, worst = 0;
+    CHECK_OK(mt_train_forward_f64(keep, c.inputs, c.targets, model_pos, model_doc, c.scale, &nll_keep, NULL));
+    CHECK_OK(mt_train_backward_f64(keep));
+    CHECK_OK(mt_train_forward_f64(rec, c.inputs, c.targets, model_pos, model_doc, c.scale, &nll_rec, NULL));
+    CHECK_OK(mt_train_backward_f64(rec));
+    CHECK_NEAR(nll_rec, nll_keep, 1e-12);
+    for (size_t i = 0; i < m->n_params; i++) worst = fmax(worst, fabs(rec->grads[i] - keep->grads[i]));
+    CHECK_MSG(worst < 1e-12, "recomputed gradients differ by %.3g", worst);
+    CHECK_INT_EQ(rec->n_acts * sizeof(double), mt_train_activation_bytes_flags_f64(&cfg, MB, MT, MT_TRAIN_RECOMPUTE));
+    CHECK(mt_train_activation_bytes_flags(&cfg, MB, MT, MT_TRAIN_RECOMPUTE) < mt_train_activation_bytes(&cfg, MB, MT));
+    mt_train_free_f64(keep);
+    mt_train_free_f64(rec);
+    mt_model_free(m);
+}
+
 /* The packed training forward of each document equals the inference forward (KV cache,
  * positions 0..n-1) on that document alone: document masking and position restarts. */
 TEST(packed_training_forward_matches_inference_per_document) {
@@ -578,10 +648,12 @@ int main(void) {
     RUN(rope_backward_matches_finite_differences_in_both_layouts);
     RUN(attention_backward_with_document_mask_and_gqa_matches_finite_differences);
     RUN(training_attention_equals_cached_attention_per_document);
+    RUN(tiled_attention_matches_reference_across_key_chunks);
     RUN(swiglu_backward_matches_finite_differences);
     RUN(masked_cross_entropy_matches_finite_differences);
     RUN(model_gradient_matches_finite_differences);
     RUN(frozen_tensors_get_no_gradient_and_backward_accumulates);
+    RUN(recomputation_gives_the_same_gradients_with_less_memory);
     RUN(packed_training_forward_matches_inference_per_document);
     TEST_MAIN_END();
 }

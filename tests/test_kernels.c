@@ -5,6 +5,7 @@
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/sampler.h"
+#include "kernels/simd.h"
 
 static void randn(float *x, size_t n, mt_rng *r) { for (size_t i = 0; i < n; i++) x[i] = mt_rng_normal(r); }
 
@@ -103,6 +104,66 @@ TEST(cached_gqa_attention_matches_naive) {
     free(scratch);
 }
 
+/* The vectorised exp that the float kernels use, against libm over its whole range. */
+TEST(vector_exp_is_within_3_ulp_of_libm) {
+    double worst = 0;
+    for (float x = -87.0f; x < 88.0f; x += 0.0137f) {
+        double want = exp((double)x), got = mt_exp_approx(x);
+        worst = fmax(worst, fabs(got - want) / want);
+    }
+    CHECK_MSG(worst < 3.6e-7, "max relative error %.3g", worst);
+    CHECK(mt_exp_approx(0.0f) == 1.0f);
+    CHECK(mt_exp_approx(-1000.0f) < 1e-37f && mt_exp_approx(-1000.0f) >= 0.0f);
+}
+
+static double rel_diff(const float *f, const double *d, size_t n) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(f[i] - d[i]) / (1e-3 + fabs(d[i])));
+    return worst;
+}
+
+/* The float kernels (vectorised, fast exp, threads) against their double twins, which run
+ * the plain arithmetic with libm's exp: SwiGLU, RMSNorm and cross-entropy, forward and
+ * backward, on rows long enough for several work chunks. */
+TEST(vectorised_float_kernels_match_double_twins) {
+    mt_rng r; mt_rng_seed(&r, 11);
+    enum { N = 40000, T = 7, C = 301, V = 5003 };
+    float *f = malloc(6 * N * sizeof(float));
+    double *d = malloc(6 * N * sizeof(double));
+    for (int i = 0; i < 6 * N; i++) d[i] = f[i] = 3 * mt_rng_normal(&r);
+    /* swiglu: inputs gate, up, dout = f[0..3N); outputs at 3N.. */
+    mt_swiglu_forward(f + 3 * N, f, f + N, N);
+    mt_swiglu_forward_f64(d + 3 * N, d, d + N, N);
+    CHECK_MSG(rel_diff(f + 3 * N, d + 3 * N, N) < 1e-5, "swiglu forward %.3g", rel_diff(f + 3 * N, d + 3 * N, N));
+    memset(f + 3 * N, 0, 2 * N * sizeof(float)); memset(d + 3 * N, 0, 2 * N * sizeof(double));
+    mt_swiglu_backward(f + 3 * N, f + 4 * N, f + 2 * N, f, f + N, N);
+    mt_swiglu_backward_f64(d + 3 * N, d + 4 * N, d + 2 * N, d, d + N, N);
+    CHECK_MSG(rel_diff(f + 3 * N, d + 3 * N, 2 * N) < 2e-4, "swiglu backward %.3g", rel_diff(f + 3 * N, d + 3 * N, 2 * N));
+    /* rmsnorm: x = [0, T*C), w = [N, N+C), dout = [2N, ..); out at 3N, dx at 4N, dw at 5N */
+    float rf[T]; double rd[T];
+    mt_rmsnorm_forward_save(f + 3 * N, rf, f, f + N, T, C, 1e-5f);
+    mt_rmsnorm_forward_save_f64(d + 3 * N, rd, d, d + N, T, C, 1e-5f);
+    CHECK(rel_diff(f + 3 * N, d + 3 * N, T * C) < 1e-5);
+    memset(f + 4 * N, 0, 2 * N * sizeof(float)); memset(d + 4 * N, 0, 2 * N * sizeof(double));
+    mt_rmsnorm_backward(f + 4 * N, f + 5 * N, f + 2 * N, f, f + N, rf, T, C);
+    mt_rmsnorm_backward_f64(d + 4 * N, d + 5 * N, d + 2 * N, d, d + N, rd, T, C);
+    CHECK(rel_diff(f + 4 * N, d + 4 * N, T * C) < 1e-4);
+    CHECK(rel_diff(f + 5 * N, d + 5 * N, C) < 1e-4);
+    /* cross-entropy over T rows of V logits (one row ignored); dlogits in place */
+    int targets[T] = {5, 0, -100, V - 1, 17, 4000, 2};
+    float lf[T]; double ld[T]; long nf, nd;
+    double nll_f = mt_cross_entropy_forward(lf, f, targets, T, V, &nf);
+    double nll_d = mt_cross_entropy_forward_f64(ld, d, targets, T, V, &nd);
+    CHECK_INT_EQ(nf, nd);
+    CHECK_NEAR(nll_f, nll_d, 1e-5 * fabs(nll_d));
+    mt_cross_entropy_backward(f, f, lf, targets, 0.25, T, V);
+    mt_cross_entropy_backward_f64(d, d, ld, targets, 0.25, T, V);
+    double worst = 0;
+    for (int i = 0; i < T * V; i++) worst = fmax(worst, fabs(f[i] - d[i]));
+    CHECK_MSG(worst < 1e-6, "cross-entropy gradient differs by %.3g", worst);
+    free(f); free(d);
+}
+
 TEST(sampler_greedy_topk_topp) {
     float logits[6] = {0.1f, 2.0f, 0.3f, 1.9f, -1.0f, 0.0f}, l2[6];
     mt_sampler s;
@@ -135,6 +196,8 @@ int main(void) {
     RUN(rope_layouts_agree_through_row_permutation);
     RUN(llama3_rope_scaling_divides_low_frequencies);
     RUN(cached_gqa_attention_matches_naive);
+    RUN(vector_exp_is_within_3_ulp_of_libm);
+    RUN(vectorised_float_kernels_match_double_twins);
     RUN(sampler_greedy_topk_topp);
     TEST_MAIN_END();
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # No leaks under valgrind in loading (every format), generation, training with eval and
-# checkpoints, resume, and evaluation. (libgomp's thread-pool TLS shows as "possibly
+# checkpoints, resume, evaluation, and the text-to-SQL tools (sandbox, data generation). (libgomp's thread-pool TLS shows as "possibly
 # lost"; only definite and indirect leaks count.)
 set -u
 cd "$(dirname "$0")/.."
@@ -21,5 +21,17 @@ run "$MT" train --model "$TMP/hf" --data "$TMP/d.jsonl" --eval "$TMP/d.jsonl" --
 run "$MT" train --model "$TMP/hf" --data "$TMP/d.jsonl" --out "$TMP/run" --steps 6 --save-every 2 --seq-len 32 --batch 2 --quiet --threads 1 --resume
 run "$MT" eval --model "$TMP/run/model" --data "$TMP/d.jsonl" --report "$TMP/report.jsonl"
 run "$MT" eval --model "$M/stories260K.bin" --text "$TMP/d.jsonl"
+# text to SQL: data generation, filtering, eval --db with the sandbox, compare, the SQL tests
+N="$A/text2sql/nba_roster"
+if [ -f "$N/nba_roster.db" ]; then
+  head -3 "$N/data/gold-test-set.jsonl" > "$TMP/gold3.jsonl"
+  head -40 "$N/data/training_data/generated_queries.jsonl" > "$TMP/q40.jsonl"
+  run "$MT" data --db "$N/nba_roster.db" --out "$TMP/gen.jsonl" --max-row-facts 50 --seed 1
+  run "$MT" data --filter "$TMP/q40.jsonl" --db "$N/nba_roster.db" --out "$TMP/kept.jsonl"
+  run "$MT" eval --model "$M/stories260K.bin" --data "$TMP/gold3.jsonl" --db "$N/nba_roster.db" --report "$TMP/sql.jsonl" --max-new-tokens 8
+  run "$MT" eval --compare "$TMP/sql.jsonl" "$TMP/sql.jsonl"
+fi
+run "$BUILD/tests/test_sql"
+run "$BUILD/tests/test_datagen"
 
 exit $fail

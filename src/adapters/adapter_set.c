@@ -1,12 +1,17 @@
 /* Everything a run writes to DIR/adapter, loaded and attached in one call: a LoRA adapter
- * (adapter_config.json), trainable token rows (trainable_tokens.json) and memory experts
- * (mome_config.json), whichever are there. generate, eval and the C API use it so a
- * tuned adapter directory applies as a whole. */
+ * (adapter_config.json, or a llama.cpp LoRA .gguf file), trainable token rows
+ * (trainable_tokens.json) and memory experts (mome_config.json), whichever are there.
+ * generate, eval, merge and the C API use it so a tuned adapter directory applies as a whole;
+ * several sets can be attached at once, each LoRA with its weight (token rows and memory
+ * experts: from one set only). */
 #include "memtune.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "model/model.h"
+#include "model/adapter.h"
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 struct mt_adapter_set {
     mt_lora *lora;
@@ -22,6 +27,8 @@ void mt_adapter_set_free(mt_adapter_set *a) {
     free(a);
 }
 
+mt_lora *mt_adapter_set_lora(const mt_adapter_set *a) { return a ? a->lora : NULL; }
+
 static int has_file(const char *dir, const char *name) {
     char *p = mt_path_join(dir, name);
     int yes = p && mt_file_exists(p);
@@ -29,18 +36,35 @@ static int has_file(const char *dir, const char *name) {
     return yes;
 }
 
+static int is_gguf_file(const char *path) {
+    struct stat st;
+    size_t n = strlen(path);
+    return n > 5 && !strcmp(path + n - 5, ".gguf") && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 mt_status mt_adapter_set_load(mt_model *m, const char *dir, mt_adapter_set **out) {
+    return mt_adapter_set_load_scaled(m, dir, 1.0f, out);
+}
+
+mt_status mt_adapter_set_load_scaled(mt_model *m, const char *dir, float weight, mt_adapter_set **out) {
     *out = NULL;
     mt_adapter_set *a = calloc(1, sizeof *a);
     if (!a) return mt_error(MT_ERR_NOMEM, "out of memory");
-    int lora = has_file(dir, "adapter_config.json"), rows = mt_token_rows_present(dir), mome = mt_mome_present(dir);
+    int gguf = is_gguf_file(dir);
+    int lora = gguf || has_file(dir, "adapter_config.json"), rows = !gguf && mt_token_rows_present(dir);
+    int mome = !gguf && mt_mome_present(dir);
     mt_status s = lora || rows || mome ? MT_OK
-        : mt_error(MT_ERR_IO, "%s: no adapter here (adapter_config.json, trainable_tokens.json)", dir);
-    if (!s && lora && !(s = mt_lora_load(m, dir, &a->lora))) s = mt_model_attach_lora(m, a->lora);
+        : mt_error(MT_ERR_IO, "%s: no adapter here (adapter_config.json, trainable_tokens.json, mome_config.json, "
+                   "or a .gguf file)", dir);
+    if (!s && rows && m->token_rows)
+        s = mt_error(MT_ERR_ARG, "%s: trainable token rows from a second adapter (one set of rows at a time)", dir);
+    if (!s && mome && m->mome)
+        s = mt_error(MT_ERR_ARG, "%s: memory experts from a second adapter (one memory layer at a time)", dir);
+    if (!s && lora && !(s = mt_lora_load(m, dir, &a->lora))) s = mt_model_add_lora(m, a->lora, weight);
     if (!s && rows && !(s = mt_token_rows_load(m, dir, &a->rows))) s = mt_model_attach_token_rows(m, a->rows);
     if (!s && mome && !(s = mt_mome_load(m, dir, &a->mome))) s = mt_model_attach_mome(m, a->mome);
     if (s) {
-        if (a->lora && m->lora == a->lora) mt_model_attach_lora(m, NULL);
+        if (a->lora) mt_model_drop_lora(m, a->lora);
         if (a->mome && m->mome == a->mome) mt_model_attach_mome(m, NULL);
         mt_adapter_set_free(a);
         return s;

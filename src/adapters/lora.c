@@ -15,12 +15,14 @@
 #include "core/rng.h"
 #include "formats/safetensors.h"
 #include "model/forward.h"
+#include "model/base_store.h"
 #include "kernels/kernels.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *const site_short[MT_N_SITES] = {"q", "k", "v", "o", "gate", "up", "down"};
 static const char *const site_module[MT_N_SITES] = {"q_proj", "k_proj", "v_proj", "o_proj",
@@ -55,6 +57,37 @@ mt_status mt_lora_parse_targets(const char *list, unsigned *mask) {
     return *mask ? MT_OK : mt_error(MT_ERR_ARG, "empty LoRA target list");
 }
 
+mt_status mt_lora_parse_layers(const char *list, int n_layers, unsigned char *on) {
+    int all = !list || !*list || !strcmp(list, "all");
+    memset(on, all, (size_t)n_layers);
+    if (all) return MT_OK;
+    for (const char *p = list; *p;) {
+        char *end;
+        long lo = strtol(p, &end, 10), hi = lo;
+        if (end == p || lo < 0) goto bad;
+        if (*end == '-') {
+            const char *q = end + 1;
+            hi = strtol(q, &end, 10);
+            if (end == q || hi < lo) goto bad;
+        }
+        if (*end && *end != ',') goto bad;
+        if (hi >= n_layers)
+            return mt_error(MT_ERR_ARG, "LoRA layer %ld is outside the model's %d layers (0-%d)", hi, n_layers, n_layers - 1);
+        for (long i = lo; i <= hi; i++) on[i] = 1;
+        p = *end ? end + 1 : end;
+        continue;
+    bad:
+        return mt_error(MT_ERR_ARG, "bad LoRA layer list '%s' (expected e.g. 0-3,6)", list);
+    }
+    return MT_OK;
+}
+
+int mt_lora_layer_used(const mt_lora *l, int layer) {
+    for (int s = 0; s < MT_N_SITES; s++)
+        if (l->a_offset[(size_t)layer * MT_N_SITES + s] != MT_LORA_NONE) return 1;
+    return 0;
+}
+
 const char *mt_lora_targets_text(unsigned mask) {
     static char buf[64];
     buf[0] = 0;
@@ -83,11 +116,29 @@ void mt_lora_free(mt_lora *l) {
 
 size_t mt_lora_param_count(const mt_lora *l) { return l ? l->n_params : 0; }
 
-mt_status mt_lora_alloc(const mt_config *cfg, int rank, float alpha, int rslora, unsigned targets, mt_lora **out) {
+mt_status mt_lora_alloc(const mt_config *cfg, int rank, float alpha, int rslora, unsigned targets,
+                        const unsigned char *layers_on, mt_lora **out) {
+    *out = NULL;
+    if (!targets || (targets & ~ALL_SITES)) return mt_error(MT_ERR_ARG, "no LoRA targets");
+    unsigned char *present = malloc((size_t)cfg->n_layers * MT_N_SITES);
+    if (!present) return mt_error(MT_ERR_NOMEM, "out of memory");
+    for (int layer = 0; layer < cfg->n_layers; layer++)
+        for (int s = 0; s < MT_N_SITES; s++)
+            present[(size_t)layer * MT_N_SITES + s] = (targets & (1u << s)) && (!layers_on || layers_on[layer]);
+    mt_status st = mt_lora_alloc_sites(cfg, rank, alpha, rslora, present, out);
+    free(present);
+    return st;
+}
+
+mt_status mt_lora_alloc_sites(const mt_config *cfg, int rank, float alpha, int rslora, const unsigned char *present,
+                              mt_lora **out) {
     *out = NULL;
     if (rank < 1 || rank > MAX_RANK) return mt_error(MT_ERR_ARG, "LoRA rank %d must be in [1, %d]", rank, MAX_RANK);
     if (!isfinite(alpha)) return mt_error(MT_ERR_ARG, "LoRA alpha must be finite");
-    if (!targets || (targets & ~ALL_SITES)) return mt_error(MT_ERR_ARG, "no LoRA targets");
+    unsigned targets = 0;
+    for (size_t i = 0; i < (size_t)cfg->n_layers * MT_N_SITES; i++)
+        if (present[i]) targets |= 1u << (i % MT_N_SITES);
+    if (!targets) return mt_error(MT_ERR_ARG, "no LoRA targets");
     mt_lora *l = calloc(1, sizeof *l);
     size_t n_sites = (size_t)cfg->n_layers * MT_N_SITES;
     if (l) {
@@ -109,7 +160,7 @@ mt_status mt_lora_alloc(const mt_config *cfg, int rank, float alpha, int rslora,
         for (int s = 0; s < MT_N_SITES; s++) {
             size_t i = (size_t)layer * MT_N_SITES + s;
             l->a_offset[i] = l->b_offset[i] = MT_LORA_NONE;
-            if (!(targets & (1u << s))) continue;
+            if (!present[i]) continue;
             int in, o;
             mt_linear_site_shape(cfg, s, &in, &o);
             l->a_offset[i] = n;
@@ -132,10 +183,17 @@ mt_status mt_lora_create(const mt_model *m, const mt_lora_options *opts, mt_lora
     if (opts) o = *opts;
     else mt_lora_options_default(&o);
     unsigned targets;
+    unsigned char *on = malloc((size_t)m->cfg.n_layers);
+    if (!on) return mt_error(MT_ERR_NOMEM, "out of memory");
     mt_status s = mt_lora_parse_targets(o.targets, &targets);
-    if (s == MT_OK) s = mt_lora_alloc(&m->cfg, o.rank, o.alpha, o.rslora, targets, out);
+    if (s == MT_OK) s = mt_lora_parse_layers(o.layers, m->cfg.n_layers, on);
+    if (s == MT_OK && !(o.dropout >= 0 && o.dropout < 1))
+        s = mt_error(MT_ERR_ARG, "LoRA dropout %g must be in [0, 1)", (double)o.dropout);
+    if (s == MT_OK) s = mt_lora_alloc(&m->cfg, o.rank, o.alpha, o.rslora, targets, on, out);
+    free(on);
     if (s) return s;
     mt_lora *l = *out;
+    l->dropout = o.dropout;
     mt_rng rng;
     mt_rng_seed(&rng, o.seed ? o.seed : 1);
     /* PEFT: nn.init.kaiming_uniform_(A, a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)); B = 0 */
@@ -153,20 +211,37 @@ mt_status mt_lora_create(const mt_model *m, const mt_lora_options *opts, mt_lora
 
 mt_status mt_model_attach_lora(mt_model *m, mt_lora *l) { return mt_model_set_lora(m, l); }
 
-mt_status mt_lora_merge(mt_model *m, mt_lora *l) {
+mt_status mt_model_add_lora(mt_model *m, mt_lora *l, float weight) { return mt_model_push_lora(m, l, weight); }
+
+mt_status mt_lora_merge(mt_model *m, mt_lora *l) { return mt_lora_merge_scaled(m, l, 1.0f); }
+
+mt_status mt_lora_merge_scaled(mt_model *m, mt_lora *l, float weight) { return mt_lora_merge_report(m, l, weight, NULL); }
+
+mt_status mt_lora_merge_report(mt_model *m, mt_lora *l, float weight, double *max_change) {
+    if (max_change) *max_change = 0;
     if (l->n_layers != m->cfg.n_layers)
         return mt_error(MT_ERR_MISMATCH, "the adapter has %d layers, the model %d", l->n_layers, m->cfg.n_layers);
-    if (m->lora == l) mt_model_set_lora(m, NULL);
+    if (!isfinite(weight)) return mt_error(MT_ERR_ARG, "adapter weight must be finite");
+    mt_model_drop_lora(m, l);
     mt_infer_free(m);
-    for (int layer = 0; layer < l->n_layers; layer++)
-        for (int site = 0; site < MT_N_SITES; site++) {
+    /* a bf16/Q8_0 base: merge in f32, then store (re-quantise) and note what that cost */
+    float *scratch = m->base ? malloc(mt_site_scratch_floats(&m->cfg) * sizeof(float)) : NULL;
+    if (m->base && !scratch) return mt_error(MT_ERR_NOMEM, "out of memory");
+    mt_status s = MT_OK;
+    for (int layer = 0; layer < l->n_layers && !s; layer++)
+        for (int site = 0; site < MT_N_SITES && !s; site++) {
             const float *a, *b;
             if (!mt_lora_site(l, layer, site, &a, &b)) continue;
             int in, out;
             mt_linear_site_shape(&m->cfg, site, &in, &out);
-            mt_lora_merge_weight(mt_linear_site_weight(m, layer, site), a, b, l->scale, in, out, l->rank);
+            float *w = m->base ? (float *)mt_site_weight(m, layer, site, scratch) : mt_linear_site_weight(m, layer, site);
+            mt_lora_merge_weight(w, a, b, (double)l->scale * weight, in, out, l->rank);
+            double change = 0;
+            if (m->base) s = mt_site_weight_store(m, layer, site, w, max_change ? &change : NULL);
+            if (max_change && change > *max_change) *max_change = change;
         }
-    return MT_OK;
+    free(scratch);
+    return s;
 }
 
 /* ---- PEFT files ------------------------------------------------------------------------- */
@@ -183,15 +258,22 @@ static int qk_heads(const mt_model *m, int site) {
 }
 
 static char *config_json(const mt_lora *l, const char *base_model) {
-    json_t *targets = json_array();
+    json_t *targets = json_array(), *layers = json_array();
     for (int s = 0; s < MT_N_SITES; s++)
         if (l->targets & (1u << s)) json_array_append_new(targets, json_string(site_module[s]));
-    json_t *o = json_pack("{s:s, s:s, s:s?, s:i, s:f, s:f, s:o, s:b, s:s, s:b, s:b, s:n, s:n, s:b, s:n, s:b}",
+    for (int i = 0; i < l->n_layers; i++)
+        if (mt_lora_layer_used(l, i)) json_array_append_new(layers, json_integer(i));
+    if (json_array_size(layers) == (size_t)l->n_layers) { /* every layer: PEFT writes null */
+        json_decref(layers);
+        layers = json_null();
+    }
+    json_t *o = json_pack("{s:s, s:s, s:s?, s:i, s:f, s:f, s:o, s:b, s:s, s:b, s:b, s:n, s:o, s:n, s:b, s:n, s:b, s:{}, s:{}}",
                           "peft_type", "LORA", "task_type", "CAUSAL_LM", "base_model_name_or_path", base_model,
                           "r", l->rank, "lora_alpha", (double)l->alpha, "lora_dropout", (double)l->dropout,
                           "target_modules", targets, "use_rslora", l->rslora, "bias", "none",
-                          "fan_in_fan_out", 0, "inference_mode", 1, "modules_to_save", "layers_to_transform",
-                          "use_dora", 0, "revision", "init_lora_weights", 1);
+                          "fan_in_fan_out", 0, "inference_mode", 1, "modules_to_save", "layers_to_transform", layers,
+                          "layers_pattern", "use_dora", 0, "revision", "init_lora_weights", 1, "rank_pattern",
+                          "alpha_pattern");
     char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     json_decref(o);
     return text;
@@ -264,8 +346,28 @@ done:
     return s;
 }
 
-/* Reads adapter_config.json: rank, alpha, rslora, targets; rejects what memtune cannot apply. */
-static mt_status read_config(const char *path, int *rank, float *alpha, int *rslora, unsigned *targets) {
+/* layers_to_transform: null (every layer), one index or a list of indices, each < n_layers. */
+static mt_status read_layers(json_t *v, const char *path, int n_layers, unsigned char *on) {
+    memset(on, v == NULL || json_is_null(v), (size_t)n_layers);
+    if (v == NULL || json_is_null(v)) return MT_OK;
+    size_t n = json_is_array(v) ? json_array_size(v) : 1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
+        if (!json_is_integer(e))
+            return mt_error(MT_ERR_FORMAT, "%s: \"layers_to_transform\" must be null, an integer or a list of integers", path);
+        json_int_t k = json_integer_value(e);
+        if (k < 0 || k >= n_layers)
+            return mt_error(MT_ERR_MISMATCH, "%s: layers_to_transform names layer %lld; the model has %d layers", path,
+                            (long long)k, n_layers);
+        on[k] = 1;
+    }
+    return MT_OK;
+}
+
+/* Reads adapter_config.json: rank, alpha, rslora, targets, layers, dropout; rejects what
+ * memtune cannot apply. */
+static mt_status read_config(const char *path, int n_layers, int *rank, float *alpha, int *rslora, unsigned *targets,
+                             unsigned char *layers_on, float *dropout) {
     char *text;
     size_t len;
     mt_status s = mt_file_read_all(path, 1 << 20, &text, &len);
@@ -281,6 +383,9 @@ static mt_status read_config(const char *path, int *rank, float *alpha, int *rsl
     json_t *r = json_object_get(o, "r"), *al = json_object_get(o, "lora_alpha"), *tm = json_object_get(o, "target_modules");
     json_t *rs = json_object_get(o, "use_rslora"), *fifo = json_object_get(o, "fan_in_fan_out");
     const char *bias = json_string_value(json_object_get(o, "bias"));
+    json_t *pattern = json_object_get(o, "layers_pattern"), *drop = json_object_get(o, "lora_dropout");
+    const char *pat = json_is_array(pattern) && json_array_size(pattern) == 1 ? json_string_value(json_array_get(pattern, 0))
+                                                                              : json_string_value(pattern);
     s = MT_OK;
     if (type && strcmp(type, "LORA"))
         s = mt_error(MT_ERR_UNSUPPORTED, "%s: peft_type is \"%s\"; memtune reads LORA adapters", path, type);
@@ -294,10 +399,17 @@ static mt_status read_config(const char *path, int *rank, float *alpha, int *rsl
         s = mt_error(MT_ERR_UNSUPPORTED, "%s: bias \"%s\" is not supported (only \"none\")", path, bias);
     else if (json_is_true(json_object_get(o, "use_dora")))
         s = mt_error(MT_ERR_UNSUPPORTED, "%s: DoRA adapters are not supported", path);
+    else if (json_object_size(json_object_get(o, "rank_pattern")) || json_object_size(json_object_get(o, "alpha_pattern")))
+        s = mt_error(MT_ERR_UNSUPPORTED, "%s: per-module rank_pattern / alpha_pattern is not supported", path);
+    else if (pattern && !json_is_null(pattern) && !(pat && !strcmp(pat, "layers")))
+        s = mt_error(MT_ERR_UNSUPPORTED, "%s: layers_pattern other than \"layers\" does not fit a Llama model", path);
+    else s = read_layers(json_object_get(o, "layers_to_transform"), path, n_layers, layers_on);
     if (s == MT_OK) {
         *rank = (int)json_integer_value(r);
         *alpha = al ? (float)json_number_value(al) : 8.0f; /* PEFT's default */
         *rslora = json_is_true(rs);
+        *dropout = json_is_number(drop) && json_number_value(drop) >= 0 && json_number_value(drop) < 1
+                       ? (float)json_number_value(drop) : 0.0f;
         *targets = 0;
         if (json_is_array(tm)) {
             size_t i;
@@ -327,7 +439,7 @@ static mt_status check_names(const mt_safetensors *st, const mt_lora *l, const c
         int found = 0;
         for (int layer = 0; layer < l->n_layers && !found; layer++)
             for (int site = 0; site < MT_N_SITES && !found; site++) {
-                if (!(l->targets & (1u << site))) continue;
+                if (l->a_offset[(size_t)layer * MT_N_SITES + site] == MT_LORA_NONE) continue;
                 for (int k = 0; k < 2 && !found; k++) {
                     tensor_name(name, sizeof name, layer, site, k ? 'B' : 'A');
                     found = !strcmp(name, st->tensors[i].name);
@@ -352,19 +464,28 @@ static mt_status read_tensor(const mt_safetensors *st, const char *path, const c
     return s ? mt_error_prefix(s, path) : MT_OK;
 }
 
+static int is_directory(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 mt_status mt_lora_load(const mt_model *m, const char *dir, mt_lora **out) {
     *out = NULL;
+    size_t len = strlen(dir);
+    if (!is_directory(dir) && len > 5 && !strcmp(dir + len - 5, ".gguf")) return mt_lora_load_gguf(m, dir, out);
     char *cpath = mt_path_join(dir, "adapter_config.json"), *wpath = mt_path_join(dir, "adapter_model.safetensors");
     int rank = 0, rslora = 0;
-    float alpha = 0;
+    float alpha = 0, dropout = 0;
     unsigned targets = 0;
+    unsigned char *on = malloc((size_t)m->cfg.n_layers);
     mt_safetensors st;
     int st_open = 0;
     float *tmp = NULL;
     mt_lora *l = NULL;
-    mt_status s = cpath && wpath ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
-    if (!s) s = read_config(cpath, &rank, &alpha, &rslora, &targets);
-    if (!s) s = mt_lora_alloc(&m->cfg, rank, alpha, rslora, targets, &l);
+    mt_status s = cpath && wpath && on ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
+    if (!s) s = read_config(cpath, m->cfg.n_layers, &rank, &alpha, &rslora, &targets, on, &dropout);
+    if (!s) s = mt_lora_alloc(&m->cfg, rank, alpha, rslora, targets, on, &l);
+    if (!s) l->dropout = dropout;
     if (!s && !(s = mt_safetensors_open(wpath, &st))) st_open = 1;
     if (!s) s = check_names(&st, l, wpath);
     char name[128];
@@ -388,6 +509,7 @@ mt_status mt_lora_load(const mt_model *m, const char *dir, mt_lora **out) {
     for (size_t j = 0; !s && j < l->n_params; j++)
         if (!isfinite(l->params[j])) s = mt_error(MT_ERR_FORMAT, "%s: non-finite adapter weight", wpath);
     if (st_open) mt_safetensors_close(&st);
+    free(on);
     free(tmp);
     free(cpath);
     free(wpath);

@@ -16,7 +16,19 @@ mt_status mt_lora_parse_targets(const char *list, unsigned *mask);
 const char *mt_lora_targets_text(unsigned mask);
 /* PEFT's module name of a site ("q_proj", ...) and its parent ("self_attn" or "mlp"). */
 const char *mt_lora_site_module(int site);
-/* Allocates an adapter with zeroed A and B for cfg. */
-mt_status mt_lora_alloc(const mt_config *cfg, int rank, float alpha, int rslora, unsigned targets, mt_lora **out);
+/* Parses a layer list ("0-3,6"; NULL, "" or "all" = every layer) into on[n_layers] (1 =
+ * adapted). MT_ERR_ARG naming a bad entry or a layer outside [0, n_layers). */
+mt_status mt_lora_parse_layers(const char *list, int n_layers, unsigned char *on);
+/* Allocates an adapter with zeroed A and B for cfg: targets at the layers with on[l] (NULL =
+ * every layer). */
+mt_status mt_lora_alloc(const mt_config *cfg, int rank, float alpha, int rslora, unsigned targets,
+                        const unsigned char *layers_on, mt_lora **out);
+/* The same for any set of sites: present[layer * MT_N_SITES + site] (targets = their union). */
+mt_status mt_lora_alloc_sites(const mt_config *cfg, int rank, float alpha, int rslora, const unsigned char *present,
+                              mt_lora **out);
+/* llama.cpp's LoRA GGUF reader (lora_gguf.c; the writer, mt_lora_save_gguf, is public). */
+mt_status mt_lora_load_gguf(const mt_model *m, const char *path, mt_lora **out);
+/* 1 when layer l has at least one adapted site. */
+int mt_lora_layer_used(const mt_lora *l, int layer);
 
 #endif

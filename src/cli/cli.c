@@ -1,5 +1,6 @@
 #include "cli/cli.h"
 #include <errno.h>
+#include <math.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@ void cli_usage(const cli_opt *opts, const char *usage) {
 static int parse_value(const cli_opt *o, const char *v) {
     char *end = NULL;
     errno = 0;
+    if (!o->target) return 0; /* listed for --help only (taken out of argv before parsing) */
     switch (o->type) {
     case OPT_STRING: *(const char **)o->target = v; return 1;
     case OPT_INT: {
@@ -110,12 +112,60 @@ int cli_load_model(const char *path, const char *tokenizer, mt_model **m) {
     return 0;
 }
 
-int cli_attach_adapter(mt_model *m, const char *dir, mt_adapter_set **out) {
-    *out = NULL;
-    if (!dir) return 0;
-    mt_status s = mt_adapter_set_load(m, dir, out);
+int cli_take_adapters(int *argc, char **argv, cli_adapters *a) {
+    memset(a, 0, sizeof *a);
+    int k = 0;
+    for (int i = 0; i < *argc; i++) {
+        int is_dir = !strcmp(argv[i], "--adapter"), is_scale = !strcmp(argv[i], "--adapter-scale");
+        if (!is_dir && !is_scale) {
+            argv[k++] = argv[i];
+            continue;
+        }
+        if (i + 1 >= *argc) {
+            fprintf(stderr, "memtune: option %s needs a value\n", argv[i]);
+            return 1;
+        }
+        const char *v = argv[++i];
+        if (is_dir) {
+            if (a->n == CLI_MAX_ADAPTERS) {
+                fprintf(stderr, "memtune: at most %d --adapter options\n", CLI_MAX_ADAPTERS);
+                return 1;
+            }
+            a->scale[a->n] = 1.0f;
+            a->path[a->n++] = v;
+            continue;
+        }
+        char *end;
+        float s = strtof(v, &end);
+        if (*end || end == v || !isfinite(s) || a->n_scales == CLI_MAX_ADAPTERS) {
+            fprintf(stderr, "memtune: invalid value '%s' for --adapter-scale\n", v);
+            return 1;
+        }
+        a->scale[a->n_scales++] = s;
+    }
+    *argc = k;
+    if (a->n_scales > a->n) {
+        fprintf(stderr, "memtune: %d --adapter-scale values for %d --adapter options (the i-th scale belongs to the i-th adapter)\n",
+                a->n_scales, a->n);
+        return 1;
+    }
+    return 0;
+}
+
+void cli_adapters_free(cli_adapters *a) {
+    for (int i = 0; i < a->n; i++) {
+        mt_adapter_set_free(a->set[i]);
+        a->set[i] = NULL;
+    }
+}
+
+int cli_load_adapters(mt_model *m, cli_adapters *a) {
+    mt_status s = MT_OK;
+    int i = 0;
+    for (; i < a->n && s == MT_OK; i++) s = mt_adapter_set_load_scaled(m, a->path[i], a->scale[i], &a->set[i]);
     if (s == MT_OK) return 0;
-    cli_fail("adapter");
+    fprintf(stderr, "memtune: adapter %s: %s\n", a->path[i - 1], mt_last_error());
     mt_model_free(m);
+    cli_adapters_free(a); /* after the model: the token rows need not be restored */
     return 1;
 }

@@ -22,9 +22,23 @@ void cli_usage(const cli_opt *opts, const char *usage);
 const char *cli_model_path(const char *given, const char *argv0);
 int cli_fail(const char *what); /* prints "memtune: what: <last error>", returns 1 */
 int cli_load_model(const char *path, const char *tokenizer, mt_model **m);
-/* Loads the adapter directory dir (LoRA, token rows, ...) and attaches it to m (nothing when dir is NULL); on failure
- * prints the error, frees m and returns 1. */
-int cli_attach_adapter(mt_model *m, const char *dir, mt_adapter_set **out);
+/* Adapters named on the command line: "--adapter DIR" (repeatable) and "--adapter-scale S"
+ * (repeatable; the i-th scale belongs to the i-th adapter, default 1). */
+#define CLI_MAX_ADAPTERS 16
+typedef struct {
+    const char *path[CLI_MAX_ADAPTERS];
+    float scale[CLI_MAX_ADAPTERS];
+    mt_adapter_set *set[CLI_MAX_ADAPTERS];
+    int n, n_scales;
+} cli_adapters;
+/* Takes every --adapter / --adapter-scale pair out of argv (compacting it, *argc updated).
+ * Prints the problem and returns 1 (exit code 2) on a bad or surplus value. */
+int cli_take_adapters(int *argc, char **argv, cli_adapters *a);
+/* Loads each adapter (a run's adapter directory: LoRA and token rows; or a llama.cpp LoRA
+ * .gguf) and attaches it to m with its scale. On failure prints the error, frees m and the
+ * adapters, returns 1. Free the adapters after the model. */
+int cli_load_adapters(mt_model *m, cli_adapters *a);
+void cli_adapters_free(cli_adapters *a);
 
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
@@ -34,5 +48,6 @@ int cmd_convert(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_data(int argc, char **argv);
 
 #endif

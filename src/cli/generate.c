@@ -11,13 +11,14 @@ static int print_text(const char *text, size_t len, void *user) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *tokenizer = NULL, *prompt = "";
+    const char *model = NULL, *tokenizer = NULL, *prompt = "";
     int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0, context = 0;
     float temperature = 1.0f, top_p = 0.9f;
     uint64_t seed = 0;
     const cli_opt opts[] = {
         {"--model", "-m", OPT_STRING, &model, "model: llama2.c .bin, .gguf or HF directory (default: $MEMTUNE_MODEL or bundled stories260K)"},
-        {"--adapter", NULL, OPT_STRING, &adapter, "adapter directory (LoRA, token rows, memory experts), applied unmerged"},
+        {"--adapter", NULL, OPT_STRING, NULL, "LoRA adapter (PEFT directory or llama.cpp .gguf), applied unmerged; repeatable"},
+        {"--adapter-scale", NULL, OPT_FLOAT, NULL, "weight of the i-th --adapter (default 1); repeatable"},
         {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file (llama2.c .bin or tokenizer.json)"},
         {"--prompt", "-i", OPT_STRING, &prompt, "prompt text (default empty: start from BOS)"},
         {"-n", NULL, OPT_INT, &n, "tokens of output, echoed prompt tokens included, as llama2.c's -n (default 256)"},
@@ -33,6 +34,8 @@ int cmd_generate(int argc, char **argv) {
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
+    cli_adapters ad;
+    if (cli_take_adapters(&argc, argv, &ad)) return 2;
     if (cli_parse(argc, argv, opts, "usage: memtune generate [--model PATH] [--prompt TEXT] [-n N] [--temperature T] ...", &code)) return code;
     if (temperature < 0 || top_p < 0 || top_p > 1 || top_k < 0) {
         fprintf(stderr, "memtune: temperature must be >= 0, top-p in [0, 1], top-k >= 0\n");
@@ -40,12 +43,11 @@ int cmd_generate(int argc, char **argv) {
     }
     mt_set_threads(threads);
     mt_model *m;
-    mt_adapter_set *lora;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
-    if (cli_attach_adapter(m, adapter, &lora)) return 1;
+    if (cli_load_adapters(m, &ad)) return 1;
     if (context > 0 && mt_model_set_context(m, context) != MT_OK) {
         mt_model_free(m);
-        mt_adapter_set_free(lora);
+        cli_adapters_free(&ad);
         return cli_fail("generate");
     }
     mt_generate_options o;
@@ -61,7 +63,7 @@ int cmd_generate(int argc, char **argv) {
     mt_status s = mt_generate(m, prompt, &o, print_text, NULL, &st);
     printf("\n");
     mt_model_free(m);
-    mt_adapter_set_free(lora);
+    cli_adapters_free(&ad);
     if (s) return cli_fail("generate");
     if (!quiet)
         fprintf(stderr, "prompt: %d tokens in %.3f s; generated %d tokens at %.1f tokens/s\n",

@@ -42,6 +42,7 @@ const char *mt_status_name(mt_status s) {
     case MT_ERR_ARG: return "invalid argument";
     case MT_ERR_UNSUPPORTED: return "unsupported";
     case MT_ERR_MISMATCH: return "mismatch";
+    case MT_ERR_SQL: return "sql error";
     }
     return "unknown error";
 }

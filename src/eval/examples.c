@@ -79,80 +79,130 @@ static mt_status answer_nll(evaluator *ev, const mt_example *e, double *nll, lon
     return s;
 }
 
-static int trimmed_equal(const char *a, const char *b) {
-    while (isspace((unsigned char)*a)) a++;
-    while (isspace((unsigned char)*b)) b++;
-    size_t la = strlen(a), lb = strlen(b);
-    while (la && isspace((unsigned char)a[la - 1])) la--;
-    while (lb && isspace((unsigned char)b[lb - 1])) lb--;
-    return la == lb && !memcmp(a, b, la);
-}
-
-static void report_line(FILE *f, int index, const mt_example *e, const char *produced, int exact, double nll) {
+/* The per-example report line. verdict: with a database the SQL verdict, otherwise
+ * "match"/"mismatch" from exact match; error: why the produced SQL failed, else null. */
+static void report_line(FILE *f, int index, const mt_example *e, const char *produced, int exact, double nll,
+                        const char *verdict, const char *error) {
     if (!f) return;
-    json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:f}", "index", index,
+    json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:f, s:s, s:s?}", "index", index,
                           "prompt", e->messages[e->n_messages - 2 >= 0 ? e->n_messages - 2 : 0].content,
                           "expected", e->messages[e->n_messages - 1].content, "produced", produced,
-                          "exact", exact, "nll", nll);
+                          "exact", exact, "nll", nll, "verdict", verdict, "error", error);
+    if (o && !error) json_object_set_new(o, "error", json_null());
     char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
     if (line) fprintf(f, "%s\n", line);
     free(line);
     json_decref(o);
 }
 
-static mt_status eval_one(evaluator *ev, const mt_example *e, int index, FILE *report, mt_data_score *acc, double *nll_sum) {
+typedef struct {
+    const mt_eval_options *opt;
+    mt_sql_db *db;
+    FILE *report;
+    mt_eval_score *score;
+    double nll_sum;
+} eval_run;
+
+/* Execution accuracy of one produced answer; fills verdict and error (malloc'd or NULL). */
+static mt_status score_sql(eval_run *run, const char *gold, const char *produced, const char **verdict, char **error) {
+    mt_sql_verdict v;
+    mt_status s = mt_sql_execution_match(run->db, gold, produced, &v, error);
+    if (s) return s;
+    *verdict = mt_sql_verdict_name(v);
+    mt_eval_score *sc = run->score;
+    if (v == MT_SQL_GOLD_ERROR) sc->sql_gold_errors++;
+    else sc->sql_examples++;
+    sc->sql_match += v == MT_SQL_MATCH;
+    sc->sql_invalid += v == MT_SQL_INVALID;
+    return MT_OK;
+}
+
+static mt_status eval_one(evaluator *ev, eval_run *run, const mt_example *e, int index) {
     int *ids = NULL, n = 0;
-    char *produced = NULL;
+    char *produced = NULL, *error = NULL;
     double nll = 0;
     long count = 0;
+    const char *expected = e->messages[e->n_messages - 1].content;
     mt_status s = mt_example_prompt_ids(&ev->b, e, &ids, &n);
     int *ans = NULL, n_ans = 0;
-    if (s == MT_OK) s = mt_tokenizer_encode_piece(ev->m->tok, e->messages[e->n_messages - 1].content,
-                                                  strlen(e->messages[e->n_messages - 1].content), 0, &ans, &n_ans);
-    if (s == MT_OK) s = greedy_answer(ev, ids, n, 2 * n_ans + 16, &produced);
+    if (s == MT_OK) s = mt_tokenizer_encode_piece(ev->m->tok, expected, strlen(expected), 0, &ans, &n_ans);
+    /* SQL is judged by running it: its length must not be capped by the gold's */
+    int max_new = run->opt->max_new_tokens > 0 ? run->opt->max_new_tokens : run->db ? 256 : 2 * n_ans + 16;
+    if (s == MT_OK) s = greedy_answer(ev, ids, n, max_new, &produced);
     if (s == MT_OK) s = answer_nll(ev, e, &nll, &count);
+    int exact = s == MT_OK && mt_text_equal_normalized(produced, expected, run->opt->normalize);
+    const char *verdict = exact ? "match" : "mismatch";
+    if (s == MT_OK && run->db) s = score_sql(run, expected, produced, &verdict, &error);
     if (s == MT_OK) {
-        int exact = trimmed_equal(produced, e->messages[e->n_messages - 1].content);
-        acc->exact_match += exact;
-        *nll_sum += nll;
-        acc->answer_tokens += count;
-        report_line(report, index, e, produced, exact, count ? nll / count : 0.0);
+        run->score->base.exact_match += exact;
+        run->nll_sum += nll;
+        run->score->base.answer_tokens += count;
+        report_line(run->report, index, e, produced, exact, count ? nll / count : 0.0, verdict, error);
     }
     free(ids);
     free(ans);
     free(produced);
+    free(error);
+    return s;
+}
+
+static mt_status evaluator_init(evaluator *ev, mt_model *m) {
+    *ev = (evaluator){.m = m};
+    const char *src = m->chat_template ? m->chat_template : mt_chat_template_default();
+    mt_status s = mt_chat_template_compile(src, &ev->tpl);
+    ev->b = (mt_seq_builder){.tok = m->tok, .tpl = ev->tpl, .bos_id = mt_tokenizer_bos(m->tok),
+                             .eos_id = mt_tokenizer_eos(m->tok) >= 0 ? mt_tokenizer_eos(m->tok) : m->cfg.eos_id};
+    ev->logits = malloc((size_t)mt_infer_context(m) * m->cfg.vocab_size * sizeof(float));
+    if (s == MT_OK && !ev->logits) s = mt_error(MT_ERR_NOMEM, "out of memory");
+    return s;
+}
+
+static void evaluator_free(evaluator *ev) {
+    free(ev->logits);
+    if (ev->tpl) mt_chat_template_free(ev->tpl);
+}
+
+static void finish_score(mt_eval_score *out, double nll_sum) {
+    mt_data_score *b = &out->base;
+    if (b->examples) b->exact_match /= b->examples;
+    b->nll = b->answer_tokens ? nll_sum / b->answer_tokens : 0.0;
+    out->execution_accuracy = out->sql_examples ? (double)out->sql_match / out->sql_examples : 0.0;
+}
+
+mt_status mt_eval_data_file_opts(mt_model *m, const char *path, const mt_eval_options *opt, mt_eval_score *out) {
+    memset(out, 0, sizeof *out);
+    mt_eval_options defaults = {0};
+    if (!opt) opt = &defaults;
+    if (!m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer");
+    eval_run run = {.opt = opt, .score = out};
+    mt_dataset ds = {0};
+    evaluator ev = {0};
+    mt_status s = mt_dataset_load_jsonl(&ds, path, 0);
+    if (s == MT_OK) s = evaluator_init(&ev, m);
+    if (s == MT_OK && opt->db_path) s = mt_sql_open(opt->db_path, &opt->limits, &run.db);
+    if (s == MT_OK && opt->report_path && !(run.report = fopen(opt->report_path, "w")))
+        s = mt_error(MT_ERR_IO, "%s: cannot open for writing", opt->report_path);
+    for (int i = 0; s == MT_OK && i < ds.n; i++) {
+        if (!ds.items[i].messages) continue; /* raw text has no prompt to answer */
+        s = eval_one(&ev, &run, &ds.items[i], i + 1);
+        if (s) s = mt_error_prefix(s, "%s: example %d", path, ds.items[i].source_line);
+        out->base.examples++;
+    }
+    if (run.report && fclose(run.report) != 0 && s == MT_OK)
+        s = mt_error(MT_ERR_IO, "%s: write failed", opt->report_path);
+    finish_score(out, run.nll_sum);
+    if (s == MT_OK && out->base.examples == 0) s = mt_error(MT_ERR_ARG, "%s: no prompt/answer examples to evaluate", path);
+    mt_sql_close(run.db);
+    evaluator_free(&ev);
+    mt_dataset_free(&ds);
     return s;
 }
 
 mt_status mt_eval_data_file(mt_model *m, const char *path, const char *report_path, mt_data_score *out) {
-    memset(out, 0, sizeof *out);
-    if (!m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer");
-    mt_dataset ds = {0};
-    mt_status s = mt_dataset_load_jsonl(&ds, path, 0);
-    evaluator ev = {.m = m};
-    const char *src = m->chat_template ? m->chat_template : mt_chat_template_default();
-    if (s == MT_OK) s = mt_chat_template_compile(src, &ev.tpl);
-    ev.b = (mt_seq_builder){.tok = m->tok, .tpl = ev.tpl, .bos_id = mt_tokenizer_bos(m->tok),
-                            .eos_id = mt_tokenizer_eos(m->tok) >= 0 ? mt_tokenizer_eos(m->tok) : m->cfg.eos_id};
-    ev.logits = malloc((size_t)mt_infer_context(m) * m->cfg.vocab_size * sizeof(float));
-    if (s == MT_OK && !ev.logits) s = mt_error(MT_ERR_NOMEM, "out of memory");
-    FILE *report = NULL;
-    if (s == MT_OK && report_path && !(report = fopen(report_path, "w")))
-        s = mt_error(MT_ERR_IO, "%s: cannot open for writing", report_path);
-    double nll_sum = 0;
-    for (int i = 0; s == MT_OK && i < ds.n; i++) {
-        if (!ds.items[i].messages) continue; /* raw text has no prompt to answer */
-        s = eval_one(&ev, &ds.items[i], i + 1, report, out, &nll_sum);
-        if (s) s = mt_error_prefix(s, "%s: example %d", path, ds.items[i].source_line);
-        out->examples++;
-    }
-    if (report) fclose(report);
-    if (out->examples) out->exact_match /= out->examples;
-    out->nll = out->answer_tokens ? nll_sum / out->answer_tokens : 0.0;
-    if (s == MT_OK && out->examples == 0) s = mt_error(MT_ERR_ARG, "%s: no prompt/answer examples to evaluate", path);
-    free(ev.logits);
-    if (ev.tpl) mt_chat_template_free(ev.tpl);
-    mt_dataset_free(&ds);
+    mt_eval_options opt = {.report_path = report_path};
+    mt_eval_score sc;
+    mt_status s = mt_eval_data_file_opts(m, path, &opt, &sc);
+    *out = sc.base;
     return s;
 }
 
@@ -167,7 +217,7 @@ mt_status mt_eval_greedy_example(mt_model *m, const mt_seq_builder *b, const mt_
     mt_status s = mt_example_prompt_ids(b, e, &ids, &n);
     if (s == MT_OK) s = mt_tokenizer_encode_piece(m->tok, expected, strlen(expected), 0, &ans, &n_ans);
     if (s == MT_OK) s = greedy_answer(&ev, ids, n, 2 * n_ans + 16, produced);
-    if (s == MT_OK) *exact = trimmed_equal(*produced, expected);
+    if (s == MT_OK) *exact = mt_text_equal_normalized(*produced, expected, MT_NORMALIZE_TRIM);
     free(ids), free(ans), free(ev.logits);
     return s;
 }

@@ -60,6 +60,9 @@ mt_status mt_model_load(const char *path, const mt_load_options *opts, mt_model 
 
 mt_status mt_model_save(const mt_model *m, const char *path, mt_format fmt) {
     if (!m || !path) return mt_error(MT_ERR_ARG, "mt_model_save: no model or path");
+    if (m->base)
+        return mt_error(MT_ERR_ARG, "mt_model_save: the model's linear layers are held as %s; go back to f32 first "
+                        "(mt_model_set_base_dtype(m, \"f32\"))", mt_model_base_dtype(m));
     /* Such a file could not be loaded again. */
     if (m->tok && mt_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size)
         return mt_error(MT_ERR_MISMATCH, "%s: tokenizer has %d tokens, more than the model's vocabulary of %d", path,

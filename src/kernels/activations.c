@@ -6,21 +6,46 @@
 #include <math.h>
 #include "kernels/real.h"
 
-void R(mt_swiglu_forward)(real *out, const real *gate, const real *up, size_t n) {
-#pragma omp parallel for if (n > 4096)
+/* elements per work item: big enough to amortise a thread hand-off, small enough to share */
+#define SWIGLU_CHUNK 16384
+
+/* One chunk of each pass. omp simd: each element is independent (out may be gate). */
+MT_SIMD_CLONES
+static void swiglu_forward_chunk(real *out, const real *gate, const real *up, size_t n) {
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         real g = gate[i];
-        out[i] = g / (1 + r_exp(-g)) * up[i];
+        out[i] = g / (1 + r_expv(-g)) * up[i];
+    }
+}
+
+MT_SIMD_CLONES
+static void swiglu_backward_chunk(real *dgate, real *dup, const real *dout, const real *gate,
+                                  const real *up, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        real g = gate[i], sig = 1 / (1 + r_expv(-g));
+        dgate[i] += dout[i] * up[i] * sig * (1 + g * (1 - sig));
+        dup[i] += dout[i] * g * sig;
+    }
+}
+
+void R(mt_swiglu_forward)(real *out, const real *gate, const real *up, size_t n) {
+    size_t n_chunks = (n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK;
+#pragma omp parallel for if (n_chunks > 1)
+    for (size_t c = 0; c < n_chunks; c++) {
+        size_t i = c * SWIGLU_CHUNK, m = n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK;
+        swiglu_forward_chunk(out + i, gate + i, up + i, m);
     }
 }
 
 void R(mt_swiglu_backward)(real *dgate, real *dup, const real *dout, const real *gate,
                            const real *up, size_t n) {
-#pragma omp parallel for if (n > 4096)
-    for (size_t i = 0; i < n; i++) {
-        real g = gate[i], sig = 1 / (1 + r_exp(-g));
-        dgate[i] += dout[i] * up[i] * sig * (1 + g * (1 - sig));
-        dup[i] += dout[i] * g * sig;
+    size_t n_chunks = (n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK;
+#pragma omp parallel for if (n_chunks > 1)
+    for (size_t c = 0; c < n_chunks; c++) {
+        size_t i = c * SWIGLU_CHUNK, m = n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK;
+        swiglu_backward_chunk(dgate + i, dup + i, dout + i, gate + i, up + i, m);
     }
 }
 

@@ -7,16 +7,28 @@
  * kernels_f64.c (see real.h). */
 #include "kernels/kernels.h"
 #include <math.h>
+#include <string.h>
 #include "kernels/real.h"
 
-/* log(Σ exp(x - max)) + max, accumulated in double */
+/* log(Σ exp(x - max)) + max. The sum runs in `real` over vector lanes (each lane adds about
+ * V/16 terms in [0, 1], one of them 1): relative error ~1e-6 in float, far below what a
+ * loss needs. */
+MT_SIMD_CLONES
 static double row_logsumexp(const real *x, int V) {
     real mx = x[0];
-    for (int i = 1; i < V; i++)
-        if (x[i] > mx) mx = x[i];
-    double sum = 0.0;
-    for (int i = 0; i < V; i++) sum += r_exp(x[i] - mx);
-    return log(sum) + mx;
+#pragma omp simd reduction(max : mx)
+    for (int i = 1; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+    real sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < V; i++) sum += r_expv(x[i] - mx);
+    return log((double)sum) + mx;
+}
+
+/* d = scale · softmax(row) (d may be row) */
+MT_SIMD_CLONES
+static void row_softmax_scaled(real *d, const real *row, real lse, real scale, int V) {
+#pragma omp simd
+    for (int v = 0; v < V; v++) d[v] = scale * r_expv(row[v] - lse);
 }
 
 double R(mt_cross_entropy_forward)(real *lse, const real *logits, const int *targets, int n, int V,
@@ -43,11 +55,10 @@ void R(mt_cross_entropy_backward)(real *dlogits, const real *logits, const real 
         const real *row = logits + (size_t)i * V;
         real *d = dlogits + (size_t)i * V;
         if (targets[i] < 0) {
-            for (int v = 0; v < V; v++) d[v] = 0;
+            memset(d, 0, (size_t)V * sizeof(real));
             continue;
         }
-        real s = (real)scale;
-        for (int v = 0; v < V; v++) d[v] = s * r_exp(row[v] - lse[i]);
-        d[targets[i]] -= s;
+        row_softmax_scaled(d, row, lse[i], (real)scale, V);
+        d[targets[i]] -= (real)scale;
     }
 }

@@ -8,17 +8,48 @@
 /* columns per work item of the weight gradient (a reduction over rows) */
 #define NORM_COL_BLOCK 64
 
+/* One row: out = x·r·w with r = 1/sqrt(mean(x^2) + eps), returned. out may be x. */
+MT_SIMD_CLONES
+static real rmsnorm_row(real *out, const real *x, const real *w, int C, float eps) {
+    double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+    for (int i = 0; i < C; i++) ss += (double)x[i] * x[i];
+    real inv = (real)(1.0 / sqrt(ss / C + eps));
+#pragma omp simd
+    for (int i = 0; i < C; i++) out[i] = x[i] * inv * w[i];
+    return inv;
+}
+
+/* One row of the input gradient: dx += r·(dy·w - x·r^2·mean(dy·w·x)). */
+MT_SIMD_CLONES
+static void rmsnorm_row_backward(real *restrict dx, const real *restrict dy, const real *restrict x,
+                                 const real *restrict w, real r, int C) {
+    double gx = 0.0; /* Σ g·x, with g = dy·w */
+#pragma omp simd reduction(+ : gx)
+    for (int i = 0; i < C; i++) gx += (double)dy[i] * w[i] * x[i];
+    real coef = (real)(gx / C) * r * r;
+#pragma omp simd
+    for (int i = 0; i < C; i++) dx[i] += r * (dy[i] * w[i] - x[i] * coef);
+}
+
+/* dw[c0..c1) += Σ_t dy·x·r over every row */
+MT_SIMD_CLONES
+static void rmsnorm_weight_block(real *restrict dw, const real *dout, const real *x, const real *rstd,
+                                 int T, int C, int c0, int c1) {
+    for (int t = 0; t < T; t++) {
+        const real *restrict xr = x + (size_t)t * C, *restrict dy = dout + (size_t)t * C;
+        real r = rstd[t];
+#pragma omp simd
+        for (int i = c0; i < c1; i++) dw[i] += dy[i] * xr[i] * r;
+    }
+}
+
 void R(mt_rmsnorm_forward_save)(real *out, real *rstd, const real *x, const real *w, int T, int C,
                                 float eps) {
 #pragma omp parallel for if (T > 1)
     for (int t = 0; t < T; t++) {
-        const real *xr = x + (size_t)t * C;
-        real *o = out + (size_t)t * C;
-        double ss = 0.0;
-        for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
-        real inv = (real)(1.0 / sqrt(ss / C + eps));
+        real inv = rmsnorm_row(out + (size_t)t * C, x + (size_t)t * C, w, C, eps);
         if (rstd) rstd[t] = inv;
-        for (int i = 0; i < C; i++) o[i] = xr[i] * inv * w[i];
     }
 }
 
@@ -30,25 +61,16 @@ void R(mt_rmsnorm_backward)(real *dx, real *dw, const real *dout, const real *x,
                             const real *rstd, int T, int C) {
     if (dx) {
 #pragma omp parallel for if (T > 1)
-        for (int t = 0; t < T; t++) {
-            const real *xr = x + (size_t)t * C, *dy = dout + (size_t)t * C;
-            real *dxr = dx + (size_t)t * C, r = rstd[t];
-            double gx = 0.0; /* Σ g·x, with g = dy·w */
-            for (int i = 0; i < C; i++) gx += (double)dy[i] * w[i] * xr[i];
-            real coef = (real)(gx / C) * r * r;
-            for (int i = 0; i < C; i++) dxr[i] += r * (dy[i] * w[i] - xr[i] * coef);
-        }
+        for (int t = 0; t < T; t++)
+            rmsnorm_row_backward(dx + (size_t)t * C, dout + (size_t)t * C, x + (size_t)t * C, w,
+                                 rstd[t], C);
     }
     if (dw) {
         /* a thread owns a block of columns and walks every row, so no two threads add into
          * the same dw[i] */
 #pragma omp parallel for if ((size_t)T * C > 65536)
-        for (int c0 = 0; c0 < C; c0 += NORM_COL_BLOCK) {
-            int c1 = c0 + NORM_COL_BLOCK < C ? c0 + NORM_COL_BLOCK : C;
-            for (int t = 0; t < T; t++) {
-                const real *xr = x + (size_t)t * C, *dy = dout + (size_t)t * C;
-                for (int i = c0; i < c1; i++) dw[i] += dy[i] * xr[i] * rstd[t];
-            }
-        }
+        for (int c0 = 0; c0 < C; c0 += NORM_COL_BLOCK)
+            rmsnorm_weight_block(dw, dout, x, rstd, T, C, c0,
+                                 c0 + NORM_COL_BLOCK < C ? c0 + NORM_COL_BLOCK : C);
     }
 }

@@ -70,17 +70,28 @@ void MT_OPS_FN(mt_rope_backward)(REAL_ *dx, const int *pos, int T, int n_heads, 
 /* Causal grouped-query attention over B rows of T tokens with a document mask: documents
  * are contiguous runs of equal doc ids in a row, and token t attends to the tokens s <= t of
  * its own run (packed sequences; doc may be NULL for one document per row). q, out [B*T, H*hd]; k, v [B*T, KV*hd]; query
- * head h reads KV head h / (H/KV). Saves the probabilities att[B, H, T, T] (zero where
- * masked) for the backward. */
-void MT_OPS_FN(mt_attention_forward)(REAL_ *out, REAL_ *att, const REAL_ *q, const REAL_ *k,
+ * head h reads KV head h / (H/KV). Tiled: saves only lse[B*T, H], the log-sum-exp of each
+ * query row's scaled scores, for the backward; no T x T matrix exists at any time. */
+void MT_OPS_FN(mt_attention_forward)(REAL_ *out, REAL_ *lse, const REAL_ *q, const REAL_ *k,
                                      const REAL_ *v, const int *doc, int B, int T, int n_heads,
                                      int n_kv_heads, int head_dim);
-/* dq, dk, dv += gradients, given the forward's att and the same doc. dscores: scratch of
- * B*H*T*T floats (∂loss/∂scores; only entries inside a document are written and read). */
-void MT_OPS_FN(mt_attention_backward)(REAL_ *dq, REAL_ *dk, REAL_ *dv, REAL_ *dscores,
-                                      const REAL_ *dout, const REAL_ *att, const REAL_ *q,
-                                      const REAL_ *k, const REAL_ *v, const int *doc, int B, int T, int n_heads,
-                                      int n_kv_heads, int head_dim);
+/* dq, dk, dv += gradients, given the forward's out and lse and the same doc (probabilities
+ * are recomputed). */
+void MT_OPS_FN(mt_attention_backward)(REAL_ *dq, REAL_ *dk, REAL_ *dv, const REAL_ *dout,
+                                      const REAL_ *out, const REAL_ *lse, const REAL_ *q,
+                                      const REAL_ *k, const REAL_ *v, const int *doc, int B, int T,
+                                      int n_heads, int n_kv_heads, int head_dim);
+/* The simple reference the tests check the pair above against: the same function, saving
+ * the probabilities att[B, H, T, T] (zero where masked). */
+void MT_OPS_FN(mt_attention_forward_ref)(REAL_ *out, REAL_ *att, const REAL_ *q, const REAL_ *k,
+                                         const REAL_ *v, const int *doc, int B, int T, int n_heads,
+                                         int n_kv_heads, int head_dim);
+/* dq, dk, dv += gradients, given the reference forward's att. dscores: scratch of
+ * B*H*T*T reals. */
+void MT_OPS_FN(mt_attention_backward_ref)(REAL_ *dq, REAL_ *dk, REAL_ *dv, REAL_ *dscores,
+                                          const REAL_ *dout, const REAL_ *att, const REAL_ *q,
+                                          const REAL_ *k, const REAL_ *v, const int *doc, int B, int T,
+                                          int n_heads, int n_kv_heads, int head_dim);
 
 /* ---- SwiGLU (activations.c) ---- */
 /* out[i] = silu(gate[i]) * up[i]; out may be gate */

@@ -12,11 +12,13 @@
 #define MT_KERNELS_REAL_H
 #include <cblas.h>
 #include <math.h>
+#include "kernels/simd.h"
 
 #ifdef MT_REAL_DOUBLE
 #define real double
 #define R(name) name##_f64
 #define r_exp exp
+#define r_expv exp /* exp in vectorised loops: exact in double */
 #define r_sqrt sqrt
 #define r_gemm cblas_dgemm
 #define r_gemv cblas_dgemv
@@ -24,6 +26,7 @@
 #define real float
 #define R(name) name
 #define r_exp expf
+#define r_expv mt_exp_approx
 #define r_sqrt sqrtf
 #define r_gemm cblas_sgemm
 #define r_gemv cblas_sgemv

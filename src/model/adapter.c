@@ -5,6 +5,7 @@
 #include "model/mome.h"
 #include "model/forward.h"
 #include "core/error.h"
+#include <math.h>
 #include <string.h>
 
 void mt_linear_site_shape(const mt_config *c, int site, int *in, int *out) {
@@ -39,8 +40,43 @@ mt_status mt_model_set_lora(mt_model *m, struct mt_lora *l) {
     if (l && l->n_layers != m->cfg.n_layers)
         return mt_error(MT_ERR_MISMATCH, "the adapter has %d layers, the model %d", l->n_layers, m->cfg.n_layers);
     mt_infer_free(m);
-    m->lora = l;
+    m->n_loras = 0;
+    m->lora = NULL;
+    return l ? mt_model_push_lora(m, l, 1.0f) : MT_OK;
+}
+
+mt_status mt_model_push_lora(mt_model *m, struct mt_lora *l, float w) {
+    if (!l) return mt_error(MT_ERR_ARG, "no adapter to attach");
+    if (l->n_layers != m->cfg.n_layers)
+        return mt_error(MT_ERR_MISMATCH, "the adapter has %d layers, the model %d", l->n_layers, m->cfg.n_layers);
+    if (!isfinite(w)) return mt_error(MT_ERR_ARG, "adapter weight must be finite");
+    if (m->n_loras == MT_MAX_ADAPTERS) return mt_error(MT_ERR_ARG, "at most %d adapters at once", MT_MAX_ADAPTERS);
+    for (int i = 0; i < m->n_loras; i++)
+        if (m->loras[i] == l) return mt_error(MT_ERR_ARG, "this adapter is already attached");
+    mt_infer_free(m);
+    m->loras[m->n_loras] = l;
+    m->lora_weights[m->n_loras++] = w;
+    m->lora = m->loras[0];
     return MT_OK;
+}
+
+void mt_model_drop_lora(mt_model *m, const struct mt_lora *l) {
+    int k = 0;
+    for (int i = 0; i < m->n_loras; i++)
+        if (m->loras[i] != l) {
+            m->loras[k] = m->loras[i];
+            m->lora_weights[k++] = m->lora_weights[i];
+        }
+    if (k != m->n_loras) mt_infer_free(m);
+    m->n_loras = k;
+    m->lora = k ? m->loras[0] : NULL;
+}
+
+int mt_model_lora_max_rank(const mt_model *m) {
+    int r = 0;
+    for (int i = 0; i < m->n_loras; i++)
+        if (m->loras[i]->rank > r) r = m->loras[i]->rank;
+    return r;
 }
 
 /* The model row of entry i of r's values: embedding rows first, then head rows (untied). */

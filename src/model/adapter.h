@@ -67,8 +67,14 @@ void mt_linear_site_shape(const mt_config *c, int site, int *in, int *out);
 float *mt_linear_site_weight(const mt_model *m, int layer, int site);
 /* A and B of (layer, site), or 0 when the site has no adapter. */
 int mt_lora_site(const struct mt_lora *l, int layer, int site, const float **a, const float **b);
-/* Attaches l to m (NULL detaches); m does not own it. The KV cache is dropped. MT_ERR_MISMATCH
- * when the adapter was made for a model with another layer count. */
+/* Attaches l to m as its only adapter (NULL detaches all); m does not own it. The KV cache
+ * is dropped. MT_ERR_MISMATCH when the adapter was made for a model with another layer count. */
 mt_status mt_model_set_lora(mt_model *m, struct mt_lora *l);
+/* Adds l to the attached adapters with weight w (its term is w·scale·(x·A^T)·B^T). */
+mt_status mt_model_push_lora(mt_model *m, struct mt_lora *l, float w);
+/* Detaches l if attached (the others stay, in order). */
+void mt_model_drop_lora(mt_model *m, const struct mt_lora *l);
+/* The largest rank among the attached adapters (0 with none). */
+int mt_model_lora_max_rank(const mt_model *m);
 
 #endif

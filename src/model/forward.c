@@ -5,6 +5,7 @@
 #include "model/forward.h"
 #include "model/adapter.h"
 #include "model/mome.h"
+#include "model/base_store.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include <stdlib.h>
@@ -22,6 +23,7 @@ typedef struct {
     float *lora_h;                 /* [CHUNK, rank] adapter scratch, NULL without an adapter */
     float *mome_y, *mome_q, *mome_gate, *mome_z; /* memory-expert scratch, NULL without them */
     int *mome_idx;
+    float *wbuf;                   /* one dequantised site weight, NULL with an f32 base */
     int *pos;
 } infer_state;
 
@@ -48,6 +50,7 @@ void mt_infer_free(mt_model *m) {
     free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->gate); free(s->up); free(s->scratch); free(s->pos); free(s->lora_h);
     free(s->mome_y); free(s->mome_q); free(s->mome_gate); free(s->mome_z); free(s->mome_idx);
+    free(s->wbuf);
     free(s);
     m->infer = NULL;
 }
@@ -73,7 +76,11 @@ static mt_status infer_state_create(mt_model *m) {
     s->up = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
     s->scratch = malloc((size_t)mt_kernels_threads() * (s->n_ctx + CHUNK) * sizeof(float));
     s->pos = malloc(CHUNK * sizeof(int));
-    if (m->lora && !(s->lora_h = malloc(CHUNK * (size_t)m->lora->rank * sizeof(float)))) {
+    if (m->base && !(s->wbuf = malloc(mt_site_scratch_floats(c) * sizeof(float)))) {
+        mt_infer_free(m);
+        return mt_error(MT_ERR_NOMEM, "out of memory for dequantising the base");
+    }
+    if (m->n_loras && !(s->lora_h = malloc(CHUNK * (size_t)mt_model_lora_max_rank(m) * sizeof(float)))) {
         mt_infer_free(m);
         return mt_error(MT_ERR_NOMEM, "out of memory for adapter scratch");
     }
@@ -100,14 +107,17 @@ static mt_status infer_state_create(mt_model *m) {
     return st;
 }
 
-/* y[T, out] += the attached adapter's term at (layer l, site) for input x[T, in] */
+/* y[T, out] += every attached adapter's term at (layer l, site) for input x[T, in] */
 static void adapter_forward(const mt_model *m, infer_state *s, int l, int site, float *y,
                             const float *x, int T) {
-    const float *a, *b;
-    if (!mt_lora_site(m->lora, l, site, &a, &b)) return;
     int in, out;
     mt_linear_site_shape(&m->cfg, site, &in, &out);
-    mt_lora_forward(y, s->lora_h, x, a, b, m->lora->scale, T, in, out, m->lora->rank);
+    for (int i = 0; i < m->n_loras; i++) {
+        const struct mt_lora *lo = m->loras[i];
+        const float *a, *b;
+        if (mt_lora_site(lo, l, site, &a, &b))
+            mt_lora_forward(y, s->lora_h, x, a, b, (double)lo->scale * m->lora_weights[i], T, in, out, lo->rank);
+    }
 }
 
 /* s->mome_y[T, dim] = the memory experts' output at layer l for the MLP input xn (zero when
@@ -122,6 +132,8 @@ static int mome_forward(const mt_model *m, infer_state *s, int l, const float *x
                     &mm->shape, T);
     return 1;
 }
+/* the f32 weight of site of this layer (dequantised into s->wbuf for a bf16/Q8_0 base) */
+#define W(site) mt_site_weight(m, l, site, s->wbuf)
 
 static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
     const mt_config *c = &m->cfg;
@@ -131,9 +143,9 @@ static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
     float *vc = s->v_cache + (size_t)l * s->n_ctx * kv_dim;
 
     mt_rmsnorm_forward(s->xn, s->x, L->attn_norm, T, c->dim, c->norm_eps);
-    mt_matmul_forward(s->q, s->xn, L->wq, L->bq, T, c->dim, q_dim);
-    mt_matmul_forward(kc + (size_t)pos * kv_dim, s->xn, L->wk, L->bk, T, c->dim, kv_dim);
-    mt_matmul_forward(vc + (size_t)pos * kv_dim, s->xn, L->wv, L->bv, T, c->dim, kv_dim);
+    mt_matmul_forward(s->q, s->xn, W(MT_SITE_Q), L->bq, T, c->dim, q_dim);
+    mt_matmul_forward(kc + (size_t)pos * kv_dim, s->xn, W(MT_SITE_K), L->bk, T, c->dim, kv_dim);
+    mt_matmul_forward(vc + (size_t)pos * kv_dim, s->xn, W(MT_SITE_V), L->bv, T, c->dim, kv_dim);
     if (m->lora) {
         adapter_forward(m, s, l, MT_SITE_Q, s->q, s->xn, T);
         adapter_forward(m, s, l, MT_SITE_K, kc + (size_t)pos * kv_dim, s->xn, T);
@@ -144,20 +156,20 @@ static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
                     c->rope_interleaved, s->rope_cos, s->rope_sin);
     mt_attention_cached_forward(s->att, s->q, kc, vc, T, pos, c->n_heads, c->n_kv_heads,
                                 c->head_dim, s->scratch);
-    mt_matmul_forward(s->xn, s->att, L->wo, NULL, T, q_dim, c->dim);
+    mt_matmul_forward(s->xn, s->att, W(MT_SITE_O), NULL, T, q_dim, c->dim);
     if (m->lora) adapter_forward(m, s, l, MT_SITE_O, s->xn, s->att, T);
     for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
 
     mt_rmsnorm_forward(s->xn, s->x, L->ffn_norm, T, c->dim, c->norm_eps);
-    mt_matmul_forward(s->gate, s->xn, L->w_gate, NULL, T, c->dim, c->hidden_dim);
-    mt_matmul_forward(s->up, s->xn, L->w_up, NULL, T, c->dim, c->hidden_dim);
+    mt_matmul_forward(s->gate, s->xn, W(MT_SITE_GATE), NULL, T, c->dim, c->hidden_dim);
+    mt_matmul_forward(s->up, s->xn, W(MT_SITE_UP), NULL, T, c->dim, c->hidden_dim);
     if (m->lora) {
         adapter_forward(m, s, l, MT_SITE_GATE, s->gate, s->xn, T);
         adapter_forward(m, s, l, MT_SITE_UP, s->up, s->xn, T);
     }
     int memory = m->mome && mome_forward(m, s, l, s->xn, T); /* reads xn before it is reused */
     mt_swiglu_forward(s->gate, s->gate, s->up, (size_t)T * c->hidden_dim);
-    mt_matmul_forward(s->xn, s->gate, L->w_down, NULL, T, c->hidden_dim, c->dim);
+    mt_matmul_forward(s->xn, s->gate, W(MT_SITE_DOWN), NULL, T, c->hidden_dim, c->dim);
     if (m->lora) adapter_forward(m, s, l, MT_SITE_DOWN, s->xn, s->gate, T);
     if (memory)
         for (size_t i = 0; i < (size_t)T * c->dim; i++) s->xn[i] += s->mome_y[i];

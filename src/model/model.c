@@ -2,6 +2,7 @@
  * allocation), the fixed tensor list used by every loader and writer, the Q/K row
  * permutation between RoPE layouts, and random initialisation. */
 #include "model/model.h"
+#include "model/base_store.h"
 #include "model/adapter.h"
 #include "model/forward.h"
 #include "core/error.h"
@@ -172,6 +173,13 @@ static void fill_ref(mt_tensor_ref *r, const mt_config *c, int kind, int layer, 
     else snprintf(r->name, sizeof r->name, "lm_head.weight");
 }
 
+float **mt_model_tensor_slot(mt_model *m, int kind, int layer) {
+    if (kind == MT_T_EMBED) return &m->tok_embd;
+    if (kind == MT_T_NORM_FINAL) return &m->norm_final;
+    if (kind == MT_T_OUTPUT) return &m->output;
+    return layer_slot(&m->layers[layer], kind);
+}
+
 int mt_model_tensors(const mt_model *m, mt_tensor_ref *out, int max) {
     const mt_config *c = &m->cfg;
     int n = 0;
@@ -179,7 +187,8 @@ int mt_model_tensors(const mt_model *m, mt_tensor_ref *out, int max) {
     ADD(MT_T_EMBED, -1, m->tok_embd);
     for (int l = 0; l < c->n_layers; l++)
         for (int k = 0; k < N_LAYER_KINDS; k++)
-            if (kind_present(c, layer_kinds[k]))
+            /* a site weight held in the bf16/Q8_0 base store has no f32 tensor */
+            if (kind_present(c, layer_kinds[k]) && *layer_slot(&m->layers[l], layer_kinds[k]))
                 ADD(layer_kinds[k], l, *layer_slot(&m->layers[l], layer_kinds[k]));
     ADD(MT_T_NORM_FINAL, -1, m->norm_final);
     if (!c->tied_embeddings) ADD(MT_T_OUTPUT, -1, m->output);
@@ -204,6 +213,7 @@ void mt_permute_qk_rows(float *dst, const float *src, int n_heads, int head_dim,
 void mt_model_free(mt_model *m) {
     if (!m) return;
     mt_infer_free(m);
+    mt_model_free_base(m);
     if (m->token_rows) m->token_rows->attached = NULL; /* its rows die with the weights */
     free(m->params);
     free(m->layers);
@@ -214,7 +224,9 @@ void mt_model_free(mt_model *m) {
 
 const mt_config *mt_model_config(const mt_model *m) { return &m->cfg; }
 mt_tokenizer *mt_model_tokenizer(const mt_model *m) { return m->tok; }
-size_t mt_model_param_count(const mt_model *m) { return m->n_params; }
+size_t mt_model_param_count(const mt_model *m) {
+    return m->n_params + (m->base ? m->base->n_site_params : 0);
+}
 
 mt_status mt_model_init(const mt_config *cfg, uint64_t seed, mt_model **out) {
     mt_config c = *cfg;

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include "memtune.h"
 
+#define MT_MAX_ADAPTERS 16
+
 typedef struct {
     float *attn_norm; /* [dim] */
     float *wq;        /* [n_heads*head_dim, dim] */
@@ -36,7 +38,14 @@ struct mt_model {
     char *chat_template;/* from tokenizer_config.json / GGUF, may be NULL */
     void *infer;        /* lazily created inference state (KV cache), see forward.c */
     int context_override; /* > 0: inference context set by mt_model_set_context */
-    struct mt_lora *lora; /* attached adapter or NULL (model/adapter.h); not owned */
+    /* attached adapters (model/adapter.h), not owned: inference applies each, unmerged, with
+     * its weight; training uses lora (== loras[0]) and needs exactly one, of weight 1 */
+    struct mt_lora *lora;
+    struct mt_lora *loras[MT_MAX_ADAPTERS];
+    float lora_weights[MT_MAX_ADAPTERS];
+    int n_loras;
+    /* the linear sites' weights in bf16 / Q8_0 (model/base_store.h), or NULL: all f32 */
+    struct mt_base_store *base;
     struct mt_token_rows *token_rows; /* attached trainable token rows or NULL; not owned */
     struct mt_mome *mome; /* attached memory-expert layer or NULL (model/mome.h); not owned */
 };
@@ -64,6 +73,11 @@ mt_status mt_model_alloc(const mt_config *cfg, mt_model **out);
 /* Lists the model's tensors in a fixed order (embedding, layers, final norm, output if
  * untied). Returns the count; fills at most max entries of out (out may be NULL). */
 int mt_model_tensors(const mt_model *m, mt_tensor_ref *out, int max);
+
+/* The model's pointer slot of a tensor kind (layer ignored for global tensors). */
+float **mt_model_tensor_slot(mt_model *m, int kind, int layer);
+/* Frees a bf16/Q8_0 base store (model/base_store.c). */
+void mt_model_free_base(mt_model *m);
 
 /* Permute rows of a Q or K projection (or bias, cols == 1) between the two RoPE layouts.
  * to_interleaved=1: HF rotate-half -> interleaved pairs; 0: the inverse. dst != src. */

@@ -14,6 +14,7 @@
 #include "model/train_model.h"
 #include "model/adapter.h"
 #include "model/mome.h"
+#include "model/base_store.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include <stdint.h>
@@ -25,26 +26,28 @@ typedef R(mt_train_state) train_state;
 
 /* ---- memory plan ------------------------------------------------------------------- */
 
-#define N_ACTS 28
+#define N_ACTS 27
 
 /* Element count of every activation array, in the order of the pointers in
  * activation_slots(). The only place that knows how big a training state is. */
-static void activation_sizes(const mt_config *c, int B, int T, size_t sizes[N_ACTS]) {
-    size_t L = (size_t)c->n_layers, BT = (size_t)B * T, C = (size_t)c->dim;
+static void activation_sizes(const mt_config *c, int B, int T, int flags, size_t sizes[N_ACTS]) {
+    /* with recomputation only the residual stream x keeps every layer; the rest holds the
+     * layer being worked on */
+    size_t LX = (size_t)c->n_layers, BT = (size_t)B * T, C = (size_t)c->dim;
+    size_t L = flags & MT_TRAIN_RECOMPUTE ? 1 : LX;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
-    size_t scores = (size_t)B * c->n_heads * T * T;
+    size_t H = (size_t)c->n_heads;
     size_t plan[N_ACTS] = {
-        (L + 1) * BT * C, L * BT * C, L * BT * C, L * BT * C,  /* x, x_mid, xn1, xn2 */
+        (LX + 1) * BT * C, L * BT * C, L * BT * C, L * BT * C, /* x, x_mid, xn1, xn2 */
         L * BT, L * BT,                                        /* rstd1, rstd2 */
         L * BT * qd, L * BT * kvd, L * BT * kvd,               /* q, k, v */
-        L * scores, L * BT * qd,                               /* att, atty */
+        L * BT * H, L * BT * qd,                               /* att_lse, atty */
         L * BT * F, L * BT * F,                                /* gate, up */
         BT * C, BT, BT * V, BT,                                /* xn_final, rstd_final, logits, lse */
         BT * F, BT * F, BT * F, BT * F,                        /* hidden, dhidden, dgate, dup */
         BT * C, BT * C,                                        /* dx, dxn */
         BT * qd, BT * qd, BT * kvd, BT * kvd,                  /* dq, datty, dk, dv */
-        scores,                                                /* dscores */
     };
     memcpy(sizes, plan, sizeof plan);
 }
@@ -52,9 +55,9 @@ static void activation_sizes(const mt_config *c, int B, int T, size_t sizes[N_AC
 static void activation_slots(train_state *s, real **slots[N_ACTS]) {
     real **list[N_ACTS] = {
         &s->x, &s->x_mid, &s->xn1, &s->xn2, &s->rstd1, &s->rstd2, &s->q, &s->k, &s->v,
-        &s->att, &s->atty, &s->gate, &s->up, &s->xn_final, &s->rstd_final, &s->logits, &s->lse,
+        &s->att_lse, &s->atty, &s->gate, &s->up, &s->xn_final, &s->rstd_final, &s->logits, &s->lse,
         &s->hidden, &s->dhidden, &s->dgate, &s->dup, &s->dx, &s->dxn, &s->dq, &s->datty,
-        &s->dk, &s->dv, &s->dscores,
+        &s->dk, &s->dv,
     };
     memcpy(slots, list, sizeof list);
 }
@@ -63,21 +66,29 @@ static int shape_ok(int B, int T) {
     return B > 0 && T > 0 && T <= MT_TRAIN_MAX_T && (size_t)B * T <= MT_TRAIN_MAX_TOKENS;
 }
 
-size_t R(mt_train_activation_bytes)(const mt_config *c, int B, int T) {
+size_t R(mt_train_activation_bytes_flags)(const mt_config *c, int B, int T, int flags) {
     if (!shape_ok(B, T)) return SIZE_MAX;
     size_t sizes[N_ACTS], n = 0;
-    activation_sizes(c, B, T, sizes);
+    activation_sizes(c, B, T, flags, sizes);
     for (int i = 0; i < N_ACTS; i++) n += sizes[i];
     return n * sizeof(real);
 }
 
-size_t R(mt_train_state_bytes)(const mt_config *c, int B, int T) {
-    size_t acts = R(mt_train_activation_bytes)(c, B, T);
+size_t R(mt_train_activation_bytes)(const mt_config *c, int B, int T) {
+    return R(mt_train_activation_bytes_flags)(c, B, T, 0);
+}
+
+size_t R(mt_train_state_bytes_flags)(const mt_config *c, int B, int T, int flags) {
+    size_t acts = R(mt_train_activation_bytes_flags)(c, B, T, flags);
     if (acts == SIZE_MAX) return SIZE_MAX;
     size_t grads = mt_config_param_count(c) * sizeof(real);
     size_t batch = 4 * (size_t)B * T * sizeof(int);
     size_t rope = 2 * (size_t)T * (c->head_dim / 2) * sizeof(float);
     return acts + grads + batch + rope;
+}
+
+size_t R(mt_train_state_bytes)(const mt_config *c, int B, int T) {
+    return R(mt_train_state_bytes_flags)(c, B, T, 0);
 }
 
 /* ---- parameters, gradients, trainable flags ----------------------------------------- */
@@ -122,13 +133,23 @@ mt_status R(mt_train_set_trainable)(train_state *s, const char *name, int on) {
 }
 
 void R(mt_train_set_target_weights)(train_state *s, const float *w) { s->target_weight = w; }
+/* The parameter gradients exist once some tensor is trainable: a frozen base (LoRA) never
+ * allocates them. */
+static mt_status ensure_grads(train_state *s) {
+    if (s->grads) return MT_OK;
+    int any = 0;
+    for (int i = 0; i < s->n_tensors && !any; i++) any = s->trainable[i];
+    if (!any) return MT_OK;
+    s->grads = calloc(s->model->n_params ? s->model->n_params : 1, sizeof(real));
+    return s->grads ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory for %zu gradients", s->model->n_params);
+}
 
 static size_t row_values_count(const struct mt_token_rows *r) {
     return (size_t)(1 + r->untied) * r->n * r->dim;
 }
 
 void R(mt_train_zero_grads)(train_state *s) {
-    memset(s->grads, 0, s->model->n_params * sizeof(real));
+    if (s->grads) memset(s->grads, 0, s->model->n_params * sizeof(real));
     if (s->lora) memset(s->lora_grads, 0, s->lora->n_params * sizeof(real));
     if (s->rows) memset(s->row_grads, 0, row_values_count(s->rows) * sizeof(real));
     if (s->mome_router_grads) memset(s->mome_router_grads, 0, s->mome->n_sites * s->mome->router_size * sizeof(real));
@@ -146,6 +167,8 @@ void R(mt_train_free)(train_state *s) {
     free(s->lora_grads);
     free(s->lora_h);
     free(s->lora_dh);
+    free(s->lora_xd);
+    free(s->wbuf);
     free(s->row_of_id);
     free(s->row_grads);
 #ifdef MT_REAL_DOUBLE
@@ -230,16 +253,16 @@ static mt_status allocate(train_state *s) {
     const mt_config *c = &s->model->cfg;
     size_t sizes[N_ACTS], BT = (size_t)s->B * s->T;
     real **slots[N_ACTS];
-    activation_sizes(c, s->B, s->T, sizes);
+    activation_sizes(c, s->B, s->T, s->flags, sizes);
     activation_slots(s, slots);
     s->n_acts = 0;
     for (int i = 0; i < N_ACTS; i++) s->n_acts += sizes[i];
     s->acts_memory = malloc(s->n_acts * sizeof(real));
-    s->grads = calloc(s->model->n_params, sizeof(real));
     s->inputs = malloc(4 * BT * sizeof(int));
-    if (!s->acts_memory || !s->grads || !s->inputs)
+    if (s->model->base) s->wbuf = malloc(mt_site_scratch_floats(c) * sizeof(float));
+    if (!s->acts_memory || !s->inputs || (s->model->base && !s->wbuf))
         return mt_error(MT_ERR_NOMEM, "out of memory for a training state of %zu bytes",
-                        R(mt_train_state_bytes)(c, s->B, s->T));
+                        R(mt_train_state_bytes_flags)(c, s->B, s->T, s->flags));
     real *p = s->acts_memory;
     for (int i = 0; i < N_ACTS; i++) {
         *slots[i] = p;
@@ -249,12 +272,18 @@ static mt_status allocate(train_state *s) {
     s->pos = s->targets + BT;
     s->doc = s->pos + BT;
 #ifdef MT_REAL_DOUBLE
+    if (s->model->base)
+        return mt_error(MT_ERR_UNSUPPORTED, "the double-precision training pass needs an f32 base, not %s",
+                        mt_model_base_dtype(s->model));
     s->params = malloc(s->model->n_params * sizeof(real));
     if (!s->params) return mt_error(MT_ERR_NOMEM, "out of memory for double parameters");
     for (size_t i = 0; i < s->model->n_params; i++) s->params[i] = s->model->params[i];
 #else
     s->params = s->model->params;
 #endif
+    if (s->model->n_loras > 1 || (s->model->n_loras == 1 && s->model->lora_weights[0] != 1.0f))
+        return mt_error(MT_ERR_ARG, "training needs exactly one attached adapter of weight 1 (%d attached): "
+                        "merge the others first", s->model->n_loras);
     if (s->model->lora) {
         const struct mt_lora *l = s->lora = s->model->lora;
         s->lora_grads = calloc(l->n_params ? l->n_params : 1, sizeof(real));
@@ -281,7 +310,7 @@ static mt_status allocate(train_state *s) {
     return mt_rope_tables(c, s->T, &s->rope_cos, &s->rope_sin);
 }
 
-mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
+mt_status R(mt_train_create_flags)(mt_model *m, int B, int T, int flags, train_state **out) {
     *out = NULL;
     if (!shape_ok(B, T))
         return mt_error(MT_ERR_ARG, "training batch of %d rows x %d tokens is outside the limits "
@@ -291,6 +320,7 @@ mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
     s->model = m;
     s->B = B;
     s->T = T;
+    s->flags = flags;
     mt_status st = tensor_table(s);
     if (!st) st = allocate(s);
     if (st) {
@@ -301,24 +331,30 @@ mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
     return MT_OK;
 }
 
+mt_status R(mt_train_create)(mt_model *m, int B, int T, train_state **out) {
+    return R(mt_train_create_flags)(m, B, T, 0, out);
+}
+
 /* ---- forward ------------------------------------------------------------------------ */
 
-/* The activations of layer l, as slices of the per-layer arrays. */
+/* The activations of layer l, as slices of the per-layer arrays (with recomputation all
+ * layers but the residual stream share slice 0). */
 typedef struct {
-    real *x, *x_mid, *x_next, *xn1, *xn2, *rstd1, *rstd2, *q, *k, *v, *att, *atty, *gate, *up;
+    real *x, *x_mid, *x_next, *xn1, *xn2, *rstd1, *rstd2, *q, *k, *v, *att_lse, *atty, *gate, *up;
 } layer_acts;
 
 static layer_acts layer_slice(const train_state *s, int l) {
     const mt_config *c = &s->model->cfg;
     size_t BT = (size_t)s->B * s->T, C = (size_t)c->dim, F = (size_t)c->hidden_dim;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t scores = (size_t)s->B * c->n_heads * s->T * s->T;
+    size_t H = (size_t)c->n_heads, x_l = (size_t)l;
+    if (s->flags & MT_TRAIN_RECOMPUTE) l = 0;
     layer_acts a = {
-        .x = s->x + l * BT * C, .x_mid = s->x_mid + l * BT * C, .x_next = s->x + (l + 1) * BT * C,
+        .x = s->x + x_l * BT * C, .x_next = s->x + (x_l + 1) * BT * C, .x_mid = s->x_mid + l * BT * C,
         .xn1 = s->xn1 + l * BT * C, .xn2 = s->xn2 + l * BT * C,
         .rstd1 = s->rstd1 + l * BT, .rstd2 = s->rstd2 + l * BT,
         .q = s->q + l * BT * qd, .k = s->k + l * BT * kvd, .v = s->v + l * BT * kvd,
-        .att = s->att + l * scores, .atty = s->atty + l * BT * qd,
+        .att_lse = s->att_lse + l * BT * H, .atty = s->atty + l * BT * qd,
         .gate = s->gate + l * BT * F, .up = s->up + l * BT * F,
     };
     return a;
@@ -347,23 +383,92 @@ static int adapter_site(const train_state *s, int l, int site, const real **a, c
     return 1;
 }
 
-/* y[BT, out] += the adapter term of (l, site) for input x[BT, in] */
+/* ---- LoRA dropout ---- */
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The dropout factor of element i at (l, site): 0 (dropped) or 1/(1-p) (kept). */
+static real dropout_factor(uint64_t site_key, size_t i, double p) {
+    double u = (double)(mix64(site_key ^ mix64(i)) >> 11) * (1.0 / 9007199254740992.0);
+    return u < p ? 0 : (real)(1.0 / (1.0 - p));
+}
+
+static uint64_t dropout_site_key(const train_state *s, int l, int site) {
+    return mix64(s->dropout_key ^ mix64(((uint64_t)l << 8) | (uint64_t)site));
+}
+
+/* out = x ⊙ mask (or, accumulate: out += x ⊙ mask) for n elements */
+static void dropout_apply(real *out, const real *x, size_t n, uint64_t key, double p, int accumulate) {
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        real v = x[i] * dropout_factor(key, i, p);
+        out[i] = accumulate ? out[i] + v : v;
+    }
+}
+
+static int dropout_on(const train_state *s) { return s->lora && s->lora_dropout > 0; }
+
+/* y[BT, out] += the adapter term of (l, site) for input x[BT, in] (dropout(x) when on) */
 static void adapter_forward(train_state *s, int l, int site, real *y, const real *x) {
     const real *a, *b;
     size_t ao, bo;
-    int in, out;
+    int in, out, BT = s->B * s->T;
     if (!adapter_site(s, l, site, &a, &b, &ao, &bo, &in, &out)) return;
-    R(mt_lora_forward)(y, s->lora_h, x, a, b, s->lora->scale, s->B * s->T, in, out, s->lora->rank);
+    if (dropout_on(s)) {
+        dropout_apply(s->lora_xd, x, (size_t)BT * in, dropout_site_key(s, l, site), s->lora_dropout, 0);
+        x = s->lora_xd;
+    }
+    R(mt_lora_forward)(y, s->lora_h, x, a, b, s->lora->scale, BT, in, out, s->lora->rank);
 }
 
-/* dx += the adapter's input gradient; dA, dB += its parameter gradients */
+/* dx += the adapter's input gradient; dA, dB += its parameter gradients. With dropout the
+ * adapter saw x⊙mask: its parameter gradients use that, and its input gradient is masked. */
 static void adapter_backward(train_state *s, int l, int site, real *dx, const real *dy, const real *x) {
     const real *a, *b;
     size_t ao, bo;
-    int in, out;
+    int in, out, BT = s->B * s->T, r = s->lora->rank;
     if (!adapter_site(s, l, site, &a, &b, &ao, &bo, &in, &out)) return;
-    R(mt_lora_backward)(dx, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, x, a, b,
-                        s->lora->scale, s->B * s->T, in, out, s->lora->rank);
+    if (!dropout_on(s)) {
+        R(mt_lora_backward)(dx, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, x, a, b,
+                            s->lora->scale, BT, in, out, r);
+        return;
+    }
+    uint64_t key = dropout_site_key(s, l, site);
+    size_t n = (size_t)BT * in;
+    dropout_apply(s->lora_xd, x, n, key, s->lora_dropout, 0);
+    R(mt_lora_backward)(NULL, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, s->lora_xd, a, b,
+                        s->lora->scale, BT, in, out, r);
+    /* the gradient of dropout(x): (dh · A) ⊙ mask */
+    memset(s->lora_xd, 0, n * sizeof(real));
+    R(mt_matmul_backward)(s->lora_xd, NULL, NULL, s->lora_dh, NULL, a, BT, in, r);
+    dropout_apply(dx, s->lora_xd, n, key, s->lora_dropout, 1);
+}
+
+/* the [B*T, widest site input] dropout scratch, made on first use */
+static mt_status ensure_dropout_scratch(train_state *s) {
+    if (!dropout_on(s) || s->lora_xd) return MT_OK;
+    if (!(s->lora_dropout < 1)) return mt_error(MT_ERR_ARG, "LoRA dropout %g must be in [0, 1)", s->lora_dropout);
+    const mt_config *c = &s->model->cfg;
+    size_t wide = (size_t)c->dim, qd = (size_t)c->n_heads * c->head_dim;
+    if (qd > wide) wide = qd;
+    if ((size_t)c->hidden_dim > wide) wide = (size_t)c->hidden_dim;
+    s->lora_xd = malloc((size_t)s->B * s->T * wide * sizeof(real));
+    return s->lora_xd ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory for LoRA dropout scratch");
+}
+
+/* The weight of a linear site in this precision: the parameters, or, for a bf16/Q8_0 base
+ * (float build only), the matrix dequantised into s->wbuf, valid until the next call. */
+static const real *site_w(train_state *s, int l, int site) {
+#ifdef MT_REAL_DOUBLE
+    return param(s, mt_linear_site_weight(s->model, l, site));
+#else
+    return mt_site_weight(s->model, l, site, s->wbuf);
+#endif
 }
 
 /* ---- memory experts at the MLP output (model/mome.h) ---- */
@@ -412,9 +517,9 @@ static void layer_forward(train_state *s, int l) {
     int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
 
     R(mt_rmsnorm_forward_save)(a.xn1, a.rstd1, a.x, param(s, L->attn_norm), BT, C, c->norm_eps);
-    R(mt_matmul_forward)(a.q, a.xn1, param(s, L->wq), param(s, L->bq), BT, C, qd);
-    R(mt_matmul_forward)(a.k, a.xn1, param(s, L->wk), param(s, L->bk), BT, C, kvd);
-    R(mt_matmul_forward)(a.v, a.xn1, param(s, L->wv), param(s, L->bv), BT, C, kvd);
+    R(mt_matmul_forward)(a.q, a.xn1, site_w(s, l, MT_SITE_Q), param(s, L->bq), BT, C, qd);
+    R(mt_matmul_forward)(a.k, a.xn1, site_w(s, l, MT_SITE_K), param(s, L->bk), BT, C, kvd);
+    R(mt_matmul_forward)(a.v, a.xn1, site_w(s, l, MT_SITE_V), param(s, L->bv), BT, C, kvd);
     if (s->lora) {
         adapter_forward(s, l, MT_SITE_Q, a.q, a.xn1);
         adapter_forward(s, l, MT_SITE_K, a.k, a.xn1);
@@ -422,21 +527,21 @@ static void layer_forward(train_state *s, int l) {
     }
     R(mt_rope_forward)(a.q, s->pos, BT, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_rope_forward)(a.k, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
-    R(mt_attention_forward)(a.atty, a.att, a.q, a.k, a.v, s->doc, s->B, s->T, c->n_heads,
+    R(mt_attention_forward)(a.atty, a.att_lse, a.q, a.k, a.v, s->doc, s->B, s->T, c->n_heads,
                             c->n_kv_heads, c->head_dim);
-    R(mt_matmul_forward)(a.x_mid, a.atty, param(s, L->wo), NULL, BT, qd, C);
+    R(mt_matmul_forward)(a.x_mid, a.atty, site_w(s, l, MT_SITE_O), NULL, BT, qd, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_O, a.x_mid, a.atty);
     add_into(a.x_mid, a.x, a.x_mid, (size_t)BT * C);
 
     R(mt_rmsnorm_forward_save)(a.xn2, a.rstd2, a.x_mid, param(s, L->ffn_norm), BT, C, c->norm_eps);
-    R(mt_matmul_forward)(a.gate, a.xn2, param(s, L->w_gate), NULL, BT, C, F);
-    R(mt_matmul_forward)(a.up, a.xn2, param(s, L->w_up), NULL, BT, C, F);
+    R(mt_matmul_forward)(a.gate, a.xn2, site_w(s, l, MT_SITE_GATE), NULL, BT, C, F);
+    R(mt_matmul_forward)(a.up, a.xn2, site_w(s, l, MT_SITE_UP), NULL, BT, C, F);
     if (s->lora) {
         adapter_forward(s, l, MT_SITE_GATE, a.gate, a.xn2);
         adapter_forward(s, l, MT_SITE_UP, a.up, a.xn2);
     }
     R(mt_swiglu_forward)(s->hidden, a.gate, a.up, (size_t)BT * F);
-    R(mt_matmul_forward)(a.x_next, s->hidden, param(s, L->w_down), NULL, BT, F, C);
+    R(mt_matmul_forward)(a.x_next, s->hidden, site_w(s, l, MT_SITE_DOWN), NULL, BT, F, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_DOWN, a.x_next, s->hidden);
     if (s->mome) mome_site_forward(s, l, a.x_next, a.xn2);
     add_into(a.x_next, a.x_mid, a.x_next, (size_t)BT * C);
@@ -468,6 +573,7 @@ mt_status R(mt_train_forward)(train_state *s, const int *inputs, const int *targ
     int BT = s->B * s->T;
     s->have_forward = 0;
     mt_status st = take_batch(s, inputs, targets, pos, doc);
+    if (st == MT_OK) st = ensure_dropout_scratch(s);
     if (st) return st;
     R(mt_embedding_forward)(s->x, s->inputs, param(s, s->model->tok_embd), BT, c->dim);
     for (int l = 0; l < c->n_layers; l++) layer_forward(s, l);
@@ -502,16 +608,16 @@ static void layer_backward(train_state *s, int l) {
     R(mt_swiglu_forward)(s->hidden, a.gate, a.up, nF);
     zero(s->dhidden, nF);
     R(mt_matmul_backward)(s->dhidden, R(mt_train_grad)(s, L->w_down), NULL, s->dx, s->hidden,
-                          param(s, L->w_down), BT, F, C);
+                          site_w(s, l, MT_SITE_DOWN), BT, F, C);
     if (s->lora) adapter_backward(s, l, MT_SITE_DOWN, s->dhidden, s->dx, s->hidden);
     zero(s->dgate, nF);
     zero(s->dup, nF);
     R(mt_swiglu_backward)(s->dgate, s->dup, s->dhidden, a.gate, a.up, nF);
     zero(s->dxn, (size_t)BT * C);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->w_gate), NULL, s->dgate, a.xn2,
-                          param(s, L->w_gate), BT, C, F);
+                          site_w(s, l, MT_SITE_GATE), BT, C, F);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->w_up), NULL, s->dup, a.xn2,
-                          param(s, L->w_up), BT, C, F);
+                          site_w(s, l, MT_SITE_UP), BT, C, F);
     if (s->lora) {
         adapter_backward(s, l, MT_SITE_GATE, s->dxn, s->dgate, a.xn2);
         adapter_backward(s, l, MT_SITE_UP, s->dxn, s->dup, a.xn2);
@@ -523,22 +629,22 @@ static void layer_backward(train_state *s, int l) {
     /* attention: x_mid = x + o(attention(rope(q), rope(k), v)) */
     zero(s->datty, (size_t)BT * qd);
     R(mt_matmul_backward)(s->datty, R(mt_train_grad)(s, L->wo), NULL, s->dx, a.atty,
-                          param(s, L->wo), BT, qd, C);
+                          site_w(s, l, MT_SITE_O), BT, qd, C);
     if (s->lora) adapter_backward(s, l, MT_SITE_O, s->datty, s->dx, a.atty);
     zero(s->dq, (size_t)BT * qd);
     zero(s->dk, (size_t)BT * kvd);
     zero(s->dv, (size_t)BT * kvd);
-    R(mt_attention_backward)(s->dq, s->dk, s->dv, s->dscores, s->datty, a.att, a.q, a.k, a.v,
+    R(mt_attention_backward)(s->dq, s->dk, s->dv, s->datty, a.atty, a.att_lse, a.q, a.k, a.v,
                              s->doc, s->B, s->T, c->n_heads, c->n_kv_heads, c->head_dim);
     R(mt_rope_backward)(s->dq, s->pos, BT, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     R(mt_rope_backward)(s->dk, s->pos, BT, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
     zero(s->dxn, (size_t)BT * C);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wq), R(mt_train_grad)(s, L->bq), s->dq,
-                          a.xn1, param(s, L->wq), BT, C, qd);
+                          a.xn1, site_w(s, l, MT_SITE_Q), BT, C, qd);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wk), R(mt_train_grad)(s, L->bk), s->dk,
-                          a.xn1, param(s, L->wk), BT, C, kvd);
+                          a.xn1, site_w(s, l, MT_SITE_K), BT, C, kvd);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, L->wv), R(mt_train_grad)(s, L->bv), s->dv,
-                          a.xn1, param(s, L->wv), BT, C, kvd);
+                          a.xn1, site_w(s, l, MT_SITE_V), BT, C, kvd);
     if (s->lora) {
         adapter_backward(s, l, MT_SITE_Q, s->dxn, s->dq, a.xn1);
         adapter_backward(s, l, MT_SITE_K, s->dxn, s->dk, a.xn1);
@@ -582,6 +688,8 @@ mt_status R(mt_train_backward)(train_state *s) {
     if (!s->have_forward)
         return mt_error(MT_ERR_ARG, "training backward without a forward since the last backward");
     s->have_forward = 0;
+    mt_status st = ensure_grads(s);
+    if (st) return st;
     const mt_config *c = &s->model->cfg;
     const mt_model *m = s->model;
     int BT = s->B * s->T, C = c->dim;
@@ -602,7 +710,12 @@ mt_status R(mt_train_backward)(train_state *s) {
     R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, m->norm_final), s->dxn,
                            s->x + (size_t)c->n_layers * BT * C, param(s, m->norm_final),
                            s->rstd_final, BT, C);
-    for (int l = c->n_layers - 1; l >= 0; l--) layer_backward(s, l);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        /* recomputation: rerun the layer from its saved input (x[l+1] is rewritten with the
+         * same values; nothing reads it any more) */
+        if (s->flags & MT_TRAIN_RECOMPUTE) layer_forward(s, l);
+        layer_backward(s, l);
+    }
     real *dembd = R(mt_train_grad)(s, m->tok_embd);
     if (dembd) R(mt_embedding_backward)(dembd, s->dx, s->inputs, BT, C);
     if (s->rows) embedding_row_grads(s);

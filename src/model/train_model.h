@@ -28,6 +28,9 @@
  * it to everything below. A LoRA adapter freezes the base with
  * mt_train_set_trainable(s, NULL, 0) and receives activation gradients at its linear sites.
  *
+ * Attention is tiled (kernels/attention.c): only a log-sum-exp per query row and head is
+ * saved, never the T x T probabilities, so a state grows linearly in T.
+ *
  * The double-precision twin (mt_train_state_f64, mt_train_create_f64, ...) runs the same
  * source text in double on an owned double copy of the parameters (s->params); it exists so
  * the whole model's gradient can be checked against finite differences (tests/test_grad.c).
@@ -40,6 +43,13 @@
 /* Batch limits, which also keep every size product far from overflowing size_t. */
 #define MT_TRAIN_MAX_T (1 << 16)
 #define MT_TRAIN_MAX_TOKENS (1 << 24) /* B * T */
+
+/* Flags of a training state (mt_train_create_flags).
+ * MT_TRAIN_RECOMPUTE: activation recomputation. The forward keeps only each layer's input
+ * (the residual stream); the backward reruns a layer's forward from it just before that
+ * layer's backward. Activation memory drops from n_layers layers' worth to one (plus the
+ * residual stream) for about one more forward pass of compute. */
+#define MT_TRAIN_RECOMPUTE 1
 
 #define MT_TR_REAL float
 #define MT_TR_FN(name) name

@@ -6,8 +6,10 @@
 typedef struct MT_TR_FN(mt_train_state) {
     mt_model *model;          /* config and tensor layout (and, in float, the parameters) */
     int B, T;
+    int flags;                /* MT_TRAIN_RECOMPUTE or 0 */
     REAL_ *params;            /* float: model->params, trained in place; double: owned copy */
-    REAL_ *grads;             /* [model->n_params], same offsets as model->params */
+    REAL_ *grads;             /* [model->n_params], same offsets as model->params; NULL until
+                                 a backward with some tensor trainable (never for LoRA) */
     int n_tensors;
     size_t *tensor_offset;    /* [n_tensors]: offset of each tensor in params, ascending */
     unsigned char *trainable; /* [n_tensors]: 1 = compute this tensor's weight gradient */
@@ -18,14 +20,16 @@ typedef struct MT_TR_FN(mt_train_state) {
 
     REAL_ *acts_memory;       /* every array below lives in this one allocation */
     size_t n_acts;            /* its length in elements */
-    /* saved by the forward; per layer arrays are [n_layers, B*T, width] */
+    /* saved by the forward; per layer arrays are [n_layers, B*T, width] (with
+     * MT_TRAIN_RECOMPUTE every one but x is [1, B*T, width]: the layer being worked on) */
     REAL_ *x;                 /* [n_layers + 1, B*T, dim] residual stream: input of layer l, final */
     REAL_ *x_mid;             /* [n_layers, B*T, dim] after the attention residual */
     REAL_ *xn1, *xn2;         /* [n_layers, B*T, dim] normed inputs of attention and MLP */
     REAL_ *rstd1, *rstd2;     /* [n_layers, B*T] their 1/rms */
     REAL_ *q;                 /* [n_layers, B*T, n_heads*head_dim] after RoPE */
     REAL_ *k, *v;             /* [n_layers, B*T, n_kv_heads*head_dim] (k after RoPE) */
-    REAL_ *att;               /* [n_layers, B, n_heads, T, T] attention probabilities */
+    REAL_ *att_lse;           /* [n_layers, B*T, n_heads] log-sum-exp of each attention row
+                               * (the backward recomputes the probabilities from it) */
     REAL_ *atty;              /* [n_layers, B*T, n_heads*head_dim] attention output */
     REAL_ *gate, *up;         /* [n_layers, B*T, hidden_dim] MLP pre-activations */
     REAL_ *xn_final;          /* [B*T, dim] */
@@ -39,13 +43,20 @@ typedef struct MT_TR_FN(mt_train_state) {
     REAL_ *dxn;               /* [B*T, dim] gradient of a norm's output */
     REAL_ *dq, *datty;        /* [B*T, n_heads*head_dim] */
     REAL_ *dk, *dv;           /* [B*T, n_kv_heads*head_dim] */
-    REAL_ *dscores;           /* [B, n_heads, T, T] */
 
     /* the adapter attached to the model when the state was made (model/adapter.h), or NULL:
      * its parameters (float: the adapter's own, trained in place; double: an owned copy),
      * their gradients (same offsets), and two [B*T, rank] scratch arrays */
     const struct mt_lora *lora;
     REAL_ *lora_params, *lora_grads, *lora_h, *lora_dh;
+    /* LoRA dropout (PEFT's lora_dropout: the adapter sees dropout(x), the base x): the rate,
+     * 0 = off (set it to 0 for evaluation), and the key the caller sets before each forward;
+     * the mask of element i at (layer, site) is a hash of (key, layer, site, i), so the
+     * backward regenerates it instead of storing it. lora_xd: [B*T, widest input] scratch. */
+    double lora_dropout;
+    uint64_t dropout_key;
+    REAL_ *lora_xd;
+    float *wbuf;              /* one dequantised site weight (bf16/Q8_0 base), else NULL */
 
     /* trainable token rows attached to the model when the state was made (model/adapter.h),
      * or NULL: row_of_id[v] is the entry of token v in them or -1; row_grads has the shape of
@@ -71,12 +82,18 @@ typedef struct MT_TR_FN(mt_train_state) {
  * the shape is outside the limits above. */
 size_t MT_TR_FN(mt_train_activation_bytes)(const mt_config *cfg, int B, int T);
 size_t MT_TR_FN(mt_train_state_bytes)(const mt_config *cfg, int B, int T);
+/* The same for a state made with these flags (MT_TRAIN_RECOMPUTE). */
+size_t MT_TR_FN(mt_train_activation_bytes_flags)(const mt_config *cfg, int B, int T, int flags);
+size_t MT_TR_FN(mt_train_state_bytes_flags)(const mt_config *cfg, int B, int T, int flags);
 
 /* Makes a state for batches of B rows of T tokens (an adapter attached to m at this point
  * takes part in every forward and backward and gets gradients in s->lora_grads) (T <= MT_TRAIN_MAX_T, B*T <=
  * MT_TRAIN_MAX_TOKENS). Gradients start at zero, every tensor trainable. The model must
  * outlive the state. */
 mt_status MT_TR_FN(mt_train_create)(mt_model *m, int B, int T, MT_TR_FN(mt_train_state) **out);
+/* The same with flags (MT_TRAIN_RECOMPUTE); mt_train_create is flags 0. */
+mt_status MT_TR_FN(mt_train_create_flags)(mt_model *m, int B, int T, int flags,
+                                          MT_TR_FN(mt_train_state) **out);
 void MT_TR_FN(mt_train_free)(MT_TR_FN(mt_train_state) *s);
 
 /* Runs the batch (all arrays [B*T], row-major by row b then token t). inputs in [0, vocab);

@@ -75,6 +75,10 @@ static const char *parse_pair(json_t *o, mt_example *e) {
     const char *input = string_field(o, "input");
     const char *answer = string_field(o, "output");
     if (!answer) answer = string_field(o, "completion");
+    /* text-to-SQL sets: {"question","sql"} (an "answer" beside the SQL is its result) */
+    if (!prompt && !input) prompt = string_field(o, "question");
+    if (!answer) answer = string_field(o, "sql");
+    if (!answer) answer = string_field(o, "answer");
     char *joined = NULL;
     if (instruction && input && *input) {
         /* Alpaca: the instruction, a blank line, then the input */
@@ -88,7 +92,7 @@ static const char *parse_pair(json_t *o, mt_example *e) {
     const char *why = NULL;
     e->is_fact = !instruction && input && string_field(o, "output") && !string_field(o, "prompt");
     if (!prompt || !answer)
-        why = "needs \"input\"/\"output\", \"prompt\"/\"completion\", \"instruction\"/\"output\", \"messages\" or \"text\"";
+        why = "needs \"input\"/\"output\", \"prompt\"/\"completion\", \"instruction\"/\"output\", \"question\"/\"sql\", \"messages\" or \"text\"";
     else if (!*answer) why = "the output is empty";
     else if ((system && !add_message(e, "system", system)) || !add_message(e, "user", prompt) ||
              !add_message(e, "assistant", answer))

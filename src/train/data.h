@@ -2,6 +2,7 @@
  * examples. Each line is one example:
  *   {"input","output"}  {"prompt","completion"}  {"instruction","input"?,"output"}
  *   {"messages":[{"role","content"},...]}        {"text"}
+ *   {"question","sql"} / {"question","answer"}   (text-to-SQL sets; "sql" wins over "answer")
  * (an optional "system" string is honoured by the first three). Conversational shapes
  * become a list of chat messages; {"text"} stays raw text trained on every token.
  * A line that is not valid JSON, not UTF-8, or lacks the fields is an error naming the file

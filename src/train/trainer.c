@@ -8,6 +8,7 @@
 #include "adapters/lora.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
+#include "model/base_store.h"
 #include "model/train_model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/batch.h"
@@ -152,19 +153,23 @@ static int is_lora(const mt_trainer *t) { return !strcmp(t->o.method, "lora"); }
 /* the parameters the optimizer updates */
 static size_t trainable_count(const mt_trainer *t) { return t->lora ? t->lora->n_params : t->m->n_params; }
 
+static int state_flags(const mt_trainer *t) { return t->o.recompute ? MT_TRAIN_RECOMPUTE : 0; }
+
 static size_t memory_plan(const mt_trainer *t, size_t *acts) {
     const mt_config *c = &t->m->cfg;
     size_t adapter = t->lora ? t->lora->n_params * sizeof(float) : 0;
-    /* an adapter adds its weights, gradients and [B*T, rank] scratch to the state */
-    *acts = mt_train_state_bytes(c, t->o.batch, t->seq_len) + adapter +
+    /* an adapter adds its weights, gradients and [B*T, rank] scratch to the state, and a
+     * frozen base has no parameter gradients */
+    *acts = mt_train_state_bytes_flags(c, t->o.batch, t->seq_len, state_flags(t)) + adapter +
             (t->lora ? 2 * (size_t)t->o.batch * t->seq_len * t->lora->rank * sizeof(float) + adapter : 0);
-    size_t params = t->m->n_params * sizeof(float), trained = trainable_count(t) * sizeof(float);
+    if (t->lora) *acts -= mt_config_param_count(c) * sizeof(float);
+    size_t params = mt_model_weight_bytes(t->m), trained = trainable_count(t) * sizeof(float);
     /* weights + activations/grads state + two AdamW moments + batch buffers */
     return params + *acts + 2 * trained + (size_t)4 * t->o.grad_accum * t->o.batch * t->seq_len * sizeof(int);
 }
 
 static void print_dry_run(const mt_trainer *t) {
-    size_t acts, total = memory_plan(t, &acts), params = t->m->n_params * sizeof(float);
+    size_t acts, total = memory_plan(t, &acts), params = mt_model_weight_bytes(t->m);
     size_t trained = trainable_count(t);
     printf("{\"examples\": %d, \"eval_examples\": %d, \"skipped_lines\": %d, \"tokens\": %ld, "
            "\"target_tokens\": %ld, \"truncated_examples\": %ld, \"seq_len\": %d, \"rows_per_epoch\": %ld, "
@@ -173,7 +178,7 @@ static void print_dry_run(const mt_trainer *t) {
            "\"total\": %zu}}\n",
            t->data.n, t->eval.n, t->data.n_skipped + t->eval.n_skipped, t->packed.tokens_total,
            t->packed.targets_total, t->packed.n_truncated, t->seq_len, t->rows_per_epoch, t->total_steps,
-           t->m->n_params, trained, params, acts, 2 * trained * sizeof(float), total);
+           mt_model_param_count(t->m), trained, params, acts, 2 * trained * sizeof(float), total);
 }
 
 /* ---- batches ---------------------------------------------------------------------------- */
@@ -210,6 +215,7 @@ static mt_status eval_loss(mt_trainer *t, double *out) {
     double nll_total = 0;
     long count = 0;
     int B = t->o.batch, T = t->seq_len;
+    t->state->lora_dropout = 0; /* evaluation sees the whole adapter */
     for (int r0 = 0; s == MT_OK && r0 < plan.n_rows; r0 += B) {
         for (int r = 0; r < B; r++) {
             size_t off = (size_t)r * T;
@@ -289,6 +295,10 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
     for (int g = 0; g < G; g++) {
         size_t off = (size_t)g * B * T;
         double nll;
+        /* LoRA dropout: a fresh mask per micro-batch, a function of (seed, step, g) so a
+         * resumed run draws the same masks */
+        t->state->lora_dropout = t->lora ? t->lora->dropout : 0;
+        t->state->dropout_key = t->o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)t->step << 20) ^ (uint64_t)g;
         mt_status s = mt_train_forward(t->state, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, scale, &nll, NULL);
         if (s == MT_OK) s = mt_train_backward(t->state);
         if (s) return s;
@@ -314,7 +324,7 @@ static char *state_json(const mt_trainer *t) {
                           "data_epoch", t->data_epoch, "data_row", t->data_row,
                           "adam_step", (json_int_t)t->opt.step, "seed", (json_int_t)t->o.seed,
                           "batch", t->o.batch, "grad_accum", t->o.grad_accum, "seq_len", t->seq_len,
-                          "n_params", (json_int_t)t->m->n_params);
+                          "n_params", (json_int_t)mt_model_param_count(t->m));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
@@ -495,6 +505,8 @@ static mt_status setup_lora(mt_trainer *t) {
         lo.alpha = t->o.lora_alpha;
         lo.rslora = t->o.lora_rslora;
         lo.targets = t->o.lora_targets;
+        lo.layers = t->o.lora_layers;
+        lo.dropout = t->o.lora_dropout;
         lo.seed = t->o.seed;
         mt_status s = mt_lora_create(t->m, &lo, &t->lora);
         if (s) return s;
@@ -502,9 +514,14 @@ static mt_status setup_lora(mt_trainer *t) {
         if ((s = mt_model_set_lora(t->m, t->lora))) return s;
     }
     if (!t->o.quiet) {
-        fprintf(stderr, "memtune: LoRA r=%d alpha=%g%s on %s: %zu trainable parameters (%.3f%% of %zu)\n",
-                t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", mt_lora_targets_text(t->lora->targets),
-                t->lora->n_params, 100.0 * t->lora->n_params / (double)t->m->n_params, t->m->n_params);
+        fprintf(stderr, "memtune: LoRA r=%d alpha=%g%s dropout %g on %s%s%s: %zu trainable parameters (%.3f%% of %zu)\n",
+                t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", t->lora->dropout,
+                mt_lora_targets_text(t->lora->targets), t->o.lora_layers && t->own_lora ? " of layers " : "",
+                t->o.lora_layers && t->own_lora ? t->o.lora_layers : "",
+                t->lora->n_params, 100.0 * t->lora->n_params / (double)mt_model_param_count(t->m), mt_model_param_count(t->m));
+        if (t->m->base)
+            fprintf(stderr, "memtune: frozen base linear layers held as %s: weights take %.1f MB (f32: %.1f MB)\n",
+                    mt_model_base_dtype(t->m), mt_model_weight_bytes(t->m) / 1e6, mt_model_param_count(t->m) * 4 / 1e6);
         int twin;
         if (!rows_train_stop_token(t) && stop_token_untrained(t, &twin))
             fprintf(stderr, "memtune: warning: the stop token (id %d) was never trained: its output row equals that of "
@@ -533,6 +550,10 @@ static mt_status setup(mt_trainer *t, const char *data_path) {
     if (s == MT_OK) s = prepare_data(t);
     if (s) return s;
     plan_steps(t);
+    const char *bd = t->o.base_dtype ? t->o.base_dtype : "f32";
+    if (!is_lora(t) && strcmp(bd, "f32"))
+        return mt_error(MT_ERR_ARG, "--base-dtype %s needs --method lora (full fine-tuning trains the base in f32)", bd);
+    if (is_lora(t) && (s = mt_model_set_base_dtype(t->m, bd))) return s;
     if (is_lora(t) && ((s = setup_token_rows(t)) || (s = setup_lora(t)))) return s;
     t->ckpt_dir = mt_path_join(t->o.out_dir, "checkpoints");
     return t->ckpt_dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
@@ -545,7 +566,7 @@ static mt_status allocate(mt_trainer *t) {
     t->pos = malloc(n * sizeof(int));
     t->doc = malloc(n * sizeof(int));
     if (!t->inputs || !t->targets || !t->pos || !t->doc) return mt_error(MT_ERR_NOMEM, "out of memory for batches");
-    mt_status s = mt_train_create(t->m, t->o.batch, t->seq_len, &t->state);
+    mt_status s = mt_train_create_flags(t->m, t->o.batch, t->seq_len, state_flags(t), &t->state);
     if (s == MT_OK && t->lora) s = mt_train_set_trainable(t->state, NULL, 0); /* frozen base */
     if (s == MT_OK) s = mt_adamw_init(&t->opt, trainable_count(t), t->o.lr, 0.9f, 0.999f, 1e-8f, t->o.weight_decay);
     if (s == MT_OK && t->rows)

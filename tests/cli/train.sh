@@ -26,6 +26,12 @@ COMMON="--model $M --data $D --lr 1e-3 --batch 2 --seq-len 128 --seed 3 --log-ev
 check "dry run prints token counts and a memory plan" "python3 -c \"import json; d=json.load(open('$TMP/dry.json')); assert d['examples']==91 and d['target_tokens']>0 and d['memory']['total']>0, d\""
 check "dry run writes nothing" "[ ! -e $TMP/dry ]"
 
+"$MT" train $COMMON --out "$TMP/dry" --dry-run --recompute > "$TMP/dry_rec.json"
+check "--recompute plans less activation memory" "python3 -c \"import json; a=json.load(open('$TMP/dry.json'))['memory']; b=json.load(open('$TMP/dry_rec.json'))['memory']; assert b['gradients_and_activations'] < a['gradients_and_activations'], (a, b)\""
+"$MT" train $COMMON --steps 4 --save-every 0 --out "$TMP/r0"
+"$MT" train $COMMON --steps 4 --save-every 0 --recompute --out "$TMP/r1"
+check "--recompute trains the very same weights" "cmp -s $TMP/r0/model/model.safetensors $TMP/r1/model/model.safetensors"
+
 "$MT" train $COMMON --steps 20 --save-every 10 --out "$TMP/a"
 check "a run writes model, metrics, loss plot and checkpoint" "[ -f $TMP/a/model/model.safetensors ] && [ -f $TMP/a/model/tokenizer_config.json ] && [ -f $TMP/a/loss.svg ] && [ \$(grep -c '\"loss\"' $TMP/a/metrics.jsonl) -eq 20 ] && [ -f $TMP/a/checkpoints/step-00000020.ckpt ]"
 check "the chat template travels with the model" "grep -q chat_template $TMP/a/model/tokenizer_config.json"
@@ -40,7 +46,7 @@ check "... and identical losses" "[ \"\$(losses $TMP/a/metrics.jsonl)\" = \"\$(l
 # Kill while the step-10 checkpoint is being written (the test hook pauses mid-write).
 MEMTUNE_TEST_CKPT_DELAY_MS=1500 "$MT" train $COMMON --steps 20 --save-every 5 --out "$TMP/c" 2>/dev/null &
 pid=$!
-for i in $(seq 1 200); do ls "$TMP/c/checkpoints/" 2>/dev/null | grep -q 'step-00000010.ckpt.tmp' && break; sleep 0.05; done
+for i in $(seq 1 2400); do ls "$TMP/c/checkpoints/" 2>/dev/null | grep -q 'step-00000010.ckpt.tmp' && break; sleep 0.05; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 check "killed during the write: the torn file is a temp file, step 5 is intact" "[ -f $TMP/c/checkpoints/step-00000005.ckpt ] && [ ! -f $TMP/c/checkpoints/step-00000010.ckpt ] && ls $TMP/c/checkpoints | grep -q tmp"
 "$MT" train $COMMON --steps 20 --save-every 5 --out "$TMP/c" --resume 2> "$TMP/c.err"

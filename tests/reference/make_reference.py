@@ -754,9 +754,12 @@ def make_train_batch(model):
     return rows
 
 
-def forward_batch(W, cfg, batch, use_scaling=True):
+def forward_batch(W, cfg, batch, use_scaling=True, lora=None):
     """float64 logits [B, T, vocab] of a packed batch: per-token positions for RoPE and a
-    causal mask restricted to each token's own document."""
+    causal mask restricted to each token's own document.  lora: optional
+    {(layer, "q_proj"|...|"down_proj"): (A [r, in], B [out, r], scale)}; each adapted linear
+    layer then computes x @ W^T + scale * (x @ A^T) @ B^T, as PEFT's LoRA Linear does in
+    eval mode (dropout off)."""
     nh = cfg["num_attention_heads"]
     nkv = cfg["num_key_value_heads"]
     hd = head_dim_of(cfg)
@@ -775,8 +778,15 @@ def forward_batch(W, cfg, batch, use_scaling=True):
         p = "model.layers.%d." % l
         h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
 
+        def lin(inp, module, parent):
+            y = inp @ W[p + "%s.%s.weight" % (parent, module)].T
+            if lora is not None and (l, module) in lora:
+                A, Bm, scale = lora[(l, module)]
+                y = y + scale * ((inp @ A.T) @ Bm.T)
+            return y
+
         def proj(n, heads):
-            y = h @ W[p + "self_attn.%s_proj.weight" % n].T
+            y = lin(h, "%s_proj" % n, "self_attn")
             if has_qkv_bias(cfg):
                 y = y + W[p + "self_attn.%s_proj.bias" % n]
             return y.view(B, T, heads, hd).transpose(1, 2)                 # [B, heads, T, hd]
@@ -789,19 +799,19 @@ def forward_batch(W, cfg, batch, use_scaling=True):
         sc = (q @ k.transpose(2, 3)) / math.sqrt(hd)
         sc = sc.masked_fill(~mask[:, None], float("-inf"))
         a = (torch.softmax(sc, dim=-1) @ v).transpose(1, 2).reshape(B, T, nh * hd)
-        x = x + a @ W[p + "self_attn.o_proj.weight"].T
+        x = x + lin(a, "o_proj", "self_attn")
         h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
-        g = h @ W[p + "mlp.gate_proj.weight"].T
-        u = h @ W[p + "mlp.up_proj.weight"].T
-        x = x + (torch.nn.functional.silu(g) * u) @ W[p + "mlp.down_proj.weight"].T
+        g = lin(h, "gate_proj", "mlp")
+        u = lin(h, "up_proj", "mlp")
+        x = x + lin(torch.nn.functional.silu(g) * u, "down_proj", "mlp")
     x = rmsnorm(x, W["model.norm.weight"], eps)
     head = W["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else W["lm_head.weight"]
     return x @ head.T
 
 
-def train_loss(W, cfg, batch, use_scaling=True):
+def train_loss(W, cfg, batch, use_scaling=True, lora=None):
     """(mean NLL over targets >= 0, NLL sum, target count)."""
-    logits = forward_batch(W, cfg, batch, use_scaling)
+    logits = forward_batch(W, cfg, batch, use_scaling, lora)
     tgt = torch.tensor(batch["targets"], dtype=torch.long)
     keep = tgt >= 0
     logp = torch.log_softmax(logits, dim=-1)
@@ -912,6 +922,145 @@ def build_train(model, outdir, log):
         name, ref["num_params"], count, float(loss), TRAIN_STEPS, after))
 
 
+# --------------------------------------------------------------------------------------
+# LoRA references: PEFT adapter directories "written by another tool"
+# --------------------------------------------------------------------------------------
+#
+# Each adapter is for the train_llama3_tied base and is written exactly as Hugging Face
+# PEFT's save_pretrained writes a LoRA adapter: adapter_config.json with PEFT's keys and
+# adapter_model.safetensors with tensors named
+# base_model.model.model.layers.N.<self_attn|mlp>.<module>.lora_<A|B>.weight, A [r, in] and
+# B [out, r], rows in Hugging Face's rotate-half RoPE order.  B is random (not PEFT's zero
+# init) so that the gradients of A and the adapter's effect on the logits are not zero.
+
+LORA_PARENT = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn",
+               "o_proj": "self_attn", "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+
+LORA_ADAPTERS = [
+    {"name": "lora_peft_all", "seed": 6006, "r": 4, "lora_alpha": 8, "use_rslora": False,
+     "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+     "layers_to_transform": None},
+    {"name": "lora_peft_qv_layer1", "seed": 7007, "r": 2, "lora_alpha": 3, "use_rslora": True,
+     "target_modules": ["v_proj", "q_proj"], "layers_to_transform": [1]},
+]
+
+
+def lora_site_shape(cfg, module):
+    H, I = cfg["hidden_size"], cfg["intermediate_size"]
+    qd = cfg["num_attention_heads"] * head_dim_of(cfg)
+    kvd = cfg["num_key_value_heads"] * head_dim_of(cfg)
+    return {"q_proj": (H, qd), "k_proj": (H, kvd), "v_proj": (H, kvd), "o_proj": (qd, H),
+            "gate_proj": (H, I), "up_proj": (H, I), "down_proj": (I, H)}[module]
+
+
+def peft_config(spec):
+    """adapter_config.json as PEFT (0.12-0.13) writes it, keys sorted."""
+    return {
+        "alpha_pattern": {}, "auto_mapping": None, "base_model_name_or_path": "train_llama3_tied",
+        "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
+        "layer_replication": None, "layers_pattern": None,
+        "layers_to_transform": spec["layers_to_transform"], "loftq_config": {},
+        "lora_alpha": spec["lora_alpha"], "lora_dropout": 0.05, "megatron_config": None,
+        "megatron_core": "megatron.core", "modules_to_save": None, "peft_type": "LORA",
+        "r": spec["r"], "rank_pattern": {}, "revision": None,
+        "target_modules": spec["target_modules"], "task_type": "CAUSAL_LM", "use_dora": False,
+        "use_rslora": spec["use_rslora"],
+    }
+
+
+def build_lora(spec, base, outdir, log):
+    cfg = base["config"]
+    W_all = make_weights(base)
+    W = {n: W_all[n][0] for n in W_all}
+    rng = np.random.default_rng(spec["seed"])
+    r = spec["r"]
+    scale = spec["lora_alpha"] / (math.sqrt(r) if spec["use_rslora"] else r)
+    layers = spec["layers_to_transform"] or list(range(cfg["num_hidden_layers"]))
+    tensors, lora = {}, {}
+    for l in layers:
+        for module in sorted(spec["target_modules"]):
+            fan_in, fan_out = lora_site_shape(cfg, module)
+            prefix = "base_model.model.model.layers.%d.%s.%s." % (l, LORA_PARENT[module], module)
+            a = (rng.uniform(-1, 1, (r, fan_in)) / math.sqrt(fan_in)).astype("<f4")
+            b = (0.5 * rng.standard_normal((fan_out, r)) / math.sqrt(r)).astype("<f4")
+            for key, arr in (("lora_A", a), ("lora_B", b)):
+                tensors[prefix + key + ".weight"] = (torch.from_numpy(arr.astype(np.float64)), arr.tobytes())
+            lora[(l, module)] = (tensors[prefix + "lora_A.weight"][0].clone(),
+                                 tensors[prefix + "lora_B.weight"][0].clone(), scale)
+    d = os.path.join(outdir, spec["name"])
+    os.makedirs(d, exist_ok=True)
+    write_text(os.path.join(d, "adapter_config.json"), json.dumps(peft_config(spec), indent=2, sort_keys=True) + "\n")
+    names = sorted(tensors)
+    st_path = os.path.join(d, "adapter_model.safetensors")
+    write_safetensors(st_path, names, tensors, "F32")
+    back = read_safetensors(st_path)
+    for n in names:
+        assert torch.equal(back[n], tensors[n][0]), n
+    batch = make_train_batch(base)
+
+    # (a) merged weights W + scale * B @ A give the same logits (what a merge must preserve)
+    with torch.no_grad():
+        logits = forward_batch(W, cfg, batch, lora=lora)
+        Wm = dict(W)
+        for (l, module), (A, Bm, sc) in lora.items():
+            key = "model.layers.%d.%s.%s.weight" % (l, LORA_PARENT[module], module)
+            Wm[key] = W[key] + sc * (Bm @ A)
+        merged = forward_batch(Wm, cfg, batch)
+        base_logits = forward_batch(W, cfg, batch)
+    log("  %s |unmerged - merged| = %.3g, |adapter - base| = %.3g" % (
+        spec["name"], max_abs(logits, merged), max_abs(logits, base_logits)))
+    assert max_abs(logits, merged) < 1e-10
+    assert max_abs(logits, base_logits) > 0.1
+
+    # (b) loss and the gradient of every A and B (base frozen: no base gradients)
+    params = {}
+    for key, (A, Bm, sc) in lora.items():
+        params[key] = (A.clone().requires_grad_(True), Bm.clone().requires_grad_(True), sc)
+    loss, nll_sum, count = train_loss(W, cfg, batch, lora=params)
+    loss.backward()
+    grads = {}
+    for (l, module), (A, Bm, _) in params.items():
+        prefix = "base_model.model.model.layers.%d.%s.%s." % (l, LORA_PARENT[module], module)
+        grads[prefix + "lora_A.weight"] = A.grad.detach().clone()
+        grads[prefix + "lora_B.weight"] = Bm.grad.detach().clone()
+
+    # (c) autograd against central differences on a few elements of every A and B
+    frng = np.random.default_rng(spec["seed"] + 1)
+    worst = 0.0
+    with torch.no_grad():
+        for (l, module), (A, Bm, _) in params.items():
+            for which, t in (("lora_A", A), ("lora_B", Bm)):
+                g = grads["base_model.model.model.layers.%d.%s.%s.%s.weight" % (l, LORA_PARENT[module], module, which)]
+                flat = t.view(-1)
+                for j in frng.integers(0, flat.numel(), size=3):
+                    keep = float(flat[j])
+                    flat[j] = keep + 1e-6
+                    up = float(train_loss(W, cfg, batch, lora=params)[0])
+                    flat[j] = keep - 1e-6
+                    down = float(train_loss(W, cfg, batch, lora=params)[0])
+                    flat[j] = keep
+                    worst = max(worst, abs((up - down) / 2e-6 - float(g.view(-1)[j])) / float(g.abs().max()))
+    log("  %s adapter autograd vs finite differences: max rel err %.3g" % (spec["name"], worst))
+    assert worst < 1e-6, worst
+
+    ref = {
+        "adapter": spec["name"],
+        "base_model": base["name"],
+        "generator": "tests/reference/make_reference.py",
+        "compute_dtype": "float64",
+        "scale": num(scale),
+        "batch": {"B": TRAIN_B, "T": TRAIN_T, "inputs": batch["inputs"],
+                  "targets": batch["targets"], "positions": batch["positions"],
+                  "doc": batch["doc"]},
+        "n_targets": count,
+        "loss": num(loss),
+        "logits": [[[num(v) for v in row] for row in seq] for seq in logits.tolist()],
+        "grads": {n: [num(v) for v in grads[n].reshape(-1).tolist()] for n in names},
+    }
+    write_text(os.path.join(d, "reference.json"), dump(ref) + "\n")
+    log("  %s: r=%d scale %.4f, %d tensors, loss %.6f" % (spec["name"], r, scale, len(names), float(loss)))
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -930,6 +1079,9 @@ def main():
     for m in TRAIN_MODELS:
         log("training model %s" % m["name"])
         build_train(m, outdir, log)
+    for spec in LORA_ADAPTERS:
+        log("LoRA adapter %s" % spec["name"])
+        build_lora(spec, TRAIN_MODELS[0], outdir, log)
     total = 0
     for root, _, fs in os.walk(outdir):
         for f in fs:

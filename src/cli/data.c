@@ -1,0 +1,63 @@
+/* memtune data: training data from a SQLite database (--db DB --out FILE), or a question ->
+ * SQL file filtered down to the queries that run (--filter FILE --db DB --out FILE).
+ * Counts go to stdout as one JSON object. */
+#include "cli/cli.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+static int run_filter(const char *db, const char *in, const char *out, const mt_sql_limits *limits) {
+    mt_filter_stats st;
+    if (mt_data_filter_sql(db, in, out, limits, &st)) return cli_fail("data --filter");
+    printf("{\"read\": %ld, \"kept\": %ld, \"dropped\": {\"bad_json\": %ld, \"sql_error\": %ld, \"empty_result\": %ld, "
+           "\"duplicates\": %ld}, \"reasons\": %s}\n",
+           st.read, st.kept, st.bad_json, st.sql_error, st.empty_result, st.duplicates, st.reasons ? st.reasons : "{}");
+    mt_filter_stats_free(&st);
+    return 0;
+}
+
+int cmd_data(int argc, char **argv) {
+    const char *db = NULL, *out = NULL, *filter = NULL;
+    int no_schema = 0, no_rows = 0, no_sql = 0;
+    mt_datagen_options o;
+    mt_datagen_defaults(&o);
+    float timeout = 0;
+    const cli_opt opts[] = {
+        {"--db", NULL, OPT_STRING, &db, "SQLite database to read (opened read-only)"},
+        {"--out", "-o", OPT_STRING, &out, "JSONL file to write"},
+        {"--filter", NULL, OPT_STRING, &filter, "JSONL of {\"question\",\"sql\"}: keep the lines whose SQL runs and returns rows"},
+        {"--seed", NULL, OPT_U64, &o.seed, "seed for sampled values, rows and caps (default 0)"},
+        {"--no-schema", NULL, OPT_FLAG, &no_schema, "leave out schema facts"},
+        {"--no-rows", NULL, OPT_FLAG, &no_rows, "leave out row facts"},
+        {"--no-sql", NULL, OPT_FLAG, &no_sql, "leave out question -> SQL pairs"},
+        {"--max-row-facts", NULL, OPT_INT, &o.max_row_facts, "cap on row facts, sampled (default 5000; 0: all)"},
+        {"--max-sql", NULL, OPT_INT, &o.max_sql_pairs, "cap on question -> SQL pairs, sampled (default: all)"},
+        {"--values-per-column", NULL, OPT_INT, &o.values_per_column, "category values (and 2x keys) sampled for filters (default 4)"},
+        {"--sql-timeout", NULL, OPT_FLOAT, &timeout, "seconds one query may run (default 10)"},
+        {NULL, NULL, 0, NULL, NULL},
+    };
+    int code;
+    if (cli_parse(argc, argv, opts,
+                  "usage: memtune data --db DB.sqlite --out FILE.jsonl [--seed N]\n"
+                  "       memtune data --filter QUERIES.jsonl --db DB.sqlite --out FILE.jsonl",
+                  &code))
+        return code;
+    if (!db || !out) {
+        fprintf(stderr, "memtune: data needs --db DB and --out FILE\n");
+        return 2;
+    }
+    if (o.values_per_column < 0 || o.max_row_facts < 0 || o.max_sql_pairs < 0) {
+        fprintf(stderr, "memtune: counts must not be negative\n");
+        return 2;
+    }
+    o.limits.max_seconds = timeout;
+    if (filter) return run_filter(db, filter, out, &o.limits);
+    o.schema_facts = !no_schema;
+    o.row_facts = !no_rows;
+    o.sql_pairs = !no_sql;
+    mt_datagen_stats st;
+    if (mt_datagen_sqlite(db, &o, out, &st)) return cli_fail("data");
+    printf("{\"schema_facts\": %ld, \"row_facts\": %ld, \"sql_pairs\": %ld, \"duplicates\": %ld, \"failed\": %ld, "
+           "\"empty\": %ld, \"out\": \"%s\"}\n",
+           st.schema_facts, st.row_facts, st.sql_pairs, st.duplicates, st.failed, st.empty, out);
+    return 0;
+}

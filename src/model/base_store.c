@@ -1,0 +1,262 @@
+/* The frozen base in bf16 or Q8_0: encoding, decoding, and moving a model's linear-site
+ * weights in and out of that store (see base_store.h). */
+#include "model/base_store.h"
+#include "model/adapter.h"
+#include "model/forward.h"
+#include "core/error.h"
+#include "formats/dtype.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QK 32            /* values per Q8_0 block */
+#define Q8_BLOCK 34      /* bytes: f16 scale + 32 int8 */
+
+mt_status mt_base_dtype_parse(const char *name, mt_base_dtype *out) {
+    if (!name || !strcmp(name, "f32")) *out = MT_BASE_F32;
+    else if (!strcmp(name, "bf16")) *out = MT_BASE_BF16;
+    else if (!strcmp(name, "q8_0")) *out = MT_BASE_Q8_0;
+    else return mt_error(MT_ERR_ARG, "unknown base dtype '%s' (f32, bf16 or q8_0)", name);
+    return MT_OK;
+}
+
+const char *mt_base_dtype_name(mt_base_dtype d) {
+    return d == MT_BASE_BF16 ? "bf16" : d == MT_BASE_Q8_0 ? "q8_0" : "f32";
+}
+
+static size_t q8_row_bytes(size_t cols) { return (cols + QK - 1) / QK * Q8_BLOCK; }
+
+size_t mt_base_encoded_bytes(mt_base_dtype d, size_t rows, size_t cols) {
+    if (d == MT_BASE_BF16) return rows * cols * 2;
+    if (d == MT_BASE_Q8_0) return rows * q8_row_bytes(cols);
+    return rows * cols * 4;
+}
+
+static void q8_encode_row(const float *x, size_t n, uint8_t *dst) {
+    for (size_t b = 0; b < n; b += QK, dst += Q8_BLOCK) {
+        size_t len = n - b < QK ? n - b : QK;
+        float amax = 0;
+        for (size_t i = 0; i < len; i++) amax = fmaxf(amax, fabsf(x[b + i]));
+        uint16_t dh = mt_f32_to_f16(amax / 127.0f);
+        float d = mt_f16_to_f32(dh), inv = d > 0 ? 1.0f / d : 0.0f;
+        memcpy(dst, &dh, 2);
+        memset(dst + 2, 0, QK);
+        for (size_t i = 0; i < len; i++) {
+            float q = roundf(x[b + i] * inv);
+            dst[2 + i] = (uint8_t)(int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+        }
+    }
+}
+
+static void q8_decode_row(const uint8_t *src, size_t n, float *x) {
+    for (size_t b = 0; b < n; b += QK, src += Q8_BLOCK) {
+        size_t len = n - b < QK ? n - b : QK;
+        float d = mt_f16_to_f32(mt_load_u16(src));
+        for (size_t i = 0; i < len; i++) x[b + i] = d * (float)(int8_t)src[2 + i];
+    }
+}
+
+void mt_base_encode(mt_base_dtype d, const float *src, size_t rows, size_t cols, uint8_t *dst) {
+    size_t n = rows * cols;
+    if (d == MT_BASE_BF16) {
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = mt_f32_to_bf16(src[i]);
+            memcpy(dst + 2 * i, &h, 2);
+        }
+    } else if (d == MT_BASE_Q8_0) {
+#pragma omp parallel for if (n > 65536)
+        for (size_t r = 0; r < rows; r++) q8_encode_row(src + r * cols, cols, dst + r * q8_row_bytes(cols));
+    } else memcpy(dst, src, n * 4);
+}
+
+void mt_base_decode(mt_base_dtype d, const uint8_t *src, size_t rows, size_t cols, float *dst) {
+    size_t n = rows * cols;
+    if (d == MT_BASE_BF16) {
+#pragma omp parallel for if (n > 65536)
+        for (size_t i = 0; i < n; i++) dst[i] = mt_bf16_to_f32(mt_load_u16(src + 2 * i));
+    } else if (d == MT_BASE_Q8_0) {
+#pragma omp parallel for if (n > 65536)
+        for (size_t r = 0; r < rows; r++) q8_decode_row(src + r * q8_row_bytes(cols), cols, dst + r * cols);
+    } else memcpy(dst, src, n * 4);
+}
+
+size_t mt_site_scratch_floats(const mt_config *c) {
+    size_t most = 0;
+    for (int s = 0; s < MT_N_SITES; s++) {
+        int in, out;
+        mt_linear_site_shape(c, s, &in, &out);
+        if ((size_t)in * out > most) most = (size_t)in * out;
+    }
+    return most;
+}
+
+const float *mt_site_weight(const mt_model *m, int layer, int site, float *scratch) {
+    if (!m->base) return mt_linear_site_weight(m, layer, site);
+    int in, out;
+    mt_linear_site_shape(&m->cfg, site, &in, &out);
+    mt_base_decode(m->base->dtype, m->base->site[(size_t)layer * MT_N_SITES + site], (size_t)out, (size_t)in, scratch);
+    return scratch;
+}
+
+mt_status mt_site_weight_store(mt_model *m, int layer, int site, const float *w, double *max_change) {
+    int in, out;
+    mt_linear_site_shape(&m->cfg, site, &in, &out);
+    size_t n = (size_t)in * out;
+    if (max_change) *max_change = 0;
+    if (!m->base) {
+        memcpy(mt_linear_site_weight(m, layer, site), w, n * sizeof(float));
+        return MT_OK;
+    }
+    uint8_t *dst = m->base->site[(size_t)layer * MT_N_SITES + site];
+    mt_base_encode(m->base->dtype, w, (size_t)out, (size_t)in, dst);
+    if (!max_change) return MT_OK;
+    float *back = malloc(n * sizeof(float));
+    if (!back) return mt_error(MT_ERR_NOMEM, "out of memory");
+    mt_base_decode(m->base->dtype, dst, (size_t)out, (size_t)in, back);
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)back[i] - w[i]));
+    *max_change = worst;
+    free(back);
+    return MT_OK;
+}
+
+size_t mt_model_weight_bytes(const mt_model *m) {
+    return m->n_params * sizeof(float) + (m->base ? m->base->bytes : 0);
+}
+
+/* ---- compress / decompress ---- */
+
+static int is_site_kind(int kind) {
+    return kind == MT_T_WQ || kind == MT_T_WK || kind == MT_T_WV || kind == MT_T_WO || kind == MT_T_GATE ||
+           kind == MT_T_UP || kind == MT_T_DOWN;
+}
+
+static void store_free(struct mt_base_store *b, size_t n_sites) {
+    if (!b) return;
+    for (size_t i = 0; b->site && i < n_sites; i++) free(b->site[i]);
+    free(b->site);
+    free(b);
+}
+
+void mt_model_free_base(mt_model *m) {
+    store_free(m->base, (size_t)m->cfg.n_layers * MT_N_SITES);
+    m->base = NULL;
+}
+
+/* Encodes every site of the f32 model m into a new store. */
+static mt_status encode_sites(const mt_model *m, mt_base_dtype d, struct mt_base_store **out) {
+    size_t n_sites = (size_t)m->cfg.n_layers * MT_N_SITES;
+    struct mt_base_store *b = calloc(1, sizeof *b);
+    if (b) b->site = calloc(n_sites, sizeof *b->site);
+    mt_status s = b && b->site ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n_sites && !s; i++) {
+        int in, o, layer = (int)(i / MT_N_SITES), site = (int)(i % MT_N_SITES);
+        mt_linear_site_shape(&m->cfg, site, &in, &o);
+        size_t bytes = mt_base_encoded_bytes(d, (size_t)o, (size_t)in);
+        if (!(b->site[i] = malloc(bytes))) {
+            s = mt_error(MT_ERR_NOMEM, "out of memory for a %s base", mt_base_dtype_name(d));
+            break;
+        }
+        mt_base_encode(d, mt_linear_site_weight(m, layer, site), (size_t)o, (size_t)in, b->site[i]);
+        b->bytes += bytes;
+        b->n_site_params += (size_t)in * o;
+    }
+    if (s) store_free(b, n_sites);
+    else {
+        b->dtype = d;
+        *out = b;
+    }
+    return s;
+}
+
+/* Moves the tensors of refs[] that keep f32 into one new allocation and points m at it. */
+static mt_status compact_f32(mt_model *m, mt_tensor_ref *refs, int n) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (!is_site_kind(refs[i].kind)) total += (size_t)refs[i].rows * refs[i].cols;
+    float *p = malloc((total ? total : 1) * sizeof(float));
+    if (!p) return mt_error(MT_ERR_NOMEM, "out of memory");
+    float *q = p;
+    int tied = m->output == m->tok_embd;
+    for (int i = 0; i < n; i++) {
+        float **slot = mt_model_tensor_slot(m, refs[i].kind, refs[i].layer);
+        if (is_site_kind(refs[i].kind)) {
+            *slot = NULL;
+            continue;
+        }
+        size_t len = (size_t)refs[i].rows * refs[i].cols;
+        memcpy(q, refs[i].data, len * sizeof(float));
+        *slot = q;
+        q += len;
+    }
+    if (tied) m->output = m->tok_embd;
+    free(m->params);
+    m->params = p;
+    m->n_params = total;
+    return MT_OK;
+}
+
+/* Back to one f32 allocation in mt_model_alloc's layout, sites decoded. */
+static mt_status expand_f32(mt_model *m) {
+    mt_model *full = NULL;
+    mt_status s = mt_model_alloc(&m->cfg, &full);
+    if (s) return s;
+    int n = mt_model_tensors(full, NULL, 0);
+    mt_tensor_ref *refs = malloc((size_t)n * sizeof *refs);
+    if (!refs) {
+        mt_model_free(full);
+        return mt_error(MT_ERR_NOMEM, "out of memory");
+    }
+    mt_model_tensors(full, refs, n);
+    for (int i = 0; i < n; i++) {
+        size_t len = (size_t)refs[i].rows * refs[i].cols;
+        if (is_site_kind(refs[i].kind)) {
+            int site = refs[i].kind == MT_T_WQ ? MT_SITE_Q : refs[i].kind == MT_T_WK ? MT_SITE_K
+                     : refs[i].kind == MT_T_WV ? MT_SITE_V : refs[i].kind == MT_T_WO ? MT_SITE_O
+                     : refs[i].kind == MT_T_GATE ? MT_SITE_GATE : refs[i].kind == MT_T_UP ? MT_SITE_UP : MT_SITE_DOWN;
+            mt_site_weight(m, refs[i].layer, site, refs[i].data);
+        } else {
+            memcpy(refs[i].data, *mt_model_tensor_slot(m, refs[i].kind, refs[i].layer), len * sizeof(float));
+        }
+    }
+    free(refs);
+    /* take full's arrays */
+    free(m->params);
+    free(m->layers);
+    m->params = full->params;
+    m->layers = full->layers;
+    m->n_params = full->n_params;
+    m->tok_embd = full->tok_embd;
+    m->norm_final = full->norm_final;
+    m->output = full->output;
+    full->params = NULL;
+    full->layers = NULL;
+    mt_model_free(full);
+    mt_model_free_base(m);
+    return MT_OK;
+}
+
+mt_status mt_model_set_base_dtype(mt_model *m, const char *dtype) {
+    mt_base_dtype d;
+    mt_status s = mt_base_dtype_parse(dtype, &d);
+    if (s) return s;
+    if ((m->base ? m->base->dtype : MT_BASE_F32) == d) return MT_OK;
+    mt_infer_free(m);
+    if (m->base && (s = expand_f32(m))) return s;
+    if (d == MT_BASE_F32) return MT_OK;
+    struct mt_base_store *b = NULL;
+    if ((s = encode_sites(m, d, &b))) return s;
+    int n = mt_model_tensors(m, NULL, 0);
+    mt_tensor_ref *refs = malloc((size_t)n * sizeof *refs);
+    if (!refs) s = mt_error(MT_ERR_NOMEM, "out of memory");
+    else {
+        mt_model_tensors(m, refs, n);
+        s = compact_f32(m, refs, n);
+        free(refs);
+    }
+    if (s) store_free(b, (size_t)m->cfg.n_layers * MT_N_SITES);
+    else m->base = b;
+    return s;
+}
+
+const char *mt_model_base_dtype(const mt_model *m) { return mt_base_dtype_name(m->base ? m->base->dtype : MT_BASE_F32); }
