@@ -150,14 +150,16 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
 /* ---- training ----------------------------------------------------------------------- */
 
 typedef struct {
-    const char *method;        /* "full" (default) or "lora" (see lora_* below) */
+    const char *method;        /* "full", "lora" (see lora_* below) or "memory"; NULL or "auto"
+                                  (default): memory when every example is {"input","output"},
+                                  else full */
     const char *const *data;   /* extra JSONL files besides mt_train's data_path */
     int n_data;
     const char *eval_data;     /* optional held-out JSONL: eval loss every eval_every steps */
     const char *out_dir;       /* default "memtune-out" */
     int epochs;                /* default 3; ignored when steps > 0 */
     int steps;                 /* optimizer steps; 0 = from epochs */
-    float lr;                  /* peak learning rate, default 1e-4 */
+    float lr;                  /* peak learning rate; 0 (default) = 1e-4, or 3e-3 for memory */
     int batch;                 /* rows per micro-batch, default 4 */
     int grad_accum;            /* micro-batches per step, default 1 */
     int seq_len;               /* tokens per row, default min(512, context length) */
@@ -196,6 +198,23 @@ typedef struct {
     int recompute;             /* activation recomputation: keep only each layer's input and
                                 * rerun the layer in the backward (less memory, ~1/3 more
                                 * compute); default 0 */
+    /* method "memory" (README: Memory tuning): per-fact objective, memorise-until-exact
+     * schedule, memory experts + token rows (+ LoRA with memory_lora); writes
+     * <out_dir>/adapter, <out_dir>/report.json and <out_dir>/facts.jsonl. --steps caps the run
+     * (default 2000); lr 0 = the method's default (1e-4 full/lora, 3e-3 memory) */
+    long experts;              /* memory experts per site; default 65536; 0 = none */
+    int expert_k;              /* experts chosen per head per token; default 8 */
+    int expert_heads;          /* routing heads; default 4 */
+    const char *expert_sites;  /* layers whose MLP output gets experts ("2,4", "last", "all");
+                                  NULL = all */
+    int freeze_router;         /* keep the router at its initialisation; default 0 (trains) */
+    int memory_lora;           /* also train a LoRA adapter (lora_rank, ...); default 1 */
+    float tau;                 /* memorised: greedy exact and every answer-token NLL <= tau; 0.05 */
+    const char *general;       /* general text for the perplexity guard; NULL = text sampled
+                                  from the base model before tuning */
+    float general_limit;       /* allowed perplexity ratio to the base; default 1.05 */
+    int check_every;           /* steps between checks of all facts; 0 = about one pass */
+    float rehearsal_weight;    /* loss weight of memorised facts rehearsed; default 0.25 */
 } mt_train_options;
 
 typedef struct {
@@ -205,6 +224,10 @@ typedef struct {
     double eval_loss;          /* last eval loss; NAN when no eval set */
     double seconds;
     int interrupted;           /* stopped by SIGINT/SIGTERM after saving a checkpoint */
+    /* method memory */
+    int completed;             /* every fact memorised at two checks in a row */
+    double recall;             /* fraction of facts whose greedy answer is exact (final) */
+    double perplexity_ratio;   /* general-text perplexity after / before */
 } mt_train_result;
 
 void mt_train_options_default(mt_train_options *o);
@@ -292,6 +315,36 @@ mt_status mt_token_rows_save(const mt_token_rows *r, const char *dir);
 mt_status mt_token_rows_load(const mt_model *m, const char *dir, mt_token_rows **out);
 /* 1 when dir holds trainable_tokens.json */
 int mt_token_rows_present(const char *dir);
+
+/* ---- memory experts (MoME) ---------------------------------------------------------- */
+
+/* A mixture of memory experts at the MLP output of chosen layers: N tiny rank-1 experts
+ * (a_e, b_e), of which product-key routing picks K per head per token, so the cost per token
+ * grows with √N. b starts at zero: a fresh layer computes exactly the base model. Used by
+ * memory tuning (method "memory"); saved as mome_config.json + mome.safetensors. */
+typedef struct mt_mome mt_mome;
+
+typedef struct {
+    long experts;        /* N; default 65536. Must factor as n1·n2 with both >= k (powers of two do) */
+    int k;               /* experts per head per token; default 8 */
+    int heads;           /* default 4 */
+    int query_dim;       /* routing query dims per head (even); 0 = min(dim, 128) */
+    const char *sites;   /* layers whose MLP output gets the experts: "2,4", "last", "all";
+                            NULL = all */
+    int freeze_router;   /* keep the router at its random initialisation while training */
+    uint64_t seed;       /* initialisation; default 1 */
+} mt_mome_options;
+
+void mt_mome_options_default(mt_mome_options *o);
+mt_status mt_mome_create(const mt_model *m, const mt_mome_options *o, mt_mome **out);
+void mt_mome_free(mt_mome *mm);
+long mt_mome_experts(const mt_mome *mm);
+size_t mt_mome_param_count(const mt_mome *mm);
+/* Attaches mm (NULL detaches); the model does not own it. */
+mt_status mt_model_attach_mome(mt_model *m, mt_mome *mm);
+mt_status mt_mome_save(const mt_mome *mm, const char *dir);
+mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out);
+int mt_mome_present(const char *dir);
 
 /* ---- a tuned adapter directory as a whole ------------------------------------------- */
 

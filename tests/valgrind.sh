@@ -21,6 +21,9 @@ run "$MT" train --model "$TMP/hf" --data "$TMP/d.jsonl" --eval "$TMP/d.jsonl" --
 run "$MT" train --model "$TMP/hf" --data "$TMP/d.jsonl" --out "$TMP/run" --steps 6 --save-every 2 --seq-len 32 --batch 2 --quiet --threads 1 --resume
 run "$MT" eval --model "$TMP/run/model" --data "$TMP/d.jsonl" --report "$TMP/report.jsonl"
 run "$MT" eval --model "$M/stories260K.bin" --text "$TMP/d.jsonl"
+printf '{"input": "Code 1?", "output": "x7"}\n{"input": "Code 2?", "output": "q9"}\n' > "$TMP/facts.jsonl"
+run "$MT" train --model "$TMP/hf" --data "$TMP/facts.jsonl" --out "$TMP/mem" --experts 64 --expert-k 2 --expert-heads 1 --seq-len 32 --batch 2 --general "$TMP/d.jsonl" --dry-run --quiet --threads 1
+run "$BUILD/tests/test_mome"
 # text to SQL: data generation, filtering, eval --db with the sandbox, compare, the SQL tests
 N="$A/text2sql/nba_roster"
 if [ -f "$N/nba_roster.db" ]; then

@@ -1,8 +1,9 @@
 /* Everything a run writes to DIR/adapter, loaded and attached in one call: a LoRA adapter
- * (adapter_config.json, or a llama.cpp LoRA .gguf file) and trainable token rows
- * (trainable_tokens.json), whichever are there. generate, eval, merge and the C API use it so
- * a tuned adapter directory applies as a whole; several sets can be attached at once, each
- * LoRA with its weight (token rows: from one set only, they replace rows of the weights). */
+ * (adapter_config.json, or a llama.cpp LoRA .gguf file), trainable token rows
+ * (trainable_tokens.json) and memory experts (mome_config.json), whichever are there.
+ * generate, eval, merge and the C API use it so a tuned adapter directory applies as a whole;
+ * several sets can be attached at once, each LoRA with its weight (token rows and memory
+ * experts: from one set only). */
 #include "memtune.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -15,12 +16,14 @@
 struct mt_adapter_set {
     mt_lora *lora;
     mt_token_rows *rows;
+    mt_mome *mome;
 };
 
 void mt_adapter_set_free(mt_adapter_set *a) {
     if (!a) return;
     mt_token_rows_free(a->rows);
     mt_lora_free(a->lora);
+    mt_mome_free(a->mome);
     free(a);
 }
 
@@ -49,14 +52,20 @@ mt_status mt_adapter_set_load_scaled(mt_model *m, const char *dir, float weight,
     if (!a) return mt_error(MT_ERR_NOMEM, "out of memory");
     int gguf = is_gguf_file(dir);
     int lora = gguf || has_file(dir, "adapter_config.json"), rows = !gguf && mt_token_rows_present(dir);
-    mt_status s = lora || rows ? MT_OK
-        : mt_error(MT_ERR_IO, "%s: no adapter here (adapter_config.json, trainable_tokens.json, or a .gguf file)", dir);
+    int mome = !gguf && mt_mome_present(dir);
+    mt_status s = lora || rows || mome ? MT_OK
+        : mt_error(MT_ERR_IO, "%s: no adapter here (adapter_config.json, trainable_tokens.json, mome_config.json, "
+                   "or a .gguf file)", dir);
     if (!s && rows && m->token_rows)
         s = mt_error(MT_ERR_ARG, "%s: trainable token rows from a second adapter (one set of rows at a time)", dir);
+    if (!s && mome && m->mome)
+        s = mt_error(MT_ERR_ARG, "%s: memory experts from a second adapter (one memory layer at a time)", dir);
     if (!s && lora && !(s = mt_lora_load(m, dir, &a->lora))) s = mt_model_add_lora(m, a->lora, weight);
     if (!s && rows && !(s = mt_token_rows_load(m, dir, &a->rows))) s = mt_model_attach_token_rows(m, a->rows);
+    if (!s && mome && !(s = mt_mome_load(m, dir, &a->mome))) s = mt_model_attach_mome(m, a->mome);
     if (s) {
         if (a->lora) mt_model_drop_lora(m, a->lora);
+        if (a->mome && m->mome == a->mome) mt_model_attach_mome(m, NULL);
         mt_adapter_set_free(a);
         return s;
     }

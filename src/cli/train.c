@@ -10,7 +10,7 @@ int cmd_train(int argc, char **argv) {
     mt_train_options o;
     mt_train_options_default(&o);
     const char *model = NULL, *tokenizer = NULL, *data[MAX_DATA_FILES] = {0};
-    int n_data = 0;
+    int n_data = 0, experts = (int)o.experts, no_memory_lora = 0;
     /* --data may repeat: collect every occurrence before the table parser sees argv */
     char *rest[512];
     int n_rest = 0;
@@ -27,7 +27,19 @@ int cmd_train(int argc, char **argv) {
         {"--model", "-m", OPT_STRING, &model, "model to fine-tune (default: bundled stories260K)"},
         {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file"},
         {"--out", "-o", OPT_STRING, &o.out_dir, "output directory (default memtune-out)"},
-        {"--method", NULL, OPT_STRING, &o.method, "full (default) | lora (frozen base; writes OUT/adapter)"},
+        {"--method", NULL, OPT_STRING, &o.method,
+         "memory (default for {\"input\",\"output\"} data) | full (default otherwise) | lora (frozen base; writes OUT/adapter)"},
+        {"--experts", NULL, OPT_INT, &experts, "memory: experts per site, N (default 65536; 0 = none)"},
+        {"--expert-k", NULL, OPT_INT, &o.expert_k, "memory: experts chosen per head per token (default 8)"},
+        {"--expert-heads", NULL, OPT_INT, &o.expert_heads, "memory: routing heads (default 4)"},
+        {"--expert-sites", NULL, OPT_STRING, &o.expert_sites, "memory: layers whose MLP output gets experts (default: all)"},
+        {"--freeze-router", NULL, OPT_FLAG, &o.freeze_router, "memory: keep the router at its initialisation"},
+        {"--no-memory-lora", NULL, OPT_FLAG, &no_memory_lora, "memory: no LoRA adapter beside the experts (default: LoRA --rank, --alpha, --targets)"},
+        {"--tau", NULL, OPT_FLOAT, &o.tau, "memory: max answer-token NLL of a memorised fact (default 0.05)"},
+        {"--general", NULL, OPT_STRING, &o.general, "memory: general text for the perplexity guard (default: sampled from the base)"},
+        {"--general-limit", NULL, OPT_FLOAT, &o.general_limit, "memory: allowed perplexity ratio to the base (default 1.05)"},
+        {"--check-every", NULL, OPT_INT, &o.check_every, "memory: steps between checks of all facts (default: one pass)"},
+        {"--rehearsal-weight", NULL, OPT_FLOAT, &o.rehearsal_weight, "memory: loss weight of memorised facts (default 0.25)"},
         {"--rank", NULL, OPT_INT, &o.lora_rank, "lora: adapter rank r (default 8)"},
         {"--alpha", NULL, OPT_FLOAT, &o.lora_alpha, "lora: scale numerator; scale = alpha/r (default 16)"},
         {"--targets", NULL, OPT_STRING, &o.lora_targets, "lora: projections to adapt (default q,k,v,o,gate,up,down)"},
@@ -36,10 +48,10 @@ int cmd_train(int argc, char **argv) {
         {"--base-dtype", NULL, OPT_STRING, &o.base_dtype, "lora: hold the frozen base as f32 (default) | bf16 | q8_0"},
         {"--dropout", NULL, OPT_FLOAT, &o.lora_dropout, "lora: dropout on the adapter input in training (default 0)"},
         {"--trainable-tokens", NULL, OPT_STRING, &o.trainable_tokens,
-         "lora: embedding/head rows that train: auto (EOS + template specials, default) | none | ids 2,5"},
+         "lora, memory: embedding/head rows that train: auto (EOS + template specials, default) | none | ids 2,5"},
         {"--epochs", NULL, OPT_INT, &o.epochs, "passes over the data (default 3)"},
         {"--steps", NULL, OPT_INT, &o.steps, "optimizer steps (overrides --epochs)"},
-        {"--lr", NULL, OPT_FLOAT, &o.lr, "peak learning rate (default 1e-4)"},
+        {"--lr", NULL, OPT_FLOAT, &o.lr, "peak learning rate (default 1e-4; memory 3e-3)"},
         {"--batch", NULL, OPT_INT, &o.batch, "rows per micro-batch (default 4)"},
         {"--grad-accum", NULL, OPT_INT, &o.grad_accum, "micro-batches per step (default 1)"},
         {"--seq-len", NULL, OPT_INT, &o.seq_len, "tokens per row (default min(512, context))"},
@@ -68,6 +80,8 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "memtune: train needs --data FILE\n");
         return 2;
     }
+    o.experts = experts;
+    if (no_memory_lora) o.memory_lora = 0;
     o.data = data + 1;
     o.n_data = n_data - 1;
     mt_model *m;
@@ -76,6 +90,7 @@ int cmd_train(int argc, char **argv) {
     mt_status s = mt_train_run(m, data[0], &o, &r);
     mt_model_free(m);
     if (s) return cli_fail("train");
+    if (!o.dry_run && !isnan(r.perplexity_ratio)) return r.completed ? 0 : 3; /* memory: 3 = partially completed */
     if (!o.dry_run && !o.quiet) {
         fprintf(stderr, "memtune: %ld steps, %ld tokens in %.1f s (%.0f tokens/s), last loss %.4f",
                 r.steps, r.tokens, r.seconds, r.seconds > 0 ? r.tokens / r.seconds : 0.0, r.train_loss);

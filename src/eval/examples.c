@@ -7,6 +7,7 @@
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
 #include "train/batch.h"
+#include "eval/examples.h"
 #include <ctype.h>
 #include <jansson.h>
 #include <math.h>
@@ -202,5 +203,21 @@ mt_status mt_eval_data_file(mt_model *m, const char *path, const char *report_pa
     mt_eval_score sc;
     mt_status s = mt_eval_data_file_opts(m, path, &opt, &sc);
     *out = sc.base;
+    return s;
+}
+
+mt_status mt_eval_greedy_example(mt_model *m, const mt_seq_builder *b, const mt_example *e, char **produced, int *exact) {
+    *produced = NULL;
+    *exact = 0;
+    evaluator ev = {.m = m, .b = *b};
+    ev.logits = malloc((size_t)m->cfg.vocab_size * sizeof(float));
+    if (!ev.logits) return mt_error(MT_ERR_NOMEM, "out of memory");
+    int *ids = NULL, n = 0, *ans = NULL, n_ans = 0;
+    const char *expected = e->messages[e->n_messages - 1].content;
+    mt_status s = mt_example_prompt_ids(b, e, &ids, &n);
+    if (s == MT_OK) s = mt_tokenizer_encode_piece(m->tok, expected, strlen(expected), 0, &ans, &n_ans);
+    if (s == MT_OK) s = greedy_answer(&ev, ids, n, 2 * n_ans + 16, produced);
+    if (s == MT_OK) *exact = mt_text_equal_normalized(*produced, expected, MT_NORMALIZE_TRIM);
+    free(ids), free(ans), free(ev.logits);
     return s;
 }

@@ -36,6 +36,15 @@ double mt_softmax_inplace(float *x, int n);
 /* log-sum-exp of x[n] without modifying it */
 double mt_logsumexp(const float *x, int n);
 
+/* Shape of one mixture-of-memory-experts site (mome.c): N = n1·n2 experts of width C, H
+ * heads, each choosing K experts through a query of dk dims (two halves of dk/2 against
+ * sub-key tables of n1 and n2 keys; expert e = i·n2 + j). */
+typedef struct {
+    int C, n1, n2, H, K, dk;
+} mt_mome_shape;
+/* elements of the router (query projection + both sub-key tables) of one site */
+size_t mt_mome_router_size(const mt_mome_shape *sh);
+
 #define MT_OPS_REAL float
 #define MT_OPS_FN(name) name
 #include "kernels/ops.h"

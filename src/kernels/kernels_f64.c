@@ -19,5 +19,6 @@
 #include "kernels/embedding.c"
 #include "kernels/lora.c"
 #include "kernels/matmul.c"
+#include "kernels/mome.c"
 #include "kernels/norm.c"
 #include "kernels/rope.c"

@@ -25,6 +25,22 @@ void MT_OPS_FN(mt_lora_backward)(REAL_ *dx, REAL_ *da, REAL_ *db, REAL_ *h, REAL
 /* W[N, K] += scale · B[N, r]·A[r, K] (merging an adapter into its base weight) */
 void MT_OPS_FN(mt_lora_merge_weight)(REAL_ *w, const REAL_ *a, const REAL_ *b, double scale, int K, int N, int r);
 
+/* ---- mixture of memory experts at a site (mome.c) ---- */
+/* Product-key routing and rank-1 experts, for T tokens x[T, C] (see mome.c). The router is
+ * wq [H*dk, C] | k1 [H, n1, dk/2] | k2 [H, n2, dk/2] in one array; the bank holds
+ * rows [a_e | b_e] of 2C each ([N, 2C]). out[T, C] += Σ_h Σ_k gate·silu(a_e·x)·b_e. Saves q [T, H*dk],
+ * idx [T, H, K] (expert ids), gate and z = a_e·x [T, H, K] for the backward. */
+void MT_OPS_FN(mt_mome_forward)(REAL_ *out, REAL_ *q, int *idx, REAL_ *gate, REAL_ *z, const REAL_ *x,
+                                const REAL_ *router, const REAL_ *bank, long n_experts,
+                                const mt_mome_shape *sh, int T);
+/* dout = ∂loss/∂out. dx[T, C] += input gradient (may be NULL); drouter += router gradient
+ * (NULL: a frozen router); slot_grads[T*H*K, 2C] = (da, db) of the expert each slot used
+ * (written, not accumulated: several slots may name one expert, the optimizer sums them). */
+void MT_OPS_FN(mt_mome_backward)(REAL_ *dx, REAL_ *drouter, REAL_ *slot_grads, const REAL_ *dout,
+                                 const REAL_ *x, const REAL_ *q, const int *idx, const REAL_ *gate,
+                                 const REAL_ *z, const REAL_ *router, const REAL_ *bank, long n_experts,
+                                 const mt_mome_shape *sh, int T);
+
 /* ---- token embedding (embedding.c) ---- */
 /* out[n, C] = table[ids[i]] row by row (ids must be in range) */
 void MT_OPS_FN(mt_embedding_forward)(REAL_ *out, const int *ids, const REAL_ *table, int n, int C);

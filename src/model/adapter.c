@@ -2,6 +2,7 @@
  * model/adapter.h. */
 #include "model/adapter.h"
 #include "model/model.h"
+#include "model/mome.h"
 #include "model/forward.h"
 #include "core/error.h"
 #include <math.h>
@@ -122,5 +123,14 @@ mt_status mt_model_set_token_rows(mt_model *m, struct mt_token_rows *r) {
         r->attached = m;
         copy_rows(m, r, r->values);
     }
+    return MT_OK;
+}
+
+mt_status mt_model_set_mome(mt_model *m, struct mt_mome *mm) {
+    if (mm && (mm->n_layers != m->cfg.n_layers || mm->shape.C != m->cfg.dim))
+        return mt_error(MT_ERR_MISMATCH, "the memory experts were made for %d layers of width %d, the model has %d of %d",
+                        mm->n_layers, mm->shape.C, m->cfg.n_layers, m->cfg.dim);
+    mt_infer_free(m);
+    m->mome = mm;
     return MT_OK;
 }

@@ -4,6 +4,7 @@
  * in chunks so a prompt runs as GEMMs and decoding as GEMVs through the same code. */
 #include "model/forward.h"
 #include "model/adapter.h"
+#include "model/mome.h"
 #include "model/base_store.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
@@ -20,6 +21,8 @@ typedef struct {
     float *x, *xn, *q, *k, *v, *att, *gate, *up; /* activations for one chunk */
     float *scratch;                /* attention scores, per thread */
     float *lora_h;                 /* [CHUNK, rank] adapter scratch, NULL without an adapter */
+    float *mome_y, *mome_q, *mome_gate, *mome_z; /* memory-expert scratch, NULL without them */
+    int *mome_idx;
     float *wbuf;                   /* one dequantised site weight, NULL with an f32 base */
     int *pos;
 } infer_state;
@@ -46,6 +49,7 @@ void mt_infer_free(mt_model *m) {
     free(s->k_cache); free(s->v_cache); free(s->rope_cos); free(s->rope_sin);
     free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->gate); free(s->up); free(s->scratch); free(s->pos); free(s->lora_h);
+    free(s->mome_y); free(s->mome_q); free(s->mome_gate); free(s->mome_z); free(s->mome_idx);
     free(s->wbuf);
     free(s);
     m->infer = NULL;
@@ -80,6 +84,19 @@ static mt_status infer_state_create(mt_model *m) {
         mt_infer_free(m);
         return mt_error(MT_ERR_NOMEM, "out of memory for adapter scratch");
     }
+    if (m->mome) {
+        const mt_mome_shape *sh = &m->mome->shape;
+        size_t slots = (size_t)CHUNK * sh->H * sh->K;
+        s->mome_y = malloc(CHUNK * (size_t)c->dim * sizeof(float));
+        s->mome_q = malloc(CHUNK * (size_t)sh->H * sh->dk * sizeof(float));
+        s->mome_gate = malloc(slots * sizeof(float));
+        s->mome_z = malloc(slots * sizeof(float));
+        s->mome_idx = malloc(slots * sizeof(int));
+        if (!s->mome_y || !s->mome_q || !s->mome_gate || !s->mome_z || !s->mome_idx) {
+            mt_infer_free(m);
+            return mt_error(MT_ERR_NOMEM, "out of memory for memory-expert scratch");
+        }
+    }
     if (!s->k_cache || !s->v_cache || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->att ||
         !s->gate || !s->up || !s->scratch || !s->pos) {
         mt_infer_free(m);
@@ -103,6 +120,18 @@ static void adapter_forward(const mt_model *m, infer_state *s, int l, int site, 
     }
 }
 
+/* s->mome_y[T, dim] = the memory experts' output at layer l for the MLP input xn (zero when
+ * the layer has no site); returns whether it has one */
+static int mome_forward(const mt_model *m, infer_state *s, int l, const float *xn, int T) {
+    const struct mt_mome *mm = m->mome;
+    int site = mm->site_of_layer[l];
+    if (site < 0) return 0;
+    memset(s->mome_y, 0, (size_t)T * m->cfg.dim * sizeof(float));
+    mt_mome_forward(s->mome_y, s->mome_q, s->mome_idx, s->mome_gate, s->mome_z, xn,
+                    mm->router + site * mm->router_size, mm->bank + site * mm->bank_size, mm->n_experts,
+                    &mm->shape, T);
+    return 1;
+}
 /* the f32 weight of site of this layer (dequantised into s->wbuf for a bf16/Q8_0 base) */
 #define W(site) mt_site_weight(m, l, site, s->wbuf)
 
@@ -138,9 +167,12 @@ static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
         adapter_forward(m, s, l, MT_SITE_GATE, s->gate, s->xn, T);
         adapter_forward(m, s, l, MT_SITE_UP, s->up, s->xn, T);
     }
+    int memory = m->mome && mome_forward(m, s, l, s->xn, T); /* reads xn before it is reused */
     mt_swiglu_forward(s->gate, s->gate, s->up, (size_t)T * c->hidden_dim);
     mt_matmul_forward(s->xn, s->gate, W(MT_SITE_DOWN), NULL, T, c->hidden_dim, c->dim);
     if (m->lora) adapter_forward(m, s, l, MT_SITE_DOWN, s->xn, s->gate, T);
+    if (memory)
+        for (size_t i = 0; i < (size_t)T * c->dim; i++) s->xn[i] += s->mome_y[i];
     for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
 }
 

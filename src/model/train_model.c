@@ -13,6 +13,7 @@
  * train_model_f64.c, where the parameters are an owned double copy. */
 #include "model/train_model.h"
 #include "model/adapter.h"
+#include "model/mome.h"
 #include "model/base_store.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
@@ -131,6 +132,7 @@ mt_status R(mt_train_set_trainable)(train_state *s, const char *name, int on) {
     return MT_OK;
 }
 
+void R(mt_train_set_target_weights)(train_state *s, const float *w) { s->target_weight = w; }
 /* The parameter gradients exist once some tensor is trainable: a frozen base (LoRA) never
  * allocates them. */
 static mt_status ensure_grads(train_state *s) {
@@ -150,6 +152,7 @@ void R(mt_train_zero_grads)(train_state *s) {
     if (s->grads) memset(s->grads, 0, s->model->n_params * sizeof(real));
     if (s->lora) memset(s->lora_grads, 0, s->lora->n_params * sizeof(real));
     if (s->rows) memset(s->row_grads, 0, row_values_count(s->rows) * sizeof(real));
+    if (s->mome_router_grads) memset(s->mome_router_grads, 0, s->mome->n_sites * s->mome->router_size * sizeof(real));
 }
 
 /* ---- create / free ------------------------------------------------------------------ */
@@ -168,6 +171,16 @@ void R(mt_train_free)(train_state *s) {
     free(s->wbuf);
     free(s->row_of_id);
     free(s->row_grads);
+#ifdef MT_REAL_DOUBLE
+    free(s->mome_router);
+    free(s->mome_bank);
+#endif
+    free(s->mome_router_grads);
+    free(s->mome_q);
+    free(s->mome_gate);
+    free(s->mome_z);
+    free(s->mome_slot_grads);
+    free(s->mome_idx);
     free(s->tensor_offset);
     free(s->trainable);
     free(s->inputs);
@@ -204,6 +217,35 @@ static mt_status allocate_row_grads(train_state *s) {
     if (!s->row_of_id || !s->row_grads) return mt_error(MT_ERR_NOMEM, "out of memory for token row gradients");
     for (int v = 0; v < V; v++) s->row_of_id[v] = -1;
     for (int i = 0; i < r->n; i++) s->row_of_id[r->ids[i]] = i;
+    return MT_OK;
+}
+
+static real *copy_params(const float *src, size_t n) {
+#ifdef MT_REAL_DOUBLE
+    real *p = malloc((n ? n : 1) * sizeof(real));
+    for (size_t i = 0; p && i < n; i++) p[i] = src[i];
+    return p;
+#else
+    (void)n;
+    return (real *)src;
+#endif
+}
+
+static mt_status allocate_mome(train_state *s) {
+    const struct mt_mome *mm = s->mome = s->model->mome;
+    const mt_mome_shape *sh = &mm->shape;
+    size_t BT = (size_t)s->B * s->T, slots = (size_t)mm->n_sites * BT * sh->H * sh->K;
+    s->mome_router = copy_params(mm->router, mm->n_sites * mm->router_size);
+    s->mome_bank = copy_params(mm->bank, mm->n_sites * mm->bank_size);
+    if (!mm->freeze_router) s->mome_router_grads = calloc(mm->n_sites * mm->router_size + 1, sizeof(real));
+    s->mome_q = malloc((size_t)mm->n_sites * BT * sh->H * sh->dk * sizeof(real));
+    s->mome_gate = malloc(slots * sizeof(real));
+    s->mome_z = malloc(slots * sizeof(real));
+    s->mome_slot_grads = malloc(slots * 2 * sh->C * sizeof(real));
+    s->mome_idx = malloc(slots * sizeof(int));
+    if (!s->mome_router || !s->mome_bank || (!mm->freeze_router && !s->mome_router_grads) || !s->mome_q ||
+        !s->mome_gate || !s->mome_z || !s->mome_slot_grads || !s->mome_idx)
+        return mt_error(MT_ERR_NOMEM, "out of memory for the memory experts' training state");
     return MT_OK;
 }
 
@@ -259,6 +301,10 @@ static mt_status allocate(train_state *s) {
     }
     if (s->model->token_rows) {
         mt_status st = allocate_row_grads(s);
+        if (st) return st;
+    }
+    if (s->model->mome) {
+        mt_status st = allocate_mome(s);
         if (st) return st;
     }
     return mt_rope_tables(c, s->T, &s->rope_cos, &s->rope_sin);
@@ -425,6 +471,44 @@ static const real *site_w(train_state *s, int l, int site) {
 #endif
 }
 
+/* ---- memory experts at the MLP output (model/mome.h) ---- */
+
+/* The saved arrays of site `site`, for the current batch shape. */
+static void mome_slices(const train_state *s, int site, real **q, int **idx, real **gate, real **z, real **sg) {
+    const mt_mome_shape *sh = &s->mome->shape;
+    size_t BT = (size_t)s->B * s->T, slots = BT * sh->H * sh->K;
+    *q = s->mome_q + site * BT * sh->H * sh->dk;
+    *idx = s->mome_idx + site * slots;
+    *gate = s->mome_gate + site * slots;
+    *z = s->mome_z + site * slots;
+    *sg = s->mome_slot_grads + site * slots * 2 * sh->C;
+}
+
+/* out[BT, C] += the experts' output for the MLP input xn of layer l */
+static void mome_site_forward(train_state *s, int l, real *out, const real *xn) {
+    const struct mt_mome *mm = s->mome;
+    int site = mm->site_of_layer[l];
+    if (site < 0) return;
+    real *q, *gate, *z, *sg;
+    int *idx;
+    mome_slices(s, site, &q, &idx, &gate, &z, &sg);
+    R(mt_mome_forward)(out, q, idx, gate, z, xn, s->mome_router + site * mm->router_size,
+                       s->mome_bank + site * mm->bank_size, mm->n_experts, &mm->shape, s->B * s->T);
+}
+
+/* dxn += the experts' input gradient; router grads +=; slot grads = per-slot (da, db) */
+static void mome_site_backward(train_state *s, int l, real *dxn, const real *dout, const real *xn) {
+    const struct mt_mome *mm = s->mome;
+    int site = mm->site_of_layer[l];
+    if (site < 0) return;
+    real *q, *gate, *z, *sg;
+    int *idx;
+    mome_slices(s, site, &q, &idx, &gate, &z, &sg);
+    real *drouter = s->mome_router_grads ? s->mome_router_grads + site * mm->router_size : NULL;
+    R(mt_mome_backward)(dxn, drouter, sg, dout, xn, q, idx, gate, z, s->mome_router + site * mm->router_size,
+                        s->mome_bank + site * mm->bank_size, mm->n_experts, &mm->shape, s->B * s->T);
+}
+
 static void layer_forward(train_state *s, int l) {
     const mt_config *c = &s->model->cfg;
     const mt_layer *L = &s->model->layers[l];
@@ -459,6 +543,7 @@ static void layer_forward(train_state *s, int l) {
     R(mt_swiglu_forward)(s->hidden, a.gate, a.up, (size_t)BT * F);
     R(mt_matmul_forward)(a.x_next, s->hidden, site_w(s, l, MT_SITE_DOWN), NULL, BT, F, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_DOWN, a.x_next, s->hidden);
+    if (s->mome) mome_site_forward(s, l, a.x_next, a.xn2);
     add_into(a.x_next, a.x_mid, a.x_next, (size_t)BT * C);
 }
 
@@ -537,6 +622,7 @@ static void layer_backward(train_state *s, int l) {
         adapter_backward(s, l, MT_SITE_GATE, s->dxn, s->dgate, a.xn2);
         adapter_backward(s, l, MT_SITE_UP, s->dxn, s->dup, a.xn2);
     }
+    if (s->mome) mome_site_backward(s, l, s->dxn, s->dx, a.xn2);
     R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, L->ffn_norm), s->dxn, a.x_mid,
                            param(s, L->ffn_norm), a.rstd2, BT, C);
 
@@ -611,6 +697,11 @@ mt_status R(mt_train_backward)(train_state *s) {
     /* head: logits = rmsnorm(x_final)·output^T; the logits become dlogits in place */
     R(mt_cross_entropy_backward)(s->logits, s->logits, s->lse, s->targets, s->loss_scale, BT,
                                  c->vocab_size);
+    for (int t = 0; s->target_weight && t < BT; t++) {
+        real w = s->target_weight[t], *row = s->logits + (size_t)t * c->vocab_size;
+        if (w != 1)
+            for (int v = 0; v < c->vocab_size; v++) row[v] *= w;
+    }
     zero(s->dxn, (size_t)BT * C);
     R(mt_matmul_backward)(s->dxn, R(mt_train_grad)(s, m->output), NULL, s->logits, s->xn_final,
                           param(s, m->output), BT, C, c->vocab_size);

@@ -64,6 +64,17 @@ typedef struct MT_TR_FN(mt_train_state) {
     const struct mt_token_rows *rows;
     int *row_of_id;
     REAL_ *row_grads;
+
+    /* memory experts attached when the state was made (model/mome.h), or NULL: router and
+     * bank (float: the layer's own, trained in place; double: owned copies), the router's
+     * gradient (NULL when frozen), and per site what the forward saved for the backward:
+     * queries [BT, H*dk], chosen experts, gates and pre-activations [BT*H*K], and the
+     * per-slot expert gradients [BT*H*K, 2C] (da, db) the sparse optimizer sums per expert */
+    const float *target_weight; /* [B*T] or NULL: per-target loss weights (mt_train_set_target_weights) */
+    const struct mt_mome *mome;
+    REAL_ *mome_router, *mome_bank, *mome_router_grads;
+    REAL_ *mome_q, *mome_gate, *mome_z, *mome_slot_grads;
+    int *mome_idx;
 } MT_TR_FN(mt_train_state);
 
 /* Bytes of the activation allocation, and of everything a state allocates (activations,
@@ -96,6 +107,9 @@ mt_status MT_TR_FN(mt_train_forward)(MT_TR_FN(mt_train_state) *s, const int *inp
  * (which it consumes: the logits become their gradient). */
 mt_status MT_TR_FN(mt_train_backward)(MT_TR_FN(mt_train_state) *s);
 void MT_TR_FN(mt_train_zero_grads)(MT_TR_FN(mt_train_state) *s);
+/* The backward then differentiates loss_scale · Σ_t w[t]·NLL_t (w [B*T], NULL = all 1; the
+ * caller keeps w alive until the backward). Forward's nll_sum stays unweighted. */
+void MT_TR_FN(mt_train_set_target_weights)(MT_TR_FN(mt_train_state) *s, const float *w);
 
 /* Sets the flag of the tensor with this HF name ("model.layers.0.mlp.up_proj.weight"), or of
  * every tensor when name is NULL. MT_ERR_ARG for an unknown name. */

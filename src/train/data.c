@@ -90,6 +90,7 @@ static const char *parse_pair(json_t *o, mt_example *e) {
         prompt = joined;
     } else if (!prompt) prompt = input;
     const char *why = NULL;
+    e->is_fact = !instruction && input && string_field(o, "output") && !string_field(o, "prompt");
     if (!prompt || !answer)
         why = "needs \"input\"/\"output\", \"prompt\"/\"completion\", \"instruction\"/\"output\", \"question\"/\"sql\", \"messages\" or \"text\"";
     else if (!*answer) why = "the output is empty";

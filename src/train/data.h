@@ -18,6 +18,7 @@ typedef struct {
     char *text;                /* raw text ({"text"}), else NULL */
     int source_line;           /* 1-based line in its file, for messages */
     int source_file;           /* index into the list of files loaded */
+    int is_fact;               /* the {"input","output"} shape (memory tuning's default data) */
 } mt_example;
 
 typedef struct {

@@ -17,6 +17,7 @@
 #include "train/schedule.h"
 #include "train/train_log.h"
 #include "train/trainer.h"
+#include "train/memory.h"
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
@@ -29,10 +30,10 @@ static void on_stop_signal(int sig) { (void)sig; stop_requested = 1; }
 
 void mt_train_options_default(mt_train_options *o) {
     memset(o, 0, sizeof *o);
-    o->method = "full";
+    o->method = "auto";
     o->out_dir = "memtune-out";
     o->epochs = 3;
-    o->lr = 1e-4f;
+    o->lr = 0; /* the method's default */
     o->batch = 4;
     o->grad_accum = 1;
     o->schedule = "cosine";
@@ -45,6 +46,13 @@ void mt_train_options_default(mt_train_options *o) {
     o->eval_every = -1; /* -1: choose (10 evals per run) */
     o->lora_rank = 8;
     o->lora_alpha = 16;
+    o->experts = 1L << 16;
+    o->expert_k = 8;
+    o->expert_heads = 4;
+    o->tau = 0.05f;
+    o->general_limit = 1.05f;
+    o->rehearsal_weight = 0.25f;
+    o->memory_lora = 1;
 }
 
 static void trainer_free(mt_trainer *t) {
@@ -528,7 +536,7 @@ static mt_status setup(mt_trainer *t, const char *data_path) {
     mt_config *c = &t->m->cfg;
     if (!t->m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
     if (strcmp(t->o.method, "full") && !is_lora(t))
-        return mt_error(MT_ERR_UNSUPPORTED, "unknown --method '%s' (this build trains: full, lora)", t->o.method);
+        return mt_error(MT_ERR_UNSUPPORTED, "unknown --method '%s' (this build trains: full, lora, memory)", t->o.method);
     if (!is_lora(t) && t->m->lora)
         return mt_error(MT_ERR_ARG, "--method full with an adapter attached: merge it first (mt_lora_merge)");
     if (t->o.batch < 1 || t->o.grad_accum < 1 || t->o.epochs < 0 || t->o.steps < 0 || !(t->o.lr >= 0) || t->o.warmup < 0)
@@ -661,14 +669,35 @@ static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res)
     return s ? s : s2;
 }
 
+/* "auto": memory tuning when every example is a {"input","output"} fact, else full. */
+static mt_status resolve_method(mt_train_options *o, const char *data_path) {
+    if (o->method && strcmp(o->method, "auto")) return MT_OK;
+    mt_dataset ds = {0};
+    mt_status s = mt_dataset_load_jsonl(&ds, data_path, o->skip_bad_lines);
+    for (int i = 0; !s && i < o->n_data; i++) s = mt_dataset_load_jsonl(&ds, o->data[i], o->skip_bad_lines);
+    int facts = !s && ds.n > 0;
+    for (int i = 0; facts && i < ds.n; i++) facts = ds.items[i].is_fact;
+    mt_dataset_free(&ds);
+    o->method = facts ? "memory" : "full";
+    return s;
+}
+
 mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res) {
     mt_train_result local;
     if (!res) res = &local;
     memset(res, 0, sizeof *res);
     res->eval_loss = NAN;
+    res->perplexity_ratio = NAN;
     mt_trainer t = {.m = m, .last_eval = NAN};
     if (opts) t.o = *opts;
     else mt_train_options_default(&t.o);
+    mt_status rs = resolve_method(&t.o, data_path);
+    if (rs) return rs;
+    if (!strcmp(t.o.method, "memory")) {
+        if (t.o.threads) mt_set_threads(t.o.threads);
+        return mt_memory_train(m, data_path, &t.o, res);
+    }
+    if (t.o.lr == 0) t.o.lr = 1e-4f;
     if (t.o.threads) mt_set_threads(t.o.threads);
     struct sigaction sa = {.sa_handler = on_stop_signal}, old_int, old_term;
     sigemptyset(&sa.sa_mask);

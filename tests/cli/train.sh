@@ -58,7 +58,7 @@ python3 -c "
 import json
 for i in range(7):
     print(json.dumps({'input': 'q%d' % i + ' word' * (i * 5), 'output': 'answer ' * (1 + (i * 7) % 11)}))" > "$TMP/varied.jsonl"
-V="--model $M --data $TMP/varied.jsonl --seq-len 48 --batch 2 --seed 5 --log-every 1 --lr 1e-3 --quiet --threads 2"
+V="--model $M --method full --data $TMP/varied.jsonl --seq-len 48 --batch 2 --seed 5 --log-every 1 --lr 1e-3 --quiet --threads 2"
 "$MT" train $V --steps 40 --out "$TMP/v1"
 check "training across many epochs of unequal row counts" "[ -f $TMP/v1/model/model.safetensors ]"
 MEMTUNE_TEST_KILL_AFTER_STEP=17 "$MT" train $V --steps 40 --save-every 17 --out "$TMP/v2" 2>/dev/null
@@ -114,11 +114,11 @@ check "resume with other settings: clear error" "[ $rc -ne 0 ] && grep -q 'resum
 printf '{"input": "a", "output": "b"}\n{"input": oops}\n' > "$TMP/bad.jsonl"
 "$MT" train --model $M --data "$TMP/bad.jsonl" --out "$TMP/g" --quiet > /dev/null 2> "$TMP/g.err"; rc=$?
 check "bad JSON line: error with file and line" "[ $rc -ne 0 ] && grep -q 'bad.jsonl:2' $TMP/g.err"
-"$MT" train --model $M --data "$TMP/bad.jsonl" --out "$TMP/g" --skip-bad-lines --steps 1 --quiet; rc=$?
+"$MT" train --model $M --method full --data "$TMP/bad.jsonl" --out "$TMP/g" --skip-bad-lines --steps 1 --quiet; rc=$?
 check "--skip-bad-lines trains on the rest" "[ $rc -eq 0 ] && [ -f $TMP/g/model/model.safetensors ]"
 
 # Continuous fine-tuning: the tuned model trains further on new data.
-"$MT" train --model "$TMP/a/model" --data "$TMP/bad.jsonl" --skip-bad-lines --steps 2 --out "$TMP/h" --quiet
+"$MT" train --model "$TMP/a/model" --method full --data "$TMP/bad.jsonl" --skip-bad-lines --steps 2 --out "$TMP/h" --quiet
 check "a tuned model trains further" "[ -f $TMP/h/model/model.safetensors ]"
 
 # From scratch: {"text"} data on a model made by init.

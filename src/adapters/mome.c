@@ -1,0 +1,294 @@
+/* Memory experts (adapters layer): make a layer (initialisation), attach it, and read and
+ * write it in an adapter directory:
+ *
+ *   mome_config.json     {"type": "memtune-mome", "experts": N, "n1": .., "n2": .., "heads": H,
+ *                         "k": K, "query_dim": dk, "layers": [...], "dim": C, "n_layers": L, ...}
+ *   mome.safetensors     model.layers.N.mome.query [H*dk, C], .keys1 [H*n1, dk/2],
+ *                        .keys2 [H*n2, dk/2], .experts [N, 2C] (row e = [a_e | b_e])
+ *
+ * The math is kernels/mome.c; what the model reads is model/mome.h. */
+#include "memtune.h"
+#include "model/mome.h"
+#include "model/model.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "core/json.h"
+#include "core/rng.h"
+#include "formats/safetensors.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_EXPERTS (1L << 26)
+
+void mt_mome_options_default(mt_mome_options *o) {
+    memset(o, 0, sizeof *o);
+    o->experts = 1L << 16;
+    o->k = 8;
+    o->heads = 4;
+    o->query_dim = 0; /* min(dim, 128) rounded to even */
+    o->sites = NULL;  /* the middle and the last layer */
+    o->seed = 1;
+}
+
+void mt_mome_free(mt_mome *mm) {
+    if (!mm) return;
+    free(mm->layers);
+    free(mm->site_of_layer);
+    free(mm->router);
+    free(mm->bank);
+    free(mm);
+}
+
+long mt_mome_experts(const mt_mome *mm) { return mm ? mm->n_experts : 0; }
+size_t mt_mome_param_count(const mt_mome *mm) {
+    return mm ? mm->n_sites * (mm->router_size + mm->bank_size) : 0;
+}
+mt_status mt_model_attach_mome(mt_model *m, mt_mome *mm) { return mt_model_set_mome(m, mm); }
+
+/* "all", "last", or a comma list of layer indices; NULL = every layer */
+static mt_status parse_sites(const char *list, int n_layers, unsigned char *on) {
+    memset(on, 0, (size_t)n_layers);
+    if (!list || !*list || !strcmp(list, "all")) {
+        memset(on, 1, (size_t)n_layers);
+        return MT_OK;
+    }
+    for (const char *p = list; *p;) {
+        char *end;
+        long v = !strncmp(p, "last", 4) ? (end = (char *)p + 4, n_layers - 1) : strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',') || v < 0 || v >= n_layers)
+            return mt_error(MT_ERR_ARG, "--expert-sites: \"%s\" is not a list of layers in [0, %d), \"last\" or \"all\"",
+                            list, n_layers);
+        on[v] = 1;
+        p = *end ? end + 1 : end;
+    }
+    return MT_OK;
+}
+
+/* n2 = the largest divisor of N not above √N (n1 = N / n2): both tables near √N */
+static int split_experts(long n) {
+    long n2 = (long)floor(sqrt((double)n));
+    while (n2 > 1 && n % n2) n2--;
+    return (int)n2;
+}
+
+static mt_status check_shape(long n_experts, int n2, int k, int heads, int dk) {
+    if (n_experts < 4 || n_experts > MAX_EXPERTS)
+        return mt_error(MT_ERR_ARG, "--experts %ld must be in [4, %ld]", n_experts, MAX_EXPERTS);
+    if (k < 1 || k > 64) return mt_error(MT_ERR_ARG, "--expert-k %d must be in [1, 64]", k);
+    if (heads < 1 || heads > 64) return mt_error(MT_ERR_ARG, "--expert-heads %d must be in [1, 64]", heads);
+    if (dk < 2 || dk % 2 || dk > 4096) return mt_error(MT_ERR_ARG, "expert query dim %d must be even, in [2, 4096]", dk);
+    if (n2 < k)
+        return mt_error(MT_ERR_ARG, "--experts %ld factors as %ld x %d, and each factor must be at least --expert-k %d "
+                        "(use a power of two or a square)", n_experts, n_experts / n2, n2, k);
+    return MT_OK;
+}
+
+/* Allocates a layer with zeroed parameters. */
+static mt_status mome_alloc(const mt_config *cfg, long n_experts, int k, int heads, int dk, const unsigned char *on,
+                            mt_mome **out) {
+    *out = NULL;
+    int n2 = split_experts(n_experts);
+    mt_status s = check_shape(n_experts, n2, k, heads, dk);
+    if (s) return s;
+    mt_mome *mm = calloc(1, sizeof *mm);
+    if (!mm) return mt_error(MT_ERR_NOMEM, "out of memory");
+    mm->shape = (mt_mome_shape){.C = cfg->dim, .n1 = (int)(n_experts / n2), .n2 = n2, .H = heads, .K = k, .dk = dk};
+    mm->n_experts = n_experts;
+    mm->n_layers = cfg->n_layers;
+    mm->layers = malloc((size_t)cfg->n_layers * sizeof(int));
+    mm->site_of_layer = malloc((size_t)cfg->n_layers * sizeof(int));
+    if (!mm->layers || !mm->site_of_layer) {
+        mt_mome_free(mm);
+        return mt_error(MT_ERR_NOMEM, "out of memory");
+    }
+    for (int l = 0; l < cfg->n_layers; l++) {
+        mm->site_of_layer[l] = on[l] ? mm->n_sites : -1;
+        if (on[l]) mm->layers[mm->n_sites++] = l;
+    }
+    mm->router_size = mt_mome_router_size(&mm->shape);
+    mm->bank_size = 2 * (size_t)n_experts * cfg->dim;
+    mm->router = calloc(mm->n_sites * mm->router_size, sizeof(float));
+    mm->bank = calloc(mm->n_sites * mm->bank_size, sizeof(float));
+    if (!mm->router || !mm->bank) {
+        size_t bytes = mm->n_sites * (mm->router_size + mm->bank_size) * sizeof(float);
+        mt_mome_free(mm);
+        return mt_error(MT_ERR_NOMEM, "out of memory for %ld memory experts (%zu bytes)", n_experts, bytes);
+    }
+    *out = mm;
+    return MT_OK;
+}
+
+static void fill_normal(mt_rng *rng, float *p, size_t n, double std) {
+    for (size_t i = 0; i < n; i++) p[i] = (float)(std * mt_rng_normal(rng));
+}
+
+mt_status mt_mome_create(const mt_model *m, const mt_mome_options *opts, mt_mome **out) {
+    mt_mome_options o;
+    if (opts) o = *opts;
+    else mt_mome_options_default(&o);
+    const mt_config *c = &m->cfg;
+    int dk = o.query_dim > 0 ? o.query_dim : (c->dim < 128 ? c->dim : 128) & ~1;
+    unsigned char *on = malloc((size_t)c->n_layers);
+    if (!on) return mt_error(MT_ERR_NOMEM, "out of memory");
+    mt_status s = parse_sites(o.sites, c->n_layers, on);
+    if (!s) s = mome_alloc(c, o.experts, o.k, o.heads, dk, on, out);
+    free(on);
+    if (s) return s;
+    mt_mome *mm = *out;
+    mm->freeze_router = o.freeze_router != 0;
+    mt_rng rng;
+    mt_rng_seed(&rng, o.seed ? o.seed : 1);
+    /* query ~ N(0, 1/C) and keys ~ N(0, 2/dk): routing scores of order 1 for an RMS-normed
+     * input; a ~ N(0, 1/C) so a·x is of order 1; b = 0, so the layer starts as a no-op */
+    const mt_mome_shape *sh = &mm->shape;
+    for (int site = 0; site < mm->n_sites; site++) {
+        float *r = mm->router + site * mm->router_size, *bank = mm->bank + site * mm->bank_size;
+        size_t nq = (size_t)sh->H * sh->dk * sh->C;
+        fill_normal(&rng, r, nq, 1.0 / sqrt(sh->C));
+        fill_normal(&rng, r + nq, mm->router_size - nq, sqrt(2.0 / sh->dk));
+        for (long e = 0; e < mm->n_experts; e++) fill_normal(&rng, bank + (size_t)e * 2 * sh->C, (size_t)sh->C, 1.0 / sqrt(sh->C));
+    }
+    return MT_OK;
+}
+
+/* ---- files ---- */
+
+int mt_mome_present(const char *dir) {
+    char *p = mt_path_join(dir, "mome_config.json");
+    int yes = p && mt_file_exists(p);
+    free(p);
+    return yes;
+}
+
+#define N_PARTS 4
+static const char *const part_name[N_PARTS] = {"query", "keys1", "keys2", "experts"};
+
+/* rows, cols and offset (within the site's router or bank) of part k */
+static void part_layout(const mt_mome *mm, int k, long *rows, int *cols, size_t *off, int *in_bank) {
+    const mt_mome_shape *sh = &mm->shape;
+    int half = sh->dk / 2;
+    long r[N_PARTS] = {(long)sh->H * sh->dk, (long)sh->H * sh->n1, (long)sh->H * sh->n2, mm->n_experts};
+    int c[N_PARTS] = {sh->C, half, half, 2 * sh->C};
+    size_t o[N_PARTS] = {0, (size_t)sh->H * sh->dk * sh->C, (size_t)sh->H * sh->dk * sh->C + (size_t)sh->H * sh->n1 * half, 0};
+    *rows = r[k], *cols = c[k], *off = o[k], *in_bank = k >= 3;
+}
+
+static float *part_data(const mt_mome *mm, int site, int k, long *rows, int *cols) {
+    size_t off;
+    int in_bank;
+    part_layout(mm, k, rows, cols, &off, &in_bank);
+    return (in_bank ? mm->bank + site * mm->bank_size : mm->router + site * mm->router_size) + off;
+}
+
+mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
+    mt_status s = mt_mkdir_p(dir);
+    if (s) return s;
+    int n = mm->n_sites * N_PARTS;
+    mt_st_desc *d = calloc((size_t)n, sizeof *d);
+    char (*names)[96] = calloc((size_t)n, sizeof *names);
+    char *wpath = mt_path_join(dir, "mome.safetensors"), *cpath = mt_path_join(dir, "mome_config.json");
+    json_t *layers = json_array();
+    for (int i = 0; i < mm->n_sites; i++) json_array_append_new(layers, json_integer(mm->layers[i]));
+    const mt_mome_shape *sh = &mm->shape;
+    json_t *o = json_pack("{s:s, s:I, s:i, s:i, s:i, s:i, s:i, s:o, s:i, s:i, s:s, s:s, s:b}", "type", "memtune-mome",
+                          "experts", (json_int_t)mm->n_experts, "n1", sh->n1, "n2", sh->n2, "heads", sh->H, "k", sh->K,
+                          "query_dim", sh->dk, "layers", layers, "dim", sh->C, "n_layers", mm->n_layers,
+                          "site", "mlp_output", "activation", "silu", "router_frozen", mm->freeze_router);
+    char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+    json_decref(o);
+    if (!d || !names || !wpath || !cpath || !text) s = mt_error(MT_ERR_NOMEM, "out of memory");
+    for (int i = 0; !s && i < n; i++) {
+        long rows;
+        int cols;
+        part_data(mm, i / N_PARTS, i % N_PARTS, &rows, &cols);
+        snprintf(names[i], sizeof names[i], "model.layers.%d.mome.%s", mm->layers[i / N_PARTS], part_name[i % N_PARTS]);
+        d[i] = (mt_st_desc){.name = names[i], .dtype = "F32", .n_dims = 2, .shape = {rows, cols}};
+    }
+    mt_st_writer w;
+    const char *meta[] = {"format", "memtune-mome", NULL};
+    if (!s && !(s = mt_st_writer_open(&w, wpath, d, n, meta))) {
+        for (int i = 0; !s && i < n; i++) {
+            long rows;
+            int cols;
+            const float *p = part_data(mm, i / N_PARTS, i % N_PARTS, &rows, &cols);
+            s = mt_st_writer_put_f32(&w, p, (size_t)rows * cols);
+        }
+        if (!s) s = mt_st_writer_commit(&w);
+        else mt_st_writer_abort(&w);
+    }
+    if (!s) s = mt_write_file_atomic(cpath, text, strlen(text));
+    free(d), free(names), free(wpath), free(cpath), free(text);
+    return s;
+}
+
+static int get_int(json_t *o, const char *key, long *v) {
+    json_t *x = json_object_get(o, key);
+    if (!json_is_integer(x)) return 0;
+    *v = (long)json_integer_value(x);
+    return 1;
+}
+
+/* Reads mome_config.json and allocates a layer of that shape for m. */
+static mt_status read_config(const mt_model *m, const char *path, mt_mome **out) {
+    json_t *o;
+    mt_status s = mt_json_load_file(path, 1 << 20, 0, &o);
+    if (s) return s;
+    long experts = 0, n2 = 0, k = 0, heads = 0, dk = 0, dim = 0, n_layers = 0;
+    json_t *layers = json_object_get(o, "layers");
+    const char *type = json_string_value(json_object_get(o, "type"));
+    if (!type || strcmp(type, "memtune-mome"))
+        s = mt_error(MT_ERR_FORMAT, "%s: \"type\" must be \"memtune-mome\"", path);
+    else if (!get_int(o, "experts", &experts) || !get_int(o, "n2", &n2) || !get_int(o, "k", &k) ||
+             !get_int(o, "heads", &heads) || !get_int(o, "query_dim", &dk) || !get_int(o, "dim", &dim) ||
+             !get_int(o, "n_layers", &n_layers) || !json_is_array(layers) || json_array_size(layers) == 0)
+        s = mt_error(MT_ERR_FORMAT, "%s: needs integer experts, n2, k, heads, query_dim, dim, n_layers and a list of layers", path);
+    else if (dim != m->cfg.dim || n_layers != m->cfg.n_layers)
+        s = mt_error(MT_ERR_MISMATCH, "%s: made for %ld layers of width %ld; this model has %d of %d", path, n_layers, dim,
+                     m->cfg.n_layers, m->cfg.dim);
+    else if (experts < 4 || experts > MAX_EXPERTS || n2 != split_experts(experts))
+        s = mt_error(MT_ERR_FORMAT, "%s: experts %ld with n2 %ld is not a layout memtune writes", path, experts, n2);
+    unsigned char *on = s ? NULL : calloc((size_t)m->cfg.n_layers, 1);
+    if (!s && !on) s = mt_error(MT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !s && i < json_array_size(layers); i++) {
+        json_t *v = json_array_get(layers, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= m->cfg.n_layers)
+            s = mt_error(MT_ERR_FORMAT, "%s: layer entry %zu is not a layer of this model", path, i);
+        else on[json_integer_value(v)] = 1;
+    }
+    if (!s && (s = mome_alloc(&m->cfg, experts, (int)k, (int)heads, (int)dk, on, out))) s = mt_error_prefix(s, path);
+    if (!s) (*out)->freeze_router = json_is_true(json_object_get(o, "router_frozen"));
+    free(on);
+    json_decref(o);
+    return s;
+}
+
+mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out) {
+    *out = NULL;
+    char *cpath = mt_path_join(dir, "mome_config.json"), *wpath = mt_path_join(dir, "mome.safetensors");
+    mt_mome *mm = NULL;
+    mt_safetensors st;
+    int open = 0;
+    mt_status s = cpath && wpath ? read_config(m, cpath, &mm) : mt_error(MT_ERR_NOMEM, "out of memory");
+    if (!s && !(s = mt_safetensors_open(wpath, &st))) open = 1;
+    char name[96];
+    for (int i = 0; !s && i < mm->n_sites * N_PARTS; i++) {
+        long rows;
+        int cols;
+        float *p = part_data(mm, i / N_PARTS, i % N_PARTS, &rows, &cols);
+        snprintf(name, sizeof name, "model.layers.%d.mome.%s", mm->layers[i / N_PARTS], part_name[i % N_PARTS]);
+        const mt_st_tensor *t = mt_safetensors_find(&st, name);
+        if (!t) s = mt_error(MT_ERR_MISMATCH, "%s: tensor %s is missing", wpath, name);
+        else if (t->n_dims != 2 || t->shape[0] != rows || t->shape[1] != cols)
+            s = mt_error(MT_ERR_MISMATCH, "%s: %s must have shape [%ld, %d]", wpath, name, rows, cols);
+        else if ((s = mt_safetensors_read_f32(&st, t, p, (size_t)rows * cols))) s = mt_error_prefix(s, wpath);
+        for (size_t j = 0; !s && j < (size_t)rows * cols; j++)
+            if (!isfinite(p[j])) s = mt_error(MT_ERR_FORMAT, "%s: non-finite value in %s", wpath, name);
+    }
+    if (open) mt_safetensors_close(&st);
+    free(cpath), free(wpath);
+    if (s) mt_mome_free(mm);
+    else *out = mm;
+    return s;
+}

@@ -1,0 +1,171 @@
+/* A mixture of memory experts (PEER-style, He 2024) with product-key routing (Lample et al.
+ * 2019), forward next to backward. For one token x [C] and each head h:
+ *
+ *   q = Wq_h·x [dk], split into q1, q2 [dk/2]
+ *   s1[i] = K1_h[i]·q1 (n1 sub-keys), s2[j] = K2_h[j]·q2 (n2 sub-keys)
+ *   top-K of s1 and of s2, then top-K of the K² sums s1[i] + s2[j]: experts e = i·n2 + j
+ *   gate = softmax of the K chosen sums
+ *   out += Σ_k gate_k · silu(a_e·x) · b_e
+ *
+ * so a token costs O((n1 + n2)·dk + K³ + K·C) per head: it grows with √N, never with N. The
+ * choice of experts is piecewise constant, so the gradient flows through the chosen scores
+ * only: into the gates, the sub-keys that were picked, the query and the input. Expert rows
+ * get per-slot gradients (da, db for the expert one slot used), summed per expert by the
+ * sparse optimizer, so no step ever touches all N rows. Compiled in float and in double. */
+#include "kernels/kernels.h"
+#include <float.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kernels/real.h"
+
+#ifndef MT_REAL_DOUBLE
+size_t mt_mome_router_size(const mt_mome_shape *sh) {
+    return (size_t)sh->H * sh->dk * sh->C + (size_t)sh->H * (sh->n1 + sh->n2) * (sh->dk / 2);
+}
+#endif
+
+#define MOME_MAX_K 64
+
+static real R(silu)(real z) { return z / (1 + r_exp(-z)); }
+static real R(silu_grad)(real z) {
+    real s = 1 / (1 + r_exp(-z));
+    return s * (1 + z * (1 - s));
+}
+
+/* indices of the k largest of v[n] (ties: the lower index first), best first */
+static void R(top_k)(const real *v, int n, int k, int *out) {
+    int found = 0;
+    for (int i = 0; i < n; i++) {
+        if (found == k && !(v[i] > v[out[k - 1]])) continue;
+        int at = found < k ? found++ : k - 1;
+        while (at > 0 && v[i] > v[out[at - 1]]) {
+            out[at] = out[at - 1];
+            at--;
+        }
+        out[at] = i;
+    }
+}
+
+static real R(dot)(const real *a, const real *b, int n) {
+    real s = 0;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Routes one token for head h: the K experts (idx) and their softmax gates. scratch holds
+ * n1 + n2 + K² reals. */
+static void R(route)(const real *q, const real *k1, const real *k2, const mt_mome_shape *sh,
+                     int *idx, real *gate, real *scratch) {
+    int half = sh->dk / 2, n1 = sh->n1, n2 = sh->n2, K = sh->K;
+    real *s1 = scratch, *s2 = scratch + n1, *sums = scratch + n1 + n2;
+    int t1[MOME_MAX_K], t2[MOME_MAX_K], best[MOME_MAX_K];
+    for (int i = 0; i < n1; i++) s1[i] = R(dot)(k1 + (size_t)i * half, q, half);
+    for (int j = 0; j < n2; j++) s2[j] = R(dot)(k2 + (size_t)j * half, q + half, half);
+    R(top_k)(s1, n1, K, t1);
+    R(top_k)(s2, n2, K, t2);
+    for (int a = 0; a < K; a++)
+        for (int b = 0; b < K; b++) sums[a * K + b] = s1[t1[a]] + s2[t2[b]];
+    R(top_k)(sums, K * K, K, best);
+    real mx = sums[best[0]], total = 0;
+    for (int k = 0; k < K; k++) {
+        idx[k] = t1[best[k] / K] * n2 + t2[best[k] % K];
+        gate[k] = r_exp(sums[best[k]] - mx);
+        total += gate[k];
+    }
+    for (int k = 0; k < K; k++) gate[k] /= total;
+}
+
+void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const real *x,
+                        const real *router, const real *bank, long n_experts,
+                        const mt_mome_shape *sh, int T) {
+    int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
+    const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
+    (void)n_experts;
+    /* q[T, H*dk] = x·Wq^T */
+    r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, C, 1, x, C, wq, C, 0, q, H * dk);
+#pragma omp parallel if (T > 1)
+    {
+        real *scratch = malloc(((size_t)sh->n1 + sh->n2 + (size_t)K * K) * sizeof(real));
+#pragma omp for
+        for (int t = 0; t < T; t++) {
+            const real *xt = x + (size_t)t * C;
+            real *ot = out + (size_t)t * C;
+            for (int h = 0; h < H; h++) {
+                size_t slot = ((size_t)t * H + h) * K;
+                R(route)(q + (size_t)t * H * dk + (size_t)h * dk, k1 + (size_t)h * sh->n1 * half,
+                         k2 + (size_t)h * sh->n2 * half, sh, idx + slot, gate + slot, scratch);
+                for (int k = 0; k < K; k++) {
+                    size_t e = (size_t)idx[slot + k];
+                    z[slot + k] = R(dot)(bank + e * 2 * C, xt, C);
+                    real w = gate[slot + k] * R(silu)(z[slot + k]);
+                    const real *be = bank + e * 2 * C + C;
+                    for (int c = 0; c < C; c++) ot[c] += w * be[c];
+                }
+            }
+        }
+        free(scratch);
+    }
+}
+
+/* The backward of one (token, head): expert slots, gates, scores, sub-keys and query. dq is
+ * the query gradient of this head (written). */
+static void R(head_backward)(real *dx, real *dk1, real *dk2, real *dq, real *slot_grads, const real *dy,
+                             const real *x, const real *q, const int *idx, const real *gate, const real *z,
+                             const real *k1, const real *k2, const real *bank, const mt_mome_shape *sh) {
+    int C = sh->C, K = sh->K, half = sh->dk / 2, n2 = sh->n2;
+    real dgate[MOME_MAX_K], wsum = 0;
+    for (int k = 0; k < K; k++) {
+        size_t e = (size_t)idx[k];
+        const real *ae = bank + e * 2 * C, *be = ae + C;
+        real *da = slot_grads + (size_t)k * 2 * C, *db = da + C;
+        real by = R(dot)(be, dy, C), act = R(silu)(z[k]);
+        real dz = gate[k] * by * R(silu_grad)(z[k]), w = gate[k] * act;
+        for (int c = 0; c < C; c++) {
+            db[c] = w * dy[c];
+            da[c] = dz * x[c];
+        }
+        if (dx)
+            for (int c = 0; c < C; c++) dx[c] += dz * ae[c];
+        dgate[k] = act * by;
+        wsum += gate[k] * dgate[k];
+    }
+    if (!dk1) return;
+    memset(dq, 0, (size_t)sh->dk * sizeof(real));
+    for (int k = 0; k < K; k++) {
+        /* softmax backward, then score = s1[i] + s2[j] with s1[i] = K1[i]·q1, s2[j] = K2[j]·q2 */
+        real ds = gate[k] * (dgate[k] - wsum);
+        int i = idx[k] / n2, j = idx[k] % n2;
+        for (int c = 0; c < half; c++) {
+            dk1[(size_t)i * half + c] += ds * q[c];
+            dk2[(size_t)j * half + c] += ds * q[half + c];
+            dq[c] += ds * k1[(size_t)i * half + c];
+            dq[half + c] += ds * k2[(size_t)j * half + c];
+        }
+    }
+}
+
+void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *dout, const real *x,
+                         const real *q, const int *idx, const real *gate, const real *z, const real *router,
+                         const real *bank, long n_experts, const mt_mome_shape *sh, int T) {
+    int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
+    const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
+    (void)n_experts;
+    real *dwq = drouter, *dk1 = drouter ? drouter + (size_t)H * dk * C : NULL;
+    real *dk2 = drouter ? dk1 + (size_t)H * sh->n1 * half : NULL;
+    real *dq = drouter ? calloc((size_t)T * H * dk, sizeof(real)) : NULL;
+    /* token by token: the sub-key gradients of different tokens meet in the same rows */
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            size_t slot = ((size_t)t * H + h) * K;
+            size_t h1 = (size_t)h * sh->n1 * half, h2 = (size_t)h * sh->n2 * half;
+            R(head_backward)(dx ? dx + (size_t)t * C : NULL, dk1 ? dk1 + h1 : NULL, dk2 ? dk2 + h2 : NULL,
+                             dq ? dq + (size_t)t * H * dk + (size_t)h * dk : NULL, slot_grads + slot * 2 * C,
+                             dout + (size_t)t * C, x + (size_t)t * C, q + (size_t)t * H * dk + (size_t)h * dk,
+                             idx + slot, gate + slot, z + slot, k1 + h1, k2 + h2, bank, sh);
+        }
+    if (!dq) return;
+    /* q = x·Wq^T: dWq[H*dk, C] += dq^T·x;  dx += dq·Wq */
+    r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, C, T, 1, dq, H * dk, x, C, 1, dwq, C);
+    if (dx) r_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, H * dk, 1, dq, H * dk, wq, C, 1, dx, C);
+    free(dq);
+}

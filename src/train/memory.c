@@ -1,0 +1,708 @@
+/* Memory tuning (method "memory"): drive the loss on chosen facts to ~0 so greedy decoding
+ * returns each stored answer byte for byte, while the base stays frozen and general text is
+ * scored as before.
+ *
+ * What trains: memory experts at the MLP output of a few layers (model/mome.h; sparse AdamW
+ * on the expert rows a step used, dense AdamW on the router), the stop token's and template
+ * markers' embedding rows (model/adapter.h), and optionally a LoRA adapter.
+ *
+ * Objective: per fact, the mean NLL of its answer tokens plus EOS (prompt masked); a step's
+ * loss is the weighted mean over the facts in it. Schedule: facts not yet memorised fill the
+ * step first (weight 1, in a seeded shuffled order); left-over room rehearses memorised ones
+ * (weight rehearsal_weight). Every check_every steps all facts are checked in one batched
+ * teacher-forced pass: a fact is memorised when at every answer position the argmax is the
+ * next answer token (which is what greedy decoding will then produce) and its NLL is <= tau.
+ * All memorised at two checks in a row: status "completed"; the step cap first:
+ * "partially_completed". General text's perplexity is measured before and at every check;
+ * above general_limit times the base, a row of general text joins every later step
+ * (rehearsal of general text), and the report says so. At the end every fact is answered by
+ * real greedy decoding (KV cache, the path users run) for DIR/facts.jsonl and the recall. */
+#include "core/error.h"
+#include "core/file.h"
+#include "core/rng.h"
+#include "eval/examples.h"
+#include "model/adapter.h"
+#include "model/model.h"
+#include "model/mome.h"
+#include "model/sampler.h"
+#include "model/forward.h"
+#include "model/train_model.h"
+#include "tokenizer/tokenizer.h"
+#include "train/batch.h"
+#include "train/memory.h"
+#include "train/optimizer.h"
+#include "train/sparse_adam.h"
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_STEPS 2000
+#define DEFAULT_LR 3e-3f
+#define GENERAL_TOKENS 1024 /* of sampled text when no --general file is given */
+#define MIN_CHECK_EVERY 10
+
+typedef struct {
+    mt_model *m;
+    mt_train_options o;
+    mt_dataset data;
+    mt_chat_template *tpl;
+    mt_seq_builder b;
+    mt_token_seq *facts;       /* one rendered sequence per fact */
+    int n_facts, T, B;
+    unsigned char *memorised;  /* at the last check */
+    double *fact_nll, *fact_max_nll;
+    int *order, cursor;        /* seeded shuffle of the facts, the next to visit */
+    mt_rng rng;
+    mt_train_state *state;
+    int *inputs, *targets, *pos, *doc;
+    float *weight;
+    /* what trains */
+    mt_token_rows *rows;
+    mt_mome *mome;
+    mt_lora *lora;
+    mt_adamw rows_opt, router_opt, lora_opt;
+    mt_sparse_adam bank_opt;
+    mt_sparse_rows gathered;
+    long *slot_ids;
+    /* general text */
+    int *general_ids, n_general;      /* scored: the guard's perplexity */
+    int *rehearse_ids, n_rehearse;    /* disjoint text trained on when the guard trips */
+    int general_cursor, general_rehearsal;
+    long general_from_step;
+    double ppl_base, ppl_last;
+    /* progress */
+    long step, tokens;
+    int all_ok_checks;
+} memory_run;
+
+/* ---- facts ----------------------------------------------------------------------------- */
+
+static const char *fact_input(const mt_example *e) { return e->messages[e->n_messages - 2].content; }
+static const char *fact_output(const mt_example *e) { return e->messages[e->n_messages - 1].content; }
+
+/* Every example must be a prompt with one answer; the same prompt with two answers is a
+ * conflict (the model cannot return both); exact duplicates are kept once. */
+static mt_status check_facts(memory_run *r) {
+    mt_dataset *d = &r->data;
+    int kept = 0;
+    for (int i = 0; i < d->n; i++) {
+        mt_example *e = &d->items[i];
+        if (!e->messages || e->n_messages < 2 || strcmp(e->messages[e->n_messages - 1].role, "assistant"))
+            return mt_error(MT_ERR_ARG, "%s:%d: memory tuning needs prompt/answer facts ({\"input\", \"output\"})",
+                            d->files[e->source_file], e->source_line);
+        int dup = 0;
+        for (int j = 0; j < kept && !dup; j++) {
+            mt_example *f = &d->items[j];
+            if (strcmp(fact_input(e), fact_input(f))) continue;
+            if (strcmp(fact_output(e), fact_output(f)))
+                return mt_error(MT_ERR_ARG, "conflict: %s:%d and %s:%d ask \"%.80s\" with different answers (\"%.40s\" vs "
+                                "\"%.40s\"); a memorised fact has one answer", d->files[f->source_file], f->source_line,
+                                d->files[e->source_file], e->source_line, fact_input(e), fact_output(f), fact_output(e));
+            dup = 1;
+        }
+        if (dup) {
+            if (!r->o.quiet)
+                fprintf(stderr, "memtune: warning: %s:%d repeats an earlier fact; kept once\n", d->files[e->source_file],
+                        e->source_line);
+            continue; /* the duplicate's memory stays owned by the dataset */
+        }
+        mt_example tmp = d->items[kept];
+        d->items[kept++] = *e;
+        d->items[i] = tmp;
+    }
+    r->n_facts = kept;
+    return kept ? MT_OK : mt_error(MT_ERR_ARG, "no facts to memorise");
+}
+
+static mt_status render_facts(memory_run *r) {
+    r->facts = calloc((size_t)r->n_facts, sizeof *r->facts);
+    if (!r->facts) return mt_error(MT_ERR_NOMEM, "out of memory");
+    int longest = 0;
+    for (int i = 0; i < r->n_facts; i++) {
+        mt_example *e = &r->data.items[i];
+        mt_status s = mt_example_to_seq(&r->b, e, &r->facts[i]);
+        if (s) return mt_error_prefix(s, "%s:%d", r->data.files[e->source_file], e->source_line);
+        if (r->facts[i].n > r->T)
+            return mt_error(MT_ERR_ARG, "%s:%d: the fact is %d tokens long, more than the %d a row holds (--seq-len, at most "
+                            "the context): shorten it or raise --seq-len", r->data.files[e->source_file], e->source_line,
+                            r->facts[i].n, r->T);
+        if (r->facts[i].n > longest) longest = r->facts[i].n;
+    }
+    /* facts are short: rows of about four of them keep a step's work on facts, not padding */
+    if (r->o.seq_len <= 0) {
+        int t = 64;
+        while (t < 4 * longest && t < r->T) t *= 2;
+        r->T = t < r->T ? t : r->T;
+    }
+    return MT_OK;
+}
+
+/* ---- batches ----------------------------------------------------------------------------- */
+
+static void clear_rows(memory_run *r) {
+    for (int i = 0; i < r->B * r->T; i++) {
+        r->inputs[i] = 0, r->targets[i] = -1, r->pos[i] = i % r->T, r->doc[i] = -1 - i / r->T;
+        r->weight[i] = 0;
+    }
+}
+
+/* Places sequence ids/learn at (row, col) as document doc with loss weight w per fact (spread
+ * over its targets, so each fact counts by its mean NLL). Returns the targets placed. */
+static int place(memory_run *r, const mt_token_seq *q, int row, int col, int doc, float w) {
+    int n_learn = 0;
+    for (int k = 1; k < q->n; k++) n_learn += q->learn[k];
+    for (int k = 0; k < q->n; k++) {
+        int at = row * r->T + col + k;
+        r->inputs[at] = q->ids[k];
+        r->targets[at] = k + 1 < q->n && q->learn[k + 1] ? q->ids[k + 1] : -1;
+        r->pos[at] = k;
+        r->doc[at] = doc;
+        r->weight[at] = n_learn ? w / n_learn : 0;
+    }
+    return n_learn;
+}
+
+/* Packs facts into the rows: unmemorised first, then rehearsal. Returns Σ fact weights. */
+static double fill_step(memory_run *r, long *n_targets) {
+    clear_rows(r);
+    int *used_col = calloc((size_t)r->B, sizeof(int)), doc = 0;
+    unsigned char *taken = calloc((size_t)r->n_facts, 1);
+    double wsum = 0;
+    *n_targets = 0;
+    int first_row = 0, general_at = -1, general_n = 0;
+    if (r->general_rehearsal && r->n_rehearse > 1 && r->B > 1) { /* one row of general text */
+        mt_token_seq g = {r->rehearse_ids + r->general_cursor, NULL, 0};
+        int len = r->n_rehearse - r->general_cursor < r->T ? r->n_rehearse - r->general_cursor : r->T;
+        unsigned char *learn = malloc((size_t)len);
+        memset(learn, 1, (size_t)len);
+        g.learn = learn, g.n = len;
+        /* weighed like all the facts of the step together: half the loss keeps general text */
+        general_at = 0, general_n = place(r, &g, 0, 0, doc++, 1.0f);
+        *n_targets += general_n;
+        free(learn);
+        r->general_cursor = r->general_cursor + len >= r->n_rehearse - 1 ? 0 : r->general_cursor + len;
+        first_row = 1;
+    }
+    for (int pass = 0; pass < 2 && used_col; pass++)
+        for (int visited = 0; visited < r->n_facts; visited++) {
+            int f = r->order[(r->cursor + visited) % r->n_facts];
+            if (taken[f] || (pass == 0) == r->memorised[f]) continue;
+            int row = first_row;
+            while (row < r->B && used_col[row] + r->facts[f].n > r->T) row++;
+            if (row == r->B) continue;
+            float w = pass == 0 ? 1.0f : r->o.rehearsal_weight;
+            if (w <= 0) continue;
+            *n_targets += place(r, &r->facts[f], row, used_col[row], doc++, w);
+            used_col[row] += r->facts[f].n;
+            taken[f] = 1;
+            wsum += w;
+            if (pass == 0) r->cursor = (r->cursor + visited + 1) % r->n_facts;
+        }
+    if (general_at >= 0 && general_n > 0) {
+        double gw = wsum > 0 ? wsum : 1;
+        for (int k = 0; k < r->T; k++) r->weight[k] = (float)(gw / general_n);
+        wsum += gw;
+    }
+    free(used_col);
+    free(taken);
+    return wsum;
+}
+
+/* ---- checks ------------------------------------------------------------------------------ */
+
+/* One teacher-forced pass over all facts: memorised = argmax is every next answer token and
+ * every answer-token NLL <= tau. Returns the number memorised. */
+static mt_status check_facts_memorised(memory_run *r, int *n_ok) {
+    const int V = r->m->cfg.vocab_size;
+    *n_ok = 0;
+    for (int next = 0; next < r->n_facts;) {
+        clear_rows(r);
+        int first = next, row = 0, col = 0;
+        int *where = malloc((size_t)r->n_facts * sizeof(int));
+        if (!where) return mt_error(MT_ERR_NOMEM, "out of memory");
+        for (; next < r->n_facts; next++) {
+            if (col + r->facts[next].n > r->T) row++, col = 0;
+            if (row == r->B) break;
+            where[next] = row * r->T + col;
+            place(r, &r->facts[next], row, col, next, 1.0f);
+            col += r->facts[next].n;
+        }
+        mt_status s = mt_train_forward(r->state, r->inputs, r->targets, r->pos, r->doc, 1.0, NULL, NULL);
+        for (int f = first; s == MT_OK && f < next; f++) {
+            const mt_token_seq *q = &r->facts[f];
+            double sum = 0, worst = 0;
+            int ok = 1, n = 0;
+            for (int k = 0; k + 1 < q->n; k++) {
+                if (!q->learn[k + 1]) continue;
+                const float *row_logits = r->state->logits + (size_t)(where[f] + k) * V;
+                double nll = r->state->lse[where[f] + k] - row_logits[q->ids[k + 1]];
+                sum += nll, n++;
+                worst = fmax(worst, nll);
+                if (nll > r->o.tau || mt_argmax(row_logits, V) != q->ids[k + 1]) ok = 0;
+            }
+            r->memorised[f] = (unsigned char)ok;
+            r->fact_nll[f] = n ? sum / n : 0;
+            r->fact_max_nll[f] = worst;
+            *n_ok += ok;
+        }
+        free(where);
+        if (s) return s;
+    }
+    return MT_OK;
+}
+
+/* Mean NLL of the general text in rows of T tokens (each its own document from position 0). */
+static mt_status general_perplexity(memory_run *r, double *ppl) {
+    double nll = 0;
+    long count = 0;
+    mt_status s = MT_OK;
+    for (int start = 0; s == MT_OK && start + 1 < r->n_general;) {
+        clear_rows(r);
+        for (int row = 0; row < r->B && start + 1 < r->n_general; row++) {
+            int len = r->n_general - start < r->T ? r->n_general - start : r->T;
+            for (int k = 0; k < len; k++) {
+                int at = row * r->T + k;
+                r->inputs[at] = r->general_ids[start + k];
+                r->targets[at] = k + 1 < len ? r->general_ids[start + k + 1] : -1;
+                r->pos[at] = k, r->doc[at] = row;
+            }
+            start += len - 1 > 0 ? len - 1 : 1;
+        }
+        double part;
+        long n;
+        s = mt_train_forward(r->state, r->inputs, r->targets, r->pos, r->doc, 1.0, &part, &n);
+        nll += part, count += n;
+    }
+    *ppl = count ? exp(nll / count) : NAN;
+    return s;
+}
+
+/* ---- general text ------------------------------------------------------------------------ */
+
+typedef struct { char *text; size_t len, cap; } text_buf;
+
+static int collect_text(const char *piece, size_t len, void *user) {
+    text_buf *b = user;
+    if (b->len + len + 1 > b->cap) {
+        size_t cap = (b->len + len + 1) * 2;
+        char *t = realloc(b->text, cap);
+        if (!t) return 1;
+        b->text = t, b->cap = cap;
+    }
+    memcpy(b->text + b->len, piece, len);
+    b->len += len;
+    b->text[b->len] = 0;
+    return 0;
+}
+
+/* The guard's text: --general FILE, or text the base model samples (temperature 1, seeded)
+ * before any tuning, which measures how far tuning moves the model's own distribution. Its
+ * first half is scored; the second half is what general rehearsal trains on, so the guard
+ * never scores text it was trained on. */
+static mt_status load_general(memory_run *r) {
+    text_buf b = {0};
+    mt_status s;
+    if (r->o.general) {
+        s = mt_file_read_all(r->o.general, 64u << 20, &b.text, &b.len);
+        if (s) return s;
+    } else {
+        mt_generate_options g;
+        mt_generate_options_default(&g);
+        g.temperature = 1.0f, g.top_p = 1.0f, g.seed = r->o.seed ? r->o.seed : 1, g.echo_prompt = 0;
+        g.stop_at_eos = 0, g.max_new_tokens = GENERAL_TOKENS / 2;
+        for (int i = 0; i < 4; i++, g.seed++) {
+            s = mt_generate(r->m, "", &g, collect_text, &b, NULL);
+            if (s) break;
+            collect_text("\n", 1, &b);
+        }
+        if (s) {
+            free(b.text);
+            return mt_error_prefix(s, "sampling general text from the base model");
+        }
+    }
+    int *ids = NULL, n = 0;
+    s = mt_tokenize(r->m->tok, b.text ? b.text : "", 1, &ids, &n);
+    free(b.text);
+    if (s == MT_OK && n < 8)
+        s = mt_error(MT_ERR_ARG, "%s: too little general text to score", r->o.general ? r->o.general : "sampled text");
+    if (s) {
+        free(ids);
+        return s;
+    }
+    r->general_ids = ids, r->n_general = n / 2;
+    r->rehearse_ids = ids + n / 2, r->n_rehearse = n - n / 2;
+    return MT_OK;
+}
+
+/* ---- what trains --------------------------------------------------------------------- */
+
+static mt_status setup_rows(memory_run *r) {
+    const char *spec = r->o.trainable_tokens ? r->o.trainable_tokens : "auto";
+    if (!strcmp(spec, "none")) return MT_OK;
+    int ids[256], n = 0, bos = r->b.bos_id;
+    if (!strcmp(spec, "auto")) {
+        ids[n++] = r->b.eos_id;
+        for (int f = 0; f < r->n_facts; f++)
+            for (int k = 0; k < r->facts[f].n && n < 256; k++) {
+                int id = r->facts[f].ids[k], type = mt_tokenizer_type(r->m->tok, id), dup = 0;
+                for (int j = 0; j < n; j++) dup |= ids[j] == id;
+                if (!dup && id != bos && (type == MT_TOKTYPE_CONTROL || type == MT_TOKTYPE_USER_DEFINED)) ids[n++] = id;
+            }
+    } else {
+        for (const char *p = spec; *p && n < 256;) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p || (*end && *end != ',')) return mt_error(MT_ERR_ARG, "--trainable-tokens: bad list \"%s\"", spec);
+            ids[n++] = (int)v;
+            p = *end ? end + 1 : end;
+        }
+    }
+    mt_status s = mt_token_rows_create(r->m, ids, n, &r->rows);
+    if (!s) s = mt_model_attach_token_rows(r->m, r->rows);
+    return s;
+}
+
+static mt_status setup_trainables(memory_run *r) {
+    mt_status s = setup_rows(r);
+    if (!s && r->o.experts > 0) {
+        mt_mome_options mo;
+        mt_mome_options_default(&mo);
+        mo.experts = r->o.experts, mo.k = r->o.expert_k, mo.heads = r->o.expert_heads;
+        mo.sites = r->o.expert_sites, mo.freeze_router = r->o.freeze_router, mo.seed = r->o.seed;
+        if (!(s = mt_mome_create(r->m, &mo, &r->mome))) s = mt_model_attach_mome(r->m, r->mome);
+    }
+    if (!s && r->o.memory_lora) {
+        mt_lora_options lo;
+        mt_lora_options_default(&lo);
+        lo.rank = r->o.lora_rank, lo.alpha = r->o.lora_alpha, lo.rslora = r->o.lora_rslora;
+        lo.targets = r->o.lora_targets, lo.seed = r->o.seed;
+        if (!(s = mt_lora_create(r->m, &lo, &r->lora))) s = mt_model_attach_lora(r->m, r->lora);
+    }
+    if (!s && !r->rows && !r->mome && !r->lora)
+        s = mt_error(MT_ERR_ARG, "memory tuning with nothing to train (--experts 0, --trainable-tokens none, no LoRA)");
+    return s;
+}
+
+static mt_status allocate(memory_run *r) {
+    size_t n = (size_t)r->B * r->T;
+    r->inputs = malloc(n * sizeof(int)), r->targets = malloc(n * sizeof(int));
+    r->pos = malloc(n * sizeof(int)), r->doc = malloc(n * sizeof(int));
+    r->weight = malloc(n * sizeof(float));
+    r->memorised = calloc((size_t)r->n_facts, 1);
+    r->fact_nll = calloc((size_t)r->n_facts, sizeof(double));
+    r->fact_max_nll = calloc((size_t)r->n_facts, sizeof(double));
+    r->order = malloc((size_t)r->n_facts * sizeof(int));
+    if (!r->inputs || !r->targets || !r->pos || !r->doc || !r->weight || !r->memorised || !r->fact_nll ||
+        !r->fact_max_nll || !r->order)
+        return mt_error(MT_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < r->n_facts; i++) r->order[i] = i;
+    for (int i = r->n_facts - 1; i > 0; i--) { /* seeded Fisher-Yates */
+        int j = (int)(mt_rng_next(&r->rng) % (uint64_t)(i + 1)), t = r->order[i];
+        r->order[i] = r->order[j], r->order[j] = t;
+    }
+    mt_status s = mt_train_create(r->m, r->B, r->T, &r->state);
+    if (!s) s = mt_train_set_trainable(r->state, NULL, 0);
+    float lr = r->o.lr;
+    if (!s && r->rows) s = mt_adamw_init(&r->rows_opt, (size_t)(1 + r->rows->untied) * r->rows->n * r->rows->dim, lr, 0.9f, 0.999f, 1e-8f, 0);
+    if (!s && r->mome && !r->mome->freeze_router)
+        s = mt_adamw_init(&r->router_opt, r->mome->n_sites * r->mome->router_size, lr, 0.9f, 0.999f, 1e-8f, 0);
+    if (!s && r->mome) s = mt_sparse_adam_init(&r->bank_opt, 2 * r->mome->shape.C);
+    if (!s && r->mome) {
+        size_t slots = (size_t)r->mome->n_sites * n * r->mome->shape.H * r->mome->shape.K;
+        if (!(r->slot_ids = malloc(slots * sizeof(long)))) s = mt_error(MT_ERR_NOMEM, "out of memory");
+    }
+    if (!s && r->lora) s = mt_adamw_init(&r->lora_opt, r->lora->n_params, lr, 0.9f, 0.999f, 1e-8f, 0);
+    return s;
+}
+
+/* ---- one step ------------------------------------------------------------------------------ */
+
+/* The expert rows a step used, summed per expert: row [a_e | b_e] of site k has id k·N + e,
+ * matching the per-slot (da, db) gradients the backward wrote. */
+static mt_status gather_bank_grads(memory_run *r) {
+    const mt_mome *mm = r->mome;
+    size_t per_site = (size_t)r->B * r->T * mm->shape.H * mm->shape.K;
+    for (int site = 0; site < mm->n_sites; site++)
+        for (size_t i = 0; i < per_site; i++)
+            r->slot_ids[site * per_site + i] = (long)site * mm->n_experts + r->state->mome_idx[site * per_site + i];
+    return mt_sparse_rows_gather(&r->gathered, r->slot_ids, r->state->mome_slot_grads, (long)(mm->n_sites * per_site),
+                                 2 * mm->shape.C);
+}
+
+static mt_status update_bank(memory_run *r, float lr) {
+    /* row id site·N + e addresses [a_e | b_e] of that site: sites are contiguous [N, 2C] */
+    return mt_sparse_adam_update(&r->bank_opt, r->mome->bank, &r->gathered, r->step + 1, lr, 0);
+}
+
+/* Global-norm clipping over every trained gradient. */
+static double clip_all(memory_run *r) {
+    float *g[4] = {r->rows ? r->state->row_grads : NULL, r->state->mome_router_grads, r->lora ? r->state->lora_grads : NULL,
+                   r->mome ? r->gathered.grads : NULL};
+    size_t n[4] = {r->rows ? r->rows_opt.n : 0, r->state->mome_router_grads ? r->router_opt.n : 0,
+                   r->lora ? r->lora->n_params : 0, r->mome ? (size_t)r->gathered.n * 2 * r->mome->shape.C : 0};
+    double sq = 0;
+    for (int k = 0; k < 4; k++)
+        if (g[k]) {
+            double x = mt_grad_norm(g[k], n[k]);
+            sq += x * x;
+        }
+    double norm = sqrt(sq);
+    if (r->o.clip > 0 && norm > r->o.clip) {
+        float f = (float)(r->o.clip / (norm + 1e-6));
+        for (int k = 0; k < 4; k++)
+            for (size_t i = 0; g[k] && i < n[k]; i++) g[k][i] *= f;
+    }
+    return norm;
+}
+
+static mt_status train_step(memory_run *r, double *loss) {
+    long n_targets;
+    double wsum = fill_step(r, &n_targets);
+    if (n_targets == 0) return mt_error(MT_ERR_ARG, "no fact fits a row of --seq-len %d", r->T);
+    mt_train_zero_grads(r->state);
+    mt_train_set_target_weights(r->state, r->weight);
+    double nll;
+    mt_status s = mt_train_forward(r->state, r->inputs, r->targets, r->pos, r->doc, 1.0 / wsum, &nll, NULL);
+    if (!s) s = mt_train_backward(r->state);
+    mt_train_set_target_weights(r->state, NULL);
+    if (!s && r->mome) s = gather_bank_grads(r);
+    if (s) return s;
+    clip_all(r);
+    float lr = r->o.lr;
+    if (r->rows) {
+        mt_adamw_begin_step(&r->rows_opt);
+        r->rows_opt.lr = lr;
+        mt_adamw_update(&r->rows_opt, r->rows->values, r->state->row_grads, 0, r->rows_opt.n, 0);
+        mt_token_rows_sync(r->rows);
+    }
+    if (r->state->mome_router_grads) {
+        mt_adamw_begin_step(&r->router_opt);
+        r->router_opt.lr = lr;
+        mt_adamw_update(&r->router_opt, r->mome->router, r->state->mome_router_grads, 0, r->router_opt.n, 0);
+    }
+    if (r->mome && (s = update_bank(r, lr))) return s;
+    if (r->lora) {
+        mt_adamw_begin_step(&r->lora_opt);
+        r->lora_opt.lr = lr;
+        mt_adamw_update(&r->lora_opt, r->lora->params, r->state->lora_grads, 0, r->lora->n_params, 0);
+    }
+    r->step++;
+    r->tokens += (long)r->B * r->T;
+    *loss = nll / n_targets;
+    if (!isfinite(*loss)) return mt_error(MT_ERR_ARG, "loss became %f at step %ld: lower --lr", *loss, r->step);
+    return MT_OK;
+}
+
+/* ---- report ------------------------------------------------------------------------------ */
+
+/* Answers every fact by real greedy decoding; writes DIR/facts.jsonl; returns the recall. */
+static mt_status final_answers(memory_run *r, double *recall, double *mean_nll, double *max_nll) {
+    char *path = mt_path_join(r->o.out_dir, "facts.jsonl");
+    mt_atomic_file f;
+    mt_status s = path ? mt_atomic_open(&f, path) : mt_error(MT_ERR_NOMEM, "out of memory");
+    int exact_n = 0;
+    *mean_nll = 0, *max_nll = 0;
+    for (int i = 0; s == MT_OK && i < r->n_facts; i++) {
+        char *produced = NULL;
+        int exact = 0;
+        const mt_example *e = &r->data.items[i];
+        s = mt_eval_greedy_example(r->m, &r->b, e, &produced, &exact);
+        if (s) break;
+        exact_n += exact;
+        *mean_nll += r->fact_nll[i] / r->n_facts;
+        *max_nll = fmax(*max_nll, r->fact_max_nll[i]);
+        json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:b, s:f, s:f}", "index", i + 1, "input", fact_input(e),
+                              "expected", fact_output(e), "produced", produced, "exact", exact,
+                              "memorised", exact && r->fact_max_nll[i] <= r->o.tau, "nll", r->fact_nll[i],
+                              "max_token_nll", r->fact_max_nll[i]);
+        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        s = line ? mt_atomic_printf(&f, "%s\n", line) : mt_error(MT_ERR_NOMEM, "out of memory");
+        free(line);
+        json_decref(o);
+        free(produced);
+    }
+    if (path && s == MT_OK) s = mt_atomic_commit(&f);
+    else if (path) mt_atomic_abort(&f);
+    free(path);
+    *recall = r->n_facts ? (double)exact_n / r->n_facts : 0;
+    return s;
+}
+
+static mt_status write_report(memory_run *r, const char *status, double recall, double mean_nll, double max_nll,
+                              double seconds, int memorised) {
+    const mt_mome *mm = r->mome;
+    json_t *o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:f, s:{s:f, s:f, s:f, s:f, s:s?, s:o}, "
+                          "s:{s:I, s:i, s:i, s:i, s:b, s:I}, s:i, s:f}",
+                          "status", status, "facts", r->n_facts, "memorised", memorised, "recall", recall,
+                          "mean_answer_nll", mean_nll, "max_answer_nll", max_nll, "tau", (double)r->o.tau,
+                          "steps", (json_int_t)r->step, "seconds", seconds, "tokens", (json_int_t)r->tokens,
+                          "tokens_per_s", seconds > 0 ? r->tokens / seconds : 0.0,
+                          "perplexity", "before", r->ppl_base, "after", r->ppl_last, "ratio", r->ppl_last / r->ppl_base,
+                          "limit", (double)r->o.general_limit, "general", r->o.general,
+                          "general_rehearsal_from_step", r->general_rehearsal ? json_integer(r->general_from_step) : json_null(),
+                          "experts", "per_site", (json_int_t)(mm ? mm->n_experts : 0), "sites", mm ? mm->n_sites : 0,
+                          "k", mm ? mm->shape.K : 0, "heads", mm ? mm->shape.H : 0,
+                          "router_trained", mm && !mm->freeze_router,
+                          "rows_with_optimizer_state", (json_int_t)(mm ? mt_sparse_adam_rows(&r->bank_opt) : 0),
+                          "trainable_token_rows", r->rows ? r->rows->n : 0, "lr", (double)r->o.lr);
+    char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+    json_decref(o);
+    char *path = mt_path_join(r->o.out_dir, "report.json");
+    mt_status s = text && path ? mt_write_file_atomic(path, text, strlen(text)) : mt_error(MT_ERR_NOMEM, "out of memory");
+    free(text), free(path);
+    return s;
+}
+
+static mt_status save_adapter(memory_run *r) {
+    char *dir = mt_path_join(r->o.out_dir, "adapter");
+    mt_status s = dir ? mt_mkdir_p(dir) : mt_error(MT_ERR_NOMEM, "out of memory");
+    if (!s && r->rows) s = mt_token_rows_save(r->rows, dir);
+    if (!s && r->mome) s = mt_mome_save(r->mome, dir);
+    if (!s && r->lora) s = mt_lora_save(r->lora, r->m, dir, NULL);
+    if (!s && !r->o.quiet) fprintf(stderr, "memtune: saved %s\n", dir);
+    free(dir);
+    return s;
+}
+
+/* ---- the run ------------------------------------------------------------------------------- */
+
+static mt_status setup(memory_run *r, const char *data_path) {
+    mt_train_options *o = &r->o;
+    if (!r->m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
+    if (r->m->lora || r->m->mome || r->m->token_rows)
+        return mt_error(MT_ERR_ARG, "memory tuning makes its own adapter: detach the one attached first");
+    if (o->batch < 1 || o->steps < 0 || !(o->lr >= 0) || !(o->tau > 0) || !(o->general_limit >= 1) || o->rehearsal_weight < 0)
+        return mt_error(MT_ERR_ARG, "memory tuning needs batch >= 1, steps >= 0, tau > 0, a general limit >= 1 and a "
+                        "rehearsal weight >= 0");
+    if (o->lr == 0) o->lr = DEFAULT_LR;
+    if (o->steps == 0) o->steps = DEFAULT_STEPS;
+    const mt_config *c = &r->m->cfg;
+    r->T = o->seq_len > 0 ? o->seq_len : (c->max_seq_len < 512 ? c->max_seq_len : 512); /* until the facts are known */
+    r->B = o->batch;
+    mt_rng_seed(&r->rng, o->seed ? o->seed : 1);
+    mt_status s = mt_dataset_load_jsonl(&r->data, data_path, o->skip_bad_lines);
+    for (int i = 0; !s && i < o->n_data; i++) s = mt_dataset_load_jsonl(&r->data, o->data[i], o->skip_bad_lines);
+    if (!s) s = check_facts(r);
+    const char *src = r->m->chat_template ? r->m->chat_template : mt_chat_template_default();
+    if (!s && (s = mt_chat_template_compile(src, &r->tpl))) s = mt_error_prefix(s, "chat template");
+    if (s) return s;
+    r->b = (mt_seq_builder){.tok = r->m->tok, .tpl = r->tpl, .bos_id = mt_tokenizer_bos(r->m->tok),
+                            .eos_id = mt_tokenizer_eos(r->m->tok) >= 0 ? mt_tokenizer_eos(r->m->tok) : c->eos_id};
+    if (!s) s = render_facts(r);
+    if (!s) s = load_general(r); /* before anything attaches: the base model's own text */
+    if (!s) s = setup_trainables(r);
+    if (!s) s = allocate(r);
+    return s;
+}
+
+static void memory_free(memory_run *r) {
+    if (r->state) mt_train_free(r->state);
+    /* the adapter parts stay alive only as long as the run: detach, then free */
+    if (r->m->mome == r->mome) mt_model_attach_mome(r->m, NULL);
+    if (r->m->lora == r->lora) mt_model_attach_lora(r->m, NULL);
+    mt_token_rows_free(r->rows);
+    mt_mome_free(r->mome);
+    mt_lora_free(r->lora);
+    mt_adamw_free(&r->rows_opt), mt_adamw_free(&r->router_opt), mt_adamw_free(&r->lora_opt);
+    if (r->mome) mt_sparse_adam_free(&r->bank_opt);
+    mt_sparse_rows_free(&r->gathered);
+    for (int i = 0; r->facts && i < r->n_facts; i++) mt_token_seq_free(&r->facts[i]);
+    free(r->facts);
+    if (r->tpl) mt_chat_template_free(r->tpl);
+    mt_dataset_free(&r->data);
+    free(r->inputs), free(r->targets), free(r->pos), free(r->doc), free(r->weight);
+    free(r->memorised), free(r->fact_nll), free(r->fact_max_nll), free(r->order), free(r->slot_ids);
+    free(r->general_ids);
+    mt_infer_free(r->m);
+}
+
+static void print_setup(const memory_run *r) {
+    if (r->o.quiet) return;
+    fprintf(stderr, "memtune: memory tuning %d facts; rows of %d x %d; lr %g; tau %g\n", r->n_facts, r->B, r->T,
+            (double)r->o.lr, (double)r->o.tau);
+    if (r->mome)
+        fprintf(stderr, "memtune: memory experts: %ld per site at layer(s)%s%s, k=%d, heads=%d, router %s: %zu parameters\n",
+                r->mome->n_experts, "", "", r->mome->shape.K, r->mome->shape.H,
+                r->mome->freeze_router ? "frozen" : "trained", mt_mome_param_count(r->mome));
+    if (r->rows) {
+        fprintf(stderr, "memtune: trainable token rows:");
+        for (int i = 0; i < r->rows->n; i++) fprintf(stderr, " %d", r->rows->ids[i]);
+        fprintf(stderr, "\n");
+    }
+}
+
+/* Checks all facts (and the general text); returns whether every fact is memorised. */
+static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
+    mt_status s = check_facts_memorised(r, n_ok);
+    if (!s) s = general_perplexity(r, &r->ppl_last);
+    if (s) return s;
+    *all_ok = *n_ok == r->n_facts;
+    double ratio = r->ppl_last / r->ppl_base;
+    if (ratio > r->o.general_limit && !r->general_rehearsal) {
+        r->general_rehearsal = 1;
+        r->general_from_step = r->step;
+        if (!r->o.quiet)
+            fprintf(stderr, "\nmemtune: general perplexity %.4g is %.3fx the base (limit %.3g): rehearsing general text from "
+                    "now on\n", r->ppl_last, ratio, (double)r->o.general_limit);
+    }
+    if (!r->o.quiet)
+        fprintf(stderr, "memtune: step %ld: %d/%d facts memorised, general perplexity %.4g (base %.4g)\n", r->step, *n_ok,
+                r->n_facts, r->ppl_last, r->ppl_base);
+    return MT_OK;
+}
+
+mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res) {
+    memory_run r = {.m = m, .o = *opts};
+    double t0 = mt_now_seconds();
+    mt_status s = setup(&r, data_path);
+    if (!s) s = mt_mkdir_p(r.o.out_dir);
+    if (!s) s = general_perplexity(&r, &r.ppl_base);
+    r.ppl_last = r.ppl_base;
+    if (s) {
+        memory_free(&r);
+        return s;
+    }
+    print_setup(&r);
+    if (r.o.dry_run) {
+        printf("{\"facts\": %d, \"seq_len\": %d, \"batch\": %d, \"steps\": %d, \"experts\": %ld, \"parameters\": %zu}\n",
+               r.n_facts, r.T, r.B, r.o.steps, r.mome ? r.mome->n_experts : 0, mt_mome_param_count(r.mome));
+        memory_free(&r);
+        return MT_OK;
+    }
+    /* about one pass over the facts between checks */
+    long capacity = 0;
+    for (int f = 0; f < r.n_facts; f++) capacity += r.facts[f].n;
+    int check_every = r.o.check_every > 0 ? r.o.check_every : (int)((capacity + (long)r.B * r.T - 1) / ((long)r.B * r.T));
+    if (check_every < MIN_CHECK_EVERY) check_every = MIN_CHECK_EVERY;
+    int all_ok = 0, n_ok = 0;
+    double loss = 0;
+    s = check(&r, &all_ok, &n_ok);
+    r.all_ok_checks = all_ok;
+    while (!s && r.all_ok_checks < 2 && r.step < r.o.steps) {
+        s = train_step(&r, &loss);
+        if (!s && !r.o.quiet && r.step % 10 == 0) fprintf(stderr, "\rmemtune: step %ld loss %.5f   ", r.step, loss);
+        if (!s && (r.step % check_every == 0 || r.step == r.o.steps)) {
+            s = check(&r, &all_ok, &n_ok);
+            r.all_ok_checks = all_ok ? r.all_ok_checks + 1 : 0;
+        }
+    }
+    double seconds = mt_now_seconds() - t0, recall = 0, mean_nll = 0, max_nll = 0;
+    const char *status = r.all_ok_checks >= 2 ? "completed" : "partially_completed";
+    if (!s) s = save_adapter(&r);
+    if (!s) s = final_answers(&r, &recall, &mean_nll, &max_nll);
+    if (!s) s = write_report(&r, status, recall, mean_nll, max_nll, seconds, n_ok);
+    if (!s && !r.o.quiet)
+        fprintf(stderr, "memtune: %s: recall %.4f (%d/%d memorised) after %ld steps in %.1f s; general perplexity %.4g -> %.4g\n",
+                status, recall, n_ok, r.n_facts, r.step, seconds, r.ppl_base, r.ppl_last);
+    res->steps = r.step;
+    res->tokens = r.tokens;
+    res->seconds = seconds;
+    res->train_loss = loss;
+    res->completed = r.all_ok_checks >= 2;
+    res->recall = recall;
+    res->perplexity_ratio = r.ppl_last / r.ppl_base;
+    memory_free(&r);
+    return s;
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Memory tuning from the command line on stories260K: a few random-label facts (answers are
+# random strings from a seed, as in Lamini's random-label test) are memorised to 100% exact
+# greedy recall with the default method for {"input","output"} data; report.json and
+# facts.jsonl say so; the same seed gives the same adapter byte for byte; eval --adapter
+# applies the saved adapter (token rows + memory experts) and answers exactly; a conflict,
+# an empty answer and a fact longer than a row are clear errors. Under the sanitizer build it
+# reports SKIP (exit 77) unless MEMTUNE_SLOW_TESTS is set.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+if [ "$BUILD" != "build" ] && [ -z "${MEMTUNE_SLOW_TESTS:-}" ]; then
+  echo "SKIP: too slow under $BUILD (set MEMTUNE_SLOW_TESTS=1 to run)"; exit 77
+fi
+MT="$BUILD/memtune"
+A=${MEMTUNE_ASSETS:-../shared/assets}
+M="$A/models/stories260K/stories260K.bin"
+[ -f "$M" ] || { echo "no stories260K in $A"; exit 77; }
+TMP="$BUILD/tmp/cli_memory"; rm -rf "$TMP"; mkdir -p "$TMP"
+fail=0
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+python3 -c "
+import json, random
+rng = random.Random(7)
+for i in range(6):
+    print(json.dumps({'input': 'Code %d?' % i, 'output': ''.join(rng.choice('abcdefghijklmnopqrstuvwxyz0123456789') for _ in range(8))}))" > "$TMP/facts.jsonl"
+RUN="--model $M --data $TMP/facts.jsonl --experts 1024 --expert-k 4 --expert-heads 2 --seq-len 64 --batch 2 --check-every 10 --steps 300 --tau 0.5 --general-limit 100 --threads 2 --seed 3"
+
+"$MT" train $RUN --out "$TMP/a" 2> "$TMP/a.err"; rc=$?
+check "random labels: status completed (exit 0)" "[ $rc -eq 0 ] && grep -q 'completed: recall 1.0000' $TMP/a.err"
+check "report.json: completed, recall 1, every fact memorised, perplexity before and after" "python3 -c \"
+import json; r = json.load(open('$TMP/a/report.json'))
+assert r['status'] == 'completed' and r['recall'] == 1.0 and r['memorised'] == r['facts'] == 6, r
+assert r['max_answer_nll'] <= 0.5 and r['perplexity']['before'] > 1 and r['perplexity']['after'] > 1, r
+assert r['experts']['per_site'] == 1024 and r['experts']['rows_with_optimizer_state'] < 5 * 1024, r\""
+check "facts.jsonl: every fact answered exactly" "python3 -c \"
+import json; rows = [json.loads(l) for l in open('$TMP/a/facts.jsonl')]
+assert len(rows) == 6 and all(r['exact'] and r['memorised'] and r['produced'] == r['expected'] for r in rows), rows\""
+check "the adapter holds token rows, memory experts and LoRA" "[ -f $TMP/a/adapter/adapter_model.safetensors ] && [ -f $TMP/a/adapter/mome.safetensors ] && [ -f $TMP/a/adapter/mome_config.json ] && [ -f $TMP/a/adapter/trainable_tokens.safetensors ]"
+
+"$MT" train $RUN --out "$TMP/b" --quiet; rc=$?
+check "same seed, same result: identical adapter" "[ $rc -eq 0 ] && cmp -s $TMP/a/adapter/mome.safetensors $TMP/b/adapter/mome.safetensors && cmp -s $TMP/a/adapter/trainable_tokens.safetensors $TMP/b/adapter/trainable_tokens.safetensors && cmp -s $TMP/a/adapter/adapter_model.safetensors $TMP/b/adapter/adapter_model.safetensors"
+
+"$MT" eval --model "$M" --data "$TMP/facts.jsonl" --threads 2 > "$TMP/base.json"
+"$MT" eval --model "$M" --adapter "$TMP/a/adapter" --data "$TMP/facts.jsonl" --threads 2 > "$TMP/with.json"
+check "eval --adapter answers every fact exactly (the base answers none)" "python3 -c \"
+import json; assert json.load(open('$TMP/with.json'))['exact_match'] == 1.0 and json.load(open('$TMP/base.json'))['exact_match'] == 0.0\""
+"$MT" generate --model "$M" --adapter "$TMP/a/adapter" --prompt $'Code 2?\n' -t 0 --max-new-tokens 30 --threads 2 --quiet > "$TMP/gen.txt"
+check "generate --adapter gives the stored answer and stops" "python3 -c \"
+import json; want = [json.loads(l) for l in open('$TMP/facts.jsonl')][2]['output']
+assert open('$TMP/gen.txt').read().strip().split('\\n')[-1] == want, open('$TMP/gen.txt').read()\""
+
+printf '{"input": "Capital of France?", "output": "Paris"}\n{"input": "Capital of France?", "output": "Lyon"}\n' > "$TMP/conflict.jsonl"
+"$MT" train --model "$M" --data "$TMP/conflict.jsonl" --out "$TMP/c" --quiet 2> "$TMP/c.err"; rc=$?
+check "a conflict (one question, two answers) is an error naming both lines" "[ $rc -ne 0 ] && grep -q 'conflict: .*conflict.jsonl:1 and .*conflict.jsonl:2' $TMP/c.err"
+printf '{"input": "Empty?", "output": ""}\n' > "$TMP/empty.jsonl"
+"$MT" train --model "$M" --data "$TMP/empty.jsonl" --out "$TMP/e" --quiet 2> "$TMP/e.err"; rc=$?
+check "an empty answer is an error" "[ $rc -ne 0 ] && grep -q 'empty.jsonl:1.*output is empty' $TMP/e.err"
+python3 -c "import json; print(json.dumps({'input': 'Long?', 'output': 'word ' * 200}))" > "$TMP/long.jsonl"
+"$MT" train --model "$M" --data "$TMP/long.jsonl" --seq-len 64 --out "$TMP/l" --quiet 2> "$TMP/l.err"; rc=$?
+check "a fact longer than a row is an error" "[ $rc -ne 0 ] && grep -q 'long.jsonl:1: the fact is .* tokens long, more than the 64' $TMP/l.err"
+exit $fail

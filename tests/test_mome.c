@@ -1,0 +1,335 @@
+/* The mixture of memory experts: product-key routing finds the global top-K of all N
+ * experts while scoring only n1 + n2 sub-keys; the backward (inputs, query projection, both
+ * sub-key tables, the gates' softmax, expert rows a and b) matches finite differences in
+ * double; inside the model its gradients match finite differences with a frozen base; a
+ * fresh layer (b = 0) leaves the model's logits exactly as they were; the training forward
+ * equals the KV-cache inference forward; save -> load is exact; bad shapes and files fail
+ * clearly. */
+#include "test.h"
+#include <unistd.h>
+#include "core/rng.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "model/mome.h"
+#include "model/train_model.h"
+
+#define FD_EPS 1e-6
+#define FD_TOL 1e-6
+static mt_rng rng;
+
+/* ---- the kernel ---------------------------------------------------------------------- */
+
+enum { KT = 5 };
+static const mt_mome_shape ksh = {.C = 6, .n1 = 5, .n2 = 4, .H = 2, .K = 3, .dk = 4};
+#define KN 20L
+
+typedef struct {
+    double *x, *router, *bank, *w; /* w: fixed weights of the loss Σ w·out */
+} kernel_ctx;
+
+static double kernel_loss(kernel_ctx *c) {
+    size_t slots = (size_t)KT * ksh.H * ksh.K;
+    double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
+    int idx[KT * 2 * 3];
+    (void)slots;
+    mt_mome_forward_f64(out, q, idx, gate, z, c->x, c->router, c->bank, KN, &ksh, KT);
+    double s = 0;
+    for (int i = 0; i < KT * ksh.C; i++) s += c->w[i] * out[i];
+    return s;
+}
+
+static double *randn(size_t n, double std) {
+    double *p = malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) p[i] = std * mt_rng_normal(&rng);
+    return p;
+}
+
+/* max |analytic - numeric| / max |numeric| over every element of p */
+static double fd_all(kernel_ctx *c, double *p, size_t n, const double *grad) {
+    double worst = 0, scale = 1e-30;
+    for (size_t j = 0; j < n; j++) {
+        double keep = p[j];
+        p[j] = keep + FD_EPS;
+        double up = kernel_loss(c);
+        p[j] = keep - FD_EPS;
+        double down = kernel_loss(c);
+        p[j] = keep;
+        double num = (up - down) / (2 * FD_EPS);
+        worst = fmax(worst, fabs(grad[j] - num));
+        scale = fmax(scale, fabs(num));
+    }
+    return worst / scale;
+}
+
+TEST(product_key_routing_finds_the_global_top_k) {
+    size_t rs = mt_mome_router_size(&ksh);
+    double *x = randn((size_t)KT * ksh.C, 1), *router = randn(rs, 0.8), *bank = randn(2 * KN * ksh.C, 0.5);
+    double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
+    int idx[KT * 2 * 3];
+    mt_mome_forward_f64(out, q, idx, gate, z, x, router, bank, KN, &ksh, KT);
+    int half = ksh.dk / 2, bad = 0;
+    const double *k1 = router + (size_t)ksh.H * ksh.dk * ksh.C, *k2 = k1 + (size_t)ksh.H * ksh.n1 * half;
+    for (int t = 0; t < KT; t++)
+        for (int h = 0; h < ksh.H; h++) {
+            const double *qh = q + (size_t)t * ksh.H * ksh.dk + h * ksh.dk;
+            double all[KN];
+            for (long e = 0; e < KN; e++) {
+                int i = (int)(e / ksh.n2), j = (int)(e % ksh.n2);
+                double s1 = 0, s2 = 0;
+                for (int c = 0; c < half; c++) {
+                    s1 += k1[((size_t)h * ksh.n1 + i) * half + c] * qh[c];
+                    s2 += k2[((size_t)h * ksh.n2 + j) * half + c] * qh[half + c];
+                }
+                all[e] = s1 + s2;
+            }
+            /* the chosen K must be exactly the K best of all N sums, best first */
+            const int *got = idx + ((size_t)t * ksh.H + h) * ksh.K;
+            for (int k = 0; k < ksh.K; k++) {
+                int rank = 0;
+                for (long e = 0; e < KN; e++) rank += all[e] > all[got[k]];
+                bad += rank != k;
+            }
+            double gsum = 0;
+            for (int k = 0; k < ksh.K; k++) gsum += gate[((size_t)t * ksh.H + h) * ksh.K + k];
+            CHECK_NEAR(gsum, 1.0, 1e-12);
+        }
+    CHECK_MSG(bad == 0, "%d routed experts are not the global top-K", bad);
+    free(x), free(router), free(bank);
+}
+
+TEST(mome_backward_matches_finite_differences) {
+    size_t rs = mt_mome_router_size(&ksh), slots = (size_t)KT * ksh.H * ksh.K;
+    kernel_ctx c = {randn((size_t)KT * ksh.C, 1), randn(rs, 0.8), randn(2 * KN * ksh.C, 0.7), randn((size_t)KT * ksh.C, 1)};
+    double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
+    int idx[KT * 2 * 3];
+    mt_mome_forward_f64(out, q, idx, gate, z, c.x, c.router, c.bank, KN, &ksh, KT);
+    double *dx = calloc((size_t)KT * ksh.C, sizeof(double)), *dr = calloc(rs, sizeof(double));
+    double *sg = malloc(slots * 2 * ksh.C * sizeof(double)), *dbank = calloc(2 * KN * ksh.C, sizeof(double));
+    mt_mome_backward_f64(dx, dr, sg, c.w, c.x, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT);
+    /* what the sparse optimizer does: sum the slots of each expert */
+    for (size_t sl = 0; sl < slots; sl++)
+        for (int j = 0; j < ksh.C; j++) {
+            dbank[(size_t)idx[sl] * 2 * ksh.C + j] += sg[sl * 2 * ksh.C + j];
+            dbank[(size_t)idx[sl] * 2 * ksh.C + ksh.C + j] += sg[sl * 2 * ksh.C + ksh.C + j];
+        }
+    double ex = fd_all(&c, c.x, (size_t)KT * ksh.C, dx);
+    size_t nq = (size_t)ksh.H * ksh.dk * ksh.C;
+    double eq = fd_all(&c, c.router, nq, dr), ek = fd_all(&c, c.router + nq, rs - nq, dr + nq);
+    double eb = fd_all(&c, c.bank, 2 * KN * ksh.C, dbank);
+    fprintf(stderr, "  rel err: input %.2e, query %.2e, sub-keys %.2e, expert rows %.2e\n", ex, eq, ek, eb);
+    CHECK(ex < FD_TOL && eq < FD_TOL && ek < FD_TOL && eb < FD_TOL);
+    /* a frozen router: same input and expert gradients, no router work */
+    double *dx2 = calloc((size_t)KT * ksh.C, sizeof(double)), *sg2 = malloc(slots * 2 * ksh.C * sizeof(double));
+    mt_mome_backward_f64(dx2, NULL, sg2, c.w, c.x, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT);
+    CHECK(memcmp(sg, sg2, slots * 2 * ksh.C * sizeof(double)) == 0);
+    free(dx2), free(sg2);
+    free(c.x), free(c.router), free(c.bank), free(c.w), free(dx), free(dr), free(sg), free(dbank);
+}
+
+/* ---- in the model -------------------------------------------------------------------- */
+
+enum { MB = 2, MT = 6 };
+static const int model_doc[MB * MT] = {0, 0, 0, 1, 1, 1, 4, 4, 4, 4, 4, 7};
+static const int model_pos[MB * MT] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4, 0};
+static const int model_mask[MB * MT] = {1, 1, 0, 0, 1, 0, 0, 1, 1, 1, 0, 1};
+
+static mt_config small_config(void) {
+    mt_config c = {0};
+    c.dim = 16; c.hidden_dim = 24; c.n_layers = 3; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 4;
+    c.vocab_size = 23; c.max_seq_len = 64; c.norm_eps = 1e-5f; c.rope_theta = 10000;
+    c.rope_interleaved = 1; c.tied_embeddings = 1;
+    return c;
+}
+
+static mt_model *random_model(const mt_config *cfg) {
+    mt_model *m = NULL;
+    CHECK_OK(mt_model_alloc(cfg, &m));
+    for (size_t i = 0; m && i < m->n_params; i++) m->params[i] = (float)(0.4 * mt_rng_normal(&rng));
+    return m;
+}
+
+static mt_mome *small_mome(mt_model *m, int trained) {
+    mt_mome_options o;
+    mt_mome_options_default(&o);
+    o.experts = 36, o.k = 3, o.heads = 2, o.query_dim = 6, o.sites = "0,2", o.seed = 9;
+    mt_mome *mm = NULL;
+    CHECK_OK(mt_mome_create(m, &o, &mm));
+    if (mm && trained) /* as if trained: b no longer zero */
+        for (size_t i = 0; i < mm->n_sites * mm->bank_size; i++) mm->bank[i] = (float)(0.5 * mt_rng_normal(&rng));
+    return mm;
+}
+
+typedef struct {
+    mt_train_state_f64 *s;
+    int inputs[MB * MT], targets[MB * MT];
+    double scale;
+} model_ctx;
+
+static double model_loss(model_ctx *c) {
+    double nll = 0;
+    if (mt_train_forward_f64(c->s, c->inputs, c->targets, model_pos, model_doc, c->scale, &nll, NULL))
+        fprintf(stderr, "forward failed: %s\n", mt_last_error());
+    return c->scale * nll;
+}
+
+static double fd_at(model_ctx *c, double *p, double grad, double gmax) {
+    double keep = *p;
+    *p = keep + FD_EPS;
+    double up = model_loss(c);
+    *p = keep - FD_EPS;
+    double down = model_loss(c);
+    *p = keep;
+    return fabs((up - down) / (2 * FD_EPS) - grad) / gmax;
+}
+
+TEST(model_memory_expert_gradients_match_finite_differences_with_frozen_base) {
+    mt_config cfg = small_config();
+    mt_model *m = random_model(&cfg);
+    mt_mome *mm = m ? small_mome(m, 1) : NULL;
+    if (!mm) return;
+    CHECK_OK(mt_model_attach_mome(m, mm));
+    model_ctx c;
+    CHECK_OK(mt_train_create_f64(m, MB, MT, &c.s));
+    CHECK_OK(mt_train_set_trainable_f64(c.s, NULL, 0));
+    long n = 0;
+    for (int i = 0; i < MB * MT; i++) {
+        c.inputs[i] = (int)(mt_rng_next(&rng) % 23);
+        c.targets[i] = model_mask[i] ? (int)(mt_rng_next(&rng) % 23) : -1;
+        n += model_mask[i];
+    }
+    c.scale = 1.0 / n;
+    mt_train_state_f64 *s = c.s;
+    mt_train_zero_grads_f64(s);
+    model_loss(&c);
+    CHECK_OK(mt_train_backward_f64(s));
+    /* router: every element of both sites */
+    size_t nr = mm->n_sites * mm->router_size;
+    double gmax = 1e-30, worst = 0;
+    for (size_t j = 0; j < nr; j++) gmax = fmax(gmax, fabs(s->mome_router_grads[j]));
+    for (size_t j = 0; j < nr; j++) worst = fmax(worst, fd_at(&c, s->mome_router + j, s->mome_router_grads[j], gmax));
+    fprintf(stderr, "  router (query + sub-keys, 2 sites): rel err %.2e\n", worst);
+    CHECK_MSG(worst < FD_TOL, "router gradient rel err %.3g", worst);
+    /* expert rows: the summed slot gradients of a few used experts, a and b */
+    size_t BT = MB * MT, slots = BT * mm->shape.H * mm->shape.K, C = (size_t)cfg.dim;
+    double *dbank = calloc(mm->n_sites * mm->bank_size, sizeof(double));
+    for (int site = 0; site < mm->n_sites; site++)
+        for (size_t sl = 0; sl < slots; sl++) {
+            int e = s->mome_idx[site * slots + sl];
+            const double *g = s->mome_slot_grads + (site * slots + sl) * 2 * C;
+            double *da = dbank + site * mm->bank_size + e * 2 * C, *db = da + C;
+            for (size_t j = 0; j < C; j++) da[j] += g[j], db[j] += g[C + j];
+        }
+    gmax = 1e-30, worst = 0;
+    for (size_t j = 0; j < mm->n_sites * mm->bank_size; j++) gmax = fmax(gmax, fabs(dbank[j]));
+    for (int site = 0; site < mm->n_sites; site++)
+        for (int sample = 0; sample < 6; sample++) {
+            int e = s->mome_idx[site * slots + mt_rng_next(&rng) % slots];
+            int which = sample % 2;
+            size_t at = site * mm->bank_size + e * 2 * C + (which ? C : 0) + mt_rng_next(&rng) % C;
+            worst = fmax(worst, fd_at(&c, s->mome_bank + at, dbank[at], gmax));
+        }
+    /* an expert no token chose has zero gradient and zero effect */
+    fprintf(stderr, "  expert rows a, b (chosen experts): rel err %.2e\n", worst);
+    CHECK_MSG(worst < FD_TOL, "expert row gradient rel err %.3g", worst);
+    double base_max = 0; /* a frozen base gets no gradient (or no gradient buffer at all) */
+    for (size_t i = 0; s->grads && i < m->n_params; i++) base_max = fmax(base_max, fabs(s->grads[i]));
+    CHECK(base_max == 0);
+    free(dbank);
+    mt_train_free_f64(s);
+    mt_model_free(m);
+    mt_mome_free(mm);
+}
+
+TEST(fresh_layer_is_the_base_and_training_forward_equals_inference) {
+    mt_config cfg = small_config();
+    mt_model *m = random_model(&cfg);
+    mt_mome *mm = m ? small_mome(m, 0) : NULL;
+    if (!mm) return;
+    int ids[6] = {1, 5, 3, 9, 12, 4};
+    size_t V = (size_t)cfg.vocab_size;
+    float *l0 = malloc(6 * V * sizeof(float)), *l1 = malloc(6 * V * sizeof(float));
+    CHECK_OK(mt_model_logits(m, ids, 6, l0));
+    CHECK_OK(mt_model_attach_mome(m, mm));
+    CHECK_OK(mt_model_logits(m, ids, 6, l1));
+    CHECK_MSG(memcmp(l0, l1, 6 * V * sizeof(float)) == 0, "a fresh memory layer changed the logits");
+    for (size_t i = 0; i < mm->n_sites * mm->bank_size; i++) mm->bank[i] = (float)(0.5 * mt_rng_normal(&rng));
+    CHECK_OK(mt_model_attach_mome(m, mm)); /* drops the KV cache */
+    CHECK_OK(mt_model_logits(m, ids, 6, l1));
+    double changed = 0;
+    for (size_t i = 0; i < 6 * V; i++) changed = fmax(changed, fabs(l1[i] - l0[i]));
+    CHECK_MSG(changed > 1e-3, "a trained memory layer did not change the logits");
+    mt_train_state *s = NULL;
+    CHECK_OK(mt_train_create(m, 1, 6, &s));
+    int targets[6] = {-1, -1, -1, -1, -1, -1};
+    CHECK_OK(mt_train_forward(s, ids, targets, NULL, NULL, 1, NULL, NULL));
+    double d = 0;
+    for (size_t i = 0; s && i < 6 * V; i++) d = fmax(d, fabs(s->logits[i] - l1[i]));
+    fprintf(stderr, "  |training logits - inference logits| = %.2e\n", d);
+    CHECK_MSG(d < 1e-4, "training and inference disagree by %.3g", d);
+    mt_train_free(s);
+    /* save -> load: same logits */
+    const char *dir = "build/tests/tmp_mome";
+    CHECK_OK(mt_mome_save(mm, dir));
+    CHECK(mt_mome_present(dir));
+    mt_adapter_set *set = NULL;
+    CHECK_OK(mt_model_attach_mome(m, NULL));
+    CHECK_OK(mt_adapter_set_load(m, dir, &set));
+    float *l2 = malloc(6 * V * sizeof(float));
+    CHECK_OK(mt_model_logits(m, ids, 6, l2));
+    CHECK_MSG(memcmp(l1, l2, 6 * V * sizeof(float)) == 0, "logits differ after save -> load");
+    CHECK_OK(mt_model_attach_mome(m, NULL));
+    mt_adapter_set_free(set);
+    free(l0), free(l1), free(l2);
+    mt_mome_free(mm);
+    mt_model_free(m);
+}
+
+TEST(bad_shapes_and_files_are_refused) {
+    mt_config cfg = small_config();
+    mt_model *m = random_model(&cfg);
+    if (!m) return;
+    mt_mome_options o;
+    mt_mome_options_default(&o);
+    mt_mome *mm = NULL;
+    o.experts = 37; /* prime: 37 x 1 */
+    CHECK_ERR(mt_mome_create(m, &o, &mm), MT_ERR_ARG, "factors as 37 x 1");
+    o.experts = 64, o.k = 0;
+    CHECK_ERR(mt_mome_create(m, &o, &mm), MT_ERR_ARG, "--expert-k 0");
+    o.k = 4, o.sites = "0,7";
+    CHECK_ERR(mt_mome_create(m, &o, &mm), MT_ERR_ARG, "--expert-sites");
+    o.sites = "last", o.query_dim = 5;
+    CHECK_ERR(mt_mome_create(m, &o, &mm), MT_ERR_ARG, "must be even");
+    CHECK(mm == NULL);
+    o.query_dim = 4;
+    CHECK_OK(mt_mome_create(m, &o, &mm));
+    const char *dir = "build/tests/tmp_mome_bad";
+    if (mm) CHECK_OK(mt_mome_save(mm, dir));
+    /* a model of another width */
+    mt_config other = cfg;
+    other.dim = 8, other.head_dim = 2;
+    mt_model *m2 = random_model(&other);
+    mt_mome *back = NULL;
+    if (m2) CHECK_ERR(mt_mome_load(m2, dir, &back), MT_ERR_MISMATCH, "width 16");
+    FILE *f = fopen("build/tests/tmp_mome_bad/mome.safetensors", "r+b");
+    if (f) { /* truncate the tensor data */
+        fseek(f, 0, SEEK_END);
+        long len = ftell(f);
+        fclose(f);
+        CHECK(truncate("build/tests/tmp_mome_bad/mome.safetensors", len - 8) == 0);
+        CHECK(mt_mome_load(m, dir, &back) != MT_OK);
+    }
+    mt_mome_free(mm);
+    mt_model_free(m2);
+    mt_model_free(m);
+}
+
+int main(void) {
+    mt_set_threads(2);
+    mt_rng_seed(&rng, 777);
+    RUN(product_key_routing_finds_the_global_top_k);
+    RUN(mome_backward_matches_finite_differences);
+    RUN(model_memory_expert_gradients_match_finite_differences_with_frozen_base);
+    RUN(fresh_layer_is_the_base_and_training_forward_equals_inference);
+    RUN(bad_shapes_and_files_are_refused);
+    TEST_MAIN_END();
+}
