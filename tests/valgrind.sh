@@ -9,10 +9,13 @@ MT="$BUILD/memtune"
 A=${MEMTUNE_ASSETS:-../shared/assets}
 M="$A/models/stories260K"
 TMP="$BUILD/tmp/valgrind"; rm -rf "$TMP"; mkdir -p "$TMP"
-VG="valgrind --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=3 -q"
+VG="valgrind --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=97 -q"
 printf '{"input": "hi", "output": "hello there"}\n{"messages": [{"role": "user", "content": "bye"}, {"role": "assistant", "content": "see you"}]}\n' > "$TMP/d.jsonl"
 fail=0
 run() { if $VG "$@" > "$TMP/out" 2> "$TMP/err"; then echo "ok   $*"; else echo "FAIL $*"; cat "$TMP/err"; fail=1; fi; }
+# memory tuning exits 3 when it stops partially completed: 0 and 3 pass; valgrind's 97
+# (leaks, memory errors), a crash or any other status fails
+run_mem() { $VG "$@" > "$TMP/out" 2> "$TMP/err"; rc=$?; if [ $rc -eq 0 ] || [ $rc -eq 3 ]; then echo "ok   $*"; else echo "FAIL (exit $rc) $*"; cat "$TMP/err"; fail=1; fi; }
 run "$MT" generate --model "$M/stories260K.gguf" -t 0 -n 20 -q
 run "$MT" generate --model "$M/stories260K.bin" --prompt "Once" -t 0.8 -k 20 -s 1 -n 20 -q
 run "$MT" convert --model "$M/stories260K.bin" --out "$TMP/hf" --format hf
@@ -23,7 +26,9 @@ run "$MT" eval --model "$TMP/run/model" --data "$TMP/d.jsonl" --report "$TMP/rep
 run "$MT" eval --model "$M/stories260K.bin" --text "$TMP/d.jsonl"
 printf '{"input": "Code 1?", "output": "x7"}\n{"input": "Code 2?", "output": "q9"}\n' > "$TMP/facts.jsonl"
 run "$MT" train --model "$TMP/hf" --data "$TMP/facts.jsonl" --out "$TMP/mem" --experts 64 --expert-k 2 --expert-heads 1 --seq-len 32 --batch 2 --general "$TMP/d.jsonl" --dry-run --quiet --threads 1
-run "$BUILD/tests/test_mome"
+# memory tuning for real (2 steps, checks, general guard, adapter files), then the adapter in eval
+run_mem "$MT" train --model "$TMP/hf" --data "$TMP/facts.jsonl" --out "$TMP/mem2" --experts 64 --expert-k 2 --expert-heads 1 --seq-len 32 --batch 2 --general "$TMP/d.jsonl" --steps 2 --check-every 1 --quiet --threads 1
+run "$MT" eval --model "$TMP/hf" --adapter "$TMP/mem2/adapter" --data "$TMP/facts.jsonl"
 # text to SQL: data generation, filtering, eval --db with the sandbox, compare, the SQL tests
 N="$A/text2sql/nba_roster"
 if [ -f "$N/nba_roster.db" ]; then
