@@ -6,8 +6,8 @@
 #      generated pairs held out;
 #   4. memtune eval --db: execution accuracy of the base model on gold-test-set.jsonl and on
 #      the held-out pairs;
-#   5. memtune train: fine-tune the bundled stories260K (full fine-tuning: memory tuning,
-#      --method memory, is not on this branch yet);
+#   5. memtune train: fine-tune the bundled stories260K (full fine-tuning: --method memory
+#      exists but does not yet keep the model's general ability, see the README);
 #   6. memtune eval --db again, and eval --compare before/after.
 # usage: examples/text2sql/run.sh [OUT_DIR]     env: EPOCHS (3), LR (5e-3), THREADS (2)
 set -euo pipefail
