@@ -4,6 +4,7 @@
  * both RoPE layouts (and an adapter saved from an interleaved model works on the same model
  * in HF layout), and bad adapter files refused with errors naming the file. */
 #include "test.h"
+#include "model_batch.h"
 #include "adapters/lora.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
@@ -86,9 +87,6 @@ TEST(lora_site_backward_matches_finite_differences) {
 
 /* ---- the whole model ------------------------------------------------------------------ */
 
-enum { MB = 2, MT = 6 };
-static const int model_doc[MB * MT] = {0, 0, 0, 1, 1, 1, 4, 4, 4, 4, 4, 7};
-static const int model_pos[MB * MT] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4, 0};
 static const int model_mask[MB * MT] = {1, 1, 0, 0, 1, 0, 0, 1, 1, 1, 0, 0};
 
 static mt_config config_tied_interleaved(void) {
@@ -135,19 +133,6 @@ static mt_lora *random_lora(const mt_model *m, const char *targets, int rank, in
     if (!l) return NULL;
     for (size_t i = 0; i < l->n_params; i++) l->params[i] += 0.3f * mt_rng_normal(&rng);
     return l;
-}
-
-typedef struct {
-    mt_train_state_f64 *s;
-    int inputs[MB * MT], targets[MB * MT];
-    double scale;
-} model_ctx;
-
-static double model_loss(model_ctx *c) {
-    double nll = 0;
-    if (mt_train_forward_f64(c->s, c->inputs, c->targets, model_pos, model_doc, c->scale, &nll, NULL))
-        fprintf(stderr, "forward failed: %s\n", mt_last_error());
-    return c->scale * nll;
 }
 
 static void fill_batch(model_ctx *c, int V) {

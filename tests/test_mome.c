@@ -6,6 +6,7 @@
  * equals the KV-cache inference forward; save -> load is exact; bad shapes and files fail
  * clearly. */
 #include "test.h"
+#include "model_batch.h"
 #include <unistd.h>
 #include "core/rng.h"
 #include "kernels/kernels.h"
@@ -128,9 +129,6 @@ TEST(mome_backward_matches_finite_differences) {
 
 /* ---- in the model -------------------------------------------------------------------- */
 
-enum { MB = 2, MT = 6 };
-static const int model_doc[MB * MT] = {0, 0, 0, 1, 1, 1, 4, 4, 4, 4, 4, 7};
-static const int model_pos[MB * MT] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4, 0};
 static const int model_mask[MB * MT] = {1, 1, 0, 0, 1, 0, 0, 1, 1, 1, 0, 1};
 
 static mt_config small_config(void) {
@@ -157,19 +155,6 @@ static mt_mome *small_mome(mt_model *m, int trained) {
     if (mm && trained) /* as if trained: b no longer zero */
         for (size_t i = 0; i < mm->n_sites * mm->bank_size; i++) mm->bank[i] = (float)(0.5 * mt_rng_normal(&rng));
     return mm;
-}
-
-typedef struct {
-    mt_train_state_f64 *s;
-    int inputs[MB * MT], targets[MB * MT];
-    double scale;
-} model_ctx;
-
-static double model_loss(model_ctx *c) {
-    double nll = 0;
-    if (mt_train_forward_f64(c->s, c->inputs, c->targets, model_pos, model_doc, c->scale, &nll, NULL))
-        fprintf(stderr, "forward failed: %s\n", mt_last_error());
-    return c->scale * nll;
 }
 
 static double fd_at(model_ctx *c, double *p, double grad, double gmax) {

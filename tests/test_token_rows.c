@@ -3,6 +3,7 @@
  * a frozen base gets nothing, attach/detach restores the base exactly, inference uses the
  * trained rows, save -> load is exact, and bad ids are refused. */
 #include "test.h"
+#include "model_batch.h"
 #include "core/rng.h"
 #include "model/adapter.h"
 #include "model/model.h"
@@ -10,9 +11,6 @@
 
 #define FD_EPS 1e-6
 #define FD_TOL 1e-6
-enum { MB = 2, MT = 6 };
-static const int model_doc[MB * MT] = {0, 0, 0, 1, 1, 1, 4, 4, 4, 4, 4, 7};
-static const int model_pos[MB * MT] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4, 0};
 static const int model_mask[MB * MT] = {1, 1, 0, 0, 1, 0, 0, 1, 1, 1, 0, 1};
 static mt_rng rng;
 
@@ -30,19 +28,6 @@ static mt_model *random_model(const mt_config *cfg) {
     if (!m) return NULL;
     for (size_t i = 0; i < m->n_params; i++) m->params[i] = (float)(0.4 * mt_rng_normal(&rng));
     return m;
-}
-
-typedef struct {
-    mt_train_state_f64 *s;
-    int inputs[MB * MT], targets[MB * MT];
-    double scale;
-} model_ctx;
-
-static double model_loss(model_ctx *c) {
-    double nll = 0;
-    if (mt_train_forward_f64(c->s, c->inputs, c->targets, model_pos, model_doc, c->scale, &nll, NULL))
-        fprintf(stderr, "forward failed: %s\n", mt_last_error());
-    return c->scale * nll;
 }
 
 /* inputs and targets drawn from a few ids so the trained rows occur as both */
