@@ -9,6 +9,9 @@ MT="$BUILD/memtune"
 A=${MEMTUNE_ASSETS:-../shared/assets}
 M="$A/models/stories260K"
 TMP="$BUILD/tmp/valgrind"; rm -rf "$TMP"; mkdir -p "$TMP"
+# valgrind runs one thread at a time: OpenMP workers that spin while waiting would take
+# whole time slices from the thread doing the work (test_mome: 13 s passive, over an hour spinning)
+export OMP_WAIT_POLICY=PASSIVE
 VG="valgrind --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=97 -q"
 printf '{"input": "hi", "output": "hello there"}\n{"messages": [{"role": "user", "content": "bye"}, {"role": "assistant", "content": "see you"}]}\n' > "$TMP/d.jsonl"
 fail=0
@@ -29,6 +32,7 @@ run "$MT" train --model "$TMP/hf" --data "$TMP/facts.jsonl" --out "$TMP/mem" --e
 # memory tuning for real (2 steps, checks, general guard, adapter files), then the adapter in eval
 run_mem "$MT" train --model "$TMP/hf" --data "$TMP/facts.jsonl" --out "$TMP/mem2" --experts 64 --expert-k 2 --expert-heads 1 --seq-len 32 --batch 2 --general "$TMP/d.jsonl" --steps 2 --check-every 1 --quiet --threads 1
 run "$MT" eval --model "$TMP/hf" --adapter "$TMP/mem2/adapter" --data "$TMP/facts.jsonl"
+run "$BUILD/tests/test_mome"
 # text to SQL: data generation, filtering, eval --db with the sandbox, compare, the SQL tests
 N="$A/text2sql/nba_roster"
 if [ -f "$N/nba_roster.db" ]; then
