@@ -212,7 +212,11 @@ typedef struct {
     float tau;                 /* memorised: greedy exact and every answer-token NLL <= tau; 0.05 */
     const char *general;       /* general text for the perplexity guard; NULL = text sampled
                                   from the base model before tuning */
-    float general_limit;       /* allowed perplexity ratio to the base; default 1.05 */
+    float general_limit;       /* allowed perplexity ratio to the base; default 1.05; above it
+                                  general text weighs twice as much from then on */
+    float general_weight;      /* loss weight of general text, distilled from the base's own
+                                  next-token distributions, relative to a step's facts;
+                                  default 1; 0 = off until the guard trips */
     int check_every;           /* steps between checks of all facts; 0 = about one pass */
     float rehearsal_weight;    /* loss weight of memorised facts rehearsed; default 0.25 */
 } mt_train_options;

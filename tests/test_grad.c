@@ -337,14 +337,14 @@ typedef struct { double *logits; } ce_ctx;
 static double ce_loss(void *p) {
     ce_ctx *c = p;
     double lse[CE_N];
-    return CE_SCALE * mt_cross_entropy_forward_f64(lse, c->logits, ce_targets, CE_N, CE_V, NULL);
+    return CE_SCALE * mt_cross_entropy_forward_f64(lse, c->logits, ce_targets, NULL, CE_N, CE_V, NULL);
 }
 
 TEST(masked_cross_entropy_matches_finite_differences) {
     ce_ctx c = {randn_d(CE_N * CE_V, 2)};
     double lse[CE_N], zero[CE_N * CE_V] = {0}, d[CE_N * CE_V];
     long count = 0;
-    double nll = mt_cross_entropy_forward_f64(lse, c.logits, ce_targets, CE_N, CE_V, &count);
+    double nll = mt_cross_entropy_forward_f64(lse, c.logits, ce_targets, NULL, CE_N, CE_V, &count);
     CHECK_INT_EQ(count, 4);
     double want = 0;
     for (int i = 0; i < CE_N; i++) {
@@ -354,12 +354,54 @@ TEST(masked_cross_entropy_matches_finite_differences) {
         want += log(z) - c.logits[i * CE_V + ce_targets[i]];
     }
     CHECK_NEAR(nll, want, 1e-12);
-    mt_cross_entropy_backward_f64(d, c.logits, lse, ce_targets, CE_SCALE, CE_N, CE_V);
+    mt_cross_entropy_backward_f64(d, c.logits, lse, ce_targets, NULL, CE_SCALE, CE_N, CE_V);
     CHECK_FD("cross-entropy: dlogits", fd_error(ce_loss, &c, c.logits, CE_N * CE_V, d, zero));
     for (int v = 0; v < CE_V; v++) CHECK(d[1 * CE_V + v] == 0 && d[4 * CE_V + v] == 0);
     /* in place, as the model uses it */
     double *inplace = copy_d(c.logits, CE_N * CE_V);
-    mt_cross_entropy_backward_f64(inplace, inplace, lse, ce_targets, CE_SCALE, CE_N, CE_V);
+    mt_cross_entropy_backward_f64(inplace, inplace, lse, ce_targets, NULL, CE_SCALE, CE_N, CE_V);
+    CHECK(memcmp(inplace, d, sizeof d) == 0);
+    free(inplace);
+    free(c.logits);
+}
+
+/* Soft targets (distillation): rows 1 and 4 (ignored by their hard target) and row 2
+ * (overriding its hard target) are scored against truncated distributions; row 4's list ends
+ * early; the masses do not sum to 1. */
+enum { SOFT_K = 3 };
+static const int soft_ids[CE_N * SOFT_K] = {-1, 0, 0, 3, 0, 1, 4, 2, -1, -1, 0, 0, 2, -1, 0, -1, 0, 0};
+static const float soft_p[CE_N * SOFT_K] = {0, 0, 0, 0.5f, 0.25f, 0.2f, 0.7f, 0.3f, 0, 0, 0, 0, 0.9f, 0, 0, 0, 0, 0};
+static const mt_soft_targets soft_targets = {soft_ids, soft_p, SOFT_K};
+
+static double soft_ce_loss(void *p) {
+    ce_ctx *c = p;
+    double lse[CE_N];
+    return CE_SCALE * mt_cross_entropy_forward_f64(lse, c->logits, ce_targets, &soft_targets, CE_N, CE_V, NULL);
+}
+
+TEST(soft_target_cross_entropy_matches_finite_differences) {
+    ce_ctx c = {randn_d(CE_N * CE_V, 5)};
+    double lse[CE_N], zero[CE_N * CE_V] = {0}, d[CE_N * CE_V];
+    long count = 0;
+    double nll = mt_cross_entropy_forward_f64(lse, c.logits, ce_targets, &soft_targets, CE_N, CE_V, &count);
+    CHECK_INT_EQ(count, 6); /* hard rows 0, 3, 5 and soft rows 1, 2, 4 */
+    double want = 0;
+    for (int i = 0; i < CE_N; i++) {
+        double z = 0;
+        for (int v = 0; v < CE_V; v++) z += exp(c.logits[i * CE_V + v]);
+        z = log(z);
+        if (soft_ids[i * SOFT_K] >= 0) {
+            for (int j = 0; j < SOFT_K && soft_ids[i * SOFT_K + j] >= 0; j++)
+                want += soft_p[i * SOFT_K + j] * (z - c.logits[i * CE_V + soft_ids[i * SOFT_K + j]]);
+        } else if (ce_targets[i] >= 0) {
+            want += z - c.logits[i * CE_V + ce_targets[i]];
+        }
+    }
+    CHECK_NEAR(nll, want, 1e-12);
+    mt_cross_entropy_backward_f64(d, c.logits, lse, ce_targets, &soft_targets, CE_SCALE, CE_N, CE_V);
+    CHECK_FD("soft cross-entropy: dlogits", fd_error(soft_ce_loss, &c, c.logits, CE_N * CE_V, d, zero));
+    double *inplace = copy_d(c.logits, CE_N * CE_V);
+    mt_cross_entropy_backward_f64(inplace, inplace, lse, ce_targets, &soft_targets, CE_SCALE, CE_N, CE_V);
     CHECK(memcmp(inplace, d, sizeof d) == 0);
     free(inplace);
     free(c.logits);
@@ -651,6 +693,7 @@ int main(void) {
     RUN(tiled_attention_matches_reference_across_key_chunks);
     RUN(swiglu_backward_matches_finite_differences);
     RUN(masked_cross_entropy_matches_finite_differences);
+    RUN(soft_target_cross_entropy_matches_finite_differences);
     RUN(model_gradient_matches_finite_differences);
     RUN(frozen_tensors_get_no_gradient_and_backward_accumulates);
     RUN(recomputation_gives_the_same_gradients_with_less_memory);

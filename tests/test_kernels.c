@@ -152,12 +152,12 @@ TEST(vectorised_float_kernels_match_double_twins) {
     /* cross-entropy over T rows of V logits (one row ignored); dlogits in place */
     int targets[T] = {5, 0, -100, V - 1, 17, 4000, 2};
     float lf[T]; double ld[T]; long nf, nd;
-    double nll_f = mt_cross_entropy_forward(lf, f, targets, T, V, &nf);
-    double nll_d = mt_cross_entropy_forward_f64(ld, d, targets, T, V, &nd);
+    double nll_f = mt_cross_entropy_forward(lf, f, targets, NULL, T, V, &nf);
+    double nll_d = mt_cross_entropy_forward_f64(ld, d, targets, NULL, T, V, &nd);
     CHECK_INT_EQ(nf, nd);
     CHECK_NEAR(nll_f, nll_d, 1e-5 * fabs(nll_d));
-    mt_cross_entropy_backward(f, f, lf, targets, 0.25, T, V);
-    mt_cross_entropy_backward_f64(d, d, ld, targets, 0.25, T, V);
+    mt_cross_entropy_backward(f, f, lf, targets, NULL, 0.25, T, V);
+    mt_cross_entropy_backward_f64(d, d, ld, targets, NULL, 0.25, T, V);
     double worst = 0;
     for (int i = 0; i < T * V; i++) worst = fmax(worst, fabs(f[i] - d[i]));
     CHECK_MSG(worst < 1e-6, "cross-entropy gradient differs by %.3g", worst);

@@ -38,6 +38,8 @@ int cmd_train(int argc, char **argv) {
         {"--tau", NULL, OPT_FLOAT, &o.tau, "memory: max answer-token NLL of a memorised fact (default 0.05)"},
         {"--general", NULL, OPT_STRING, &o.general, "memory: general text for the perplexity guard (default: sampled from the base)"},
         {"--general-limit", NULL, OPT_FLOAT, &o.general_limit, "memory: allowed perplexity ratio to the base (default 1.05)"},
+        {"--general-weight", NULL, OPT_FLOAT, &o.general_weight,
+         "memory: weight of general text distilled from the base, relative to the facts (default 1; 0 = off)"},
         {"--check-every", NULL, OPT_INT, &o.check_every, "memory: steps between checks of all facts (default: one pass)"},
         {"--rehearsal-weight", NULL, OPT_FLOAT, &o.rehearsal_weight, "memory: loss weight of memorised facts (default 0.25)"},
         {"--rank", NULL, OPT_INT, &o.lora_rank, "lora: adapter rank r (default 8)"},

@@ -31,8 +31,20 @@ static void row_softmax_scaled(real *d, const real *row, real lse, real scale, i
     for (int v = 0; v < V; v++) d[v] = scale * r_expv(row[v] - lse);
 }
 
-double R(mt_cross_entropy_forward)(real *lse, const real *logits, const int *targets, int n, int V,
-                                   long *n_targets) {
+static int is_soft(const mt_soft_targets *soft, int i) { return soft && soft->ids[(size_t)i * soft->k] >= 0; }
+
+/* Σ_j p_j·(z - row[id_j]) over row i's soft list, and its total mass */
+static double soft_nll(const mt_soft_targets *soft, int i, const real *row, double z, double *mass) {
+    const int *ids = soft->ids + (size_t)i * soft->k;
+    const float *p = soft->p + (size_t)i * soft->k;
+    double nll = 0, m = 0;
+    for (int j = 0; j < soft->k && ids[j] >= 0; j++) nll += p[j] * (z - row[ids[j]]), m += p[j];
+    if (mass) *mass = m;
+    return nll;
+}
+
+double R(mt_cross_entropy_forward)(real *lse, const real *logits, const int *targets,
+                                   const mt_soft_targets *soft, int n, int V, long *n_targets) {
     double nll = 0.0;
     long count = 0;
 #pragma omp parallel for reduction(+ : nll, count) if (n > 1)
@@ -40,6 +52,11 @@ double R(mt_cross_entropy_forward)(real *lse, const real *logits, const int *tar
         const real *row = logits + (size_t)i * V;
         double z = row_logsumexp(row, V);
         lse[i] = (real)z;
+        if (is_soft(soft, i)) {
+            nll += soft_nll(soft, i, row, z, NULL);
+            count++;
+            continue;
+        }
         if (targets[i] < 0) continue;
         nll += z - row[targets[i]];
         count++;
@@ -49,11 +66,21 @@ double R(mt_cross_entropy_forward)(real *lse, const real *logits, const int *tar
 }
 
 void R(mt_cross_entropy_backward)(real *dlogits, const real *logits, const real *lse,
-                                  const int *targets, double scale, int n, int V) {
+                                  const int *targets, const mt_soft_targets *soft, double scale,
+                                  int n, int V) {
 #pragma omp parallel for if (n > 1)
     for (int i = 0; i < n; i++) {
         const real *row = logits + (size_t)i * V;
         real *d = dlogits + (size_t)i * V;
+        if (is_soft(soft, i)) {
+            double mass;
+            soft_nll(soft, i, row, 0, &mass);
+            row_softmax_scaled(d, row, lse[i], (real)(scale * mass), V);
+            const int *ids = soft->ids + (size_t)i * soft->k;
+            const float *p = soft->p + (size_t)i * soft->k;
+            for (int j = 0; j < soft->k && ids[j] >= 0; j++) d[ids[j]] -= (real)(scale * p[j]);
+            continue;
+        }
         if (targets[i] < 0) {
             memset(d, 0, (size_t)V * sizeof(real));
             continue;

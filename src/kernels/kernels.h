@@ -45,6 +45,16 @@ typedef struct {
 /* elements of the router (query projection + both sub-key tables) of one site */
 size_t mt_mome_router_size(const mt_mome_shape *sh);
 
+/* Soft targets for cross-entropy (distillation): row i is scored against the distribution
+ * given by k (ids[i*k + j], p[i*k + j]) pairs instead of its hard target when ids[i*k] >= 0;
+ * a list shorter than k ends with id -1. The p of a row need not sum to 1 (a truncated
+ * top-k distribution): loss_i = Σ_j p_j·(lse_i - logit_i[id_j]). */
+typedef struct {
+    const int *ids;
+    const float *p;
+    int k;
+} mt_soft_targets;
+
 #define MT_OPS_REAL float
 #define MT_OPS_FN(name) name
 #include "kernels/ops.h"

@@ -101,14 +101,18 @@ void MT_OPS_FN(mt_swiglu_backward)(REAL_ *dgate, REAL_ *dup, const REAL_ *dout, 
                                    const REAL_ *up, size_t n);
 
 /* ---- masked cross-entropy (cross_entropy.c) ---- */
-/* Rows i with targets[i] >= 0 are scored; negative targets (-1, -100) are ignored. Writes
- * lse[n] (log-sum-exp of each row, for the backward), sets *n_targets and returns the SUM of
- * -log softmax(logits[i])[targets[i]] over scored rows. Targets must be < V. */
+/* Rows i with targets[i] >= 0 are scored; negative targets (-1, -100) are ignored. Rows with
+ * a soft target list (soft != NULL, see mt_soft_targets) are scored against it instead.
+ * Writes lse[n] (log-sum-exp of each row, for the backward), sets *n_targets (rows scored)
+ * and returns the SUM of -log softmax(logits[i])[targets[i]] (soft: Σ_j p_j·(-log softmax))
+ * over scored rows. Target ids must be < V. */
 double MT_OPS_FN(mt_cross_entropy_forward)(REAL_ *lse, const REAL_ *logits, const int *targets,
-                                           int n, int V, long *n_targets);
+                                           const mt_soft_targets *soft, int n, int V, long *n_targets);
 /* For loss = scale * Σ NLL: WRITES dlogits = scale * (softmax - onehot(target)) on scored
- * rows and 0 on ignored ones. dlogits may be logits (in place). */
+ * rows (soft: scale * (Σp·softmax - p)) and 0 on ignored ones. dlogits may be logits (in
+ * place). */
 void MT_OPS_FN(mt_cross_entropy_backward)(REAL_ *dlogits, const REAL_ *logits, const REAL_ *lse,
-                                          const int *targets, double scale, int n, int V);
+                                          const int *targets, const mt_soft_targets *soft,
+                                          double scale, int n, int V);
 
 #undef REAL_

@@ -133,6 +133,7 @@ mt_status R(mt_train_set_trainable)(train_state *s, const char *name, int on) {
 }
 
 void R(mt_train_set_target_weights)(train_state *s, const float *w) { s->target_weight = w; }
+void R(mt_train_set_soft_targets)(train_state *s, const mt_soft_targets *soft) { s->soft = soft; }
 /* The parameter gradients exist once some tensor is trainable: a frozen base (LoRA) never
  * allocates them. */
 static mt_status ensure_grads(train_state *s) {
@@ -583,7 +584,7 @@ mt_status R(mt_train_forward)(train_state *s, const int *inputs, const int *targ
     R(mt_matmul_forward)(s->logits, s->xn_final, param(s, s->model->output), NULL, BT, c->dim,
                          c->vocab_size);
     long count = 0;
-    double nll = R(mt_cross_entropy_forward)(s->lse, s->logits, s->targets, BT, c->vocab_size, &count);
+    double nll = R(mt_cross_entropy_forward)(s->lse, s->logits, s->targets, s->soft, BT, c->vocab_size, &count);
     if (nll_sum) *nll_sum = nll;
     if (n_targets) *n_targets = count;
     s->loss_scale = loss_scale;
@@ -695,7 +696,7 @@ mt_status R(mt_train_backward)(train_state *s) {
     int BT = s->B * s->T, C = c->dim;
 
     /* head: logits = rmsnorm(x_final)·output^T; the logits become dlogits in place */
-    R(mt_cross_entropy_backward)(s->logits, s->logits, s->lse, s->targets, s->loss_scale, BT,
+    R(mt_cross_entropy_backward)(s->logits, s->logits, s->lse, s->targets, s->soft, s->loss_scale, BT,
                                  c->vocab_size);
     for (int t = 0; s->target_weight && t < BT; t++) {
         real w = s->target_weight[t], *row = s->logits + (size_t)t * c->vocab_size;

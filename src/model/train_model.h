@@ -38,6 +38,7 @@
 #ifndef MT_MODEL_TRAIN_MODEL_H
 #define MT_MODEL_TRAIN_MODEL_H
 #include <stddef.h>
+#include "kernels/kernels.h"
 #include "model/model.h"
 
 /* Batch limits, which also keep every size product far from overflowing size_t. */

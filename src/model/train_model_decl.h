@@ -71,6 +71,7 @@ typedef struct MT_TR_FN(mt_train_state) {
      * queries [BT, H*dk], chosen experts, gates and pre-activations [BT*H*K], and the
      * per-slot expert gradients [BT*H*K, 2C] (da, db) the sparse optimizer sums per expert */
     const float *target_weight; /* [B*T] or NULL: per-target loss weights (mt_train_set_target_weights) */
+    const mt_soft_targets *soft;  /* or NULL: distillation targets (mt_train_set_soft_targets) */
     const struct mt_mome *mome;
     REAL_ *mome_router, *mome_bank, *mome_router_grads;
     REAL_ *mome_q, *mome_gate, *mome_z, *mome_slot_grads;
@@ -110,6 +111,10 @@ void MT_TR_FN(mt_train_zero_grads)(MT_TR_FN(mt_train_state) *s);
 /* The backward then differentiates loss_scale · Σ_t w[t]·NLL_t (w [B*T], NULL = all 1; the
  * caller keeps w alive until the backward). Forward's nll_sum stays unweighted. */
 void MT_TR_FN(mt_train_set_target_weights)(MT_TR_FN(mt_train_state) *s, const float *w);
+/* Positions [B*T] with a soft target list (kernels.h mt_soft_targets, ids [B*T*k]) are scored
+ * against that distribution instead of their hard target, in the forward and the backward
+ * (distillation); NULL = none. The caller keeps it alive until the backward. */
+void MT_TR_FN(mt_train_set_soft_targets)(MT_TR_FN(mt_train_state) *s, const mt_soft_targets *soft);
 
 /* Sets the flag of the tensor with this HF name ("model.layers.0.mlp.up_proj.weight"), or of
  * every tensor when name is NULL. MT_ERR_ARG for an unknown name. */

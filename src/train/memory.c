@@ -40,7 +40,10 @@
 
 #define DEFAULT_STEPS 2000
 #define DEFAULT_LR 3e-3f
-#define GENERAL_TOKENS 1024 /* of sampled text when no --general file is given */
+#define GENERAL_TOKENS 1024 /* scored, of sampled text when no --general file is given */
+#define DISTILL_TOKENS 4096 /* distilled on, likewise */
+#define DISTILL_K 32        /* the base's most likely next tokens kept per position */
+#define MAX_DISTILL_WEIGHT 64.0f
 #define MIN_CHECK_EVERY 10
 
 typedef struct {
@@ -68,9 +71,15 @@ typedef struct {
     long *slot_ids;
     /* general text */
     int *general_ids, n_general;      /* scored: the guard's perplexity */
-    int *rehearse_ids, n_rehearse;    /* disjoint text trained on when the guard trips */
-    int general_cursor, general_rehearsal;
-    long general_from_step;
+    int *distill_ids, n_distill_rows; /* disjoint text distilled on: rows of T tokens */
+    int distill_owned;                /* sampled apart (else: in general_ids' array) */
+    int *base_ids;                    /* the base's top-k next-token distribution at every */
+    float *base_p;                    /* position of those rows [rows, T, DISTILL_K] */
+    int *soft_ids;                    /* a step's soft targets [B, T, DISTILL_K] */
+    float *soft_p;
+    mt_soft_targets soft;
+    int distill_cursor, guard_trips;
+    float distill_weight;
     double ppl_base, ppl_last;
     /* progress */
     long step, tokens;
@@ -130,12 +139,14 @@ static mt_status render_facts(memory_run *r) {
                             r->facts[i].n, r->T);
         if (r->facts[i].n > longest) longest = r->facts[i].n;
     }
-    /* facts are short: rows of about four of them keep a step's work on facts, not padding */
-    if (r->o.seq_len <= 0) {
-        int t = 64;
-        while (t < 4 * longest && t < r->T) t *= 2;
-        r->T = t < r->T ? t : r->T;
-    }
+    /* Rows span the context (up to 512 tokens) by default: general text must be distilled
+     * and scored at every position inference will reach, or whatever learns the facts is
+     * free to change the model at the positions never seen. Facts pack several to a row;
+     * with few facts the step shrinks to the rows they need (plus the general row). */
+    long capacity = 0;
+    for (int i = 0; i < r->n_facts; i++) capacity += r->facts[i].n;
+    int need = 1 + (int)((capacity + capacity / 8 + r->T - 1) / r->T) + (r->o.general_weight > 0);
+    if (r->B > need) r->B = need;
     return MT_OK;
 }
 
@@ -143,7 +154,7 @@ static mt_status render_facts(memory_run *r) {
 
 static void clear_rows(memory_run *r) {
     for (int i = 0; i < r->B * r->T; i++) {
-        r->inputs[i] = 0, r->targets[i] = -1, r->pos[i] = i % r->T, r->doc[i] = -1 - i / r->T;
+        r->inputs[i] = 0, r->targets[i] = -1, r->pos[i] = i % r->T, r->doc[i] = -1 - i; /* padding: each position alone (no attention work) */
         r->weight[i] = 0;
     }
 }
@@ -164,28 +175,35 @@ static int place(memory_run *r, const mt_token_seq *q, int row, int col, int doc
     return n_learn;
 }
 
-/* Packs facts into the rows: unmemorised first, then rehearsal. Returns Σ fact weights. */
+/* Row 0 of a step: the next row of general text, scored against the base model's own
+ * next-token distributions (distillation, mt_soft_targets) so that whatever learns the facts
+ * keeps the base's predictions elsewhere. Returns the positions placed. */
+static int place_distill_row(memory_run *r) {
+    size_t kt = (size_t)r->T * DISTILL_K, off = (size_t)r->distill_cursor * kt;
+    for (int k = 0; k < r->T; k++) {
+        r->inputs[k] = r->distill_ids[(size_t)r->distill_cursor * r->T + k];
+        r->targets[k] = -1, r->pos[k] = k, r->doc[k] = 0;
+    }
+    memcpy(r->soft_ids, r->base_ids + off, kt * sizeof(int));
+    memcpy(r->soft_p, r->base_p + off, kt * sizeof(float));
+    r->distill_cursor = (r->distill_cursor + 1) % r->n_distill_rows;
+    return r->T;
+}
+
+static int distilling(const memory_run *r) { return r->distill_weight > 0 && r->n_distill_rows > 0; }
+
+/* Packs facts into the rows (after the distillation row): unmemorised first, then rehearsal.
+ * Returns Σ weights: facts' plus distill_weight times that for the general row. */
 static double fill_step(memory_run *r, long *n_targets) {
     clear_rows(r);
-    int *used_col = calloc((size_t)r->B, sizeof(int)), doc = 0;
+    int *used_col = calloc((size_t)r->B, sizeof(int)), doc = 1;
     unsigned char *taken = calloc((size_t)r->n_facts, 1);
     double wsum = 0;
     *n_targets = 0;
-    int first_row = 0, general_at = -1, general_n = 0;
-    if (r->general_rehearsal && r->n_rehearse > 1 && r->B > 1) { /* one row of general text */
-        mt_token_seq g = {r->rehearse_ids + r->general_cursor, NULL, 0};
-        int len = r->n_rehearse - r->general_cursor < r->T ? r->n_rehearse - r->general_cursor : r->T;
-        unsigned char *learn = malloc((size_t)len);
-        memset(learn, 1, (size_t)len);
-        g.learn = learn, g.n = len;
-        /* weighed like all the facts of the step together: half the loss keeps general text */
-        general_at = 0, general_n = place(r, &g, 0, 0, doc++, 1.0f);
-        *n_targets += general_n;
-        free(learn);
-        r->general_cursor = r->general_cursor + len >= r->n_rehearse - 1 ? 0 : r->general_cursor + len;
-        first_row = 1;
-    }
-    for (int pass = 0; pass < 2 && used_col; pass++)
+    int first_row = 0, general_n = 0;
+    for (size_t i = 0; r->soft_ids && i < (size_t)r->B * r->T * DISTILL_K; i++) r->soft_ids[i] = -1;
+    if (distilling(r)) general_n = place_distill_row(r), first_row = 1;
+    for (int pass = 0; pass < 2 && used_col && taken; pass++)
         for (int visited = 0; visited < r->n_facts; visited++) {
             int f = r->order[(r->cursor + visited) % r->n_facts];
             if (taken[f] || (pass == 0) == r->memorised[f]) continue;
@@ -200,10 +218,11 @@ static double fill_step(memory_run *r, long *n_targets) {
             wsum += w;
             if (pass == 0) r->cursor = (r->cursor + visited + 1) % r->n_facts;
         }
-    if (general_at >= 0 && general_n > 0) {
-        double gw = wsum > 0 ? wsum : 1;
-        for (int k = 0; k < r->T; k++) r->weight[k] = (float)(gw / general_n);
+    if (general_n > 0) { /* the general row weighs distill_weight times all the step's facts */
+        double gw = r->distill_weight * (wsum > 0 ? wsum : 1);
+        for (int k = 0; k < general_n; k++) r->weight[k] = (float)(gw / general_n);
         wsum += gw;
+        *n_targets += general_n;
     }
     free(used_col);
     free(taken);
@@ -297,43 +316,97 @@ static int collect_text(const char *piece, size_t len, void *user) {
     return 0;
 }
 
-/* The guard's text: --general FILE, or text the base model samples (temperature 1, seeded)
- * before any tuning, which measures how far tuning moves the model's own distribution. Its
- * first half is scored; the second half is what general rehearsal trains on, so the guard
- * never scores text it was trained on. */
+/* Samples n tokens of text from the base model (temperature 1, seeded), in pieces of 256. */
+static mt_status sample_base_text(memory_run *r, int n, uint64_t seed, text_buf *b) {
+    mt_generate_options g;
+    mt_generate_options_default(&g);
+    g.temperature = 1.0f, g.top_p = 1.0f, g.seed = seed, g.echo_prompt = 0;
+    g.stop_at_eos = 0, g.max_new_tokens = 256;
+    mt_status s = MT_OK;
+    for (int done = 0; s == MT_OK && done < n; done += g.max_new_tokens, g.seed++) {
+        s = mt_generate(r->m, "", &g, collect_text, b, NULL);
+        if (!s && collect_text("\n", 1, b)) s = mt_error(MT_ERR_NOMEM, "out of memory");
+    }
+    return s ? mt_error_prefix(s, "sampling general text from the base model") : MT_OK;
+}
+
+static mt_status tokenize_text(memory_run *r, text_buf *b, const char *what, int **ids, int *n) {
+    mt_status s = mt_tokenize(r->m->tok, b->text ? b->text : "", 1, ids, n);
+    free(b->text);
+    *b = (text_buf){0};
+    if (s == MT_OK && *n < 16) s = mt_error(MT_ERR_ARG, "%s: too little general text (%d tokens)", what, *n);
+    return s;
+}
+
+/* The general text: --general FILE (its first half scored by the guard, the second half
+ * distilled on), or text the base model samples before any tuning (GENERAL_TOKENS scored,
+ * DISTILL_TOKENS more, from other seeds, distilled on), which measures how far tuning moves
+ * the model's own distribution. The guard never scores text that was trained on. */
 static mt_status load_general(memory_run *r) {
     text_buf b = {0};
+    int *ids = NULL, n = 0, *more = NULL, n_more = 0;
+    const char *what = r->o.general ? r->o.general : "sampled text";
     mt_status s;
-    if (r->o.general) {
-        s = mt_file_read_all(r->o.general, 64u << 20, &b.text, &b.len);
-        if (s) return s;
-    } else {
-        mt_generate_options g;
-        mt_generate_options_default(&g);
-        g.temperature = 1.0f, g.top_p = 1.0f, g.seed = r->o.seed ? r->o.seed : 1, g.echo_prompt = 0;
-        g.stop_at_eos = 0, g.max_new_tokens = GENERAL_TOKENS / 2;
-        for (int i = 0; i < 4; i++, g.seed++) {
-            s = mt_generate(r->m, "", &g, collect_text, &b, NULL);
-            if (s) break;
-            collect_text("\n", 1, &b);
-        }
-        if (s) {
-            free(b.text);
-            return mt_error_prefix(s, "sampling general text from the base model");
-        }
-    }
-    int *ids = NULL, n = 0;
-    s = mt_tokenize(r->m->tok, b.text ? b.text : "", 1, &ids, &n);
+    uint64_t seed = r->o.seed ? r->o.seed : 1;
+    if (r->o.general) s = mt_file_read_all(r->o.general, 64u << 20, &b.text, &b.len);
+    else s = sample_base_text(r, GENERAL_TOKENS, seed, &b);
+    if (!s) s = tokenize_text(r, &b, what, &ids, &n);
+    if (!s && !r->o.general && r->o.general_weight > 0 && !(s = sample_base_text(r, DISTILL_TOKENS, seed + 1000, &b)))
+        s = tokenize_text(r, &b, what, &more, &n_more);
     free(b.text);
-    if (s == MT_OK && n < 8)
-        s = mt_error(MT_ERR_ARG, "%s: too little general text to score", r->o.general ? r->o.general : "sampled text");
     if (s) {
-        free(ids);
+        free(ids), free(more);
         return s;
     }
-    r->general_ids = ids, r->n_general = n / 2;
-    r->rehearse_ids = ids + n / 2, r->n_rehearse = n - n / 2;
+    if (more) { /* scored: all of the first sample; distilled on: the second */
+        r->general_ids = ids, r->n_general = n;
+        r->distill_ids = more, r->n_distill_rows = n_more / r->T, r->distill_owned = 1;
+    } else {
+        r->general_ids = ids, r->n_general = n / 2;
+        r->distill_ids = ids + n / 2, r->n_distill_rows = (n - n / 2) / r->T;
+    }
     return MT_OK;
+}
+
+/* The base's DISTILL_K most likely next tokens (probabilities) at position i of logits row. */
+static void top_k_probs(const float *row, float lse, int V, int *ids, float *p) {
+    int n = 0;
+    for (int v = 0; v < V; v++) { /* insertion into a sorted list of at most DISTILL_K */
+        if (n == DISTILL_K && row[v] <= row[ids[n - 1]]) continue;
+        int at = n < DISTILL_K ? n++ : n - 1;
+        while (at > 0 && row[ids[at - 1]] < row[v]) ids[at] = ids[at - 1], at--;
+        ids[at] = v;
+    }
+    for (int j = 0; j < n; j++) p[j] = expf(row[ids[j]] - lse);
+    for (int j = n; j < DISTILL_K; j++) ids[j] = -1, p[j] = 0;
+}
+
+/* Runs the model once over every distillation row before any step (every adapter part
+ * starts as the identity, so this is the base model) and keeps its top-k distributions. */
+static mt_status record_base_distributions(memory_run *r) {
+    if (!distilling(r)) return MT_OK;
+    if (r->B < 2) return mt_error(MT_ERR_ARG, "memory tuning distils general text in one row of each step: use --batch >= 2 "
+                                  "(or --general-weight 0)");
+    const int V = r->m->cfg.vocab_size;
+    size_t per_row = (size_t)r->T * DISTILL_K;
+    r->base_ids = malloc((size_t)r->n_distill_rows * per_row * sizeof(int));
+    r->base_p = malloc((size_t)r->n_distill_rows * per_row * sizeof(float));
+    r->soft_ids = malloc((size_t)r->B * per_row * sizeof(int));
+    r->soft_p = calloc((size_t)r->B * per_row, sizeof(float));
+    if (!r->base_ids || !r->base_p || !r->soft_ids || !r->soft_p) return mt_error(MT_ERR_NOMEM, "out of memory");
+    r->soft = (mt_soft_targets){r->soft_ids, r->soft_p, DISTILL_K};
+    mt_status s = MT_OK;
+    for (int first = 0; s == MT_OK && first < r->n_distill_rows; first += r->B) {
+        clear_rows(r);
+        int rows = r->n_distill_rows - first < r->B ? r->n_distill_rows - first : r->B;
+        for (int i = 0; i < rows * r->T; i++)
+            r->inputs[i] = r->distill_ids[(size_t)first * r->T + i], r->doc[i] = i / r->T;
+        s = mt_train_forward(r->state, r->inputs, r->targets, r->pos, r->doc, 1.0, NULL, NULL);
+        for (int i = 0; s == MT_OK && i < rows * r->T; i++)
+            top_k_probs(r->state->logits + (size_t)i * V, r->state->lse[i], V,
+                        r->base_ids + ((size_t)first * r->T + i) * DISTILL_K, r->base_p + ((size_t)first * r->T + i) * DISTILL_K);
+    }
+    return s;
 }
 
 /* ---- what trains --------------------------------------------------------------------- */
@@ -463,10 +536,16 @@ static mt_status train_step(memory_run *r, double *loss) {
     if (n_targets == 0) return mt_error(MT_ERR_ARG, "no fact fits a row of --seq-len %d", r->T);
     mt_train_zero_grads(r->state);
     mt_train_set_target_weights(r->state, r->weight);
-    double nll;
-    mt_status s = mt_train_forward(r->state, r->inputs, r->targets, r->pos, r->doc, 1.0 / wsum, &nll, NULL);
+    if (distilling(r)) mt_train_set_soft_targets(r->state, &r->soft);
+    mt_status s = mt_train_forward(r->state, r->inputs, r->targets, r->pos, r->doc, 1.0 / wsum, NULL, NULL);
+    double nll = 0; /* of the facts' answer tokens alone (the general row is not a fact) */
+    long n_fact_targets = 0;
+    for (int i = 0; !s && i < r->B * r->T; i++)
+        if (r->targets[i] >= 0)
+            nll += r->state->lse[i] - r->state->logits[(size_t)i * r->m->cfg.vocab_size + r->targets[i]], n_fact_targets++;
     if (!s) s = mt_train_backward(r->state);
     mt_train_set_target_weights(r->state, NULL);
+    mt_train_set_soft_targets(r->state, NULL);
     if (!s && r->mome) s = gather_bank_grads(r);
     if (s) return s;
     clip_all(r);
@@ -490,7 +569,7 @@ static mt_status train_step(memory_run *r, double *loss) {
     }
     r->step++;
     r->tokens += (long)r->B * r->T;
-    *loss = nll / n_targets;
+    *loss = n_fact_targets ? nll / n_fact_targets : 0;
     if (!isfinite(*loss)) return mt_error(MT_ERR_ARG, "loss became %f at step %ld: lower --lr", *loss, r->step);
     return MT_OK;
 }
@@ -533,7 +612,7 @@ static mt_status final_answers(memory_run *r, double *recall, double *mean_nll, 
 static mt_status write_report(memory_run *r, const char *status, double recall, double mean_nll, double max_nll,
                               double seconds, int memorised) {
     const mt_mome *mm = r->mome;
-    json_t *o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:f, s:{s:f, s:f, s:f, s:f, s:s?, s:o}, "
+    json_t *o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:f, s:{s:f, s:f, s:f, s:f, s:s?, s:I, s:f, s:f, s:i}, "
                           "s:{s:I, s:i, s:i, s:i, s:b, s:I}, s:i, s:f}",
                           "status", status, "facts", r->n_facts, "memorised", memorised, "recall", recall,
                           "mean_answer_nll", mean_nll, "max_answer_nll", max_nll, "tau", (double)r->o.tau,
@@ -541,7 +620,9 @@ static mt_status write_report(memory_run *r, const char *status, double recall, 
                           "tokens_per_s", seconds > 0 ? r->tokens / seconds : 0.0,
                           "perplexity", "before", r->ppl_base, "after", r->ppl_last, "ratio", r->ppl_last / r->ppl_base,
                           "limit", (double)r->o.general_limit, "general", r->o.general,
-                          "general_rehearsal_from_step", r->general_rehearsal ? json_integer(r->general_from_step) : json_null(),
+                          "distilled_tokens", (json_int_t)r->n_distill_rows * r->T, "distill_weight",
+                          (double)r->o.general_weight, "distill_weight_final", (double)r->distill_weight,
+                          "guard_trips", r->guard_trips,
                           "experts", "per_site", (json_int_t)(mm ? mm->n_experts : 0), "sites", mm ? mm->n_sites : 0,
                           "k", mm ? mm->shape.K : 0, "heads", mm ? mm->shape.H : 0,
                           "router_trained", mm && !mm->freeze_router,
@@ -594,6 +675,8 @@ static mt_status setup(memory_run *r, const char *data_path) {
     if (!s) s = load_general(r); /* before anything attaches: the base model's own text */
     if (!s) s = setup_trainables(r);
     if (!s) s = allocate(r);
+    r->distill_weight = o->general_weight;
+    if (!s) s = record_base_distributions(r);
     return s;
 }
 
@@ -615,6 +698,8 @@ static void memory_free(memory_run *r) {
     free(r->inputs), free(r->targets), free(r->pos), free(r->doc), free(r->weight);
     free(r->memorised), free(r->fact_nll), free(r->fact_max_nll), free(r->order), free(r->slot_ids);
     free(r->general_ids);
+    if (r->distill_owned) free(r->distill_ids);
+    free(r->base_ids), free(r->base_p), free(r->soft_ids), free(r->soft_p);
     mt_infer_free(r->m);
 }
 
@@ -633,6 +718,22 @@ static void print_setup(const memory_run *r) {
     }
 }
 
+/* The guard acts on the general perplexity: above the limit general text weighs twice as much
+ * from the next step on (up to MAX_DISTILL_WEIGHT); back under half the allowed rise, it
+ * returns halfway towards --general-weight, so the facts get the steps again. */
+static void adjust_general_weight(memory_run *r, double ratio) {
+    float was = r->distill_weight, floor = r->o.general_weight;
+    if (ratio > r->o.general_limit && was < MAX_DISTILL_WEIGHT) {
+        r->distill_weight = was > 0 ? 2 * was : 1;
+        r->guard_trips++;
+    } else if (ratio < 1 + (r->o.general_limit - 1) / 2 && was > floor) {
+        r->distill_weight = was / 2 > floor ? was / 2 : floor;
+    }
+    if (r->distill_weight != was && !r->o.quiet)
+        fprintf(stderr, "\nmemtune: general perplexity %.4g is %.3fx the base (limit %.3g): general text weighs %g from now "
+                "on\n", r->ppl_last, ratio, (double)r->o.general_limit, (double)r->distill_weight);
+}
+
 /* Checks all facts (and the general text); returns whether every fact is memorised. */
 static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     mt_status s = check_facts_memorised(r, n_ok);
@@ -640,13 +741,7 @@ static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     if (s) return s;
     *all_ok = *n_ok == r->n_facts;
     double ratio = r->ppl_last / r->ppl_base;
-    if (ratio > r->o.general_limit && !r->general_rehearsal) {
-        r->general_rehearsal = 1;
-        r->general_from_step = r->step;
-        if (!r->o.quiet)
-            fprintf(stderr, "\nmemtune: general perplexity %.4g is %.3fx the base (limit %.3g): rehearsing general text from "
-                    "now on\n", r->ppl_last, ratio, (double)r->o.general_limit);
-    }
+    if (r->n_distill_rows > 0 && r->B > 1) adjust_general_weight(r, ratio);
     if (!r->o.quiet)
         fprintf(stderr, "memtune: step %ld: %d/%d facts memorised, general perplexity %.4g (base %.4g)\n", r->step, *n_ok,
                 r->n_facts, r->ppl_last, r->ppl_base);

@@ -51,6 +51,7 @@ void mt_train_options_default(mt_train_options *o) {
     o->expert_heads = 4;
     o->tau = 0.05f;
     o->general_limit = 1.05f;
+    o->general_weight = 1.0f;
     o->rehearsal_weight = 0.25f;
     o->memory_lora = 1;
 }
