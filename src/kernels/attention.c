@@ -16,6 +16,7 @@
 #include "kernels/kernels.h"
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 #include "kernels/real.h"
 
@@ -213,8 +214,168 @@ static real tiled_row_forward(real *restrict o, const real *restrict qt, const r
     return m + (real)log(l);
 }
 
+/* Small heads (head_dim <= SMALL_HEAD): a per-key dot over a few elements is a horizontal
+ * reduction per key, so the keys and values of the span a work item reads are first
+ * transposed to [head_dim][n] scratch and scores, exponentials and updates vectorise over
+ * keys instead. Kt, Vt: column j is key base + j. */
+#define SMALL_HEAD 16
+
+static void transpose_span(real *restrict dst, const real *src, int base, int n, int kv_dim, int head_dim) {
+    for (int j = 0; j < n; j++)
+        for (int d = 0; d < head_dim; d++) dst[(size_t)d * n + j] = src[(size_t)(base + j) * kv_dim + d];
+}
+
+MT_SIMD_CLONES
+static real small_row_forward(real *restrict o, const real *restrict qt, const real *restrict kt,
+                              const real *restrict vt, int ld, int s0, int t, int head_dim) {
+    real scale = 1 / r_sqrt((real)head_dim), m = -INFINITY, l = 0, p[KEY_CHUNK];
+    memset(o, 0, (size_t)head_dim * sizeof(real));
+    for (int c0 = s0; c0 <= t; c0 += KEY_CHUNK) {
+        int n = t + 1 - c0 < KEY_CHUNK ? t + 1 - c0 : KEY_CHUNK;
+        memset(p, 0, (size_t)n * sizeof(real));
+        for (int d = 0; d < head_dim; d++) {
+            const real *restrict kd = kt + (size_t)d * ld + c0;
+            real qd = scale * qt[d];
+#pragma omp simd
+            for (int j = 0; j < n; j++) p[j] += qd * kd[j];
+        }
+        real cm = -INFINITY;
+#pragma omp simd reduction(max : cm)
+        for (int j = 0; j < n; j++) cm = p[j] > cm ? p[j] : cm;
+        if (cm > m) {
+            real correction = m == -INFINITY ? 0 : r_exp(m - cm);
+            l *= correction;
+            for (int d = 0; d < head_dim; d++) o[d] *= correction;
+            m = cm;
+        }
+#pragma omp simd reduction(+ : l)
+        for (int j = 0; j < n; j++) {
+            p[j] = r_expv(p[j] - m);
+            l += p[j];
+        }
+        for (int d = 0; d < head_dim; d++) {
+            const real *restrict vd = vt + (size_t)d * ld + c0;
+            real acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int j = 0; j < n; j++) acc += p[j] * vd[j];
+            o[d] += acc;
+        }
+    }
+    real inv = 1 / l;
+    for (int d = 0; d < head_dim; d++) o[d] *= inv;
+    return m + (real)log(l);
+}
+
+static void small_attention_forward(real *out, real *lse, const real *q, const real *k, const real *v,
+                                    const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
+    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    int n_blocks = (T + QUERY_BLOCK - 1) / QUERY_BLOCK;
+#pragma omp parallel
+    {
+        real *kt = malloc(2 * (size_t)T * head_dim * sizeof(real)), *vt = kt ? kt + (size_t)T * head_dim : NULL;
+#pragma omp for collapse(3) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < n_heads; h++)
+                for (int blk = 0; blk < n_blocks; blk++) {
+                    size_t kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
+                    int t0 = blk * QUERY_BLOCK, t1 = t0 + QUERY_BLOCK < T ? t0 + QUERY_BLOCK : T;
+                    int s0 = doc_start(doc, b, T, t0), base = s0, n = t1 - base;
+                    if (!kt) continue; /* out of memory: cannot happen for sane T; rows stay 0 */
+                    transpose_span(kt, k + kv_off, base, n, kv_dim, head_dim);
+                    transpose_span(vt, v + kv_off, base, n, kv_dim, head_dim);
+                    for (int t = t0; t < t1; t++) {
+                        if (t > t0 && doc && doc[(size_t)b * T + t] != doc[(size_t)b * T + t - 1]) s0 = t;
+                        size_t row = (size_t)b * T + t, qo = row * q_dim + (size_t)h * head_dim;
+                        lse[row * n_heads + h] = small_row_forward(out + qo, q + qo, kt, vt, n, s0 - base, t - base,
+                                                                   head_dim);
+                    }
+                }
+        free(kt);
+    }
+}
+
+/* The backward of one query row over transposed K, V of its (b, kv head); dK, dV accumulate
+ * transposed (dkt, dvt [head_dim][ld]) and are added back by the caller. */
+MT_SIMD_CLONES
+static void small_row_backward(real *restrict dqt, real *restrict dkt, real *restrict dvt,
+                               const real *restrict dot_t, const real *restrict ot, const real *restrict qt,
+                               const real *restrict kt, const real *restrict vt, real lse, int ld, int s0,
+                               int t, int head_dim) {
+    real scale = 1 / r_sqrt((real)head_dim), p[KEY_CHUNK], g[KEY_CHUNK];
+    real D = dot(dot_t, ot, head_dim);
+    for (int c0 = s0; c0 <= t; c0 += KEY_CHUNK) {
+        int n = t + 1 - c0 < KEY_CHUNK ? t + 1 - c0 : KEY_CHUNK;
+        for (int j = 0; j < n; j++) p[j] = -lse, g[j] = 0;
+        for (int d = 0; d < head_dim; d++) {
+            const real *restrict kd = kt + (size_t)d * ld + c0, *restrict vd = vt + (size_t)d * ld + c0;
+            real qd = scale * qt[d], od = dot_t[d];
+#pragma omp simd
+            for (int j = 0; j < n; j++) {
+                p[j] += qd * kd[j];
+                g[j] += od * vd[j];
+            }
+        }
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
+            p[j] = r_expv(p[j]);
+            g[j] = scale * p[j] * (g[j] - D);
+        }
+        for (int d = 0; d < head_dim; d++) {
+            const real *restrict kd = kt + (size_t)d * ld + c0;
+            real *restrict dkd = dkt + (size_t)d * ld + c0, *restrict dvd = dvt + (size_t)d * ld + c0;
+            real qd = qt[d], od = dot_t[d], acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int j = 0; j < n; j++) {
+                acc += g[j] * kd[j];
+                dkd[j] += g[j] * qd;
+                dvd[j] += p[j] * od;
+            }
+            dqt[d] += acc;
+        }
+    }
+}
+
+static void small_attention_backward(real *dq, real *dk, real *dv, const real *dout, const real *out,
+                                     const real *lse, const real *q, const real *k, const real *v,
+                                     const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
+    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    size_t span = (size_t)T * head_dim;
+#pragma omp parallel
+    {
+        real *kt = malloc(4 * span * sizeof(real)), *vt = kt + span, *dkt = vt + span, *dvt = dkt + span;
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            for (int kvh = 0; kvh < n_kv_heads; kvh++) {
+                if (!kt) continue; /* out of memory: no gradient rather than a crash */
+                size_t kv_off = (size_t)b * T * kv_dim + (size_t)kvh * head_dim;
+                transpose_span(kt, k + kv_off, 0, T, kv_dim, head_dim);
+                transpose_span(vt, v + kv_off, 0, T, kv_dim, head_dim);
+                memset(dkt, 0, 2 * span * sizeof(real));
+                for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+                    int s0 = 0;
+                    for (int t = 0; t < T; t++) {
+                        if (t > 0 && doc && doc[(size_t)b * T + t] != doc[(size_t)b * T + t - 1]) s0 = t;
+                        size_t row = (size_t)b * T + t, qo = row * q_dim + (size_t)h * head_dim;
+                        small_row_backward(dq + qo, dkt, dvt, dout + qo, out + qo, q + qo, kt, vt,
+                                           lse[row * n_heads + h], T, s0, t, head_dim);
+                    }
+                }
+                for (int j = 0; j < T; j++)
+                    for (int d = 0; d < head_dim; d++) {
+                        dk[kv_off + (size_t)j * kv_dim + d] += dkt[(size_t)d * T + j];
+                        dv[kv_off + (size_t)j * kv_dim + d] += dvt[(size_t)d * T + j];
+                    }
+            }
+        free(kt);
+    }
+}
+
 void R(mt_attention_forward)(real *out, real *lse, const real *q, const real *k, const real *v,
                              const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
+    if (head_dim <= SMALL_HEAD) {
+        small_attention_forward(out, lse, q, k, v, doc, B, T, n_heads, n_kv_heads, head_dim);
+        return;
+    }
     int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
     int n_blocks = (T + QUERY_BLOCK - 1) / QUERY_BLOCK;
     /* later blocks see more keys: dynamic scheduling evens the threads out */
@@ -273,6 +434,10 @@ static void tiled_row_backward(real *restrict dqt, real *dk, real *dv, const rea
 void R(mt_attention_backward)(real *dq, real *dk, real *dv, const real *dout, const real *out,
                               const real *lse, const real *q, const real *k, const real *v,
                               const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
+    if (head_dim <= SMALL_HEAD) {
+        small_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, doc, B, T, n_heads, n_kv_heads, head_dim);
+        return;
+    }
     int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
