@@ -52,15 +52,11 @@ static real R(dot)(const real *a, const real *b, int n) {
     return s;
 }
 
-/* Routes one token for head h: the K experts (idx) and their softmax gates. scratch holds
- * n1 + n2 + K² reals. */
-static void R(route)(const real *q, const real *k1, const real *k2, const mt_mome_shape *sh,
-                     int *idx, real *gate, real *scratch) {
-    int half = sh->dk / 2, n1 = sh->n1, n2 = sh->n2, K = sh->K;
-    real *s1 = scratch, *s2 = scratch + n1, *sums = scratch + n1 + n2;
+/* Routes one token for head h from its sub-key scores s1 [n1], s2 [n2]: the K experts (idx)
+ * and their softmax gates. sums: scratch of K² reals. */
+static void R(route)(const real *s1, const real *s2, const mt_mome_shape *sh, int *idx, real *gate, real *sums) {
+    int n1 = sh->n1, n2 = sh->n2, K = sh->K;
     int t1[MOME_MAX_K], t2[MOME_MAX_K], best[MOME_MAX_K];
-    for (int i = 0; i < n1; i++) s1[i] = R(dot)(k1 + (size_t)i * half, q, half);
-    for (int j = 0; j < n2; j++) s2[j] = R(dot)(k2 + (size_t)j * half, q + half, half);
     R(top_k)(s1, n1, K, t1);
     R(top_k)(s2, n2, K, t2);
     for (int a = 0; a < K; a++)
@@ -75,6 +71,19 @@ static void R(route)(const real *q, const real *k1, const real *k2, const mt_mom
     for (int k = 0; k < K; k++) gate[k] /= total;
 }
 
+/* Sub-key scores of every token and head as GEMMs: scores[t][h] = [K1_h·q1 (n1) | K2_h·q2 (n2)] */
+static void R(sub_key_scores)(real *scores, const real *q, const real *k1, const real *k2, const mt_mome_shape *sh,
+                              int T) {
+    int H = sh->H, dk = sh->dk, half = dk / 2, n1 = sh->n1, n2 = sh->n2, ld = H * (n1 + n2);
+    for (int h = 0; h < H; h++) {
+        real *s = scores + (size_t)h * (n1 + n2);
+        r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n1, half, 1, q + (size_t)h * dk, H * dk,
+               k1 + (size_t)h * n1 * half, half, 0, s, ld);
+        r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n2, half, 1, q + (size_t)h * dk + half, H * dk,
+               k2 + (size_t)h * n2 * half, half, 0, s + n1, ld);
+    }
+}
+
 void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const real *x,
                         const real *router, const real *bank, long n_experts,
                         const mt_mome_shape *sh, int T) {
@@ -83,28 +92,28 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
     (void)n_experts;
     /* q[T, H*dk] = x·Wq^T */
     r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, C, 1, x, C, wq, C, 0, q, H * dk);
-#pragma omp parallel if (T > 1)
-    {
-        real *scratch = malloc(((size_t)sh->n1 + sh->n2 + (size_t)K * K) * sizeof(real));
-#pragma omp for
-        for (int t = 0; t < T; t++) {
-            const real *xt = x + (size_t)t * C;
-            real *ot = out + (size_t)t * C;
-            for (int h = 0; h < H; h++) {
-                size_t slot = ((size_t)t * H + h) * K;
-                R(route)(q + (size_t)t * H * dk + (size_t)h * dk, k1 + (size_t)h * sh->n1 * half,
-                         k2 + (size_t)h * sh->n2 * half, sh, idx + slot, gate + slot, scratch);
-                for (int k = 0; k < K; k++) {
-                    size_t e = (size_t)idx[slot + k];
-                    z[slot + k] = R(dot)(bank + e * 2 * C, xt, C);
-                    real w = gate[slot + k] * R(silu)(z[slot + k]);
-                    const real *be = bank + e * 2 * C + C;
-                    for (int c = 0; c < C; c++) ot[c] += w * be[c];
-                }
+    size_t per_token = (size_t)H * (sh->n1 + sh->n2);
+    real *scores = malloc((size_t)T * per_token * sizeof(real));
+    if (!scores) return; /* out of memory: the experts add nothing to this call */
+    R(sub_key_scores)(scores, q, k1, k2, sh, T);
+#pragma omp parallel for if (T > 1)
+    for (int t = 0; t < T; t++) {
+        const real *xt = x + (size_t)t * C;
+        real *ot = out + (size_t)t * C, sums[MOME_MAX_K * MOME_MAX_K];
+        for (int h = 0; h < H; h++) {
+            size_t slot = ((size_t)t * H + h) * K;
+            const real *s1 = scores + t * per_token + (size_t)h * (sh->n1 + sh->n2);
+            R(route)(s1, s1 + sh->n1, sh, idx + slot, gate + slot, sums);
+            for (int k = 0; k < K; k++) {
+                size_t e = (size_t)idx[slot + k];
+                z[slot + k] = R(dot)(bank + e * 2 * C, xt, C);
+                real w = gate[slot + k] * R(silu)(z[slot + k]);
+                const real *be = bank + e * 2 * C + C;
+                for (int c = 0; c < C; c++) ot[c] += w * be[c];
             }
         }
-        free(scratch);
     }
+    free(scores);
 }
 
 /* The backward of one (token, head): expert slots, gates, scores, sub-keys and query. dq is
