@@ -281,12 +281,13 @@ static void check_tiled_attention(int HD, int single_docs) {
     for (int t = 0; t < B * T; t++) doc[t] = t < T ? 0 : (t - T < 37 ? 1 : (t - T < 333 ? 2 : 3));
     /* padding as memory tuning lays it out: every position its own document */
     for (int t = 2 * T - 50; single_docs && t < 2 * T; t++) doc[t] = -1 - t;
-    float *q = malloc(NQ * sizeof(float)), *k = malloc(NK * sizeof(float)), *v = malloc(NK * sizeof(float));
-    float *dout = malloc(NQ * sizeof(float)), *out = malloc(NQ * sizeof(float)), *ref = malloc(NQ * sizeof(float));
+    /* calloc: sizes depend on HD, and the compiler cannot see the fill loops run */
+    float *q = calloc(NQ, sizeof(float)), *k = calloc(NK, sizeof(float)), *v = calloc(NK, sizeof(float));
+    float *dout = calloc(NQ, sizeof(float)), *out = calloc(NQ, sizeof(float)), *ref = calloc(NQ, sizeof(float));
     float *dq = calloc(NQ, sizeof(float)), *dk = calloc(NK, sizeof(float)), *dv = calloc(NK, sizeof(float));
     float *rq = calloc(NQ, sizeof(float)), *rk = calloc(NK, sizeof(float)), *rv = calloc(NK, sizeof(float));
-    float *lse = malloc(B * T * H * sizeof(float));
-    float *att = malloc((size_t)B * H * T * T * sizeof(float)), *ds = malloc((size_t)B * H * T * T * sizeof(float));
+    float *lse = calloc(B * T * H, sizeof(float));
+    float *att = calloc((size_t)B * H * T * T, sizeof(float)), *ds = calloc((size_t)B * H * T * T, sizeof(float));
     for (int i = 0; i < NQ; i++) { q[i] = 2 * mt_rng_normal(&rng); dout[i] = mt_rng_normal(&rng); }
     /* keys grow along the row, so later chunks hold larger scores */
     for (int i = 0; i < NK; i++) { k[i] = mt_rng_normal(&rng) * (1 + (i / (KV * HD)) % T / 200.0f); v[i] = mt_rng_normal(&rng); }
