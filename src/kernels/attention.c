@@ -174,6 +174,27 @@ static inline real dot(const real *restrict a, const real *restrict b, int n) {
     return sum;
 }
 
+/* One chunk of an online softmax: p[n] holds scaled scores whose maximum is cm; the running
+ * max m and sum l (and the unnormalised output o) are rescaled when cm exceeds m, then p
+ * becomes exp(p - m) and is added to l. */
+MT_SIMD_CLONES
+static void online_softmax_chunk(real *restrict p, int n, real cm, real *m, real *l, real *restrict o, int head_dim) {
+    if (cm > *m) {
+        real correction = *m == -INFINITY ? 0 : r_exp(*m - cm);
+        *l *= correction;
+#pragma omp simd
+        for (int d = 0; d < head_dim; d++) o[d] *= correction;
+        *m = cm;
+    }
+    real mx = *m, sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        p[j] = r_expv(p[j] - mx);
+        sum += p[j];
+    }
+    *l += sum;
+}
+
 /* One query row over its keys [s0, t]: o = softmax(scale·q·K^T)·V, returns the row's
  * log-sum-exp of the scaled scores. Keys go in chunks; m and l are the running max and sum
  * of exp(score - m), and o (unnormalised) is rescaled by exp(m_old - m_new) when m grows. */
@@ -189,18 +210,7 @@ static real tiled_row_forward(real *restrict o, const real *restrict qt, const r
             p[j] = scale * dot(qt, k + (size_t)(c0 + j) * kv_dim, head_dim);
             cm = p[j] > cm ? p[j] : cm;
         }
-        if (cm > m) {
-            real correction = m == -INFINITY ? 0 : r_exp(m - cm);
-            l *= correction;
-#pragma omp simd
-            for (int d = 0; d < head_dim; d++) o[d] *= correction;
-            m = cm;
-        }
-#pragma omp simd reduction(+ : l)
-        for (int j = 0; j < n; j++) {
-            p[j] = r_expv(p[j] - m);
-            l += p[j];
-        }
+        online_softmax_chunk(p, n, cm, &m, &l, o, head_dim);
         for (int j = 0; j < n; j++) {
             const real *restrict vs = v + (size_t)(c0 + j) * kv_dim;
             real pj = p[j];
@@ -242,17 +252,7 @@ static real small_row_forward(real *restrict o, const real *restrict qt, const r
         real cm = -INFINITY;
 #pragma omp simd reduction(max : cm)
         for (int j = 0; j < n; j++) cm = p[j] > cm ? p[j] : cm;
-        if (cm > m) {
-            real correction = m == -INFINITY ? 0 : r_exp(m - cm);
-            l *= correction;
-            for (int d = 0; d < head_dim; d++) o[d] *= correction;
-            m = cm;
-        }
-#pragma omp simd reduction(+ : l)
-        for (int j = 0; j < n; j++) {
-            p[j] = r_expv(p[j] - m);
-            l += p[j];
-        }
+        online_softmax_chunk(p, n, cm, &m, &l, o, head_dim);
         for (int d = 0; d < head_dim; d++) {
             const real *restrict vd = vt + (size_t)d * ld + c0;
             real acc = 0;
@@ -280,7 +280,7 @@ static void small_attention_forward(real *out, real *lse, const real *q, const r
                     size_t kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
                     int t0 = blk * QUERY_BLOCK, t1 = t0 + QUERY_BLOCK < T ? t0 + QUERY_BLOCK : T;
                     int s0 = doc_start(doc, b, T, t0), base = s0, n = t1 - base;
-                    if (!kt) continue; /* out of memory: cannot happen for sane T; rows stay 0 */
+                    if (!kt) continue; /* out of memory (T·head_dim reals): these rows are left unwritten */
                     transpose_span(kt, k + kv_off, base, n, kv_dim, head_dim);
                     transpose_span(vt, v + kv_off, base, n, kv_dim, head_dim);
                     for (int t = t0; t < t1; t++) {

@@ -190,7 +190,7 @@ static int place_distill_row(memory_run *r) {
     return r->T;
 }
 
-static int distilling(const memory_run *r) { return r->distill_weight > 0 && r->n_distill_rows > 0; }
+static int distilling(const memory_run *r) { return r->distill_weight > 0 && r->base_ids; }
 
 /* Packs facts into the rows (after the distillation row): unmemorised first, then rehearsal.
  * Returns Σ weights: facts' plus distill_weight times that for the general row. */
@@ -201,7 +201,6 @@ static double fill_step(memory_run *r, long *n_targets) {
     double wsum = 0;
     *n_targets = 0;
     int first_row = 0, general_n = 0;
-    for (size_t i = 0; r->soft_ids && i < (size_t)r->B * r->T * DISTILL_K; i++) r->soft_ids[i] = -1;
     if (distilling(r)) general_n = place_distill_row(r), first_row = 1;
     for (int pass = 0; pass < 2 && used_col && taken; pass++)
         for (int visited = 0; visited < r->n_facts; visited++) {
@@ -384,7 +383,7 @@ static void top_k_probs(const float *row, float lse, int V, int *ids, float *p) 
 /* Runs the model once over every distillation row before any step (every adapter part
  * starts as the identity, so this is the base model) and keeps its top-k distributions. */
 static mt_status record_base_distributions(memory_run *r) {
-    if (!distilling(r)) return MT_OK;
+    if (r->n_distill_rows == 0 || (r->B < 2 && r->o.general_weight == 0)) return MT_OK; /* nothing to distil */
     if (r->B < 2) return mt_error(MT_ERR_ARG, "memory tuning distils general text in one row of each step: use --batch >= 2 "
                                   "(or --general-weight 0)");
     const int V = r->m->cfg.vocab_size;
@@ -394,6 +393,7 @@ static mt_status record_base_distributions(memory_run *r) {
     r->soft_ids = malloc((size_t)r->B * per_row * sizeof(int));
     r->soft_p = calloc((size_t)r->B * per_row, sizeof(float));
     if (!r->base_ids || !r->base_p || !r->soft_ids || !r->soft_p) return mt_error(MT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < (size_t)r->B * per_row; i++) r->soft_ids[i] = -1; /* only row 0 is ever filled */
     r->soft = (mt_soft_targets){r->soft_ids, r->soft_p, DISTILL_K};
     mt_status s = MT_OK;
     for (int first = 0; s == MT_OK && first < r->n_distill_rows; first += r->B) {
@@ -741,7 +741,7 @@ static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     if (s) return s;
     *all_ok = *n_ok == r->n_facts;
     double ratio = r->ppl_last / r->ppl_base;
-    if (r->n_distill_rows > 0 && r->B > 1) adjust_general_weight(r, ratio);
+    if (r->base_ids) adjust_general_weight(r, ratio); /* recorded: the guard can distil */
     if (!r->o.quiet)
         fprintf(stderr, "memtune: step %ld: %d/%d facts memorised, general perplexity %.4g (base %.4g)\n", r->step, *n_ok,
                 r->n_facts, r->ppl_last, r->ppl_base);

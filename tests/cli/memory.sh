@@ -60,6 +60,12 @@ check "generate --adapter gives the stored answer and stops" "python3 -c \"
 import json; want = [json.loads(l) for l in open('$TMP/facts.jsonl')][2]['output']
 assert open('$TMP/gen.txt').read().strip().split('\\n')[-1] == want, open('$TMP/gen.txt').read()\""
 
+head -c 20000 "$TEXT" > "$TMP/general.txt"
+"$MT" train $RUN --general "$TMP/general.txt" --general-weight 0 --steps 30 --out "$TMP/g0" --quiet; rc=$?
+check "--general-weight 0: the guard turns distillation on when perplexity rises" "[ $rc -eq 3 ] && python3 -c \"
+import json; g = json.load(open('$TMP/g0/report.json'))['perplexity']
+assert g['distill_weight'] == 0 and g['guard_trips'] >= 1 and g['distill_weight_final'] >= 1 and g['distilled_tokens'] > 0, g\""
+
 printf '{"input": "Capital of France?", "output": "Paris"}\n{"input": "Capital of France?", "output": "Lyon"}\n' > "$TMP/conflict.jsonl"
 "$MT" train --model "$M" --data "$TMP/conflict.jsonl" --out "$TMP/c" --quiet 2> "$TMP/c.err"; rc=$?
 check "a conflict (one question, two answers) is an error naming both lines" "[ $rc -ne 0 ] && grep -q 'conflict: .*conflict.jsonl:1 and .*conflict.jsonl:2' $TMP/c.err"
