@@ -208,6 +208,8 @@ typedef struct {
     const char *expert_sites;  /* layers whose MLP output gets experts ("2,4", "last", "all");
                                   NULL = all */
     int freeze_router;         /* keep the router at its initialisation; default 0 (trains) */
+    int expert_context;        /* routing context values per decay (mt_mome_options.context_dim);
+                                  default 32; 0 = none */
     int memory_lora;           /* also train a LoRA adapter (lora_rank, ...); default 1 */
     float tau;                 /* memorised: greedy exact and every answer-token NLL <= tau; 0.05 */
     const char *general;       /* general text for the perplexity guard; NULL = text sampled
@@ -336,6 +338,9 @@ typedef struct {
     const char *sites;   /* layers whose MLP output gets the experts: "2,4", "last", "all";
                             NULL = all */
     int freeze_router;   /* keep the router at its random initialisation while training */
+    int context_dim;     /* routing context: values per decay added to the router's query
+                            (decayed codes of the document's tokens so far, decays 0.5 and
+                            0.9); default 32; 0 = route on the hidden state alone */
     uint64_t seed;       /* initialisation; default 1 */
 } mt_mome_options;
 

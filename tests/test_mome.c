@@ -13,6 +13,7 @@
 #include "model/model.h"
 #include "model/mome.h"
 #include "model/train_model.h"
+#include "model/forward.h"
 
 #define FD_EPS 1e-6
 #define FD_TOL 1e-6
@@ -21,11 +22,12 @@ static mt_rng rng;
 /* ---- the kernel ---------------------------------------------------------------------- */
 
 enum { KT = 5 };
-static const mt_mome_shape ksh = {.C = 6, .n1 = 5, .n2 = 4, .H = 2, .K = 3, .dk = 4};
+static const mt_mome_shape ksh = {.C = 6, .n1 = 5, .n2 = 4, .H = 2, .K = 3, .dk = 4, .Cx = 3};
 #define KN 20L
 
 typedef struct {
     double *x, *router, *bank, *w; /* w: fixed weights of the loss Σ w·out */
+    double *ctx;                   /* the routing context (no gradient) */
 } kernel_ctx;
 
 static double kernel_loss(kernel_ctx *c) {
@@ -33,7 +35,7 @@ static double kernel_loss(kernel_ctx *c) {
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
     (void)slots;
-    mt_mome_forward_f64(out, q, idx, gate, z, c->x, c->router, c->bank, KN, &ksh, KT);
+    mt_mome_forward_f64(out, q, idx, gate, z, c->x, c->ctx, c->router, c->bank, KN, &ksh, KT);
     double s = 0;
     for (int i = 0; i < KT * ksh.C; i++) s += c->w[i] * out[i];
     return s;
@@ -65,9 +67,10 @@ static double fd_all(kernel_ctx *c, double *p, size_t n, const double *grad) {
 TEST(product_key_routing_finds_the_global_top_k) {
     size_t rs = mt_mome_router_size(&ksh);
     double *x = randn((size_t)KT * ksh.C, 1), *router = randn(rs, 0.8), *bank = randn(2 * KN * ksh.C, 0.5);
+    double *ctx = randn((size_t)KT * ksh.Cx, 1);
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
-    mt_mome_forward_f64(out, q, idx, gate, z, x, router, bank, KN, &ksh, KT);
+    mt_mome_forward_f64(out, q, idx, gate, z, x, ctx, router, bank, KN, &ksh, KT);
     int half = ksh.dk / 2, bad = 0;
     const double *k1 = router + (size_t)ksh.H * ksh.dk * ksh.C, *k2 = k1 + (size_t)ksh.H * ksh.n1 * half;
     for (int t = 0; t < KT; t++)
@@ -95,18 +98,30 @@ TEST(product_key_routing_finds_the_global_top_k) {
             CHECK_NEAR(gsum, 1.0, 1e-12);
         }
     CHECK_MSG(bad == 0, "%d routed experts are not the global top-K", bad);
-    free(x), free(router), free(bank);
+    /* the saved query is x·Wq^T + ctx·Wx^T */
+    const double *wx = k2 + (size_t)ksh.H * ksh.n2 * half;
+    double qerr = 0;
+    for (int t = 0; t < KT; t++)
+        for (int r = 0; r < ksh.H * ksh.dk; r++) {
+            double want = 0;
+            for (int c = 0; c < ksh.C; c++) want += router[(size_t)r * ksh.C + c] * x[t * ksh.C + c];
+            for (int c = 0; c < ksh.Cx; c++) want += wx[(size_t)r * ksh.Cx + c] * ctx[t * ksh.Cx + c];
+            qerr = fmax(qerr, fabs(q[t * ksh.H * ksh.dk + r] - want));
+        }
+    CHECK_NEAR(qerr, 0, 1e-12);
+    free(x), free(router), free(bank), free(ctx);
 }
 
 TEST(mome_backward_matches_finite_differences) {
     size_t rs = mt_mome_router_size(&ksh), slots = (size_t)KT * ksh.H * ksh.K;
-    kernel_ctx c = {randn((size_t)KT * ksh.C, 1), randn(rs, 0.8), randn(2 * KN * ksh.C, 0.7), randn((size_t)KT * ksh.C, 1)};
+    kernel_ctx c = {randn((size_t)KT * ksh.C, 1), randn(rs, 0.8), randn(2 * KN * ksh.C, 0.7), randn((size_t)KT * ksh.C, 1),
+                    randn((size_t)KT * ksh.Cx, 1)};
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
-    mt_mome_forward_f64(out, q, idx, gate, z, c.x, c.router, c.bank, KN, &ksh, KT);
+    mt_mome_forward_f64(out, q, idx, gate, z, c.x, c.ctx, c.router, c.bank, KN, &ksh, KT);
     double *dx = calloc((size_t)KT * ksh.C, sizeof(double)), *dr = calloc(rs, sizeof(double));
     double *sg = malloc(slots * 2 * ksh.C * sizeof(double)), *dbank = calloc(2 * KN * ksh.C, sizeof(double));
-    mt_mome_backward_f64(dx, dr, sg, c.w, c.x, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT);
+    mt_mome_backward_f64(dx, dr, sg, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT);
     /* what the sparse optimizer does: sum the slots of each expert */
     for (size_t sl = 0; sl < slots; sl++)
         for (int j = 0; j < ksh.C; j++) {
@@ -114,17 +129,58 @@ TEST(mome_backward_matches_finite_differences) {
             dbank[(size_t)idx[sl] * 2 * ksh.C + ksh.C + j] += sg[sl * 2 * ksh.C + ksh.C + j];
         }
     double ex = fd_all(&c, c.x, (size_t)KT * ksh.C, dx);
-    size_t nq = (size_t)ksh.H * ksh.dk * ksh.C;
-    double eq = fd_all(&c, c.router, nq, dr), ek = fd_all(&c, c.router + nq, rs - nq, dr + nq);
+    size_t nq = (size_t)ksh.H * ksh.dk * ksh.C, nx = (size_t)ksh.H * ksh.dk * ksh.Cx, nk = rs - nq - nx;
+    double eq = fd_all(&c, c.router, nq, dr), ek = fd_all(&c, c.router + nq, nk, dr + nq);
+    double ec = fd_all(&c, c.router + nq + nk, nx, dr + nq + nk);
     double eb = fd_all(&c, c.bank, 2 * KN * ksh.C, dbank);
-    fprintf(stderr, "  rel err: input %.2e, query %.2e, sub-keys %.2e, expert rows %.2e\n", ex, eq, ek, eb);
-    CHECK(ex < FD_TOL && eq < FD_TOL && ek < FD_TOL && eb < FD_TOL);
+    fprintf(stderr, "  rel err: input %.2e, query %.2e, sub-keys %.2e, context projection %.2e, expert rows %.2e\n",
+            ex, eq, ek, ec, eb);
+    CHECK(ex < FD_TOL && eq < FD_TOL && ek < FD_TOL && ec < FD_TOL && eb < FD_TOL);
     /* a frozen router: same input and expert gradients, no router work */
     double *dx2 = calloc((size_t)KT * ksh.C, sizeof(double)), *sg2 = malloc(slots * 2 * ksh.C * sizeof(double));
-    mt_mome_backward_f64(dx2, NULL, sg2, c.w, c.x, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT);
+    mt_mome_backward_f64(dx2, NULL, sg2, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT);
     CHECK(memcmp(sg, sg2, slots * 2 * ksh.C * sizeof(double)) == 0);
     free(dx2), free(sg2);
-    free(c.x), free(c.router), free(c.bank), free(c.w), free(dx), free(dr), free(sg), free(dbank);
+    free(c.x), free(c.router), free(c.bank), free(c.w), free(c.ctx), free(dx), free(dr), free(sg), free(dbank);
+}
+
+/* The routing context: decayed sums of fixed token codes, restarted at position 0, the same
+ * whether a sequence is coded at once or chunk by chunk (the KV-cache path). */
+TEST(routing_context_codes_the_document_so_far) {
+    mt_mome_context_spec cs = {.dim = 16, .n_decays = 2, .decays = {0, 0.9f}};
+    int W = mt_mome_context_width(&cs);
+    int ids[8] = {7, 3, 11, 5, 7, 3, 11, 5}, pos[8] = {0, 1, 2, 3, 0, 1, 2, 3};
+    double ctx[8 * 32], acc[8 * 32], ctx2[8 * 32], acc2[8 * 32];
+    mt_mome_context_f64(ctx, acc, ids, pos, 8, &cs, NULL);
+    /* a document starting at position 0 is coded as if alone */
+    CHECK(memcmp(ctx, ctx + 4 * W, 4 * W * sizeof(double)) == 0);
+    /* in two chunks, carrying the running sums: the same */
+    int pos2[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    mt_mome_context_f64(ctx, acc, ids, pos2, 8, &cs, NULL);
+    mt_mome_context_f64(ctx2, acc2, ids, pos2, 5, &cs, NULL);
+    mt_mome_context_f64(ctx2 + 5 * W, acc2 + 5 * W, ids + 5, pos2 + 5, 3, &cs, acc2 + 4 * W);
+    CHECK(memcmp(ctx, ctx2, sizeof ctx) == 0);
+    /* every block has unit RMS; decay 0 codes the current token alone (the same token, the same
+     * block), decay 0.9 remembers what came before (the same token, another block) */
+    double worst = 0;
+    for (int t = 0; t < 8; t++)
+        for (int b = 0; b < 2; b++) {
+            double ss = 0;
+            for (int j = 0; j < 16; j++) ss += ctx[t * W + b * 16 + j] * ctx[t * W + b * 16 + j];
+            worst = fmax(worst, fabs(ss / 16 - 1));
+        }
+    CHECK_NEAR(worst, 0, 1e-12);
+    CHECK(memcmp(ctx, ctx + 4 * W, 16 * sizeof(double)) == 0);
+    double differs = 0;
+    for (int j = 16; j < 32; j++) differs = fmax(differs, fabs(ctx[j] - ctx[4 * W + j]));
+    CHECK(differs > 0.1);
+    /* codes are ±1 and differ between tokens */
+    int same = 0;
+    for (int j = 0; j < 16; j++) {
+        CHECK(fabs(fabs(acc[j]) - 1) < 1e-12);
+        same += acc[j] == acc[W + j];
+    }
+    CHECK(same < 16);
 }
 
 /* ---- in the model -------------------------------------------------------------------- */
@@ -149,7 +205,7 @@ static mt_model *random_model(const mt_config *cfg) {
 static mt_mome *small_mome(mt_model *m, int trained) {
     mt_mome_options o;
     mt_mome_options_default(&o);
-    o.experts = 36, o.k = 3, o.heads = 2, o.query_dim = 6, o.sites = "0,2", o.seed = 9;
+    o.experts = 36, o.k = 3, o.heads = 2, o.query_dim = 6, o.sites = "0,2", o.seed = 9, o.context_dim = 4;
     mt_mome *mm = NULL;
     CHECK_OK(mt_mome_create(m, &o, &mm));
     if (mm && trained) /* as if trained: b no longer zero */
@@ -269,6 +325,54 @@ TEST(fresh_layer_is_the_base_and_training_forward_equals_inference) {
     mt_model_free(m);
 }
 
+/* Decoding token by token through the KV cache (the routing context carried between calls)
+ * gives the logits of the whole sequence at once; a layer without a context saves and loads
+ * as one (files from before the context). */
+TEST(kv_cache_decoding_equals_the_whole_sequence) {
+    mt_config cfg = small_config();
+    mt_model *m = random_model(&cfg);
+    mt_mome *mm = m ? small_mome(m, 1) : NULL;
+    if (!mm) return;
+    CHECK_OK(mt_model_attach_mome(m, mm));
+    enum { N = 9 };
+    int ids[N] = {1, 5, 3, 9, 12, 4, 5, 3, 7};
+    size_t V = (size_t)cfg.vocab_size;
+    float *all = malloc(N * V * sizeof(float)), *one = malloc(V * sizeof(float));
+    CHECK_OK(mt_model_logits(m, ids, N, all));
+    double d = 0;
+    for (int t = 0; t < N; t++) {
+        CHECK_OK(mt_forward(m, ids + t, 1, t, one, 0));
+        for (size_t v = 0; v < V; v++) d = fmax(d, fabs(one[v] - all[t * V + v]));
+    }
+    fprintf(stderr, "  |token-by-token logits - whole-sequence logits| = %.2e\n", d);
+    CHECK_MSG(d < 1e-4, "the KV-cache path disagrees by %.3g", d);
+    /* without the context the logits change (it takes part in routing) */
+    mt_mome_options o;
+    mt_mome_options_default(&o);
+    o.experts = 36, o.k = 3, o.heads = 2, o.query_dim = 6, o.sites = "0,2", o.context_dim = 0;
+    mt_mome *plain = NULL;
+    CHECK_OK(mt_mome_create(m, &o, &plain));
+    if (plain) {
+        CHECK(plain->shape.Cx == 0 && plain->router_size < mm->router_size);
+        const char *dir = "build/tests/tmp_mome_plain";
+        CHECK_OK(mt_mome_save(plain, dir));
+        mt_mome *back = NULL;
+        CHECK_OK(mt_mome_load(m, dir, &back));
+        CHECK(back && back->shape.Cx == 0 && back->router_size == plain->router_size);
+        mt_mome_free(back);
+    }
+    mt_mome_free(plain);
+    CHECK_OK(mt_model_attach_mome(m, NULL));
+    free(all), free(one);
+    mt_mome_free(mm);
+    mt_model_free(m);
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (f) fputs(text, f), fclose(f);
+}
+
 TEST(bad_shapes_and_files_are_refused) {
     mt_config cfg = small_config();
     mt_model *m = random_model(&cfg);
@@ -303,6 +407,30 @@ TEST(bad_shapes_and_files_are_refused) {
         CHECK(truncate("build/tests/tmp_mome_bad/mome.safetensors", len - 8) == 0);
         CHECK(mt_mome_load(m, dir, &back) != MT_OK);
     }
+    /* a context the config cannot mean */
+    if (mm) {
+        CHECK_OK(mt_mome_save(mm, dir));
+        const char *cfg_path = "build/tests/tmp_mome_bad/mome_config.json";
+        char text[1024];
+        snprintf(text, sizeof text, "{\"type\": \"memtune-mome\", \"experts\": 64, \"n1\": 8, \"n2\": 8, \"heads\": 4, "
+                 "\"k\": 4, \"query_dim\": 4, \"layers\": [2], \"dim\": 16, \"n_layers\": 3, "
+                 "\"context\": {\"dim\": 32, \"decays\": [%s]}}", "0.5, 1.5");
+        write_text(cfg_path, text);
+        CHECK_ERR(mt_mome_load(m, dir, &back), MT_ERR_FORMAT, "context decay 1");
+        snprintf(text, sizeof text, "{\"type\": \"memtune-mome\", \"experts\": 64, \"n1\": 8, \"n2\": 8, \"heads\": 4, "
+                 "\"k\": 4, \"query_dim\": 4, \"layers\": [2], \"dim\": 16, \"n_layers\": 3, "
+                 "\"context\": {\"dim\": 0, \"decays\": []}}");
+        write_text(cfg_path, text);
+        CHECK_ERR(mt_mome_load(m, dir, &back), MT_ERR_FORMAT, "\"context\" needs");
+        /* a config that names a context whose tensor the file lacks */
+        snprintf(text, sizeof text, "{\"type\": \"memtune-mome\", \"experts\": 64, \"n1\": 8, \"n2\": 8, \"heads\": 4, "
+                 "\"k\": 4, \"query_dim\": 4, \"layers\": [2], \"dim\": 16, \"n_layers\": 3}");
+        write_text(cfg_path, text);
+        CHECK_ERR(mt_mome_load(m, dir, &back), MT_ERR_MISMATCH, "names no \"context\"");
+    }
+    o.context_dim = 2000;
+    mt_mome *wide = NULL;
+    CHECK_ERR(mt_mome_create(m, &o, &wide), MT_ERR_ARG, "--expert-context 2000");
     mt_mome_free(mm);
     mt_model_free(m2);
     mt_model_free(m);
@@ -313,8 +441,10 @@ int main(void) {
     mt_rng_seed(&rng, 777);
     RUN(product_key_routing_finds_the_global_top_k);
     RUN(mome_backward_matches_finite_differences);
+    RUN(routing_context_codes_the_document_so_far);
     RUN(model_memory_expert_gradients_match_finite_differences_with_frozen_base);
     RUN(fresh_layer_is_the_base_and_training_forward_equals_inference);
+    RUN(kv_cache_decoding_equals_the_whole_sequence);
     RUN(bad_shapes_and_files_are_refused);
     TEST_MAIN_END();
 }

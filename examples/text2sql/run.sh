@@ -6,10 +6,12 @@
 #      generated pairs held out;
 #   4. memtune eval --db: execution accuracy of the base model on gold-test-set.jsonl and on
 #      the held-out pairs;
-#   5. memtune train: fine-tune the bundled stories260K (full fine-tuning: --method memory
-#      exists but does not yet keep the model's general ability, see the README);
-#   6. memtune eval --db again, and eval --compare before/after.
-# usage: examples/text2sql/run.sh [OUT_DIR]     env: EPOCHS (3), LR (5e-3), THREADS (2)
+#   5. memtune train --method memory: memory-tune the bundled stories260K on the training set
+#      (LoRA + memory experts, general text distilled so the model keeps what it knew), for
+#      STEPS steps; it stops earlier when every line is memorised;
+#   6. memtune eval --db again with the adapter, and eval --compare before/after.
+# usage: examples/text2sql/run.sh [OUT_DIR]
+# env: STEPS (400), THREADS (2); METHOD=full (with EPOCHS (3), LR (5e-3)) for plain fine-tuning
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MT=${MT:-build/memtune}
@@ -19,6 +21,8 @@ N="$A/text2sql/nba_roster"
 DB="$N/nba_roster.db"
 MODEL=${MODEL:-$A/models/stories260K/stories260K.bin}
 OUT=${1:-build/text2sql/nba}
+METHOD=${METHOD:-memory}
+STEPS=${STEPS:-400}
 EPOCHS=${EPOCHS:-3}
 LR=${LR:-5e-3}
 THREADS=${THREADS:-2}
@@ -33,21 +37,33 @@ cat "$N/data/training_data/generated_queries_large.jsonl" "$N/data/training_data
 echo "== 3. assemble train / held-out sets"
 python3 examples/text2sql/prepare.py "$OUT/generated.jsonl" "$OUT/filtered.jsonl" "$N/data/gold-test-set.jsonl" "$OUT" | tee "$OUT/sets.json"
 
-evaluate() { # model tag
+evaluate() { # tag [eval flags for the model]
+  tag=$1; shift
   for set in gold heldout; do
     data="$N/data/gold-test-set.jsonl"; [ $set = heldout ] && data="$OUT/heldout.jsonl"
-    "$MT" eval --model "$1" --data "$data" --db "$DB" --report "$OUT/$2.$set.report.jsonl" \
-      --normalize whitespace --threads "$THREADS" > "$OUT/$2.$set.json"
-    echo "$2 $set: $(cat "$OUT/$2.$set.json")"
+    "$MT" eval "$@" --data "$data" --db "$DB" --report "$OUT/$tag.$set.report.jsonl" \
+      --normalize whitespace --threads "$THREADS" > "$OUT/$tag.$set.json"
+    echo "$tag $set: $(cat "$OUT/$tag.$set.json")"
   done
 }
 echo "== 4. evaluate the base model"
-evaluate "$MODEL" before
-echo "== 5. fine-tune ($EPOCHS epochs, lr $LR, full)"
-"$MT" train --model "$MODEL" --data "$OUT/train.jsonl" --eval "$OUT/heldout.jsonl" --out "$OUT/run" --method full \
-  --epochs "$EPOCHS" --lr "$LR" --warmup 20 --batch 8 --seq-len 256 --seed 1 --threads "$THREADS" --log-every 50 2>&1 | tail -3
-echo "== 6. evaluate the tuned model"
-evaluate "$OUT/run/model" after
+evaluate before --model "$MODEL"
+if [ "$METHOD" = memory ]; then
+  echo "== 5. memory-tune (at most $STEPS steps)"
+  rc=0
+  "$MT" train --model "$MODEL" --data "$OUT/train.jsonl" --out "$OUT/run" --method memory --steps "$STEPS" \
+    --seed 1 --threads "$THREADS" 2>&1 | tr '\r' '\n' | grep -E "^memtune|facts memorised|memorised" | tail -4 || rc=$?
+  [ $rc -eq 0 ] || [ $rc -eq 3 ] || { echo "memtune train failed (exit $rc)"; exit $rc; } # 3: partially completed
+  python3 -c "import json; r = json.load(open('$OUT/run/report.json')); print('status %s, recall %.3f (%d of %d memorised), general-text perplexity x%.3f, %d steps in %.0f s' % (r['status'], r['recall'], r['memorised'], r['facts'], r['perplexity']['ratio'], r['steps'], r['seconds']))"
+  echo "== 6. evaluate the tuned model"
+  evaluate after --model "$MODEL" --adapter "$OUT/run/adapter"
+else
+  echo "== 5. fine-tune ($EPOCHS epochs, lr $LR, full)"
+  "$MT" train --model "$MODEL" --data "$OUT/train.jsonl" --eval "$OUT/heldout.jsonl" --out "$OUT/run" --method full \
+    --epochs "$EPOCHS" --lr "$LR" --warmup 20 --batch 8 --seq-len 256 --seed 1 --threads "$THREADS" --log-every 50 2>&1 | tail -3
+  echo "== 6. evaluate the tuned model"
+  evaluate after --model "$OUT/run/model"
+fi
 for set in gold heldout; do
   "$MT" eval --compare "$OUT/before.$set.report.jsonl" "$OUT/after.$set.report.jsonl" > "$OUT/compare.$set.json"
 done

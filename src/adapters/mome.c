@@ -2,9 +2,11 @@
  * write it in an adapter directory:
  *
  *   mome_config.json     {"type": "memtune-mome", "experts": N, "n1": .., "n2": .., "heads": H,
- *                         "k": K, "query_dim": dk, "layers": [...], "dim": C, "n_layers": L, ...}
+ *                         "k": K, "query_dim": dk, "layers": [...], "dim": C, "n_layers": L,
+ *                         "context": {"dim": D, "decays": [...]} (absent: no context), ...}
  *   mome.safetensors     model.layers.N.mome.query [H*dk, C], .keys1 [H*n1, dk/2],
- *                        .keys2 [H*n2, dk/2], .experts [N, 2C] (row e = [a_e | b_e])
+ *                        .keys2 [H*n2, dk/2], .experts [N, 2C] (row e = [a_e | b_e]),
+ *                        .context_query [H*dk, D*decays] (with a context)
  *
  * The math is kernels/mome.c; what the model reads is model/mome.h. */
 #include "memtune.h"
@@ -28,7 +30,8 @@ void mt_mome_options_default(mt_mome_options *o) {
     o->k = 8;
     o->heads = 4;
     o->query_dim = 0; /* min(dim, 128) rounded to even */
-    o->sites = NULL;  /* the middle and the last layer */
+    o->sites = NULL;  /* every layer */
+    o->context_dim = 32;
     o->seed = 1;
 }
 
@@ -85,16 +88,35 @@ static mt_status check_shape(long n_experts, int n2, int k, int heads, int dk) {
     return MT_OK;
 }
 
+/* the context every new layer gets: dim values for each of two decays (~2 and ~10 tokens) */
+static mt_mome_context_spec default_context(int dim) {
+    return (mt_mome_context_spec){.dim = dim, .n_decays = dim ? 2 : 0, .decays = {0.5f, 0.9f}};
+}
+
+static mt_status check_context(const mt_mome_context_spec *cs) {
+    if (cs->dim < 0 || cs->dim > 1024) return mt_error(MT_ERR_ARG, "--expert-context %d must be in [0, 1024]", cs->dim);
+    if (cs->dim && (cs->n_decays < 1 || cs->n_decays > MT_MOME_MAX_DECAYS))
+        return mt_error(MT_ERR_ARG, "the routing context needs 1 to %d decays", MT_MOME_MAX_DECAYS);
+    for (int i = 0; i < cs->n_decays; i++)
+        if (!(cs->decays[i] >= 0 && cs->decays[i] < 1))
+            return mt_error(MT_ERR_ARG, "routing context decay %g must be in [0, 1)", cs->decays[i]);
+    return MT_OK;
+}
+
 /* Allocates a layer with zeroed parameters. */
-static mt_status mome_alloc(const mt_config *cfg, long n_experts, int k, int heads, int dk, const unsigned char *on,
-                            mt_mome **out) {
+static mt_status mome_alloc(const mt_config *cfg, long n_experts, int k, int heads, int dk,
+                            const mt_mome_context_spec *cs, const unsigned char *on, mt_mome **out) {
     *out = NULL;
     int n2 = split_experts(n_experts);
     mt_status s = check_shape(n_experts, n2, k, heads, dk);
+    if (!s) s = check_context(cs);
     if (s) return s;
     mt_mome *mm = calloc(1, sizeof *mm);
     if (!mm) return mt_error(MT_ERR_NOMEM, "out of memory");
-    mm->shape = (mt_mome_shape){.C = cfg->dim, .n1 = (int)(n_experts / n2), .n2 = n2, .H = heads, .K = k, .dk = dk};
+    mm->context = *cs;
+    if (!cs->dim) mm->context.n_decays = 0;
+    mm->shape = (mt_mome_shape){.C = cfg->dim, .n1 = (int)(n_experts / n2), .n2 = n2, .H = heads, .K = k, .dk = dk,
+                                .Cx = mt_mome_context_width(&mm->context)};
     mm->n_experts = n_experts;
     mm->n_layers = cfg->n_layers;
     mm->layers = malloc((size_t)cfg->n_layers * sizeof(int));
@@ -133,22 +155,25 @@ mt_status mt_mome_create(const mt_model *m, const mt_mome_options *opts, mt_mome
     unsigned char *on = malloc((size_t)c->n_layers);
     if (!on) return mt_error(MT_ERR_NOMEM, "out of memory");
     mt_status s = parse_sites(o.sites, c->n_layers, on);
-    if (!s) s = mome_alloc(c, o.experts, o.k, o.heads, dk, on, out);
+    mt_mome_context_spec cs = default_context(o.context_dim);
+    if (!s) s = mome_alloc(c, o.experts, o.k, o.heads, dk, &cs, on, out);
     free(on);
     if (s) return s;
     mt_mome *mm = *out;
     mm->freeze_router = o.freeze_router != 0;
     mt_rng rng;
     mt_rng_seed(&rng, o.seed ? o.seed : 1);
-    /* query ~ N(0, 1/C) and keys ~ N(0, 2/dk): routing scores of order 1 for an RMS-normed
-     * input; a ~ N(0, 1/C) so a·x is of order 1; b = 0, so the layer starts as a no-op */
+    /* query ~ N(0, 1/C), context projection ~ N(0, 1/Cx) and keys ~ N(0, 2/dk): routing
+     * scores of order 1 for an RMS-normed input and context, the two of equal say; a ~ N(0, 1/C)
+     * so a·x is of order 1; b = 0, so the layer starts as a no-op */
     const mt_mome_shape *sh = &mm->shape;
     for (int site = 0; site < mm->n_sites; site++) {
         float *r = mm->router + site * mm->router_size, *bank = mm->bank + site * mm->bank_size;
-        size_t nq = (size_t)sh->H * sh->dk * sh->C;
+        size_t nq = (size_t)sh->H * sh->dk * sh->C, nk = (size_t)sh->H * (sh->n1 + sh->n2) * (sh->dk / 2);
         fill_normal(&rng, r, nq, 1.0 / sqrt(sh->C));
-        fill_normal(&rng, r + nq, mm->router_size - nq, sqrt(2.0 / sh->dk));
+        fill_normal(&rng, r + nq, nk, sqrt(2.0 / sh->dk));
         for (long e = 0; e < mm->n_experts; e++) fill_normal(&rng, bank + (size_t)e * 2 * sh->C, (size_t)sh->C, 1.0 / sqrt(sh->C));
+        if (sh->Cx) fill_normal(&rng, r + nq + nk, (size_t)sh->H * sh->dk * sh->Cx, 1.0 / sqrt(sh->Cx));
     }
     return MT_OK;
 }
@@ -162,17 +187,22 @@ int mt_mome_present(const char *dir) {
     return yes;
 }
 
-#define N_PARTS 4
-static const char *const part_name[N_PARTS] = {"query", "keys1", "keys2", "experts"};
+#define MAX_PARTS 5
+static const char *const part_name[MAX_PARTS] = {"query", "keys1", "keys2", "experts", "context_query"};
+
+/* tensors per site: the context projection only with a context */
+static int n_parts(const mt_mome *mm) { return mm->shape.Cx ? 5 : 4; }
 
 /* rows, cols and offset (within the site's router or bank) of part k */
 static void part_layout(const mt_mome *mm, int k, long *rows, int *cols, size_t *off, int *in_bank) {
     const mt_mome_shape *sh = &mm->shape;
     int half = sh->dk / 2;
-    long r[N_PARTS] = {(long)sh->H * sh->dk, (long)sh->H * sh->n1, (long)sh->H * sh->n2, mm->n_experts};
-    int c[N_PARTS] = {sh->C, half, half, 2 * sh->C};
-    size_t o[N_PARTS] = {0, (size_t)sh->H * sh->dk * sh->C, (size_t)sh->H * sh->dk * sh->C + (size_t)sh->H * sh->n1 * half, 0};
-    *rows = r[k], *cols = c[k], *off = o[k], *in_bank = k >= 3;
+    size_t nq = (size_t)sh->H * sh->dk * sh->C, n1 = (size_t)sh->H * sh->n1 * half;
+    long r[MAX_PARTS] = {(long)sh->H * sh->dk, (long)sh->H * sh->n1, (long)sh->H * sh->n2, mm->n_experts,
+                         (long)sh->H * sh->dk};
+    int c[MAX_PARTS] = {sh->C, half, half, 2 * sh->C, sh->Cx};
+    size_t o[MAX_PARTS] = {0, nq, nq + n1, 0, nq + n1 + (size_t)sh->H * sh->n2 * half};
+    *rows = r[k], *cols = c[k], *off = o[k], *in_bank = k == 3;
 }
 
 static float *part_data(const mt_mome *mm, int site, int k, long *rows, int *cols) {
@@ -185,7 +215,7 @@ static float *part_data(const mt_mome *mm, int site, int k, long *rows, int *col
 mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
     mt_status s = mt_mkdir_p(dir);
     if (s) return s;
-    int n = mm->n_sites * N_PARTS;
+    int np = n_parts(mm), n = mm->n_sites * np;
     mt_st_desc *d = calloc((size_t)n, sizeof *d);
     char (*names)[96] = calloc((size_t)n, sizeof *names);
     char *wpath = mt_path_join(dir, "mome.safetensors"), *cpath = mt_path_join(dir, "mome_config.json");
@@ -196,14 +226,19 @@ mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
                           "experts", (json_int_t)mm->n_experts, "n1", sh->n1, "n2", sh->n2, "heads", sh->H, "k", sh->K,
                           "query_dim", sh->dk, "layers", layers, "dim", sh->C, "n_layers", mm->n_layers,
                           "site", "mlp_output", "activation", "silu", "router_frozen", mm->freeze_router);
+    if (o && mm->shape.Cx) {
+        json_t *decays = json_array();
+        for (int i = 0; i < mm->context.n_decays; i++) json_array_append_new(decays, json_real(mm->context.decays[i]));
+        json_object_set_new(o, "context", json_pack("{s:i, s:o}", "dim", mm->context.dim, "decays", decays));
+    }
     char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     json_decref(o);
     if (!d || !names || !wpath || !cpath || !text) s = mt_error(MT_ERR_NOMEM, "out of memory");
     for (int i = 0; !s && i < n; i++) {
         long rows;
         int cols;
-        part_data(mm, i / N_PARTS, i % N_PARTS, &rows, &cols);
-        snprintf(names[i], sizeof names[i], "model.layers.%d.mome.%s", mm->layers[i / N_PARTS], part_name[i % N_PARTS]);
+        part_data(mm, i / np, i % np, &rows, &cols);
+        snprintf(names[i], sizeof names[i], "model.layers.%d.mome.%s", mm->layers[i / np], part_name[i % np]);
         d[i] = (mt_st_desc){.name = names[i], .dtype = "F32", .n_dims = 2, .shape = {rows, cols}};
     }
     mt_st_writer w;
@@ -212,7 +247,7 @@ mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
         for (int i = 0; !s && i < n; i++) {
             long rows;
             int cols;
-            const float *p = part_data(mm, i / N_PARTS, i % N_PARTS, &rows, &cols);
+            const float *p = part_data(mm, i / np, i % np, &rows, &cols);
             s = mt_st_writer_put_f32(&w, p, (size_t)rows * cols);
         }
         if (!s) s = mt_st_writer_commit(&w);
@@ -228,6 +263,26 @@ static int get_int(json_t *o, const char *key, long *v) {
     if (!json_is_integer(x)) return 0;
     *v = (long)json_integer_value(x);
     return 1;
+}
+
+/* "context": {"dim": D, "decays": [..]}; absent or null: none (files from before it) */
+static mt_status read_context(json_t *o, const char *path, mt_mome_context_spec *cs) {
+    json_t *c = json_object_get(o, "context"), *decays = json_object_get(c, "decays");
+    memset(cs, 0, sizeof *cs);
+    if (!c || json_is_null(c)) return MT_OK;
+    long dim = 0;
+    size_t n = json_array_size(decays);
+    if (!json_is_object(c) || !get_int(c, "dim", &dim) || dim < 1 || dim > 1024 || n < 1 || n > MT_MOME_MAX_DECAYS)
+        return mt_error(MT_ERR_FORMAT, "%s: \"context\" needs a \"dim\" in [1, 1024] and 1 to %d \"decays\"", path,
+                        MT_MOME_MAX_DECAYS);
+    cs->dim = (int)dim, cs->n_decays = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *d = json_array_get(decays, i);
+        cs->decays[i] = json_is_number(d) ? (float)json_number_value(d) : -1;
+        if (!(cs->decays[i] >= 0 && cs->decays[i] < 1))
+            return mt_error(MT_ERR_FORMAT, "%s: context decay %zu must be a number in [0, 1)", path, i);
+    }
+    return MT_OK;
 }
 
 /* Reads mome_config.json and allocates a layer of that shape for m. */
@@ -257,7 +312,9 @@ static mt_status read_config(const mt_model *m, const char *path, mt_mome **out)
             s = mt_error(MT_ERR_FORMAT, "%s: layer entry %zu is not a layer of this model", path, i);
         else on[json_integer_value(v)] = 1;
     }
-    if (!s && (s = mome_alloc(&m->cfg, experts, (int)k, (int)heads, (int)dk, on, out))) s = mt_error_prefix(s, path);
+    mt_mome_context_spec cs = {0};
+    if (!s) s = read_context(o, path, &cs);
+    if (!s && (s = mome_alloc(&m->cfg, experts, (int)k, (int)heads, (int)dk, &cs, on, out))) s = mt_error_prefix(s, path);
     if (!s) (*out)->freeze_router = json_is_true(json_object_get(o, "router_frozen"));
     free(on);
     json_decref(o);
@@ -273,11 +330,12 @@ mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out) {
     mt_status s = cpath && wpath ? read_config(m, cpath, &mm) : mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s && !(s = mt_safetensors_open(wpath, &st))) open = 1;
     char name[96];
-    for (int i = 0; !s && i < mm->n_sites * N_PARTS; i++) {
+    int np = s ? 0 : n_parts(mm);
+    for (int i = 0; !s && i < mm->n_sites * np; i++) {
         long rows;
         int cols;
-        float *p = part_data(mm, i / N_PARTS, i % N_PARTS, &rows, &cols);
-        snprintf(name, sizeof name, "model.layers.%d.mome.%s", mm->layers[i / N_PARTS], part_name[i % N_PARTS]);
+        float *p = part_data(mm, i / np, i % np, &rows, &cols);
+        snprintf(name, sizeof name, "model.layers.%d.mome.%s", mm->layers[i / np], part_name[i % np]);
         const mt_st_tensor *t = mt_safetensors_find(&st, name);
         if (!t) s = mt_error(MT_ERR_MISMATCH, "%s: tensor %s is missing", wpath, name);
         else if (t->n_dims != 2 || t->shape[0] != rows || t->shape[1] != cols)
@@ -285,6 +343,11 @@ mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out) {
         else if ((s = mt_safetensors_read_f32(&st, t, p, (size_t)rows * cols))) s = mt_error_prefix(s, wpath);
         for (size_t j = 0; !s && j < (size_t)rows * cols; j++)
             if (!isfinite(p[j])) s = mt_error(MT_ERR_FORMAT, "%s: non-finite value in %s", wpath, name);
+    }
+    if (!s && !mm->shape.Cx) { /* a context the config does not name would be dropped silently */
+        snprintf(name, sizeof name, "model.layers.%d.mome.%s", mm->layers[0], part_name[4]);
+        if (mt_safetensors_find(&st, name))
+            s = mt_error(MT_ERR_MISMATCH, "%s: holds %s but %s names no \"context\"", wpath, name, cpath);
     }
     if (open) mt_safetensors_close(&st);
     free(cpath), free(wpath);

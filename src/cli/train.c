@@ -34,6 +34,7 @@ int cmd_train(int argc, char **argv) {
         {"--expert-heads", NULL, OPT_INT, &o.expert_heads, "memory: routing heads (default 4)"},
         {"--expert-sites", NULL, OPT_STRING, &o.expert_sites, "memory: layers whose MLP output gets experts (default: all)"},
         {"--freeze-router", NULL, OPT_FLAG, &o.freeze_router, "memory: keep the router at its initialisation"},
+        {"--expert-context", NULL, OPT_INT, &o.expert_context, "memory: routing context values per decay (default 32; 0 = route on the hidden state alone)"},
         {"--no-memory-lora", NULL, OPT_FLAG, &no_memory_lora, "memory: no LoRA adapter beside the experts (default: LoRA --rank, --alpha, --targets)"},
         {"--tau", NULL, OPT_FLOAT, &o.tau, "memory: max answer-token NLL of a memorised fact (default 0.05)"},
         {"--general", NULL, OPT_STRING, &o.general, "memory: general text for the perplexity guard (default: sampled from the base)"},

@@ -38,12 +38,26 @@ double mt_logsumexp(const float *x, int n);
 
 /* Shape of one mixture-of-memory-experts site (mome.c): N = n1·n2 experts of width C, H
  * heads, each choosing K experts through a query of dk dims (two halves of dk/2 against
- * sub-key tables of n1 and n2 keys; expert e = i·n2 + j). */
+ * sub-key tables of n1 and n2 keys; expert e = i·n2 + j). Cx: width of the context code
+ * added to the query (0 = none). */
 typedef struct {
-    int C, n1, n2, H, K, dk;
+    int C, n1, n2, H, K, dk, Cx;
 } mt_mome_shape;
-/* elements of the router (query projection + both sub-key tables) of one site */
+/* elements of the router (query projection + both sub-key tables + context projection) of
+ * one site */
 size_t mt_mome_router_size(const mt_mome_shape *sh);
+
+/* The routing context of a document prefix: one block of `dim` values per decay d, block =
+ * acc / rms(acc) with acc_t = d·acc_(t-1) + code(token_t), code a fixed pseudo-random ±1
+ * vector per token id. It depends on the token ids alone (no trainable weight), so training
+ * and the KV-cache forward compute the same thing. */
+#define MT_MOME_MAX_DECAYS 4
+typedef struct {
+    int dim;                          /* per decay; 0 = no context */
+    int n_decays;
+    float decays[MT_MOME_MAX_DECAYS]; /* each in [0, 1) */
+} mt_mome_context_spec;
+static inline int mt_mome_context_width(const mt_mome_context_spec *cs) { return cs->dim * cs->n_decays; }
 
 /* Soft targets for cross-entropy (distillation): row i is scored against the distribution
  * given by k (ids[i*k + j], p[i*k + j]) pairs instead of its hard target when ids[i*k] >= 0;

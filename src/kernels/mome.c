@@ -1,7 +1,7 @@
 /* A mixture of memory experts (PEER-style, He 2024) with product-key routing (Lample et al.
  * 2019), forward next to backward. For one token x [C] and each head h:
  *
- *   q = Wq_h·x [dk], split into q1, q2 [dk/2]
+ *   q = Wq_h·x + Wx_h·ctx [dk], split into q1, q2 [dk/2]
  *   s1[i] = K1_h[i]·q1 (n1 sub-keys), s2[j] = K2_h[j]·q2 (n2 sub-keys)
  *   top-K of s1 and of s2, then top-K of the K² sums s1[i] + s2[j]: experts e = i·n2 + j
  *   gate = softmax of the K chosen sums
@@ -11,20 +11,38 @@
  * choice of experts is piecewise constant, so the gradient flows through the chosen scores
  * only: into the gates, the sub-keys that were picked, the query and the input. Expert rows
  * get per-slot gradients (da, db for the expert one slot used), summed per expert by the
- * sparse optimizer, so no step ever touches all N rows. Compiled in float and in double. */
+ * sparse optimizer, so no step ever touches all N rows. Compiled in float and in double.
+ *
+ * ctx is a code of the document so far (mt_mome_context below): decayed sums of fixed
+ * pseudo-random token codes. In a small model the hidden state at a position is dominated by
+ * the current token, so without it two facts whose answers share a token followed by different
+ * ones route that token to the same experts and fight over them; with it, each fact's answer
+ * positions get their own experts. It has no trainable part, so it gets no gradient. */
 #include "kernels/kernels.h"
 #include <float.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "kernels/real.h"
 
 #ifndef MT_REAL_DOUBLE
 size_t mt_mome_router_size(const mt_mome_shape *sh) {
-    return (size_t)sh->H * sh->dk * sh->C + (size_t)sh->H * (sh->n1 + sh->n2) * (sh->dk / 2);
+    return (size_t)sh->H * sh->dk * (sh->C + sh->Cx) + (size_t)sh->H * (sh->n1 + sh->n2) * (sh->dk / 2);
 }
+
 #endif
 
 #define MOME_MAX_K 64
+
+/* bit j of a token's code (splitmix64 of the token id and the 64-bit word j / 64) */
+static int code_bit(int token, int j) {
+    uint64_t z = ((uint64_t)(uint32_t)token << 20 | (uint64_t)(j >> 6)) + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (int)(z >> (j & 63) & 1);
+}
 
 static real R(silu)(real z) { return z / (1 + r_exp(-z)); }
 static real R(silu_grad)(real z) {
@@ -84,14 +102,40 @@ static void R(sub_key_scores)(real *scores, const real *q, const real *k1, const
     }
 }
 
-void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const real *x,
+/* the context projection Wx [H*dk, Cx] of a router */
+static const real *R(context_weight)(const real *router, const mt_mome_shape *sh) {
+    return router + (size_t)sh->H * sh->dk * sh->C + (size_t)sh->H * (sh->n1 + sh->n2) * (sh->dk / 2);
+}
+
+void R(mt_mome_context)(real *ctx, real *acc, const int *ids, const int *pos, int T,
+                        const mt_mome_context_spec *cs, const real *prev) {
+    int D = cs->dim, W = mt_mome_context_width(cs);
+    for (int t = 0; t < T; t++) {
+        const real *before = pos[t] == 0 ? NULL : t > 0 ? acc + (size_t)(t - 1) * W : prev;
+        real *a = acc + (size_t)t * W, *c = ctx + (size_t)t * W;
+        for (int b = 0; b < cs->n_decays; b++) {
+            real d = cs->decays[b], ss = 0;
+            for (int j = b * D; j < (b + 1) * D; j++) {
+                a[j] = (before ? d * before[j] : 0) + (code_bit(ids[t], j) ? 1 : -1);
+                ss += a[j] * a[j];
+            }
+            real inv = 1 / r_sqrt(ss / D);
+            for (int j = b * D; j < (b + 1) * D; j++) c[j] = a[j] * inv;
+        }
+    }
+}
+
+void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const real *x, const real *ctx,
                         const real *router, const real *bank, long n_experts,
                         const mt_mome_shape *sh, int T) {
     int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
     (void)n_experts;
-    /* q[T, H*dk] = x·Wq^T */
+    /* q[T, H*dk] = x·Wq^T + ctx·Wx^T */
     r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, C, 1, x, C, wq, C, 0, q, H * dk);
+    if (sh->Cx)
+        r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, sh->Cx, 1, ctx, sh->Cx,
+               R(context_weight)(router, sh), sh->Cx, 1, q, H * dk);
     size_t per_token = (size_t)H * (sh->n1 + sh->n2);
     real *scores = malloc((size_t)T * per_token * sizeof(real));
     if (!scores) return; /* out of memory: the experts add nothing to this call */
@@ -154,7 +198,7 @@ static void R(head_backward)(real *dx, real *dk1, real *dk2, real *dq, real *slo
 }
 
 void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *dout, const real *x,
-                         const real *q, const int *idx, const real *gate, const real *z, const real *router,
+                         const real *ctx, const real *q, const int *idx, const real *gate, const real *z, const real *router,
                          const real *bank, long n_experts, const mt_mome_shape *sh, int T) {
     int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
@@ -175,6 +219,9 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
     if (!dq) return;
     /* q = x·Wq^T: dWq[H*dk, C] += dq^T·x;  dx += dq·Wq */
     r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, C, T, 1, dq, H * dk, x, C, 1, dwq, C);
+    if (sh->Cx) /* dWx += dq^T·ctx (ctx has no gradient) */
+        r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, sh->Cx, T, 1, dq, H * dk, ctx, sh->Cx, 1,
+               drouter + (R(context_weight)(router, sh) - router), sh->Cx);
     if (dx) r_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, H * dk, 1, dq, H * dk, wq, C, 1, dx, C);
     free(dq);
 }

@@ -23,6 +23,8 @@ typedef struct {
     float *lora_h;                 /* [CHUNK, rank] adapter scratch, NULL without an adapter */
     float *mome_y, *mome_q, *mome_gate, *mome_z; /* memory-expert scratch, NULL without them */
     int *mome_idx;
+    float *mome_ctx;               /* [CHUNK, Cx] the routing context of the chunk */
+    float *mome_acc;               /* [n_ctx, Cx] its running sums, position by position */
     float *wbuf;                   /* one dequantised site weight, NULL with an f32 base */
     int *pos;
 } infer_state;
@@ -50,7 +52,7 @@ void mt_infer_free(mt_model *m) {
     free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->gate); free(s->up); free(s->scratch); free(s->pos); free(s->lora_h);
     free(s->mome_y); free(s->mome_q); free(s->mome_gate); free(s->mome_z); free(s->mome_idx);
-    free(s->wbuf);
+    free(s->mome_ctx); free(s->mome_acc); free(s->wbuf);
     free(s);
     m->infer = NULL;
 }
@@ -92,7 +94,9 @@ static mt_status infer_state_create(mt_model *m) {
         s->mome_gate = malloc(slots * sizeof(float));
         s->mome_z = malloc(slots * sizeof(float));
         s->mome_idx = malloc(slots * sizeof(int));
-        if (!s->mome_y || !s->mome_q || !s->mome_gate || !s->mome_z || !s->mome_idx) {
+        s->mome_ctx = malloc((CHUNK * (size_t)sh->Cx + 1) * sizeof(float));
+        s->mome_acc = malloc(((size_t)s->n_ctx * sh->Cx + 1) * sizeof(float));
+        if (!s->mome_y || !s->mome_q || !s->mome_gate || !s->mome_z || !s->mome_idx || !s->mome_ctx || !s->mome_acc) {
             mt_infer_free(m);
             return mt_error(MT_ERR_NOMEM, "out of memory for memory-expert scratch");
         }
@@ -127,7 +131,7 @@ static int mome_forward(const mt_model *m, infer_state *s, int l, const float *x
     int site = mm->site_of_layer[l];
     if (site < 0) return 0;
     memset(s->mome_y, 0, (size_t)T * m->cfg.dim * sizeof(float));
-    mt_mome_forward(s->mome_y, s->mome_q, s->mome_idx, s->mome_gate, s->mome_z, xn,
+    mt_mome_forward(s->mome_y, s->mome_q, s->mome_idx, s->mome_gate, s->mome_z, xn, s->mome_ctx,
                     mm->router + site * mm->router_size, mm->bank + site * mm->bank_size, mm->n_experts,
                     &mm->shape, T);
     return 1;
@@ -182,6 +186,11 @@ static void chunk_forward(mt_model *m, infer_state *s, const int *ids, int T, in
     for (int t = 0; t < T; t++) {
         memcpy(s->x + (size_t)t * c->dim, m->tok_embd + (size_t)ids[t] * c->dim, c->dim * sizeof(float));
         s->pos[t] = pos + t;
+    }
+    if (m->mome && m->mome->shape.Cx) { /* the running sums of earlier positions stay in mome_acc */
+        size_t W = (size_t)m->mome->shape.Cx;
+        mt_mome_context(s->mome_ctx, s->mome_acc + pos * W, ids, s->pos, T, &m->mome->context,
+                        pos ? s->mome_acc + (pos - 1) * W : NULL);
     }
     for (int l = 0; l < c->n_layers; l++) layer_forward(m, s, l, T, pos);
     mt_rmsnorm_forward(s->x, s->x, m->norm_final, T, c->dim, c->norm_eps);

@@ -21,7 +21,8 @@ struct mt_mome {
     int n_sites;
     int *layers;              /* [n_sites] the layer of each site, ascending */
     int *site_of_layer;       /* [n_layers] site index or -1 */
-    size_t router_size;       /* per site: Wq [H*dk, C] | K1 [H, n1, dk/2] | K2 [H, n2, dk/2] */
+    size_t router_size;       /* per site: Wq [H*dk, C] | K1 [H, n1, dk/2] | K2 [H, n2, dk/2] | Wx [H*dk, Cx] */
+    mt_mome_context_spec context; /* the routing context (width shape.Cx; dim 0 = none) */
     size_t bank_size;         /* per site: [N, 2C], row e = [a_e | b_e] */
     float *router;            /* [n_sites * router_size] */
     float *bank;              /* [n_sites * bank_size] */

@@ -182,6 +182,8 @@ void R(mt_train_free)(train_state *s) {
     free(s->mome_z);
     free(s->mome_slot_grads);
     free(s->mome_idx);
+    free(s->mome_ctx);
+    free(s->mome_acc);
     free(s->tensor_offset);
     free(s->trainable);
     free(s->inputs);
@@ -244,8 +246,10 @@ static mt_status allocate_mome(train_state *s) {
     s->mome_z = malloc(slots * sizeof(real));
     s->mome_slot_grads = malloc(slots * 2 * sh->C * sizeof(real));
     s->mome_idx = malloc(slots * sizeof(int));
+    s->mome_ctx = malloc((BT * sh->Cx + 1) * sizeof(real));
+    s->mome_acc = malloc((BT * sh->Cx + 1) * sizeof(real));
     if (!s->mome_router || !s->mome_bank || (!mm->freeze_router && !s->mome_router_grads) || !s->mome_q ||
-        !s->mome_gate || !s->mome_z || !s->mome_slot_grads || !s->mome_idx)
+        !s->mome_gate || !s->mome_z || !s->mome_slot_grads || !s->mome_idx || !s->mome_ctx || !s->mome_acc)
         return mt_error(MT_ERR_NOMEM, "out of memory for the memory experts' training state");
     return MT_OK;
 }
@@ -493,7 +497,7 @@ static void mome_site_forward(train_state *s, int l, real *out, const real *xn) 
     real *q, *gate, *z, *sg;
     int *idx;
     mome_slices(s, site, &q, &idx, &gate, &z, &sg);
-    R(mt_mome_forward)(out, q, idx, gate, z, xn, s->mome_router + site * mm->router_size,
+    R(mt_mome_forward)(out, q, idx, gate, z, xn, s->mome_ctx, s->mome_router + site * mm->router_size,
                        s->mome_bank + site * mm->bank_size, mm->n_experts, &mm->shape, s->B * s->T);
 }
 
@@ -506,7 +510,7 @@ static void mome_site_backward(train_state *s, int l, real *dxn, const real *dou
     int *idx;
     mome_slices(s, site, &q, &idx, &gate, &z, &sg);
     real *drouter = s->mome_router_grads ? s->mome_router_grads + site * mm->router_size : NULL;
-    R(mt_mome_backward)(dxn, drouter, sg, dout, xn, q, idx, gate, z, s->mome_router + site * mm->router_size,
+    R(mt_mome_backward)(dxn, drouter, sg, dout, xn, s->mome_ctx, q, idx, gate, z, s->mome_router + site * mm->router_size,
                         s->mome_bank + site * mm->bank_size, mm->n_experts, &mm->shape, s->B * s->T);
 }
 
@@ -577,6 +581,12 @@ mt_status R(mt_train_forward)(train_state *s, const int *inputs, const int *targ
     if (st == MT_OK) st = ensure_dropout_scratch(s);
     if (st) return st;
     R(mt_embedding_forward)(s->x, s->inputs, param(s, s->model->tok_embd), BT, c->dim);
+    if (s->mome && s->mome->shape.Cx) /* row by row: a row starts a document */
+        for (int b = 0; b < s->B; b++) {
+            size_t at = (size_t)b * s->T;
+            R(mt_mome_context)(s->mome_ctx + at * s->mome->shape.Cx, s->mome_acc + at * s->mome->shape.Cx,
+                               s->inputs + at, s->pos + at, s->T, &s->mome->context, NULL);
+        }
     for (int l = 0; l < c->n_layers; l++) layer_forward(s, l);
     real *x_final = s->x + (size_t)c->n_layers * BT * c->dim;
     R(mt_rmsnorm_forward_save)(s->xn_final, s->rstd_final, x_final, param(s, s->model->norm_final),

@@ -444,6 +444,7 @@ static mt_status setup_trainables(memory_run *r) {
         mt_mome_options_default(&mo);
         mo.experts = r->o.experts, mo.k = r->o.expert_k, mo.heads = r->o.expert_heads;
         mo.sites = r->o.expert_sites, mo.freeze_router = r->o.freeze_router, mo.seed = r->o.seed;
+        mo.context_dim = r->o.expert_context;
         if (!(s = mt_mome_create(r->m, &mo, &r->mome))) s = mt_model_attach_mome(r->m, r->mome);
     }
     if (!s && r->o.memory_lora) {
@@ -613,7 +614,7 @@ static mt_status write_report(memory_run *r, const char *status, double recall, 
                               double seconds, int memorised) {
     const mt_mome *mm = r->mome;
     json_t *o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:f, s:{s:f, s:f, s:f, s:f, s:s?, s:I, s:f, s:f, s:i}, "
-                          "s:{s:I, s:i, s:i, s:i, s:b, s:I}, s:i, s:f}",
+                          "s:{s:I, s:i, s:i, s:i, s:b, s:i, s:I}, s:i, s:f}",
                           "status", status, "facts", r->n_facts, "memorised", memorised, "recall", recall,
                           "mean_answer_nll", mean_nll, "max_answer_nll", max_nll, "tau", (double)r->o.tau,
                           "steps", (json_int_t)r->step, "seconds", seconds, "tokens", (json_int_t)r->tokens,
@@ -625,7 +626,7 @@ static mt_status write_report(memory_run *r, const char *status, double recall, 
                           "guard_trips", r->guard_trips,
                           "experts", "per_site", (json_int_t)(mm ? mm->n_experts : 0), "sites", mm ? mm->n_sites : 0,
                           "k", mm ? mm->shape.K : 0, "heads", mm ? mm->shape.H : 0,
-                          "router_trained", mm && !mm->freeze_router,
+                          "router_trained", mm && !mm->freeze_router, "context", mm ? mm->context.dim : 0,
                           "rows_with_optimizer_state", (json_int_t)(mm ? mt_sparse_adam_rows(&r->bank_opt) : 0),
                           "trainable_token_rows", r->rows ? r->rows->n : 0, "lr", (double)r->o.lr);
     char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
@@ -708,9 +709,9 @@ static void print_setup(const memory_run *r) {
     fprintf(stderr, "memtune: memory tuning %d facts; rows of %d x %d; lr %g; tau %g\n", r->n_facts, r->B, r->T,
             (double)r->o.lr, (double)r->o.tau);
     if (r->mome)
-        fprintf(stderr, "memtune: memory experts: %ld per site at layer(s)%s%s, k=%d, heads=%d, router %s: %zu parameters\n",
-                r->mome->n_experts, "", "", r->mome->shape.K, r->mome->shape.H,
-                r->mome->freeze_router ? "frozen" : "trained", mt_mome_param_count(r->mome));
+        fprintf(stderr, "memtune: memory experts: %ld per site at %d layer(s), k=%d, heads=%d, routing context %d, "
+                "router %s: %zu parameters\n", r->mome->n_experts, r->mome->n_sites, r->mome->shape.K, r->mome->shape.H,
+                r->mome->context.dim, r->mome->freeze_router ? "frozen" : "trained", mt_mome_param_count(r->mome));
     if (r->rows) {
         fprintf(stderr, "memtune: trainable token rows:");
         for (int i = 0; i < r->rows->n; i++) fprintf(stderr, " %d", r->rows->ids[i]);

@@ -49,6 +49,7 @@ void mt_train_options_default(mt_train_options *o) {
     o->experts = 1L << 16;
     o->expert_k = 8;
     o->expert_heads = 4;
+    o->expert_context = 32;
     o->tau = 0.05f;
     o->general_limit = 1.05f;
     o->general_weight = 1.0f;
