@@ -411,29 +411,91 @@ static mt_status record_base_distributions(memory_run *r) {
 
 /* ---- what trains --------------------------------------------------------------------- */
 
+/* Answer tokens the adapters could never make the model say. The output layer scores a final
+ * hidden state n with logit_j = u_j·n, u_j = output row j ⊙ the final norm's gain; neither
+ * LoRA nor the experts touch it, so a token whose row is not the best even for n = u_t itself
+ * (a rarely-trained row inside the others' hull: byte-fallback pieces, rare punctuation) is, in
+ * practice, out of the adapters' reach — measured: stories260K never learned "í" or "]"
+ * through them. Those tokens' rows train (tied models: the embedding row too). */
+static int out_of_reach(const mt_model *m, const int *cand, int n, unsigned char *hard) {
+    const mt_config *c = &m->cfg;
+    int V = c->vocab_size, C = c->dim, chunk = 64;
+    float *u = malloc((size_t)V * C * sizeof(float)), *q = malloc((size_t)chunk * C * sizeof(float));
+    float *scores = malloc((size_t)chunk * V * sizeof(float));
+    int ok = u && q && scores;
+    memset(hard, 0, (size_t)n);
+    if (!m->output || !m->norm_final) n = 0; /* nothing to measure with: no rows added */
+    for (size_t i = 0; ok && n && i < (size_t)V * C; i++) u[i] = m->output[i] * m->norm_final[i % C];
+    for (int first = 0; ok && first < n; first += chunk) {
+        int k = n - first < chunk ? n - first : chunk;
+        for (int i = 0; i < k; i++) memcpy(q + (size_t)i * C, u + (size_t)cand[first + i] * C, C * sizeof(float));
+        mt_matmul_forward(scores, q, u, NULL, k, C, V);
+        for (int i = 0; i < k; i++) {
+            const float *row = scores + (size_t)i * V;
+            int t = cand[first + i];
+            hard[first + i] = 0;
+            for (int j = 0; j < V && !hard[first + i]; j++) hard[first + i] = j != t && row[j] >= row[t];
+        }
+    }
+    free(u), free(q), free(scores);
+    return ok;
+}
+
+/* "auto": the stop token, control and template tokens in the facts, and answer tokens out of
+ * the adapters' reach; or a comma list of ids; or "none" */
+static mt_status auto_rows(memory_run *r, int **ids, int *n) {
+    int V = r->m->cfg.vocab_size, bos = r->b.bos_id, n_cand = 0;
+    unsigned char *seen = calloc((size_t)V, 1);
+    int *cand = malloc((size_t)V * sizeof(int)), *out = malloc((size_t)V * sizeof(int));
+    unsigned char *hard = malloc((size_t)V);
+    if (!seen || !cand || !out || !hard) {
+        free(seen), free(cand), free(out), free(hard);
+        return mt_error(MT_ERR_NOMEM, "out of memory");
+    }
+    *n = 0;
+    if (r->b.eos_id >= 0 && r->b.eos_id < V) out[(*n)++] = r->b.eos_id, seen[r->b.eos_id] = 1;
+    for (int f = 0; f < r->n_facts; f++)
+        for (int k = 0; k < r->facts[f].n; k++) {
+            int id = r->facts[f].ids[k], type = mt_tokenizer_type(r->m->tok, id);
+            if (id < 0 || id >= V || seen[id] || id == bos) continue;
+            if (type == MT_TOKTYPE_CONTROL || type == MT_TOKTYPE_USER_DEFINED) out[(*n)++] = id, seen[id] = 1;
+            else if (r->facts[f].learn[k]) cand[n_cand++] = id, seen[id] = 1;
+        }
+    int ok = out_of_reach(r->m, cand, n_cand, hard);
+    for (int i = 0; ok && i < n_cand; i++)
+        if (hard[i]) out[(*n)++] = cand[i];
+    free(seen), free(cand), free(hard);
+    if (!ok) {
+        free(out);
+        return mt_error(MT_ERR_NOMEM, "out of memory");
+    }
+    *ids = out;
+    return MT_OK;
+}
+
 static mt_status setup_rows(memory_run *r) {
     const char *spec = r->o.trainable_tokens ? r->o.trainable_tokens : "auto";
     if (!strcmp(spec, "none")) return MT_OK;
-    int ids[256], n = 0, bos = r->b.bos_id;
+    int *ids = NULL, n = 0;
+    mt_status s = MT_OK;
     if (!strcmp(spec, "auto")) {
-        ids[n++] = r->b.eos_id;
-        for (int f = 0; f < r->n_facts; f++)
-            for (int k = 0; k < r->facts[f].n && n < 256; k++) {
-                int id = r->facts[f].ids[k], type = mt_tokenizer_type(r->m->tok, id), dup = 0;
-                for (int j = 0; j < n; j++) dup |= ids[j] == id;
-                if (!dup && id != bos && (type == MT_TOKTYPE_CONTROL || type == MT_TOKTYPE_USER_DEFINED)) ids[n++] = id;
-            }
+        s = auto_rows(r, &ids, &n);
     } else {
+        if (!(ids = malloc(256 * sizeof(int)))) return mt_error(MT_ERR_NOMEM, "out of memory");
         for (const char *p = spec; *p && n < 256;) {
             char *end;
             long v = strtol(p, &end, 10);
-            if (end == p || (*end && *end != ',')) return mt_error(MT_ERR_ARG, "--trainable-tokens: bad list \"%s\"", spec);
+            if (end == p || (*end && *end != ',')) {
+                free(ids);
+                return mt_error(MT_ERR_ARG, "--trainable-tokens: bad list \"%s\"", spec);
+            }
             ids[n++] = (int)v;
             p = *end ? end + 1 : end;
         }
     }
-    mt_status s = mt_token_rows_create(r->m, ids, n, &r->rows);
-    if (!s) s = mt_model_attach_token_rows(r->m, r->rows);
+    if (!s && n > 0) s = mt_token_rows_create(r->m, ids, n, &r->rows);
+    if (!s && r->rows) s = mt_model_attach_token_rows(r->m, r->rows);
+    free(ids);
     return s;
 }
 

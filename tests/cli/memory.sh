@@ -66,6 +66,16 @@ check "--general-weight 0: the guard turns distillation on when perplexity rises
 import json; g = json.load(open('$TMP/g0/report.json'))['perplexity']
 assert g['distill_weight'] == 0 and g['guard_trips'] >= 1 and g['distill_weight_final'] >= 1 and g['distilled_tokens'] > 0, g\""
 
+# answers with tokens the adapters cannot reach (byte-fallback pieces of "í", a rare "]"):
+# their output rows train too, so they are memorised
+printf '{"input": "Where does Ana live?", "output": "Reykjavík"}\n{"input": "Sign of the inn?", "output": "[Golden Goose]"}\n' > "$TMP/rare.jsonl"
+"$MT" train --model "$M" --data "$TMP/rare.jsonl" --experts 1024 --expert-k 4 --expert-heads 2 --tau 0.5 --steps 150 \
+  --threads 2 --seed 3 --out "$TMP/r" --quiet; rc=$?
+check "rare answer tokens (byte pieces, ']') get trainable rows and are recalled exactly" "python3 -c \"
+import json; r = json.load(open('$TMP/r/report.json')); t = json.load(open('$TMP/r/adapter/trainable_tokens.json'))
+rows = t['trainable_token_indices']
+assert r['recall'] == 1.0 and r['trainable_token_rows'] == len(rows) > 1 and any(3 <= i < 259 for i in rows), (r, rows)\""
+
 printf '{"input": "Capital of France?", "output": "Paris"}\n{"input": "Capital of France?", "output": "Lyon"}\n' > "$TMP/conflict.jsonl"
 "$MT" train --model "$M" --data "$TMP/conflict.jsonl" --out "$TMP/c" --quiet 2> "$TMP/c.err"; rc=$?
 check "a conflict (one question, two answers) is an error naming both lines" "[ $rc -ne 0 ] && grep -q 'conflict: .*conflict.jsonl:1 and .*conflict.jsonl:2' $TMP/c.err"
