@@ -202,10 +202,15 @@ static mt_model *random_model(const mt_config *cfg) {
     return m;
 }
 
-static mt_mome *small_mome(mt_model *m, int trained) {
+static mt_mome_options small_options(int context_dim) {
     mt_mome_options o;
     mt_mome_options_default(&o);
-    o.experts = 36, o.k = 3, o.heads = 2, o.query_dim = 6, o.sites = "0,2", o.seed = 9, o.context_dim = 4;
+    o.experts = 36, o.k = 3, o.heads = 2, o.query_dim = 6, o.sites = "0,2", o.seed = 9, o.context_dim = context_dim;
+    return o;
+}
+
+static mt_mome *small_mome(mt_model *m, int trained) {
+    mt_mome_options o = small_options(4);
     mt_mome *mm = NULL;
     CHECK_OK(mt_mome_create(m, &o, &mm));
     if (mm && trained) /* as if trained: b no longer zero */
@@ -347,9 +352,7 @@ TEST(kv_cache_decoding_equals_the_whole_sequence) {
     fprintf(stderr, "  |token-by-token logits - whole-sequence logits| = %.2e\n", d);
     CHECK_MSG(d < 1e-4, "the KV-cache path disagrees by %.3g", d);
     /* without the context the logits change (it takes part in routing) */
-    mt_mome_options o;
-    mt_mome_options_default(&o);
-    o.experts = 36, o.k = 3, o.heads = 2, o.query_dim = 6, o.sites = "0,2", o.context_dim = 0;
+    mt_mome_options o = small_options(0);
     mt_mome *plain = NULL;
     CHECK_OK(mt_mome_create(m, &o, &plain));
     if (plain) {

@@ -93,28 +93,16 @@ static mt_mome_context_spec default_context(int dim) {
     return (mt_mome_context_spec){.dim = dim, .n_decays = dim ? 2 : 0, .decays = {0.5f, 0.9f}};
 }
 
-static mt_status check_context(const mt_mome_context_spec *cs) {
-    if (cs->dim < 0 || cs->dim > 1024) return mt_error(MT_ERR_ARG, "--expert-context %d must be in [0, 1024]", cs->dim);
-    if (cs->dim && (cs->n_decays < 1 || cs->n_decays > MT_MOME_MAX_DECAYS))
-        return mt_error(MT_ERR_ARG, "the routing context needs 1 to %d decays", MT_MOME_MAX_DECAYS);
-    for (int i = 0; i < cs->n_decays; i++)
-        if (!(cs->decays[i] >= 0 && cs->decays[i] < 1))
-            return mt_error(MT_ERR_ARG, "routing context decay %g must be in [0, 1)", cs->decays[i]);
-    return MT_OK;
-}
-
-/* Allocates a layer with zeroed parameters. */
+/* Allocates a layer with zeroed parameters (the context spec is already checked). */
 static mt_status mome_alloc(const mt_config *cfg, long n_experts, int k, int heads, int dk,
                             const mt_mome_context_spec *cs, const unsigned char *on, mt_mome **out) {
     *out = NULL;
     int n2 = split_experts(n_experts);
     mt_status s = check_shape(n_experts, n2, k, heads, dk);
-    if (!s) s = check_context(cs);
     if (s) return s;
     mt_mome *mm = calloc(1, sizeof *mm);
     if (!mm) return mt_error(MT_ERR_NOMEM, "out of memory");
     mm->context = *cs;
-    if (!cs->dim) mm->context.n_decays = 0;
     mm->shape = (mt_mome_shape){.C = cfg->dim, .n1 = (int)(n_experts / n2), .n2 = n2, .H = heads, .K = k, .dk = dk,
                                 .Cx = mt_mome_context_width(&mm->context)};
     mm->n_experts = n_experts;
@@ -155,6 +143,8 @@ mt_status mt_mome_create(const mt_model *m, const mt_mome_options *opts, mt_mome
     unsigned char *on = malloc((size_t)c->n_layers);
     if (!on) return mt_error(MT_ERR_NOMEM, "out of memory");
     mt_status s = parse_sites(o.sites, c->n_layers, on);
+    if (!s && (o.context_dim < 0 || o.context_dim > 1024))
+        s = mt_error(MT_ERR_ARG, "--expert-context %d must be in [0, 1024]", o.context_dim);
     mt_mome_context_spec cs = default_context(o.context_dim);
     if (!s) s = mome_alloc(c, o.experts, o.k, o.heads, dk, &cs, on, out);
     free(on);
@@ -169,11 +159,11 @@ mt_status mt_mome_create(const mt_model *m, const mt_mome_options *opts, mt_mome
     const mt_mome_shape *sh = &mm->shape;
     for (int site = 0; site < mm->n_sites; site++) {
         float *r = mm->router + site * mm->router_size, *bank = mm->bank + site * mm->bank_size;
-        size_t nq = (size_t)sh->H * sh->dk * sh->C, nk = (size_t)sh->H * (sh->n1 + sh->n2) * (sh->dk / 2);
+        size_t nq = (size_t)sh->H * sh->dk * sh->C, nx = mt_mome_context_offset(sh);
         fill_normal(&rng, r, nq, 1.0 / sqrt(sh->C));
-        fill_normal(&rng, r + nq, nk, sqrt(2.0 / sh->dk));
+        fill_normal(&rng, r + nq, nx - nq, sqrt(2.0 / sh->dk));
         for (long e = 0; e < mm->n_experts; e++) fill_normal(&rng, bank + (size_t)e * 2 * sh->C, (size_t)sh->C, 1.0 / sqrt(sh->C));
-        if (sh->Cx) fill_normal(&rng, r + nq + nk, (size_t)sh->H * sh->dk * sh->Cx, 1.0 / sqrt(sh->Cx));
+        if (sh->Cx) fill_normal(&rng, r + nx, mm->router_size - nx, 1.0 / sqrt(sh->Cx));
     }
     return MT_OK;
 }
@@ -201,7 +191,7 @@ static void part_layout(const mt_mome *mm, int k, long *rows, int *cols, size_t 
     long r[MAX_PARTS] = {(long)sh->H * sh->dk, (long)sh->H * sh->n1, (long)sh->H * sh->n2, mm->n_experts,
                          (long)sh->H * sh->dk};
     int c[MAX_PARTS] = {sh->C, half, half, 2 * sh->C, sh->Cx};
-    size_t o[MAX_PARTS] = {0, nq, nq + n1, 0, nq + n1 + (size_t)sh->H * sh->n2 * half};
+    size_t o[MAX_PARTS] = {0, nq, nq + n1, 0, mt_mome_context_offset(sh)};
     *rows = r[k], *cols = c[k], *off = o[k], *in_bank = k == 3;
 }
 

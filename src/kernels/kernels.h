@@ -46,6 +46,8 @@ typedef struct {
 /* elements of the router (query projection + both sub-key tables + context projection) of
  * one site */
 size_t mt_mome_router_size(const mt_mome_shape *sh);
+/* where the context projection Wx [H*dk, Cx] starts in a router (after Wq, K1, K2) */
+size_t mt_mome_context_offset(const mt_mome_shape *sh);
 
 /* The routing context of a document prefix: one block of `dim` values per decay d, block =
  * acc / rms(acc) with acc_t = d·acc_(t-1) + code(token_t), code a fixed pseudo-random ±1

@@ -27,21 +27,22 @@
 #include "kernels/real.h"
 
 #ifndef MT_REAL_DOUBLE
-size_t mt_mome_router_size(const mt_mome_shape *sh) {
-    return (size_t)sh->H * sh->dk * (sh->C + sh->Cx) + (size_t)sh->H * (sh->n1 + sh->n2) * (sh->dk / 2);
+size_t mt_mome_context_offset(const mt_mome_shape *sh) {
+    return (size_t)sh->H * sh->dk * sh->C + (size_t)sh->H * (sh->n1 + sh->n2) * (sh->dk / 2);
 }
-
+size_t mt_mome_router_size(const mt_mome_shape *sh) {
+    return mt_mome_context_offset(sh) + (size_t)sh->H * sh->dk * sh->Cx;
+}
 #endif
 
 #define MOME_MAX_K 64
 
-/* bit j of a token's code (splitmix64 of the token id and the 64-bit word j / 64) */
-static int code_bit(int token, int j) {
-    uint64_t z = ((uint64_t)(uint32_t)token << 20 | (uint64_t)(j >> 6)) + 0x9E3779B97F4A7C15ULL;
+/* bits 64w .. 64w+63 of a token's code: splitmix64 of the token id and the word index w */
+static uint64_t code_word(int token, int w) {
+    uint64_t z = ((uint64_t)(uint32_t)token << 20 | (uint64_t)w) + 0x9E3779B97F4A7C15ULL;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (int)(z >> (j & 63) & 1);
+    return z ^ (z >> 31);
 }
 
 static real R(silu)(real z) { return z / (1 + r_exp(-z)); }
@@ -102,11 +103,6 @@ static void R(sub_key_scores)(real *scores, const real *q, const real *k1, const
     }
 }
 
-/* the context projection Wx [H*dk, Cx] of a router */
-static const real *R(context_weight)(const real *router, const mt_mome_shape *sh) {
-    return router + (size_t)sh->H * sh->dk * sh->C + (size_t)sh->H * (sh->n1 + sh->n2) * (sh->dk / 2);
-}
-
 void R(mt_mome_context)(real *ctx, real *acc, const int *ids, const int *pos, int T,
                         const mt_mome_context_spec *cs, const real *prev) {
     int D = cs->dim, W = mt_mome_context_width(cs);
@@ -115,8 +111,10 @@ void R(mt_mome_context)(real *ctx, real *acc, const int *ids, const int *pos, in
         real *a = acc + (size_t)t * W, *c = ctx + (size_t)t * W;
         for (int b = 0; b < cs->n_decays; b++) {
             real d = cs->decays[b], ss = 0;
+            uint64_t bits = 0;
             for (int j = b * D; j < (b + 1) * D; j++) {
-                a[j] = (before ? d * before[j] : 0) + (code_bit(ids[t], j) ? 1 : -1);
+                if (j == b * D || (j & 63) == 0) bits = code_word(ids[t], j >> 6);
+                a[j] = (before ? d * before[j] : 0) + ((bits >> (j & 63) & 1) ? 1 : -1);
                 ss += a[j] * a[j];
             }
             real inv = 1 / r_sqrt(ss / D);
@@ -135,7 +133,7 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
     r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, C, 1, x, C, wq, C, 0, q, H * dk);
     if (sh->Cx)
         r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, sh->Cx, 1, ctx, sh->Cx,
-               R(context_weight)(router, sh), sh->Cx, 1, q, H * dk);
+               router + mt_mome_context_offset(sh), sh->Cx, 1, q, H * dk);
     size_t per_token = (size_t)H * (sh->n1 + sh->n2);
     real *scores = malloc((size_t)T * per_token * sizeof(real));
     if (!scores) return; /* out of memory: the experts add nothing to this call */
@@ -221,7 +219,7 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
     r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, C, T, 1, dq, H * dk, x, C, 1, dwq, C);
     if (sh->Cx) /* dWx += dq^T·ctx (ctx has no gradient) */
         r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, sh->Cx, T, 1, dq, H * dk, ctx, sh->Cx, 1,
-               drouter + (R(context_weight)(router, sh) - router), sh->Cx);
+               drouter + mt_mome_context_offset(sh), sh->Cx);
     if (dx) r_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, H * dk, 1, dq, H * dk, wq, C, 1, dx, C);
     free(dq);
 }

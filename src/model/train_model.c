@@ -247,7 +247,7 @@ static mt_status allocate_mome(train_state *s) {
     s->mome_slot_grads = malloc(slots * 2 * sh->C * sizeof(real));
     s->mome_idx = malloc(slots * sizeof(int));
     s->mome_ctx = malloc((BT * sh->Cx + 1) * sizeof(real));
-    s->mome_acc = malloc((BT * sh->Cx + 1) * sizeof(real));
+    s->mome_acc = malloc(((size_t)s->T * sh->Cx + 1) * sizeof(real)); /* one row at a time */
     if (!s->mome_router || !s->mome_bank || (!mm->freeze_router && !s->mome_router_grads) || !s->mome_q ||
         !s->mome_gate || !s->mome_z || !s->mome_slot_grads || !s->mome_idx || !s->mome_ctx || !s->mome_acc)
         return mt_error(MT_ERR_NOMEM, "out of memory for the memory experts' training state");
@@ -584,8 +584,8 @@ mt_status R(mt_train_forward)(train_state *s, const int *inputs, const int *targ
     if (s->mome && s->mome->shape.Cx) /* row by row: a row starts a document */
         for (int b = 0; b < s->B; b++) {
             size_t at = (size_t)b * s->T;
-            R(mt_mome_context)(s->mome_ctx + at * s->mome->shape.Cx, s->mome_acc + at * s->mome->shape.Cx,
-                               s->inputs + at, s->pos + at, s->T, &s->mome->context, NULL);
+            R(mt_mome_context)(s->mome_ctx + at * s->mome->shape.Cx, s->mome_acc, s->inputs + at, s->pos + at, s->T,
+                               &s->mome->context, NULL);
         }
     for (int l = 0; l < c->n_layers; l++) layer_forward(s, l);
     real *x_final = s->x + (size_t)c->n_layers * BT * c->dim;

@@ -424,6 +424,15 @@ static mt_status record_base_distributions(memory_run *r) {
 #define REACH_ITERS 200
 #define REACH_MARGIN 0.05
 
+/* dst[C] = src / |src|; returns |src| */
+static double unit(float *dst, const float *src, int C) {
+    double ss = 0;
+    for (int c = 0; c < C; c++) ss += (double)src[c] * src[c];
+    double norm = sqrt(ss);
+    for (int c = 0; c < C; c++) dst[c] = (float)(src[c] / (norm + 1e-30));
+    return norm;
+}
+
 static int cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);
@@ -447,14 +456,11 @@ static void reach_round(const float *u, float *q, const float *scores, const int
         }
         const float *ut = u + (size_t)t * C, *ur = u + (size_t)rival * C;
         float *n = q + (size_t)i * C;
-        double dd = 0, nn = 0;
+        double dd = 0;
         for (int c = 0; c < C; c++) dd += (double)(ut[c] - ur[c]) * (ut[c] - ur[c]);
         double step = 0.05 / sqrt(it + 1.0) / (sqrt(dd) + 1e-30);
-        for (int c = 0; c < C; c++) {
-            n[c] += (float)(step * (ut[c] - ur[c]));
-            nn += (double)n[c] * n[c];
-        }
-        for (int c = 0; c < C; c++) n[c] = (float)(n[c] / (sqrt(nn) + 1e-30));
+        for (int c = 0; c < C; c++) n[c] += (float)(step * (ut[c] - ur[c]));
+        unit(n, n, C);
     }
 }
 
@@ -468,21 +474,14 @@ static int out_of_reach(const mt_model *m, const int *cand, int n, unsigned char
     float best[64];
     int ok = u && q && scores && norms;
     for (size_t i = 0; ok && i < (size_t)V * C; i++) u[i] = m->output[i] * m->norm_final[i % C];
-    for (int j = 0; ok && j < V; j++) {
-        double ss = 0;
-        for (int k = 0; k < C; k++) ss += (double)u[(size_t)j * C + k] * u[(size_t)j * C + k];
-        norms[j] = (float)sqrt(ss);
-    }
+    for (int j = 0; ok && j < V; j++) norms[j] = (float)unit(q, u + (size_t)j * C, C); /* q: scratch here */
     if (ok) qsort(norms, (size_t)V, sizeof(float), cmp_float);
     float bar = ok ? (float)REACH_MARGIN * norms[V / 2] : 0;
     for (int first = 0; ok && first < n; first += chunk) {
         int k = n - first < chunk ? n - first : chunk, open = k;
         unsigned char *decided = hard + first;
         for (int i = 0; i < k; i++) {
-            const float *ut = u + (size_t)cand[first + i] * C;
-            double ss = 0;
-            for (int c2 = 0; c2 < C; c2++) ss += (double)ut[c2] * ut[c2];
-            for (int c2 = 0; c2 < C; c2++) q[(size_t)i * C + c2] = (float)(ut[c2] / (sqrt(ss) + 1e-30));
+            unit(q + (size_t)i * C, u + (size_t)cand[first + i] * C, C);
             best[i] = -INFINITY;
         }
         for (int it = 0; it < REACH_ITERS && open > 0; it++) {
