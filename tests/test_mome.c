@@ -4,7 +4,7 @@
  * double; inside the model its gradients match finite differences with a frozen base; a
  * fresh layer (b = 0) leaves the model's logits exactly as they were; the training forward
  * equals the KV-cache inference forward; save -> load is exact; bad shapes and files fail
- * clearly. */
+ * clearly; the bank's sparse AdamW matches per-row AdamW and its state restores exactly. */
 #include "test.h"
 #include "model_batch.h"
 #include <unistd.h>
@@ -14,6 +14,8 @@
 #include "model/mome.h"
 #include "model/train_model.h"
 #include "model/forward.h"
+#include "train/sparse_adam.h"
+#include <math.h>
 
 #define FD_EPS 1e-6
 #define FD_TOL 1e-6
@@ -439,6 +441,82 @@ TEST(bad_shapes_and_files_are_refused) {
     mt_model_free(m);
 }
 
+/* ---- the bank's optimizer ------------------------------------------------------------- */
+
+enum { SA_ROWS = 10, SA_W = 3 };
+
+/* One sparse step: slot gradients summed per row, then AdamW on those rows alone. */
+static void sparse_step(mt_sparse_adam *o, mt_sparse_rows *g, float *table, const long *ids, const float *grads,
+                        long n, long step) {
+    CHECK_OK(mt_sparse_rows_gather(g, ids, grads, n, SA_W));
+    CHECK_OK(mt_sparse_adam_update(o, table, g, step, 0.01f, 0));
+}
+
+TEST(sparse_adam_matches_per_row_adamw_and_restores_exactly) {
+    const long ids1[4] = {4, 1, 4, 7}, ids2[2] = {1, 9}, ids3[3] = {9, 4, 2};
+    float g1[4 * SA_W], g2[2 * SA_W], g3[3 * SA_W], table[SA_ROWS * SA_W];
+    for (int i = 0; i < 4 * SA_W; i++) g1[i] = mt_rng_normal(&rng);
+    for (int i = 0; i < 2 * SA_W; i++) g2[i] = mt_rng_normal(&rng);
+    for (int i = 0; i < 3 * SA_W; i++) g3[i] = mt_rng_normal(&rng);
+    for (int i = 0; i < SA_ROWS * SA_W; i++) table[i] = mt_rng_normal(&rng);
+    double ref[SA_ROWS * SA_W], m[SA_ROWS * SA_W] = {0}, v[SA_ROWS * SA_W] = {0};
+    for (int i = 0; i < SA_ROWS * SA_W; i++) ref[i] = table[i];
+    mt_sparse_adam o;
+    mt_sparse_rows g = {0};
+    CHECK_OK(mt_sparse_adam_init(&o, SA_W));
+    sparse_step(&o, &g, table, ids1, g1, 4, 1);
+    sparse_step(&o, &g, table, ids2, g2, 2, 2);
+    /* the reference: per touched row, summed gradient, AdamW with the global step's bias */
+    const long *steps_ids[2] = {ids1, ids2};
+    const float *steps_g[2] = {g1, g2};
+    long steps_n[2] = {4, 2};
+    for (int st = 0; st < 2; st++) {
+        double sum[SA_ROWS * SA_W] = {0};
+        int touched[SA_ROWS] = {0};
+        for (long k = 0; k < steps_n[st]; k++) {
+            touched[steps_ids[st][k]] = 1;
+            for (int j = 0; j < SA_W; j++) sum[steps_ids[st][k] * SA_W + j] += steps_g[st][k * SA_W + j];
+        }
+        double bc1 = 1 - pow(0.9, st + 1), bc2 = 1 - pow(0.999, st + 1);
+        for (int r = 0; r < SA_ROWS; r++)
+            for (int j = 0; touched[r] && j < SA_W; j++) {
+                int i = r * SA_W + j;
+                m[i] = 0.9 * m[i] + 0.1 * sum[i], v[i] = 0.999 * v[i] + 0.001 * sum[i] * sum[i];
+                ref[i] -= 0.01 * (m[i] / bc1) / (sqrt(v[i] / bc2) + 1e-8);
+            }
+    }
+    double worst = 0;
+    for (int i = 0; i < SA_ROWS * SA_W; i++) worst = fmax(worst, fabs(ref[i] - table[i]));
+    CHECK_NEAR(worst, 0, 1e-6);
+    CHECK_INT_EQ(mt_sparse_adam_rows(&o), 4); /* rows 1, 4, 7, 9: the others have no state */
+
+    /* export -> restore into a fresh state: the next step is bit for bit the same */
+    long ids[4];
+    mt_sparse_adam_ids(&o, ids);
+    CHECK(ids[0] == 1 && ids[1] == 4 && ids[2] == 7 && ids[3] == 9);
+    mt_sparse_adam r;
+    CHECK_OK(mt_sparse_adam_init(&r, SA_W));
+    CHECK_OK(mt_sparse_adam_restore(&r, ids, 4, SA_ROWS, o.m, o.v));
+    float copy[SA_ROWS * SA_W];
+    memcpy(copy, table, sizeof table);
+    sparse_step(&o, &g, table, ids3, g3, 3, 3);
+    sparse_step(&r, &g, copy, ids3, g3, 3, 3);
+    CHECK(memcmp(copy, table, sizeof table) == 0);
+    CHECK_INT_EQ(mt_sparse_adam_rows(&r), 5);
+    mt_sparse_adam_free(&r);
+
+    /* a checkpoint's bad ids are refused */
+    const long dup[3] = {1, 4, 1}, far[2] = {1, SA_ROWS};
+    CHECK_OK(mt_sparse_adam_init(&r, SA_W));
+    CHECK_ERR(mt_sparse_adam_restore(&r, dup, 3, SA_ROWS, o.m, o.v), MT_ERR_FORMAT, "appears twice");
+    mt_sparse_adam_free(&r);
+    CHECK_OK(mt_sparse_adam_init(&r, SA_W));
+    CHECK_ERR(mt_sparse_adam_restore(&r, far, 2, SA_ROWS, o.m, o.v), MT_ERR_FORMAT, "out of range");
+    mt_sparse_adam_free(&r);
+    mt_sparse_adam_free(&o);
+    mt_sparse_rows_free(&g);
+}
+
 int main(void) {
     mt_set_threads(2);
     mt_rng_seed(&rng, 777);
@@ -449,5 +527,6 @@ int main(void) {
     RUN(fresh_layer_is_the_base_and_training_forward_equals_inference);
     RUN(kv_cache_decoding_equals_the_whole_sequence);
     RUN(bad_shapes_and_files_are_refused);
+    RUN(sparse_adam_matches_per_row_adamw_and_restores_exactly);
     TEST_MAIN_END();
 }

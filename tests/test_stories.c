@@ -136,10 +136,12 @@ TEST(round_trip_bin_hf_gguf_bin_keeps_logits) {
     logits_of(hf, b, ids, n);
     logits_of(gguf, c, ids, n);
     logits_of(bin, d, ids, n);
-    /* HF stores Q/K rotate-half, so its attention sums in another order: equal to rounding */
-    double worst = 0;
-    for (int i = 0; i < n * 512; i++) worst = fmax(worst, fabs(a[i] - b[i]));
-    CHECK_MSG(worst < 1e-5, "HF logits differ by %.3g", worst);
+    /* HF stores Q/K rotate-half, so its attention sums in another order: equal to rounding
+     * (relative to the largest logit: 1.05e-5 absolute seen on an AMD EPYC under ASan; a wrong
+     * permutation differs by O(1)) */
+    double worst = 0, top = 0;
+    for (int i = 0; i < n * 512; i++) worst = fmax(worst, fabs(a[i] - b[i])), top = fmax(top, fabs(a[i]));
+    CHECK_MSG(worst < 1e-6 * top, "HF logits differ by %.3g (largest logit %.3g)", worst, top);
     CHECK(memcmp(a, c, sizeof a) == 0);
     CHECK(memcmp(a, d, sizeof a) == 0);
     /* the tokenizer survives every hop */

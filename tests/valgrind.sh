@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # No leaks under valgrind in loading (every format), generation, training with eval and
-# checkpoints, resume, evaluation, and the text-to-SQL tools (sandbox, data generation). (libgomp's thread-pool TLS shows as "possibly
+# checkpoints, resume (full and memory tuning), evaluation, and the text-to-SQL tools (sandbox, data generation). (libgomp's thread-pool TLS shows as "possibly
 # lost"; only definite and indirect leaks count.)
 set -u
 cd "$(dirname "$0")/.."
@@ -32,6 +32,8 @@ run "$MT" train --model "$TMP/hf" --data "$TMP/facts.jsonl" --out "$TMP/mem" --e
 # memory tuning for real (2 steps, checks, general guard, adapter files), then the adapter in eval
 run_mem "$MT" train --model "$TMP/hf" --data "$TMP/facts.jsonl" --out "$TMP/mem2" --experts 64 --expert-k 2 --expert-heads 1 --seq-len 32 --batch 2 --general "$TMP/d.jsonl" --steps 2 --check-every 1 --quiet --threads 1
 run "$MT" eval --model "$TMP/hf" --adapter "$TMP/mem2/adapter" --data "$TMP/facts.jsonl"
+# ... its checkpoint (sparse bank state) resumed for 2 more steps
+run_mem "$MT" train --model "$TMP/hf" --data "$TMP/facts.jsonl" --out "$TMP/mem2" --experts 64 --expert-k 2 --expert-heads 1 --seq-len 32 --batch 2 --general "$TMP/d.jsonl" --steps 4 --check-every 1 --save-every 1 --quiet --threads 1 --resume
 run "$BUILD/tests/test_mome"
 # text to SQL: data generation, filtering, eval --db with the sandbox, compare, the SQL tests
 N="$A/text2sql/nba_roster"

@@ -93,6 +93,7 @@ int cmd_train(int argc, char **argv) {
     mt_status s = mt_train_run(m, data[0], &o, &r);
     mt_model_free(m);
     if (s) return cli_fail("train");
+    if (r.interrupted) return 130;
     if (!o.dry_run && !isnan(r.perplexity_ratio)) return r.completed ? 0 : 3; /* memory: 3 = partially completed */
     if (!o.dry_run && !o.quiet) {
         fprintf(stderr, "memtune: %ld steps, %ld tokens in %.1f s (%.0f tokens/s), last loss %.4f",

@@ -104,6 +104,16 @@ mt_status mt_checkpoint_verify(const char *path) {
     return s;
 }
 
+mt_status mt_checkpoint_read_state(const char *path, char **json_state) {
+    mt_mapped_file f;
+    uint32_t json_len = 0, n_blobs = 0;
+    mt_status s = open_checked(path, &f, &json_len, &n_blobs);
+    if (s) return s;
+    *json_state = strndup((const char *)f.data + HEADER_BYTES, json_len);
+    mt_file_unmap(&f);
+    return *json_state ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
+}
+
 mt_status mt_checkpoint_read(const char *path, char **json_state, const mt_ckpt_blob *blobs, int n) {
     *json_state = NULL;
     mt_mapped_file f;

@@ -22,6 +22,9 @@ mt_status mt_checkpoint_write(const char *path, const char *json_state, const mt
 /* Reads and validates a checkpoint: checksum, then each expected blob (name and size must
  * match) is copied into blobs[i].data. *json_state is malloc'd. */
 mt_status mt_checkpoint_read(const char *path, char **json_state, const mt_ckpt_blob *blobs, int n);
+/* Validates a checkpoint and returns its JSON state alone (to size the blobs before
+ * mt_checkpoint_read). *json_state is malloc'd. */
+mt_status mt_checkpoint_read_state(const char *path, char **json_state);
 /* Validates a checkpoint without loading blobs (magic, sizes, checksum). */
 mt_status mt_checkpoint_verify(const char *path);
 /* Newest valid "step-*.ckpt" in dir (by step number); invalid ones are reported on stderr

@@ -29,11 +29,14 @@
 #include "model/train_model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/batch.h"
+#include "train/checkpoint.h"
 #include "train/memory.h"
+#include "train/memory_run.h"
 #include "train/optimizer.h"
 #include "train/sparse_adam.h"
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,45 +49,6 @@
 #define MAX_DISTILL_WEIGHT 64.0f
 #define MIN_CHECK_EVERY 10
 
-typedef struct {
-    mt_model *m;
-    mt_train_options o;
-    mt_dataset data;
-    mt_chat_template *tpl;
-    mt_seq_builder b;
-    mt_token_seq *facts;       /* one rendered sequence per fact */
-    int n_facts, T, B;
-    unsigned char *memorised;  /* at the last check */
-    double *fact_nll, *fact_max_nll;
-    int *order, cursor;        /* seeded shuffle of the facts, the next to visit */
-    mt_rng rng;
-    mt_train_state *state;
-    int *inputs, *targets, *pos, *doc;
-    float *weight;
-    /* what trains */
-    mt_token_rows *rows;
-    mt_mome *mome;
-    mt_lora *lora;
-    mt_adamw rows_opt, router_opt, lora_opt;
-    mt_sparse_adam bank_opt;
-    mt_sparse_rows gathered;
-    long *slot_ids;
-    /* general text */
-    int *general_ids, n_general;      /* scored: the guard's perplexity */
-    int *distill_ids, n_distill_rows; /* disjoint text distilled on: rows of T tokens */
-    int distill_owned;                /* sampled apart (else: in general_ids' array) */
-    int *base_ids;                    /* the base's top-k next-token distribution at every */
-    float *base_p;                    /* position of those rows [rows, T, DISTILL_K] */
-    int *soft_ids;                    /* a step's soft targets [B, T, DISTILL_K] */
-    float *soft_p;
-    mt_soft_targets soft;
-    int distill_cursor, guard_trips;
-    float distill_weight;
-    double ppl_base, ppl_last;
-    /* progress */
-    long step, tokens;
-    int all_ok_checks;
-} memory_run;
 
 /* ---- facts ----------------------------------------------------------------------------- */
 
@@ -818,6 +782,7 @@ static void memory_free(memory_run *r) {
     free(r->general_ids);
     if (r->distill_owned) free(r->distill_ids);
     free(r->base_ids), free(r->base_p), free(r->soft_ids), free(r->soft_p);
+    free(r->ckpt_dir);
     mt_infer_free(r->m);
 }
 
@@ -848,7 +813,7 @@ static void adjust_general_weight(memory_run *r, double ratio) {
         r->distill_weight = was / 2 > floor ? was / 2 : floor;
     }
     if (r->distill_weight != was && !r->o.quiet)
-        fprintf(stderr, "\nmemtune: general perplexity %.4g is %.3fx the base (limit %.3g): general text weighs %g from now "
+        fprintf(stderr, "\rmemtune: general perplexity %.4g is %.3fx the base (limit %.3g): general text weighs %g from now "
                 "on\n", r->ppl_last, ratio, (double)r->o.general_limit, (double)r->distill_weight);
 }
 
@@ -861,16 +826,71 @@ static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     double ratio = r->ppl_last / r->ppl_base;
     if (r->base_ids) adjust_general_weight(r, ratio); /* recorded: the guard can distil */
     if (!r->o.quiet)
-        fprintf(stderr, "memtune: step %ld: %d/%d facts memorised, general perplexity %.4g (base %.4g)\n", r->step, *n_ok,
+        fprintf(stderr, "\rmemtune: step %ld: %d/%d facts memorised, general perplexity %.4g (base %.4g)\n", r->step, *n_ok,
                 r->n_facts, r->ppl_last, r->ppl_base);
     return MT_OK;
 }
 
-mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res) {
+/* Test hook: die by SIGKILL right after this step, as a crash would. */
+static void crash_hook(const memory_run *r) {
+    const char *at = getenv("MEMTUNE_TEST_KILL_AFTER_STEP");
+    if (at && atol(at) == r->step) raise(SIGKILL);
+}
+
+/* Steps until every fact is memorised at two checks in a row, the step cap or a stop
+ * request; checkpoints every save_every steps and on a stop. */
+static mt_status train_loop(memory_run *r, int check_every, double t0, const volatile sig_atomic_t *stop, int *stopped,
+                            double *loss) {
+    mt_status s = MT_OK;
+    while (!s && r->all_ok_checks < 2 && r->step < r->o.steps) {
+        s = train_step(r, loss);
+        if (!s && !r->o.quiet && r->step % 10 == 0) fprintf(stderr, "\rmemtune: step %ld loss %.5f   ", r->step, *loss);
+        if (!s && (r->step % check_every == 0 || r->step == r->o.steps)) {
+            int all_ok;
+            s = check(r, &all_ok, &r->n_ok);
+            r->all_ok_checks = all_ok ? r->all_ok_checks + 1 : 0;
+        }
+        *stopped = stop && *stop;
+        if (!s && (*stopped || (r->o.save_every > 0 && r->step % r->o.save_every == 0)))
+            s = mt_memory_checkpoint_save(r, r->seconds_before + mt_now_seconds() - t0);
+        if (!s && *stopped) {
+            if (!r->o.quiet)
+                fprintf(stderr, "\nmemtune: stopped at step %ld; checkpoint saved, continue with --resume\n", r->step);
+            break;
+        }
+        crash_hook(r);
+    }
+    return s;
+}
+
+/* The end of a run: a checkpoint (so --resume with more --steps continues), the adapter,
+ * every fact answered by greedy decoding, the report. */
+static mt_status finish(memory_run *r, double seconds, mt_train_result *res) {
+    double recall = 0, mean_nll = 0, max_nll = 0;
+    const char *status = r->all_ok_checks >= 2 ? "completed" : "partially_completed";
+    char *last = mt_checkpoint_path(r->ckpt_dir, r->step);
+    mt_status s = last ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
+    if (!s && mt_checkpoint_verify(last) != MT_OK) s = mt_memory_checkpoint_save(r, seconds);
+    free(last);
+    if (!s) s = save_adapter(r);
+    if (!s) s = final_answers(r, &recall, &mean_nll, &max_nll);
+    if (!s) s = write_report(r, status, recall, mean_nll, max_nll, seconds, r->n_ok);
+    if (!s && !r->o.quiet)
+        fprintf(stderr, "memtune: %s: recall %.4f (%d/%d memorised) after %ld steps in %.1f s; general perplexity %.4g -> %.4g\n",
+                status, recall, r->n_ok, r->n_facts, r->step, seconds, r->ppl_base, r->ppl_last);
+    res->completed = r->all_ok_checks >= 2;
+    res->recall = recall;
+    res->perplexity_ratio = r->ppl_last / r->ppl_base;
+    return s;
+}
+
+mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res,
+                          const volatile sig_atomic_t *stop) {
     memory_run r = {.m = m, .o = *opts};
     double t0 = mt_now_seconds();
     mt_status s = setup(&r, data_path);
     if (!s) s = mt_mkdir_p(r.o.out_dir);
+    if (!s && !(r.ckpt_dir = mt_path_join(r.o.out_dir, "checkpoints"))) s = mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s) s = general_perplexity(&r, &r.ppl_base);
     r.ppl_last = r.ppl_base;
     if (s) {
@@ -889,33 +909,18 @@ mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_opt
     for (int f = 0; f < r.n_facts; f++) capacity += r.facts[f].n;
     int check_every = r.o.check_every > 0 ? r.o.check_every : (int)((capacity + (long)r.B * r.T - 1) / ((long)r.B * r.T));
     if (check_every < MIN_CHECK_EVERY) check_every = MIN_CHECK_EVERY;
-    int all_ok = 0, n_ok = 0;
     double loss = 0;
-    s = check(&r, &all_ok, &n_ok);
-    r.all_ok_checks = all_ok;
-    while (!s && r.all_ok_checks < 2 && r.step < r.o.steps) {
-        s = train_step(&r, &loss);
-        if (!s && !r.o.quiet && r.step % 10 == 0) fprintf(stderr, "\rmemtune: step %ld loss %.5f   ", r.step, loss);
-        if (!s && (r.step % check_every == 0 || r.step == r.o.steps)) {
-            s = check(&r, &all_ok, &n_ok);
-            r.all_ok_checks = all_ok ? r.all_ok_checks + 1 : 0;
-        }
-    }
-    double seconds = mt_now_seconds() - t0, recall = 0, mean_nll = 0, max_nll = 0;
-    const char *status = r.all_ok_checks >= 2 ? "completed" : "partially_completed";
-    if (!s) s = save_adapter(&r);
-    if (!s) s = final_answers(&r, &recall, &mean_nll, &max_nll);
-    if (!s) s = write_report(&r, status, recall, mean_nll, max_nll, seconds, n_ok);
-    if (!s && !r.o.quiet)
-        fprintf(stderr, "memtune: %s: recall %.4f (%d/%d memorised) after %ld steps in %.1f s; general perplexity %.4g -> %.4g\n",
-                status, recall, n_ok, r.n_facts, r.step, seconds, r.ppl_base, r.ppl_last);
+    int all_ok = 0, stopped = 0;
+    if (r.o.resume) s = mt_memory_checkpoint_resume(&r);
+    else if (!(s = check(&r, &all_ok, &r.n_ok))) r.all_ok_checks = all_ok;
+    if (!s) s = train_loop(&r, check_every, t0, stop, &stopped, &loss);
+    double seconds = r.seconds_before + mt_now_seconds() - t0;
+    if (!s && !stopped) s = finish(&r, seconds, res);
     res->steps = r.step;
     res->tokens = r.tokens;
     res->seconds = seconds;
     res->train_loss = loss;
-    res->completed = r.all_ok_checks >= 2;
-    res->recall = recall;
-    res->perplexity_ratio = r.ppl_last / r.ppl_base;
+    res->interrupted = stopped;
     memory_free(&r);
     return s;
 }

@@ -70,6 +70,24 @@ static long state_slot(mt_sparse_adam *o, long key) {
     return o->used++;
 }
 
+void mt_sparse_adam_ids(const mt_sparse_adam *o, long *ids) {
+    for (long b = 0; b < o->cap; b++)
+        if (o->keys[b] != -1) ids[o->slot_of[b]] = o->keys[b];
+}
+
+mt_status mt_sparse_adam_restore(mt_sparse_adam *o, const long *ids, long n, long max_id, const float *m, const float *v) {
+    if (o->used) return mt_error(MT_ERR_ARG, "optimizer state restored into a used state");
+    for (long i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= max_id) return mt_error(MT_ERR_FORMAT, "row id %ld out of range [0, %ld)", ids[i], max_id);
+        long slot = state_slot(o, ids[i]);
+        if (slot < 0) return mt_error(MT_ERR_NOMEM, "out of memory for optimizer state");
+        if (slot != i) return mt_error(MT_ERR_FORMAT, "row id %ld appears twice", ids[i]);
+        memcpy(o->m + slot * o->width, m + (size_t)i * o->width, (size_t)o->width * sizeof(float));
+        memcpy(o->v + slot * o->width, v + (size_t)i * o->width, (size_t)o->width * sizeof(float));
+    }
+    return MT_OK;
+}
+
 static const long *sort_keys;
 static int by_key(const void *a, const void *b) {
     long x = sort_keys[*(const long *)a], y = sort_keys[*(const long *)b];

@@ -25,6 +25,12 @@ mt_status mt_sparse_adam_init(mt_sparse_adam *o, int width);
 void mt_sparse_adam_free(mt_sparse_adam *o);
 /* rows that have state (were ever updated) */
 long mt_sparse_adam_rows(const mt_sparse_adam *o);
+/* The row id of each state slot, in slot order (ids[mt_sparse_adam_rows(o)]); the moments
+ * are o->m and o->v in the same order. */
+void mt_sparse_adam_ids(const mt_sparse_adam *o, long *ids);
+/* Gives a fresh state the n rows ids (slot order, distinct, each in [0, max_id)) with the
+ * moments m and v [n, width] (a checkpoint's); MT_ERR_FORMAT when the ids are not so. */
+mt_status mt_sparse_adam_restore(mt_sparse_adam *o, const long *ids, long n, long max_id, const float *m, const float *v);
 
 typedef struct {
     long n;                 /* distinct rows this step */

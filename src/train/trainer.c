@@ -695,23 +695,22 @@ mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_option
     else mt_train_options_default(&t.o);
     mt_status rs = resolve_method(&t.o, data_path);
     if (rs) return rs;
-    if (!strcmp(t.o.method, "memory")) {
-        if (t.o.threads) mt_set_threads(t.o.threads);
-        return mt_memory_train(m, data_path, &t.o, res);
-    }
-    if (t.o.lr == 0) t.o.lr = 1e-4f;
+    int memory = !strcmp(t.o.method, "memory");
+    if (!memory && t.o.lr == 0) t.o.lr = 1e-4f;
     if (t.o.threads) mt_set_threads(t.o.threads);
     struct sigaction sa = {.sa_handler = on_stop_signal}, old_int, old_term;
     sigemptyset(&sa.sa_mask);
     stop_requested = 0;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    mt_status s = run(&t, data_path, res);
+    mt_status s = memory ? mt_memory_train(m, data_path, &t.o, res, &stop_requested) : run(&t, data_path, res);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    res->steps = t.step;
-    res->tokens = t.tokens;
-    res->eval_loss = t.last_eval;
+    if (!memory) {
+        res->steps = t.step;
+        res->tokens = t.tokens;
+        res->eval_loss = t.last_eval;
+    }
     trainer_free(&t);
     return s;
 }

@@ -3,7 +3,8 @@
 # random strings from a seed, as in Lamini's random-label test) are memorised to 100% exact
 # greedy recall with the default method for {"input","output"} data while held-out
 # TinyStories perplexity stays within 5% of the base's (general-text distillation); report.json
-# and facts.jsonl say so; the same seed gives the same adapter byte for byte; eval --adapter
+# and facts.jsonl say so; the same seed gives the same adapter byte for byte; a killed run
+# resumes bit for bit, SIGTERM checkpoints, a finished one continues; eval --adapter
 # applies the saved adapter (token rows + memory experts) and answers exactly; a conflict,
 # an empty answer and a fact longer than a row are clear errors. Under the sanitizer build it
 # reports SKIP (exit 77) unless MEMTUNE_SLOW_TESTS is set.
@@ -50,6 +51,22 @@ print('   held-out perplexity %.4f -> %.4f (x%.4f)' % (b, t, t / b)); assert t <
 
 "$MT" train $RUN --steps 20 --out "$TMP/b" --quiet; "$MT" train $RUN --steps 20 --out "$TMP/b2" --quiet; rc=$?
 check "same seed, same result: identical adapter" "[ $rc -eq 3 ] && cmp -s $TMP/b2/adapter/mome.safetensors $TMP/b/adapter/mome.safetensors && cmp -s $TMP/b2/adapter/trainable_tokens.safetensors $TMP/b/adapter/trainable_tokens.safetensors && cmp -s $TMP/b2/adapter/adapter_model.safetensors $TMP/b/adapter/adapter_model.safetensors"
+
+# crash and resume: killed at step 12 (between checks), --resume gives the uninterrupted run's
+# adapter and answers byte for byte; a finished run continues with more --steps
+MEMTUNE_TEST_KILL_AFTER_STEP=12 "$MT" train $RUN --steps 20 --save-every 6 --out "$TMP/k" --quiet 2>/dev/null; rc=$?
+"$MT" train $RUN --steps 20 --save-every 6 --out "$TMP/k" --resume --quiet 2> "$TMP/k.err"; rc2=$?
+check "memory run: SIGKILL at step 12 + --resume = 20 uninterrupted steps (adapter, facts.jsonl)" "[ $rc -eq 137 ] && [ $rc2 -eq 3 ] && cmp -s $TMP/k/adapter/mome.safetensors $TMP/b/adapter/mome.safetensors && cmp -s $TMP/k/adapter/trainable_tokens.safetensors $TMP/b/adapter/trainable_tokens.safetensors && cmp -s $TMP/k/adapter/adapter_model.safetensors $TMP/b/adapter/adapter_model.safetensors && cmp -s $TMP/k/facts.jsonl $TMP/b/facts.jsonl"
+"$MT" train $RUN --steps 30 --out "$TMP/x" --quiet; "$MT" train $RUN --steps 30 --out "$TMP/b2" --resume --quiet
+check "a finished run continues with --resume --steps 30: same as 30 steps at once" "cmp -s $TMP/x/adapter/mome.safetensors $TMP/b2/adapter/mome.safetensors && cmp -s $TMP/x/facts.jsonl $TMP/b2/facts.jsonl && python3 -c \"
+import json; r = json.load(open('$TMP/b2/report.json')); assert r['steps'] == 30, r\""
+"$MT" train $RUN --seed 4 --steps 30 --out "$TMP/k" --resume --quiet 2> "$TMP/k4.err"; rc=$?
+head -3 "$TMP/facts.jsonl" > "$TMP/facts3.jsonl"
+"$MT" train ${RUN/facts.jsonl/facts3.jsonl} --steps 30 --out "$TMP/k" --resume --quiet 2> "$TMP/k3.err"; rc3=$?
+check "resume with another seed or other facts is refused, naming the checkpoint" "[ $rc -ne 0 ] && [ $rc3 -ne 0 ] && grep -q 'step-00000020.ckpt: was written with .* --seed 3' $TMP/k4.err && grep -q 'step-00000020.ckpt: was written for other facts' $TMP/k3.err"
+"$MT" train $RUN --steps 1000 --save-every 0 --out "$TMP/t" 2> "$TMP/t.err" & pid=$!
+sleep 3; kill -TERM $pid; wait $pid; rc=$?
+check "SIGTERM: checkpoint saved, exit 130, says how to continue" "[ $rc -eq 130 ] && ls $TMP/t/checkpoints/step-*.ckpt >/dev/null && grep -q 'continue with --resume' $TMP/t.err"
 
 "$MT" eval --model "$M" --data "$TMP/facts.jsonl" --threads 2 > "$TMP/base.json"
 "$MT" eval --model "$M" --adapter "$TMP/a/adapter" --data "$TMP/facts.jsonl" --threads 2 > "$TMP/with.json"

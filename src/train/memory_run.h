@@ -1,0 +1,66 @@
+/* The state of a memory-tuning run (memory.c), shared with its checkpoints (memory_ckpt.c). */
+#ifndef MT_TRAIN_MEMORY_RUN_H
+#define MT_TRAIN_MEMORY_RUN_H
+#include "memtune.h"
+#include "core/rng.h"
+#include "model/adapter.h"
+#include "model/mome.h"
+#include "model/train_model.h"
+#include "train/batch.h"
+#include "train/chat_template.h"
+#include "train/data.h"
+#include "train/optimizer.h"
+#include "train/sparse_adam.h"
+
+typedef struct {
+    mt_model *m;
+    mt_train_options o;
+    mt_dataset data;
+    mt_chat_template *tpl;
+    mt_seq_builder b;
+    mt_token_seq *facts;       /* one rendered sequence per fact */
+    int n_facts, T, B;
+    unsigned char *memorised;  /* at the last check */
+    double *fact_nll, *fact_max_nll;
+    int *order, cursor;        /* seeded shuffle of the facts, the next to visit */
+    mt_rng rng;
+    mt_train_state *state;
+    int *inputs, *targets, *pos, *doc;
+    float *weight;
+    /* what trains */
+    mt_token_rows *rows;
+    mt_mome *mome;
+    mt_lora *lora;
+    mt_adamw rows_opt, router_opt, lora_opt;
+    mt_sparse_adam bank_opt;
+    mt_sparse_rows gathered;
+    long *slot_ids;
+    /* general text */
+    int *general_ids, n_general;      /* scored: the guard's perplexity */
+    int *distill_ids, n_distill_rows; /* disjoint text distilled on: rows of T tokens */
+    int distill_owned;                /* sampled apart (else: in general_ids' array) */
+    int *base_ids;                    /* the base's top-k next-token distribution at every */
+    float *base_p;                    /* position of those rows [rows, T, DISTILL_K] */
+    int *soft_ids;                    /* a step's soft targets [B, T, DISTILL_K] */
+    float *soft_p;
+    mt_soft_targets soft;
+    int distill_cursor, guard_trips;
+    float distill_weight;
+    double ppl_base, ppl_last;
+    /* progress */
+    long step, tokens;
+    int all_ok_checks, n_ok;  /* consecutive checks with every fact memorised; at the last check */
+    char *ckpt_dir;           /* DIR/checkpoints */
+    double seconds_before;    /* spent before a resume */
+} memory_run;
+
+/* Writes DIR/checkpoints/step-N.ckpt (atomic) with everything the next step depends on:
+ * the trained parameters and their optimizer state (the bank's rows that have state, not the
+ * whole bank: the rest is still its seeded initial value), the schedule's position and the
+ * last check's verdicts; prunes to --keep-checkpoints. seconds: the run's time so far. */
+mt_status mt_memory_checkpoint_save(memory_run *r, double seconds);
+/* Restores the newest valid checkpoint into a run set up with the same data and settings
+ * (else MT_ERR_MISMATCH naming what differs); r->seconds_before gets its time. */
+mt_status mt_memory_checkpoint_resume(memory_run *r);
+
+#endif
