@@ -7,7 +7,8 @@
 # Each set is tuned with the defaults (plus the flags given), then the recall (real greedy
 # decoding) comes from report.json and the retention from held-out TinyStories perplexity
 # (100 KB of tinystories_val_first.txt, context windows) with and without the adapter.
-#   bench/memory_facts.sh [SETS] [-- extra train flags]     (default SETS: "random capitals nba")
+#   bench/memory_facts.sh [SETS] [-- extra train flags]     (default SETS: "random capitals nba";
+#   "prepare" writes the fact files and stops)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SETS=${1:-random capitals nba}; shift || true; [ "${1:-}" = "--" ] && shift
@@ -32,6 +33,7 @@ PY
 build/memtune data --db "$A/text2sql/nba_roster/nba_roster.db" --out "$OUT/nba.jsonl" --no-schema --no-sql \
   --max-row-facts 300 --seed 1 > /dev/null
 head -c 100000 "$A/text/tinystories/tinystories_val_first.txt" > "$OUT/heldout.txt"
+[ "$SETS" = prepare ] && exit 0 # the fact files alone (bench/lora_vs_mome.sh)
 base=$(build/memtune eval --model "$M" --text "$OUT/heldout.txt" --threads 2 | python3 -c "import json,sys; print(json.load(sys.stdin)['perplexity'])")
 for set in $SETS; do
   /usr/bin/time -f "%e s wall, %M KB peak" build/memtune train --model "$M" --data "$OUT/$set.jsonl" --out "$OUT/$set" \

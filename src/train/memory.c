@@ -32,6 +32,7 @@
 #include "train/checkpoint.h"
 #include "train/memory.h"
 #include "train/memory_run.h"
+#include "train/train_log.h"
 #include "train/optimizer.h"
 #include "train/sparse_adam.h"
 #include <jansson.h>
@@ -198,7 +199,7 @@ static double fill_step(memory_run *r, long *n_targets) {
  * every answer-token NLL <= tau. Returns the number memorised. */
 static mt_status check_facts_memorised(memory_run *r, int *n_ok) {
     const int V = r->m->cfg.vocab_size;
-    *n_ok = 0;
+    *n_ok = 0, r->n_exact = 0;
     for (int next = 0; next < r->n_facts;) {
         clear_rows(r);
         int first = next, row = 0, col = 0;
@@ -215,19 +216,21 @@ static mt_status check_facts_memorised(memory_run *r, int *n_ok) {
         for (int f = first; s == MT_OK && f < next; f++) {
             const mt_token_seq *q = &r->facts[f];
             double sum = 0, worst = 0;
-            int ok = 1, n = 0;
+            int exact = 1, n = 0;
             for (int k = 0; k + 1 < q->n; k++) {
                 if (!q->learn[k + 1]) continue;
                 const float *row_logits = r->state->logits + (size_t)(where[f] + k) * V;
                 double nll = r->state->lse[where[f] + k] - row_logits[q->ids[k + 1]];
                 sum += nll, n++;
                 worst = fmax(worst, nll);
-                if (nll > r->o.tau || mt_argmax(row_logits, V) != q->ids[k + 1]) ok = 0;
+                if (mt_argmax(row_logits, V) != q->ids[k + 1]) exact = 0;
             }
+            int ok = exact && worst <= r->o.tau;
             r->memorised[f] = (unsigned char)ok;
             r->fact_nll[f] = n ? sum / n : 0;
             r->fact_max_nll[f] = worst;
             *n_ok += ok;
+            r->n_exact += exact;
         }
         free(where);
         if (s) return s;
@@ -783,6 +786,7 @@ static void memory_free(memory_run *r) {
     if (r->distill_owned) free(r->distill_ids);
     free(r->base_ids), free(r->base_p), free(r->soft_ids), free(r->soft_p);
     free(r->ckpt_dir);
+    if (r->metrics) fclose(r->metrics);
     mt_infer_free(r->m);
 }
 
@@ -825,10 +829,28 @@ static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     *all_ok = *n_ok == r->n_facts;
     double ratio = r->ppl_last / r->ppl_base;
     if (r->base_ids) adjust_general_weight(r, ratio); /* recorded: the guard can distil */
+    double elapsed = r->seconds_before + mt_now_seconds() - r->t0;
     if (!r->o.quiet)
-        fprintf(stderr, "\rmemtune: step %ld: %d/%d facts memorised, general perplexity %.4g (base %.4g)\n", r->step, *n_ok,
-                r->n_facts, r->ppl_last, r->ppl_base);
+        fprintf(stderr, "\rmemtune: step %ld: %d/%d facts memorised (%d exact), general perplexity %.4g (base %.4g), %.0f s\n",
+                r->step, *n_ok, r->n_facts, r->n_exact, r->ppl_last, r->ppl_base, elapsed);
+    if (r->metrics) {
+        fprintf(r->metrics, "{\"step\": %ld, \"loss\": %.6g, \"facts_exact\": %d, \"facts_memorised\": %d, \"facts\": %d, "
+                "\"general_perplexity\": %.6g, \"general_weight\": %g, \"elapsed_s\": %.2f}\n", r->step, r->last_loss,
+                r->n_exact, *n_ok, r->n_facts, r->ppl_last, (double)r->distill_weight, elapsed);
+        fflush(r->metrics);
+    }
     return MT_OK;
+}
+
+/* DIR/metrics.jsonl, a line per check: a fresh run starts it, a resumed one appends (the
+ * lines after the checkpoint's step, written by the run that died, are dropped first). */
+static mt_status open_metrics(memory_run *r) {
+    char *path = mt_path_join(r->o.out_dir, "metrics.jsonl");
+    if (!path) return mt_error(MT_ERR_NOMEM, "out of memory");
+    mt_status s = r->o.resume ? mt_metrics_drop_after(path, r->step) : MT_OK;
+    if (!s && !(r->metrics = fopen(path, r->o.resume ? "a" : "w"))) s = mt_error(MT_ERR_IO, "%s: cannot write", path);
+    free(path);
+    return s;
 }
 
 /* Test hook: die by SIGKILL right after this step, as a crash would. */
@@ -844,6 +866,7 @@ static mt_status train_loop(memory_run *r, int check_every, double t0, const vol
     mt_status s = MT_OK;
     while (!s && r->all_ok_checks < 2 && r->step < r->o.steps) {
         s = train_step(r, loss);
+        r->last_loss = *loss;
         if (!s && !r->o.quiet && r->step % 10 == 0) fprintf(stderr, "\rmemtune: step %ld loss %.5f   ", r->step, *loss);
         if (!s && (r->step % check_every == 0 || r->step == r->o.steps)) {
             int all_ok;
@@ -887,7 +910,7 @@ static mt_status finish(memory_run *r, double seconds, mt_train_result *res) {
 mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res,
                           const volatile sig_atomic_t *stop) {
     memory_run r = {.m = m, .o = *opts};
-    double t0 = mt_now_seconds();
+    double t0 = r.t0 = mt_now_seconds();
     mt_status s = setup(&r, data_path);
     if (!s) s = mt_mkdir_p(r.o.out_dir);
     if (!s && !(r.ckpt_dir = mt_path_join(r.o.out_dir, "checkpoints"))) s = mt_error(MT_ERR_NOMEM, "out of memory");
@@ -912,7 +935,8 @@ mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_opt
     double loss = 0;
     int all_ok = 0, stopped = 0;
     if (r.o.resume) s = mt_memory_checkpoint_resume(&r);
-    else if (!(s = check(&r, &all_ok, &r.n_ok))) r.all_ok_checks = all_ok;
+    if (!s) s = open_metrics(&r);
+    if (!s && !r.o.resume && !(s = check(&r, &all_ok, &r.n_ok))) r.all_ok_checks = all_ok;
     if (!s) s = train_loop(&r, check_every, t0, stop, &stopped, &loss);
     double seconds = r.seconds_before + mt_now_seconds() - t0;
     if (!s && !stopped) s = finish(&r, seconds, res);

@@ -2,6 +2,7 @@
 #ifndef MT_TRAIN_MEMORY_RUN_H
 #define MT_TRAIN_MEMORY_RUN_H
 #include "memtune.h"
+#include <stdio.h>
 #include "core/rng.h"
 #include "model/adapter.h"
 #include "model/mome.h"
@@ -50,7 +51,10 @@ typedef struct {
     /* progress */
     long step, tokens;
     int all_ok_checks, n_ok;  /* consecutive checks with every fact memorised; at the last check */
+    int n_exact;              /* facts whose greedy answer was exact at the last check */
     char *ckpt_dir;           /* DIR/checkpoints */
+    FILE *metrics;            /* DIR/metrics.jsonl: a line per check (appended on resume) */
+    double t0, last_loss;     /* when this process started the run; the last step's loss */
     double seconds_before;    /* spent before a resume */
 } memory_run;
 

@@ -43,10 +43,38 @@ static void reload_history(mt_train_log *l, const char *path) {
     fclose(f);
 }
 
-mt_status mt_train_log_open(mt_train_log *l, const char *dir, long total_steps, int quiet, int resume) {
+mt_status mt_metrics_drop_after(const char *path, long step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return MT_OK; /* nothing logged yet */
+    char *kept = NULL, line[4096];
+    size_t len = 0;
+    FILE *out = open_memstream(&kept, &len);
+    int dropped = 0;
+    while (out && fgets(line, sizeof line, f)) {
+        json_error_t e;
+        json_t *o = json_loads(line, 0, &e);
+        json_t *at = json_object_get(o, "step");
+        if (json_is_integer(at) && json_integer_value(at) > step) dropped = 1;
+        else fputs(line, out);
+        json_decref(o);
+    }
+    fclose(f);
+    if (!out) return mt_error(MT_ERR_NOMEM, "out of memory");
+    fclose(out);
+    mt_status s = dropped ? mt_write_file_atomic(path, kept, len) : MT_OK;
+    free(kept);
+    return s;
+}
+
+mt_status mt_train_log_open(mt_train_log *l, const char *dir, long total_steps, int quiet, int resume, long resume_step) {
     memset(l, 0, sizeof *l);
     char *path = mt_path_join(dir, "metrics.jsonl");
     if (!path) return mt_error(MT_ERR_NOMEM, "out of memory");
+    mt_status ds = resume ? mt_metrics_drop_after(path, resume_step) : MT_OK;
+    if (ds) {
+        free(path);
+        return ds;
+    }
     if (resume) reload_history(l, path);
     l->metrics = fopen(path, resume ? "a" : "w");
     mt_status s = l->metrics ? MT_OK : mt_error(MT_ERR_IO, "%s: cannot open for writing", path);

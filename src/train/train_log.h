@@ -16,7 +16,11 @@ typedef struct {
     int n_train, n_eval, cap_train, cap_eval;
 } mt_train_log;
 
-mt_status mt_train_log_open(mt_train_log *l, const char *dir, long total_steps, int quiet, int resume);
+/* A resumed run's metrics.jsonl: drops the lines of steps after `step` (written by the run
+ * that died after its last checkpoint), so each step appears once. Atomic rewrite. */
+mt_status mt_metrics_drop_after(const char *path, long step);
+mt_status mt_train_log_open(mt_train_log *l, const char *dir, long total_steps, int quiet, int resume,
+                            long resume_step);
 void mt_train_log_step(mt_train_log *l, long step, double loss, float lr, double grad_norm,
                        double tokens_per_s, int write_line);
 void mt_train_log_eval(mt_train_log *l, long step, double eval_loss);

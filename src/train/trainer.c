@@ -658,7 +658,7 @@ static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res)
     if (t->o.resume && (s = resume_from_checkpoint(t))) return s;
     mt_infer_free(t->m); /* weights change: any KV cache is stale */
     mt_train_log log;
-    if ((s = mt_train_log_open(&log, t->o.out_dir, t->total_steps, t->o.quiet, t->o.resume))) return s;
+    if ((s = mt_train_log_open(&log, t->o.out_dir, t->total_steps, t->o.quiet, t->o.resume, t->step))) return s;
     if (!t->o.quiet)
         fprintf(stderr, "memtune: %d examples, %ld target tokens, %ld rows of %d per epoch, %ld steps from step %ld\n",
                 t->data.n, t->packed.targets_total, t->rows_per_epoch, t->seq_len, t->total_steps, t->step);

@@ -56,7 +56,9 @@ check "same seed, same result: identical adapter" "[ $rc -eq 3 ] && cmp -s $TMP/
 # adapter and answers byte for byte; a finished run continues with more --steps
 MEMTUNE_TEST_KILL_AFTER_STEP=12 "$MT" train $RUN --steps 20 --save-every 6 --out "$TMP/k" --quiet 2>/dev/null; rc=$?
 "$MT" train $RUN --steps 20 --save-every 6 --out "$TMP/k" --resume --quiet 2> "$TMP/k.err"; rc2=$?
-check "memory run: SIGKILL at step 12 + --resume = 20 uninterrupted steps (adapter, facts.jsonl)" "[ $rc -eq 137 ] && [ $rc2 -eq 3 ] && cmp -s $TMP/k/adapter/mome.safetensors $TMP/b/adapter/mome.safetensors && cmp -s $TMP/k/adapter/trainable_tokens.safetensors $TMP/b/adapter/trainable_tokens.safetensors && cmp -s $TMP/k/adapter/adapter_model.safetensors $TMP/b/adapter/adapter_model.safetensors && cmp -s $TMP/k/facts.jsonl $TMP/b/facts.jsonl"
+check "memory run: SIGKILL at step 12 + --resume = 20 uninterrupted steps (adapter, facts.jsonl, metrics.jsonl)" "[ $rc -eq 137 ] && [ $rc2 -eq 3 ] && cmp -s $TMP/k/adapter/mome.safetensors $TMP/b/adapter/mome.safetensors && cmp -s $TMP/k/adapter/trainable_tokens.safetensors $TMP/b/adapter/trainable_tokens.safetensors && cmp -s $TMP/k/adapter/adapter_model.safetensors $TMP/b/adapter/adapter_model.safetensors && cmp -s $TMP/k/facts.jsonl $TMP/b/facts.jsonl && python3 -c \"
+import json; strip = lambda p: [{k: v for k, v in json.loads(l).items() if k != 'elapsed_s'} for l in open(p)]
+a, b = strip('$TMP/k/metrics.jsonl'), strip('$TMP/b/metrics.jsonl'); assert a == b and [r['step'] for r in a] == [0, 10, 20], (a, b)\""
 "$MT" train $RUN --steps 30 --out "$TMP/x" --quiet; "$MT" train $RUN --steps 30 --out "$TMP/b2" --resume --quiet
 check "a finished run continues with --resume --steps 30: same as 30 steps at once" "cmp -s $TMP/x/adapter/mome.safetensors $TMP/b2/adapter/mome.safetensors && cmp -s $TMP/x/facts.jsonl $TMP/b2/facts.jsonl && python3 -c \"
 import json; r = json.load(open('$TMP/b2/report.json')); assert r['steps'] == 30, r\""
