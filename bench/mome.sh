@@ -11,11 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FACTS=${1:-20}; STEPS=${2:-150}
 OUT=build/bench/mome; mkdir -p "$OUT"
-make -j2 build/memtune build/libmemtune.a >/dev/null
-cc -std=c11 -D_GNU_SOURCE -O2 -fopenmp -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread/ \
-  bench/bench_mome.c build/libmemtune.a -L/usr/lib/x86_64-linux-gnu/openblas-pthread/ -lopenblas -lpcre2-8 \
-  -ljansson -lm -pthread -o build/bench_mome
-/usr/bin/time -v build/bench_mome 128 > "$OUT/scaling.jsonl" 2> "$OUT/scaling.time"
+make -j2 build/memtune build/bench/bench_mome >/dev/null
+/usr/bin/time -v build/bench/bench_mome 128 > "$OUT/scaling.jsonl" 2> "$OUT/scaling.time"
 cat "$OUT/scaling.jsonl"; grep "Maximum resident" "$OUT/scaling.time"
 python3 -c "
 import json, random

@@ -164,7 +164,8 @@ typedef struct {
     int grad_accum;            /* micro-batches per step, default 1 */
     int seq_len;               /* tokens per row, default min(512, context length) */
     int warmup;                /* linear warmup steps, default 0 */
-    const char *schedule;      /* "cosine" (default), "linear" or "constant" after warmup */
+    const char *schedule;      /* "cosine", "linear" or "constant" after warmup; NULL: the method's
+                                * default (cosine; memory: constant) */
     float weight_decay;        /* decoupled, on matrices only; default 0 */
     float clip;                /* max global gradient norm; 0 = off; default 1.0 */
     int eval_every;            /* steps; default: 10 evals over the run */

@@ -15,6 +15,7 @@
 #include "model/train_model.h"
 #include "model/forward.h"
 #include "train/sparse_adam.h"
+#include "formats/safetensors.h"
 #include <math.h>
 
 #define FD_EPS 1e-6
@@ -26,6 +27,7 @@ static mt_rng rng;
 enum { KT = 5 };
 static const mt_mome_shape ksh = {.C = 6, .n1 = 5, .n2 = 4, .H = 2, .K = 3, .dk = 4, .Cx = 3};
 #define KN 20L
+static double kscratch[KT * 2 * (5 + 4)]; /* mt_mome_scratch_size(&ksh, KT) */
 
 typedef struct {
     double *x, *router, *bank, *w; /* w: fixed weights of the loss Σ w·out */
@@ -37,7 +39,7 @@ static double kernel_loss(kernel_ctx *c) {
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
     (void)slots;
-    mt_mome_forward_f64(out, q, idx, gate, z, c->x, c->ctx, c->router, c->bank, KN, &ksh, KT);
+    mt_mome_forward_f64(out, q, idx, gate, z, c->x, c->ctx, c->router, c->bank, KN, &ksh, KT, kscratch);
     double s = 0;
     for (int i = 0; i < KT * ksh.C; i++) s += c->w[i] * out[i];
     return s;
@@ -72,7 +74,7 @@ TEST(product_key_routing_finds_the_global_top_k) {
     double *ctx = randn((size_t)KT * ksh.Cx, 1);
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
-    mt_mome_forward_f64(out, q, idx, gate, z, x, ctx, router, bank, KN, &ksh, KT);
+    mt_mome_forward_f64(out, q, idx, gate, z, x, ctx, router, bank, KN, &ksh, KT, kscratch);
     int half = ksh.dk / 2, bad = 0;
     const double *k1 = router + (size_t)ksh.H * ksh.dk * ksh.C, *k2 = k1 + (size_t)ksh.H * ksh.n1 * half;
     for (int t = 0; t < KT; t++)
@@ -120,10 +122,10 @@ TEST(mome_backward_matches_finite_differences) {
                     randn((size_t)KT * ksh.Cx, 1)};
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
-    mt_mome_forward_f64(out, q, idx, gate, z, c.x, c.ctx, c.router, c.bank, KN, &ksh, KT);
+    mt_mome_forward_f64(out, q, idx, gate, z, c.x, c.ctx, c.router, c.bank, KN, &ksh, KT, kscratch);
     double *dx = calloc((size_t)KT * ksh.C, sizeof(double)), *dr = calloc(rs, sizeof(double));
     double *sg = malloc(slots * 2 * ksh.C * sizeof(double)), *dbank = calloc(2 * KN * ksh.C, sizeof(double));
-    mt_mome_backward_f64(dx, dr, sg, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT);
+    mt_mome_backward_f64(dx, dr, sg, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT, kscratch);
     /* what the sparse optimizer does: sum the slots of each expert */
     for (size_t sl = 0; sl < slots; sl++)
         for (int j = 0; j < ksh.C; j++) {
@@ -140,7 +142,7 @@ TEST(mome_backward_matches_finite_differences) {
     CHECK(ex < FD_TOL && eq < FD_TOL && ek < FD_TOL && ec < FD_TOL && eb < FD_TOL);
     /* a frozen router: same input and expert gradients, no router work */
     double *dx2 = calloc((size_t)KT * ksh.C, sizeof(double)), *sg2 = malloc(slots * 2 * ksh.C * sizeof(double));
-    mt_mome_backward_f64(dx2, NULL, sg2, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT);
+    mt_mome_backward_f64(dx2, NULL, sg2, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT, kscratch);
     CHECK(memcmp(sg, sg2, slots * 2 * ksh.C * sizeof(double)) == 0);
     free(dx2), free(sg2);
     free(c.x), free(c.router), free(c.bank), free(c.w), free(c.ctx), free(dx), free(dr), free(sg), free(dbank);
@@ -441,6 +443,73 @@ TEST(bad_shapes_and_files_are_refused) {
     mt_model_free(m);
 }
 
+/* The layout of files from before the banks were mapped: each site's parts together. */
+static void write_site_by_site(const mt_mome *mm, const char *path) {
+    const mt_mome_shape *sh = &mm->shape;
+    size_t nq = (size_t)sh->H * sh->dk * sh->C, n1 = (size_t)sh->H * sh->n1 * (sh->dk / 2);
+    const char *part[5] = {"query", "keys1", "keys2", "experts", "context_query"};
+    long rows[5] = {(long)sh->H * sh->dk, (long)sh->H * sh->n1, (long)sh->H * sh->n2, mm->n_experts, (long)sh->H * sh->dk};
+    int cols[5] = {sh->C, sh->dk / 2, sh->dk / 2, 2 * sh->C, sh->Cx};
+    size_t off[5] = {0, nq, nq + n1, 0, mt_mome_context_offset(sh)};
+    mt_st_desc d[10];
+    char names[10][96];
+    int n = 0;
+    for (int site = 0; site < mm->n_sites && n < 10; site++)
+        for (int k = 0; k < 5; k++, n++) {
+            snprintf(names[n], sizeof names[n], "model.layers.%d.mome.%s", mm->layers[site], part[k]);
+            d[n] = (mt_st_desc){.name = names[n], .dtype = "F32", .n_dims = 2, .shape = {rows[k], cols[k]}};
+        }
+    mt_st_writer w;
+    CHECK_OK(mt_st_writer_open(&w, path, d, n, NULL));
+    for (int i = 0; i < n; i++) {
+        int site = i / 5, k = i % 5;
+        const float *base = k == 3 ? mm->bank + site * mm->bank_size : mm->router + site * mm->router_size;
+        CHECK_OK(mt_st_writer_put_f32(&w, base + off[k], (size_t)rows[k] * cols[k]));
+    }
+    CHECK_OK(mt_st_writer_commit(&w));
+}
+
+/* The banks are memory-mapped on load (mt_mome_save keeps them back to back), copy-on-write;
+ * a file laid out site by site is read instead; the values are exact either way; a NaN in a
+ * mapped bank is refused. */
+TEST(bank_is_mapped_on_load_or_read_when_it_cannot_be) {
+    mt_config cfg = small_config();
+    mt_model *m = random_model(&cfg);
+    mt_mome *mm = m ? small_mome(m, 1) : NULL, *back = NULL, *again = NULL;
+    if (!mm) return;
+    size_t bank_bytes = mm->n_sites * mm->bank_size * sizeof(float), router_bytes = mm->n_sites * mm->router_size * sizeof(float);
+    const char *dir = "build/tests/tmp_mome_map", *file = "build/tests/tmp_mome_map/mome.safetensors";
+    CHECK_OK(mt_mome_save(mm, dir));
+    CHECK_OK(mt_mome_load(m, dir, &back));
+    if (back) {
+        CHECK(back->bank_file.data != NULL);
+        CHECK(memcmp(back->bank, mm->bank, bank_bytes) == 0 && memcmp(back->router, mm->router, router_bytes) == 0);
+        back->bank[0] += 1; /* the process's copy changes, the file does not */
+        CHECK_OK(mt_mome_load(m, dir, &again));
+        CHECK(again && again->bank[0] == mm->bank[0]);
+        mt_mome_free(again), mt_mome_free(back);
+    }
+    write_site_by_site(mm, file);
+    back = NULL;
+    CHECK_OK(mt_mome_load(m, dir, &back));
+    CHECK(back && back->bank_file.data == NULL);
+    CHECK(back && memcmp(back->bank, mm->bank, bank_bytes) == 0 && memcmp(back->router, mm->router, router_bytes) == 0);
+    mt_mome_free(back);
+    CHECK_OK(mt_mome_save(mm, dir));
+    FILE *f = fopen(file, "r+b");
+    if (f) { /* the last value of the last site's bank */
+        float nan = NAN;
+        fseek(f, -(long)sizeof nan, SEEK_END);
+        fwrite(&nan, sizeof nan, 1, f);
+        fclose(f);
+    }
+    back = NULL;
+    CHECK_ERR(mt_mome_load(m, dir, &back), MT_ERR_FORMAT, "non-finite value in model.layers.2.mome.experts");
+    CHECK(back == NULL);
+    mt_mome_free(mm);
+    mt_model_free(m);
+}
+
 /* ---- the bank's optimizer ------------------------------------------------------------- */
 
 enum { SA_ROWS = 10, SA_W = 3 };
@@ -527,6 +596,7 @@ int main(void) {
     RUN(fresh_layer_is_the_base_and_training_forward_equals_inference);
     RUN(kv_cache_decoding_equals_the_whole_sequence);
     RUN(bad_shapes_and_files_are_refused);
+    RUN(bank_is_mapped_on_load_or_read_when_it_cannot_be);
     RUN(sparse_adam_matches_per_row_adamw_and_restores_exactly);
     TEST_MAIN_END();
 }

@@ -18,6 +18,7 @@
 #include "core/rng.h"
 #include "formats/safetensors.h"
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,8 @@ void mt_mome_free(mt_mome *mm) {
     free(mm->layers);
     free(mm->site_of_layer);
     free(mm->router);
-    free(mm->bank);
+    if (mm->bank_file.data) mt_file_unmap(&mm->bank_file);
+    else free(mm->bank);
     free(mm);
 }
 
@@ -195,6 +197,15 @@ static void part_layout(const mt_mome *mm, int k, long *rows, int *cols, size_t 
     *rows = r[k], *cols = c[k], *off = o[k], *in_bank = k == 3;
 }
 
+/* The i-th tensor of the file: every site's router parts first, then the sites' expert banks
+ * back to back, so the loader can map the banks as the one [n_sites * bank_size] array. */
+static void file_order(const mt_mome *mm, int i, int *site, int *part) {
+    static const int router_parts[MAX_PARTS - 1] = {0, 1, 2, 4};
+    int nr = n_parts(mm) - 1;
+    if (i < mm->n_sites * nr) *site = i / nr, *part = router_parts[i % nr];
+    else *site = i - mm->n_sites * nr, *part = 3;
+}
+
 static float *part_data(const mt_mome *mm, int site, int k, long *rows, int *cols) {
     size_t off;
     int in_bank;
@@ -224,20 +235,22 @@ mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
     char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     json_decref(o);
     if (!d || !names || !wpath || !cpath || !text) s = mt_error(MT_ERR_NOMEM, "out of memory");
-    for (int i = 0; !s && i < n; i++) {
+    for (int i = 0, site, part; !s && i < n; i++) {
         long rows;
         int cols;
-        part_data(mm, i / np, i % np, &rows, &cols);
-        snprintf(names[i], sizeof names[i], "model.layers.%d.mome.%s", mm->layers[i / np], part_name[i % np]);
+        file_order(mm, i, &site, &part);
+        part_data(mm, site, part, &rows, &cols);
+        snprintf(names[i], sizeof names[i], "model.layers.%d.mome.%s", mm->layers[site], part_name[part]);
         d[i] = (mt_st_desc){.name = names[i], .dtype = "F32", .n_dims = 2, .shape = {rows, cols}};
     }
     mt_st_writer w;
     const char *meta[] = {"format", "memtune-mome", NULL};
     if (!s && !(s = mt_st_writer_open(&w, wpath, d, n, meta))) {
-        for (int i = 0; !s && i < n; i++) {
+        for (int i = 0, site, part; !s && i < n; i++) {
             long rows;
             int cols;
-            const float *p = part_data(mm, i / np, i % np, &rows, &cols);
+            file_order(mm, i, &site, &part);
+            const float *p = part_data(mm, site, part, &rows, &cols);
             s = mt_st_writer_put_f32(&w, p, (size_t)rows * cols);
         }
         if (!s) s = mt_st_writer_commit(&w);
@@ -311,6 +324,52 @@ static mt_status read_config(const mt_model *m, const char *path, mt_mome **out)
     return s;
 }
 
+static mt_status check_finite(const float *p, size_t n, const char *path, const char *name) {
+    for (size_t j = 0; j < n; j++)
+        if (!isfinite(p[j])) return mt_error(MT_ERR_FORMAT, "%s: non-finite value in %s", path, name);
+    return MT_OK;
+}
+
+/* Maps the banks instead of reading them when the file holds them as F32 back to back in site
+ * order (files mt_mome_save writes): the bank then costs no heap, and only the rows a token
+ * routes to are read from disk (the pages stay the kernel's to evict). *mapped = 0 when the
+ * layout does not allow it (the caller reads them). Every value is checked finite once. */
+static mt_status map_banks(mt_mome *mm, const mt_safetensors *st, const char *path, int *mapped) {
+    *mapped = 0;
+    char name[96];
+    const uint8_t *first = NULL;
+    size_t bytes = mm->bank_size * sizeof(float);
+    for (int site = 0; site < mm->n_sites; site++) {
+        snprintf(name, sizeof name, "model.layers.%d.mome.%s", mm->layers[site], part_name[3]);
+        const mt_st_tensor *t = mt_safetensors_find(st, name);
+        if (!t || strcmp(t->dtype, "F32") || t->n_dims != 2 || t->shape[0] != mm->n_experts ||
+            t->shape[1] != 2 * mm->shape.C || t->nbytes != bytes || (site ? t->data != first + site * bytes :
+            ((uintptr_t)t->data % sizeof(float)) != 0))
+            return MT_OK;
+        if (!site) first = t->data;
+    }
+    mt_mapped_file f;
+    mt_status s = mt_file_map_cow(path, &f);
+    if (s) return s;
+    if (f.size != st->file.size) { /* the file changed between the two opens */
+        mt_file_unmap(&f);
+        return MT_OK;
+    }
+    float *bank = (float *)(f.data + (first - st->file.data));
+    for (int site = 0; !s && site < mm->n_sites; site++) {
+        snprintf(name, sizeof name, "model.layers.%d.mome.%s", mm->layers[site], part_name[3]);
+        s = check_finite(bank + site * mm->bank_size, mm->bank_size, path, name);
+    }
+    if (s) {
+        mt_file_unmap(&f);
+        return s;
+    }
+    mt_file_release(&f, bank, mm->n_sites * bytes); /* read once for the check: not resident now */
+    free(mm->bank);
+    mm->bank = bank, mm->bank_file = f, *mapped = 1;
+    return MT_OK;
+}
+
 mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out) {
     *out = NULL;
     char *cpath = mt_path_join(dir, "mome_config.json"), *wpath = mt_path_join(dir, "mome.safetensors");
@@ -320,10 +379,12 @@ mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out) {
     mt_status s = cpath && wpath ? read_config(m, cpath, &mm) : mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s && !(s = mt_safetensors_open(wpath, &st))) open = 1;
     char name[96];
-    int np = s ? 0 : n_parts(mm);
+    int np = s ? 0 : n_parts(mm), mapped = 0;
+    if (!s) s = map_banks(mm, &st, wpath, &mapped);
     for (int i = 0; !s && i < mm->n_sites * np; i++) {
         long rows;
         int cols;
+        if (mapped && i % np == 3) continue;
         float *p = part_data(mm, i / np, i % np, &rows, &cols);
         snprintf(name, sizeof name, "model.layers.%d.mome.%s", mm->layers[i / np], part_name[i % np]);
         const mt_st_tensor *t = mt_safetensors_find(&st, name);
@@ -331,8 +392,7 @@ mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out) {
         else if (t->n_dims != 2 || t->shape[0] != rows || t->shape[1] != cols)
             s = mt_error(MT_ERR_MISMATCH, "%s: %s must have shape [%ld, %d]", wpath, name, rows, cols);
         else if ((s = mt_safetensors_read_f32(&st, t, p, (size_t)rows * cols))) s = mt_error_prefix(s, wpath);
-        for (size_t j = 0; !s && j < (size_t)rows * cols; j++)
-            if (!isfinite(p[j])) s = mt_error(MT_ERR_FORMAT, "%s: non-finite value in %s", wpath, name);
+        if (!s) s = check_finite(p, (size_t)rows * cols, wpath, name);
     }
     if (!s && !mm->shape.Cx) { /* a context the config does not name would be dropped silently */
         snprintf(name, sizeof name, "model.layers.%d.mome.%s", mm->layers[0], part_name[4]);

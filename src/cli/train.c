@@ -59,7 +59,7 @@ int cmd_train(int argc, char **argv) {
         {"--grad-accum", NULL, OPT_INT, &o.grad_accum, "micro-batches per step (default 1)"},
         {"--seq-len", NULL, OPT_INT, &o.seq_len, "tokens per row (default min(512, context))"},
         {"--warmup", NULL, OPT_INT, &o.warmup, "linear warmup steps (default 0)"},
-        {"--schedule", NULL, OPT_STRING, &o.schedule, "cosine (default) | linear | constant"},
+        {"--schedule", NULL, OPT_STRING, &o.schedule, "cosine | linear | constant (default: cosine; memory: constant)"},
         {"--weight-decay", NULL, OPT_FLOAT, &o.weight_decay, "AdamW weight decay on matrices (default 0)"},
         {"--clip", NULL, OPT_FLOAT, &o.clip, "max gradient norm, 0 = off (default 1.0)"},
         {"--eval", NULL, OPT_STRING, &o.eval_data, "held-out JSONL for eval loss"},

@@ -11,7 +11,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-mt_status mt_file_map(const char *path, mt_mapped_file *out) {
+static mt_status map_file(const char *path, mt_mapped_file *out, int prot);
+
+mt_status mt_file_map(const char *path, mt_mapped_file *out) { return map_file(path, out, PROT_READ); }
+
+mt_status mt_file_map_cow(const char *path, mt_mapped_file *out) { return map_file(path, out, PROT_READ | PROT_WRITE); }
+
+static mt_status map_file(const char *path, mt_mapped_file *out, int prot) {
     memset(out, 0, sizeof *out);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return mt_error(MT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -22,7 +28,7 @@ mt_status mt_file_map(const char *path, mt_mapped_file *out) {
     }
     out->size = (size_t)st.st_size;
     if (out->size > 0) {
-        void *p = mmap(NULL, out->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        void *p = mmap(NULL, out->size, prot, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
             close(fd);
             return mt_error(MT_ERR_IO, "%s: cannot map: %s", path, strerror(errno));

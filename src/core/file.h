@@ -14,6 +14,9 @@ typedef struct {
 } mt_mapped_file;
 
 mt_status mt_file_map(const char *path, mt_mapped_file *out);
+/* The same, writable: a write changes the process's private copy of that page, never the
+ * file (memory that may be updated in place, such as a memory-expert bank). */
+mt_status mt_file_map_cow(const char *path, mt_mapped_file *out);
 void mt_file_unmap(mt_mapped_file *f);
 /* Tells the kernel that the mapped bytes [p, p + n) of f were consumed: their pages leave
  * the process's resident set (a later read faults them in again from the file). Loaders call

@@ -48,6 +48,9 @@ typedef struct {
 size_t mt_mome_router_size(const mt_mome_shape *sh);
 /* where the context projection Wx [H*dk, Cx] starts in a router (after Wq, K1, K2) */
 size_t mt_mome_context_offset(const mt_mome_shape *sh);
+/* elements of the scratch mt_mome_forward/backward need for T tokens: the sub-key scores
+ * [T, H·(n1 + n2)] of the forward, the query gradient [T, H·dk] of the backward */
+size_t mt_mome_scratch_size(const mt_mome_shape *sh, int T);
 
 /* The routing context of a document prefix: one block of `dim` values per decay d, block =
  * acc / rms(acc) with acc_t = d·acc_(t-1) + code(token_t), code a fixed pseudo-random ±1

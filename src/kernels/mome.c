@@ -30,6 +30,11 @@
 size_t mt_mome_context_offset(const mt_mome_shape *sh) {
     return (size_t)sh->H * sh->dk * sh->C + (size_t)sh->H * (sh->n1 + sh->n2) * (sh->dk / 2);
 }
+size_t mt_mome_scratch_size(const mt_mome_shape *sh, int T) {
+    size_t scores = (size_t)sh->H * (sh->n1 + sh->n2), dq = (size_t)sh->H * sh->dk;
+    return (size_t)T * (scores > dq ? scores : dq);
+}
+
 size_t mt_mome_router_size(const mt_mome_shape *sh) {
     return mt_mome_context_offset(sh) + (size_t)sh->H * sh->dk * sh->Cx;
 }
@@ -125,7 +130,7 @@ void R(mt_mome_context)(real *ctx, real *acc, const int *ids, const int *pos, in
 
 void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const real *x, const real *ctx,
                         const real *router, const real *bank, long n_experts,
-                        const mt_mome_shape *sh, int T) {
+                        const mt_mome_shape *sh, int T, real *scratch) {
     int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
     (void)n_experts;
@@ -135,8 +140,7 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
         r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, sh->Cx, 1, ctx, sh->Cx,
                router + mt_mome_context_offset(sh), sh->Cx, 1, q, H * dk);
     size_t per_token = (size_t)H * (sh->n1 + sh->n2);
-    real *scores = malloc((size_t)T * per_token * sizeof(real));
-    if (!scores) return; /* out of memory: the experts add nothing to this call */
+    real *scores = scratch;
     R(sub_key_scores)(scores, q, k1, k2, sh, T);
 #pragma omp parallel for if (T > 1)
     for (int t = 0; t < T; t++) {
@@ -155,7 +159,6 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
             }
         }
     }
-    free(scores);
 }
 
 /* The backward of one (token, head): expert slots, gates, scores, sub-keys and query. dq is
@@ -197,13 +200,14 @@ static void R(head_backward)(real *dx, real *dk1, real *dk2, real *dq, real *slo
 
 void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *dout, const real *x,
                          const real *ctx, const real *q, const int *idx, const real *gate, const real *z, const real *router,
-                         const real *bank, long n_experts, const mt_mome_shape *sh, int T) {
+                         const real *bank, long n_experts, const mt_mome_shape *sh, int T, real *scratch) {
     int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
     (void)n_experts;
     real *dwq = drouter, *dk1 = drouter ? drouter + (size_t)H * dk * C : NULL;
     real *dk2 = drouter ? dk1 + (size_t)H * sh->n1 * half : NULL;
-    real *dq = drouter ? calloc((size_t)T * H * dk, sizeof(real)) : NULL;
+    real *dq = drouter ? scratch : NULL;
+    if (dq) memset(dq, 0, (size_t)T * H * dk * sizeof(real));
     /* token by token: the sub-key gradients of different tokens meet in the same rows */
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
@@ -221,5 +225,4 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
         r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, sh->Cx, T, 1, dq, H * dk, ctx, sh->Cx, 1,
                drouter + mt_mome_context_offset(sh), sh->Cx);
     if (dx) r_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, H * dk, 1, dq, H * dk, wq, C, 1, dx, C);
-    free(dq);
 }

@@ -24,6 +24,7 @@ typedef struct {
     float *mome_y, *mome_q, *mome_gate, *mome_z; /* memory-expert scratch, NULL without them */
     int *mome_idx;
     float *mome_ctx;               /* [CHUNK, Cx] the routing context of the chunk */
+    float *mome_scratch;           /* mt_mome_scratch_size(shape, CHUNK) */
     float *mome_acc;               /* [n_ctx, Cx] its running sums, position by position */
     float *wbuf;                   /* one dequantised site weight, NULL with an f32 base */
     int *pos;
@@ -52,7 +53,7 @@ void mt_infer_free(mt_model *m) {
     free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->gate); free(s->up); free(s->scratch); free(s->pos); free(s->lora_h);
     free(s->mome_y); free(s->mome_q); free(s->mome_gate); free(s->mome_z); free(s->mome_idx);
-    free(s->mome_ctx); free(s->mome_acc); free(s->wbuf);
+    free(s->mome_ctx); free(s->mome_acc); free(s->mome_scratch); free(s->wbuf);
     free(s);
     m->infer = NULL;
 }
@@ -96,7 +97,9 @@ static mt_status infer_state_create(mt_model *m) {
         s->mome_idx = malloc(slots * sizeof(int));
         s->mome_ctx = malloc((CHUNK * (size_t)sh->Cx + 1) * sizeof(float));
         s->mome_acc = malloc(((size_t)s->n_ctx * sh->Cx + 1) * sizeof(float));
-        if (!s->mome_y || !s->mome_q || !s->mome_gate || !s->mome_z || !s->mome_idx || !s->mome_ctx || !s->mome_acc) {
+        s->mome_scratch = malloc(mt_mome_scratch_size(sh, CHUNK) * sizeof(float));
+        if (!s->mome_y || !s->mome_q || !s->mome_gate || !s->mome_z || !s->mome_idx || !s->mome_ctx || !s->mome_acc ||
+            !s->mome_scratch) {
             mt_infer_free(m);
             return mt_error(MT_ERR_NOMEM, "out of memory for memory-expert scratch");
         }
@@ -133,7 +136,7 @@ static int mome_forward(const mt_model *m, infer_state *s, int l, const float *x
     memset(s->mome_y, 0, (size_t)T * m->cfg.dim * sizeof(float));
     mt_mome_forward(s->mome_y, s->mome_q, s->mome_idx, s->mome_gate, s->mome_z, xn, s->mome_ctx,
                     mm->router + site * mm->router_size, mm->bank + site * mm->bank_size, mm->n_experts,
-                    &mm->shape, T);
+                    &mm->shape, T, s->mome_scratch);
     return 1;
 }
 /* the f32 weight of site of this layer (dequantised into s->wbuf for a bf16/Q8_0 base) */

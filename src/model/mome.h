@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include "memtune.h"
 #include "kernels/kernels.h"
+#include "core/file.h"
 
 struct mt_mome {
     mt_mome_shape shape;      /* C = model dim, n1·n2 = N (n1, n2 ≈ √N), H heads, K per head, dk */
@@ -25,7 +26,8 @@ struct mt_mome {
     mt_mome_context_spec context; /* the routing context (width shape.Cx; dim 0 = none) */
     size_t bank_size;         /* per site: [N, 2C], row e = [a_e | b_e] */
     float *router;            /* [n_sites * router_size] */
-    float *bank;              /* [n_sites * bank_size] */
+    float *bank;              /* [n_sites * bank_size]; loaded: inside bank_file when it could be mapped */
+    mt_mapped_file bank_file; /* the adapter file, mapped copy-on-write (data NULL: bank is malloc'd) */
     int freeze_router;        /* training leaves the router as it is */
 };
 

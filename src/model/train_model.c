@@ -182,6 +182,7 @@ void R(mt_train_free)(train_state *s) {
     free(s->mome_z);
     free(s->mome_slot_grads);
     free(s->mome_idx);
+    free(s->mome_scratch);
     free(s->mome_ctx);
     free(s->mome_acc);
     free(s->tensor_offset);
@@ -248,8 +249,10 @@ static mt_status allocate_mome(train_state *s) {
     s->mome_idx = malloc(slots * sizeof(int));
     s->mome_ctx = malloc((BT * sh->Cx + 1) * sizeof(real));
     s->mome_acc = malloc(((size_t)s->T * sh->Cx + 1) * sizeof(real)); /* one row at a time */
+    s->mome_scratch = malloc(mt_mome_scratch_size(sh, (int)BT) * sizeof(real));
     if (!s->mome_router || !s->mome_bank || (!mm->freeze_router && !s->mome_router_grads) || !s->mome_q ||
-        !s->mome_gate || !s->mome_z || !s->mome_slot_grads || !s->mome_idx || !s->mome_ctx || !s->mome_acc)
+        !s->mome_gate || !s->mome_z || !s->mome_slot_grads || !s->mome_idx || !s->mome_ctx || !s->mome_acc ||
+        !s->mome_scratch)
         return mt_error(MT_ERR_NOMEM, "out of memory for the memory experts' training state");
     return MT_OK;
 }
@@ -498,7 +501,7 @@ static void mome_site_forward(train_state *s, int l, real *out, const real *xn) 
     int *idx;
     mome_slices(s, site, &q, &idx, &gate, &z, &sg);
     R(mt_mome_forward)(out, q, idx, gate, z, xn, s->mome_ctx, s->mome_router + site * mm->router_size,
-                       s->mome_bank + site * mm->bank_size, mm->n_experts, &mm->shape, s->B * s->T);
+                       s->mome_bank + site * mm->bank_size, mm->n_experts, &mm->shape, s->B * s->T, s->mome_scratch);
 }
 
 /* dxn += the experts' input gradient; router grads +=; slot grads = per-slot (da, db) */
@@ -511,7 +514,8 @@ static void mome_site_backward(train_state *s, int l, real *dxn, const real *dou
     mome_slices(s, site, &q, &idx, &gate, &z, &sg);
     real *drouter = s->mome_router_grads ? s->mome_router_grads + site * mm->router_size : NULL;
     R(mt_mome_backward)(dxn, drouter, sg, dout, xn, s->mome_ctx, q, idx, gate, z, s->mome_router + site * mm->router_size,
-                        s->mome_bank + site * mm->bank_size, mm->n_experts, &mm->shape, s->B * s->T);
+                        s->mome_bank + site * mm->bank_size, mm->n_experts, &mm->shape, s->B * s->T,
+                        s->mome_scratch);
 }
 
 static void layer_forward(train_state *s, int l) {

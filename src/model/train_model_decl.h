@@ -76,6 +76,7 @@ typedef struct MT_TR_FN(mt_train_state) {
     REAL_ *mome_router, *mome_bank, *mome_router_grads;
     REAL_ *mome_q, *mome_gate, *mome_z, *mome_slot_grads;
     int *mome_idx;
+    REAL_ *mome_scratch;    /* mt_mome_scratch_size(shape, B·T): one site at a time */
     REAL_ *mome_ctx, *mome_acc; /* [B*T, Cx] routing context of the batch; [T, Cx] running sums of a row */
 } MT_TR_FN(mt_train_state);
 

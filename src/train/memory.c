@@ -634,7 +634,7 @@ static mt_status train_step(memory_run *r, double *loss) {
     if (!s && r->mome) s = gather_bank_grads(r);
     if (s) return s;
     clip_all(r);
-    float lr = r->o.lr;
+    float lr = mt_schedule_lr(r->sched, r->o.lr, r->step, r->o.warmup, r->o.steps);
     if (r->rows) {
         mt_adamw_begin_step(&r->rows_opt);
         r->rows_opt.lr = lr;
@@ -739,10 +739,13 @@ static mt_status setup(memory_run *r, const char *data_path) {
     if (!r->m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
     if (r->m->lora || r->m->mome || r->m->token_rows)
         return mt_error(MT_ERR_ARG, "memory tuning makes its own adapter: detach the one attached first");
-    if (o->batch < 1 || o->steps < 0 || !(o->lr >= 0) || !(o->tau > 0) || !(o->general_limit >= 1) || o->rehearsal_weight < 0)
-        return mt_error(MT_ERR_ARG, "memory tuning needs batch >= 1, steps >= 0, tau > 0, a general limit >= 1 and a "
-                        "rehearsal weight >= 0");
+    if (o->batch < 1 || o->steps < 0 || !(o->lr >= 0) || !(o->tau > 0) || !(o->general_limit >= 1) ||
+        o->rehearsal_weight < 0 || o->warmup < 0)
+        return mt_error(MT_ERR_ARG, "memory tuning needs batch >= 1, steps >= 0, tau > 0, a general limit >= 1, a "
+                        "rehearsal weight >= 0 and warmup >= 0");
     if (o->lr == 0) o->lr = DEFAULT_LR;
+    mt_status ps = mt_schedule_parse(o->schedule ? o->schedule : "constant", &r->sched);
+    if (ps) return ps;
     if (o->steps == 0) o->steps = DEFAULT_STEPS;
     const mt_config *c = &r->m->cfg;
     r->T = o->seq_len > 0 ? o->seq_len : (c->max_seq_len < 512 ? c->max_seq_len : 512); /* until the facts are known */

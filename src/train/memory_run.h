@@ -11,11 +11,13 @@
 #include "train/chat_template.h"
 #include "train/data.h"
 #include "train/optimizer.h"
+#include "train/schedule.h"
 #include "train/sparse_adam.h"
 
 typedef struct {
     mt_model *m;
     mt_train_options o;
+    mt_schedule_kind sched;   /* lr over steps (decays to 0 at --steps) */
     mt_dataset data;
     mt_chat_template *tpl;
     mt_seq_builder b;

@@ -36,7 +36,7 @@ void mt_train_options_default(mt_train_options *o) {
     o->lr = 0; /* the method's default */
     o->batch = 4;
     o->grad_accum = 1;
-    o->schedule = "cosine";
+    o->schedule = NULL; /* the method's: cosine, constant for memory tuning */
     o->clip = 1.0f;
     o->save_every = 100;
     o->log_every = 10;
@@ -546,7 +546,7 @@ static mt_status setup(mt_trainer *t, const char *data_path) {
     t->seq_len = t->o.seq_len > 0 ? t->o.seq_len : (c->max_seq_len < 512 ? c->max_seq_len : 512);
     if (t->seq_len > c->max_seq_len && !t->o.quiet)
         fprintf(stderr, "memtune: warning: --seq-len %d exceeds the model's context length %d\n", t->seq_len, c->max_seq_len);
-    mt_status s = mt_schedule_parse(t->o.schedule, &t->sched);
+    mt_status s = mt_schedule_parse(t->o.schedule ? t->o.schedule : "cosine", &t->sched);
     if (s == MT_OK) s = load_datasets(t, data_path);
     if (s == MT_OK) s = setup_template(t);
     if (s == MT_OK) s = prepare_data(t);
