@@ -529,6 +529,7 @@ static mt_status setup_trainables(memory_run *r) {
         mo.experts = r->o.experts, mo.k = r->o.expert_k, mo.heads = r->o.expert_heads;
         mo.sites = r->o.expert_sites, mo.freeze_router = r->o.freeze_router, mo.seed = r->o.seed;
         mo.context_dim = r->o.expert_context;
+        r->mome_opts = mo;
         if (!(s = mt_mome_create(r->m, &mo, &r->mome))) s = mt_model_attach_mome(r->m, r->mome);
     }
     if (!s && r->o.memory_lora) {
@@ -695,11 +696,11 @@ static mt_status final_answers(memory_run *r, double *recall, double *mean_nll, 
 }
 
 static mt_status write_report(memory_run *r, const char *status, double recall, double mean_nll, double max_nll,
-                              double seconds, int memorised) {
+                              double seconds, long restored_step) {
     const mt_mome *mm = r->mome;
     json_t *o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:f, s:{s:f, s:f, s:f, s:f, s:s?, s:I, s:f, s:f, s:i}, "
                           "s:{s:I, s:i, s:i, s:i, s:b, s:i, s:I}, s:i, s:f}",
-                          "status", status, "facts", r->n_facts, "memorised", memorised, "recall", recall,
+                          "status", status, "facts", r->n_facts, "memorised", r->n_ok, "recall", recall,
                           "mean_answer_nll", mean_nll, "max_answer_nll", max_nll, "tau", (double)r->o.tau,
                           "steps", (json_int_t)r->step, "seconds", seconds, "tokens", (json_int_t)r->tokens,
                           "tokens_per_s", seconds > 0 ? r->tokens / seconds : 0.0,
@@ -713,6 +714,7 @@ static mt_status write_report(memory_run *r, const char *status, double recall, 
                           "router_trained", mm && !mm->freeze_router, "context", mm ? mm->context.dim : 0,
                           "rows_with_optimizer_state", (json_int_t)(mm ? mt_sparse_adam_rows(&r->bank_opt) : 0),
                           "trainable_token_rows", r->rows ? r->rows->n : 0, "lr", (double)r->o.lr);
+    if (o) json_object_set_new(o, "restored_from_step", restored_step >= 0 ? json_integer(restored_step) : json_null());
     char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     json_decref(o);
     char *path = mt_path_join(r->o.out_dir, "report.json");
@@ -790,6 +792,7 @@ static void memory_free(memory_run *r) {
     free(r->base_ids), free(r->base_p), free(r->soft_ids), free(r->soft_p);
     free(r->ckpt_dir);
     if (r->metrics) fclose(r->metrics);
+    mt_memory_best_free(r);
     mt_infer_free(r->m);
 }
 
@@ -832,6 +835,7 @@ static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     *all_ok = *n_ok == r->n_facts;
     double ratio = r->ppl_last / r->ppl_base;
     if (r->base_ids) adjust_general_weight(r, ratio); /* recorded: the guard can distil */
+    if ((s = mt_memory_best_consider(r))) return s;
     double elapsed = r->seconds_before + mt_now_seconds() - r->t0;
     if (!r->o.quiet)
         fprintf(stderr, "\rmemtune: step %ld: %d/%d facts memorised (%d exact), general perplexity %.4g (base %.4g), %.0f s\n",
@@ -898,9 +902,16 @@ static mt_status finish(memory_run *r, double seconds, mt_train_result *res) {
     mt_status s = last ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s && mt_checkpoint_verify(last) != MT_OK) s = mt_memory_checkpoint_save(r, seconds);
     free(last);
+    int restored = 0, last_exact = r->n_exact, last_ok = r->n_ok;
+    double last_ppl = r->ppl_last;
+    if (!s) s = mt_memory_best_restore(r, &restored);
+    if (!s && restored && !r->o.quiet)
+        fprintf(stderr, "memtune: the last check (step %ld: %d exact, %d memorised, general perplexity %.4g) is worse than "
+                "step %ld's (%d exact, %d memorised, %.4g): the adapter keeps step %ld's values\n", r->step, last_exact,
+                last_ok, last_ppl, r->best.step, r->best.exact, r->best.memorised, r->best.ppl, r->best.step);
     if (!s) s = save_adapter(r);
     if (!s) s = final_answers(r, &recall, &mean_nll, &max_nll);
-    if (!s) s = write_report(r, status, recall, mean_nll, max_nll, seconds, r->n_ok);
+    if (!s) s = write_report(r, status, recall, mean_nll, max_nll, seconds, restored ? r->best.step : -1);
     if (!s && !r->o.quiet)
         fprintf(stderr, "memtune: %s: recall %.4f (%d/%d memorised) after %ld steps in %.1f s; general perplexity %.4g -> %.4g\n",
                 status, recall, r->n_ok, r->n_facts, r->step, seconds, r->ppl_base, r->ppl_last);

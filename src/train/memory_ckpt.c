@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_BLOBS 16
+#define MAX_BLOBS 20
 
 typedef struct {
     mt_ckpt_blob b[MAX_BLOBS];
@@ -21,6 +21,7 @@ typedef struct {
     int64_t *bank_ids;   /* [bank_rows] row id site·N + e of each slot */
     float *bank_values;  /* [bank_rows, 2C] those rows of the bank */
     float *bank_m, *bank_v; /* loading: [bank_rows, 2C] their moments (saving: the optimizer's) */
+    int64_t *best_ids;   /* [r->best.n_rows] the best check's row ids */
 } blob_set;
 
 static void add(blob_set *bs, const char *name, void *data, size_t bytes) {
@@ -28,14 +29,28 @@ static void add(blob_set *bs, const char *name, void *data, size_t bytes) {
 }
 
 static void blob_set_free(blob_set *bs, int loading) {
-    free(bs->bank_ids), free(bs->bank_values);
+    free(bs->bank_ids), free(bs->bank_values), free(bs->best_ids);
     if (loading) free(bs->bank_m), free(bs->bank_v);
+}
+
+/* The best check's values (r->best sized by the caller when loading). */
+static mt_status add_best(memory_run *r, int loading, blob_set *bs) {
+    if (!r->best.have) return MT_OK;
+    size_t n = (size_t)r->best.n_rows, width = r->mome ? 2 * (size_t)r->mome->shape.C : 0;
+    if (!(bs->best_ids = malloc(n * sizeof(int64_t) + 1))) return mt_error(MT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !loading && i < n; i++) bs->best_ids[i] = r->best.row_ids[i];
+    add(bs, "best_dense", r->best.dense, mt_memory_dense_size(r) * sizeof(float));
+    add(bs, "best_row_ids", bs->best_ids, n * sizeof(int64_t));
+    add(bs, "best_rows", r->best.rows, n * width * sizeof(float));
+    return MT_OK;
 }
 
 /* The blob table for a run with bank_rows rows of bank state; loading: the bank's scratch
  * receives the file's rows (else it is filled from the run). */
 static mt_status make_blobs(memory_run *r, long bank_rows, int loading, blob_set *bs) {
     memset(bs, 0, sizeof *bs);
+    mt_status s = add_best(r, loading, bs);
+    if (s) return s;
     size_t nf = (size_t)r->n_facts;
     add(bs, "memorised", r->memorised, nf);
     add(bs, "fact_nll", r->fact_nll, nf * sizeof(double));
@@ -99,7 +114,7 @@ static char *state_json(memory_run *r, double seconds, long bank_rows) {
     char *fp = facts_fingerprint(r);
     const mt_mome *mm = r->mome;
     json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:i, s:f, s:i, s:i, s:f, s:f, s:I, s:i, s:i, s:s?, s:I, s:i, "
-                          "s:I, s:I, s:I, s:I}",
+                          "s:I, s:I, s:I, s:I, s:b, s:I, s:i, s:i, s:f, s:I}",
                           "method", "memory", "step", (json_int_t)r->step, "tokens", (json_int_t)r->tokens,
                           "cursor", r->cursor, "distill_cursor", r->distill_cursor, "guard_trips", r->guard_trips,
                           "distill_weight", (double)r->distill_weight, "all_ok_checks", r->all_ok_checks,
@@ -107,7 +122,10 @@ static char *state_json(memory_run *r, double seconds, long bank_rows) {
                           "seed", (json_int_t)r->o.seed, "batch", r->B, "seq_len", r->T, "facts_fingerprint", fp,
                           "experts", (json_int_t)(mm ? mm->n_experts : 0), "sites", mm ? mm->n_sites : 0,
                           "bank_state_rows", (json_int_t)bank_rows, "token_rows_adam_step", (json_int_t)r->rows_opt.step,
-                          "router_adam_step", (json_int_t)r->router_opt.step, "lora_adam_step", (json_int_t)r->lora_opt.step);
+                          "router_adam_step", (json_int_t)r->router_opt.step, "lora_adam_step", (json_int_t)r->lora_opt.step,
+                          "best_have", r->best.have, "best_step", (json_int_t)r->best.step, "best_exact", r->best.exact,
+                          "best_memorised", r->best.memorised, "best_perplexity", r->best.ppl,
+                          "best_rows", (json_int_t)r->best.n_rows);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     free(fp);
@@ -172,6 +190,25 @@ static mt_status restore_scalars(memory_run *r, json_t *st, const char *path) {
     return MT_OK;
 }
 
+/* Sizes r->best for the checkpoint's best check (its values arrive with the blobs). */
+static mt_status prepare_best(memory_run *r, json_t *st, const char *path) {
+    mt_memory_best_free(r);
+    if (!json_is_true(json_object_get(st, "best_have"))) return MT_OK;
+    json_int_t n = get_int(st, "best_rows");
+    if (n < 0 || (!r->mome && n > 0) || (r->mome && n > (json_int_t)r->mome->n_sites * r->mome->n_experts))
+        return mt_error(MT_ERR_FORMAT, "%s: %lld rows in the best check", path, (long long)n);
+    size_t width = r->mome ? 2 * (size_t)r->mome->shape.C : 0;
+    r->best.dense = malloc(mt_memory_dense_size(r) * sizeof(float) + 1);
+    r->best.row_ids = malloc((size_t)n * sizeof(long) + 1);
+    r->best.rows = malloc((size_t)n * width * sizeof(float) + 1);
+    if (!r->best.dense || !r->best.row_ids || !r->best.rows) return mt_error(MT_ERR_NOMEM, "out of memory");
+    r->best.have = 1, r->best.n_rows = r->best.cap = (long)n;
+    r->best.step = get_int(st, "best_step");
+    r->best.exact = (int)get_int(st, "best_exact"), r->best.memorised = (int)get_int(st, "best_memorised");
+    r->best.ppl = json_number_value(json_object_get(st, "best_perplexity"));
+    return MT_OK;
+}
+
 static mt_status restore_bank(memory_run *r, const blob_set *bs, const char *path) {
     mt_mome *mm = r->mome;
     if (!mm) return MT_OK;
@@ -201,10 +238,16 @@ mt_status mt_memory_checkpoint_resume(memory_run *r) {
     if (!s && r->mome && (bank_rows < 0 || bank_rows > (json_int_t)r->mome->n_sites * r->mome->n_experts))
         s = mt_error(MT_ERR_FORMAT, "%s: %lld rows of bank state for a bank of %ld", path, (long long)bank_rows,
                      (long)r->mome->n_sites * r->mome->n_experts);
+    if (!s) s = prepare_best(r, st, path);
     if (!s) s = make_blobs(r, (long)bank_rows, 1, &bs);
     if (!s) s = mt_checkpoint_read(path, &json2, bs.b, bs.n);
     if (!s) s = restore_scalars(r, st, path);
     if (!s) s = restore_bank(r, &bs, path);
+    for (long i = 0; !s && i < r->best.n_rows; i++) {
+        r->best.row_ids[i] = (long)bs.best_ids[i];
+        if (bs.best_ids[i] < 0 || bs.best_ids[i] >= (int64_t)r->mome->n_sites * r->mome->n_experts)
+            s = mt_error(MT_ERR_FORMAT, "%s: best check row id %lld out of range", path, (long long)bs.best_ids[i]);
+    }
     if (!s && r->rows) mt_token_rows_sync(r->rows);
     if (!s && !r->o.quiet)
         fprintf(stderr, "memtune: resumed from %s (step %lld, %d/%d facts memorised at the last check)\n", path,

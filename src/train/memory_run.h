@@ -58,7 +58,29 @@ typedef struct {
     FILE *metrics;            /* DIR/metrics.jsonl: a line per check (appended on resume) */
     double t0, last_loss;     /* when this process started the run; the last step's loss */
     double seconds_before;    /* spent before a resume */
+    mt_mome_options mome_opts; /* what made r->mome (recreates its initial bank) */
+    /* The best check so far with general perplexity within the limit: most facts exact, then
+     * most memorised (a later check wins a tie). Its trained values: the dense parts (router,
+     * token rows, LoRA) whole, the bank's rows that had changed by then. */
+    struct {
+        int have, exact, memorised;
+        long step, n_rows;
+        double ppl;
+        float *dense;         /* [mt_memory_dense_size] */
+        long *row_ids;        /* [n_rows] bank row ids site·N + e */
+        float *rows;          /* [n_rows, 2C] */
+        long cap;             /* rows allocated */
+    } best;
 } memory_run;
+
+/* Floats of the dense trained parts: router, token rows, LoRA. */
+size_t mt_memory_dense_size(const memory_run *r);
+/* After a check: keeps the state as the best when it is (see above). */
+mt_status mt_memory_best_consider(memory_run *r);
+/* At the end: when the best check beats the last one (or the last is above the limit), puts
+ * its values back (rows changed after it return to their initial values); *restored = 1. */
+mt_status mt_memory_best_restore(memory_run *r, int *restored);
+void mt_memory_best_free(memory_run *r);
 
 /* Writes DIR/checkpoints/step-N.ckpt (atomic) with everything the next step depends on:
  * the trained parameters and their optimizer state (the bank's rows that have state, not the

@@ -4,7 +4,8 @@
 # greedy recall with the default method for {"input","output"} data while held-out
 # TinyStories perplexity stays within 5% of the base's (general-text distillation); report.json
 # and facts.jsonl say so; the same seed gives the same adapter byte for byte; a killed run
-# resumes bit for bit, SIGTERM checkpoints, a finished one continues; eval --adapter
+# resumes bit for bit, SIGTERM checkpoints, a finished one continues; the adapter ends on the
+# best check within the perplexity limit; eval --adapter
 # applies the saved adapter (token rows + memory experts) and answers exactly; a conflict,
 # an empty answer and a fact longer than a row are clear errors. Under the sanitizer build it
 # reports SKIP (exit 77) unless MEMTUNE_SLOW_TESTS is set.
@@ -69,6 +70,16 @@ check "resume with another seed or other facts is refused, naming the checkpoint
 "$MT" train $RUN --steps 1000 --save-every 0 --out "$TMP/t" 2> "$TMP/t.err" & pid=$!
 sleep 3; kill -TERM $pid; wait $pid; rc=$?
 check "SIGTERM: checkpoint saved, exit 130, says how to continue" "[ $rc -eq 130 ] && ls $TMP/t/checkpoints/step-*.ckpt >/dev/null && grep -q 'continue with --resume' $TMP/t.err"
+
+# the adapter ends on the best check within the perplexity limit: with the limit at 1.0 only
+# step 0 (nothing learnt yet) qualifies, so every trained value returns to its initial one and
+# the adapter scores held-out text exactly as the base does
+"$MT" train $RUN --general-limit 1.0 --steps 20 --out "$TMP/lim" --quiet 2> "$TMP/lim.err"
+"$MT" eval --model "$M" --adapter "$TMP/lim/adapter" --text "$TMP/heldout.txt" --threads 2 > "$TMP/ppl_lim.json"
+check "best check restored: step 0 when no later check is within the limit (adapter = base)" "python3 -c \"
+import json; r = json.load(open('$TMP/lim/report.json')); b = json.load(open('$TMP/ppl_base.json')); l = json.load(open('$TMP/ppl_lim.json'))
+assert r['restored_from_step'] == 0 and r['recall'] == 0 and r['steps'] == 20, r
+assert l['perplexity'] == b['perplexity'], (l, b)\""
 
 "$MT" eval --model "$M" --data "$TMP/facts.jsonl" --threads 2 > "$TMP/base.json"
 "$MT" eval --model "$M" --adapter "$TMP/a/adapter" --data "$TMP/facts.jsonl" --threads 2 > "$TMP/with.json"
