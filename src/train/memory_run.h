@@ -60,7 +60,7 @@ typedef struct {
     double seconds_before;    /* spent before a resume */
     mt_mome_options mome_opts; /* what made r->mome (recreates its initial bank) */
     /* The best check so far with general perplexity within the limit: most facts exact, then
-     * most memorised (a later check wins a tie). Its trained values: the dense parts (router,
+     * most memorised (the earlier check wins a tie: a copy costs about 0.7 s at 274k rows). Its trained values: the dense parts (router,
      * token rows, LoRA) whole, the bank's rows that had changed by then. */
     struct {
         int have, exact, memorised;
