@@ -356,15 +356,20 @@ static mt_status map_banks(mt_mome *mm, const mt_safetensors *st, const char *pa
         return MT_OK;
     }
     float *bank = (float *)(f.data + (first - st->file.data));
+    enum { CHUNK = 1 << 22 }; /* floats checked, then released: resident memory stays at one chunk */
     for (int site = 0; !s && site < mm->n_sites; site++) {
         snprintf(name, sizeof name, "model.layers.%d.mome.%s", mm->layers[site], part_name[3]);
-        s = check_finite(bank + site * mm->bank_size, mm->bank_size, path, name);
+        for (size_t at = 0; !s && at < mm->bank_size; at += CHUNK) {
+            size_t n = mm->bank_size - at < CHUNK ? mm->bank_size - at : CHUNK;
+            s = check_finite(bank + site * mm->bank_size + at, n, path, name);
+            mt_file_release(&f, bank + site * mm->bank_size + at, n * sizeof(float));
+        }
     }
     if (s) {
         mt_file_unmap(&f);
         return s;
     }
-    mt_file_release(&f, bank, mm->n_sites * bytes); /* read once for the check: not resident now */
+    mt_file_advise_random(&f, bank, mm->n_sites * bytes);
     free(mm->bank);
     mm->bank = bank, mm->bank_file = f, *mapped = 1;
     return MT_OK;

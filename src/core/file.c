@@ -58,6 +58,13 @@ void mt_file_release(const mt_mapped_file *f, const void *p, size_t n) {
     discard_pages(p, n);
 }
 
+void mt_file_advise_random(const mt_mapped_file *f, const void *p, size_t n) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)f->data, begin = (uintptr_t)p;
+    if (!f->data || !n || begin < lo || n > f->size || begin - lo > f->size - n) return;
+    uintptr_t start = begin / page * page;
+    madvise((void *)start, begin + n - start, MADV_RANDOM);
+}
+
 void mt_memory_discard(void *p, size_t n) {
     if (p && n) discard_pages(p, n);
 }

@@ -23,6 +23,9 @@ void mt_file_unmap(mt_mapped_file *f);
  * it after converting a tensor, so loading a model does not hold the file and the weights in
  * memory at once. */
 void mt_file_release(const mt_mapped_file *f, const void *p, size_t n);
+/* The mapped bytes [p, p + n) of f will be read at random (a few rows of a huge table): no
+ * readahead around each page fault. */
+void mt_file_advise_random(const mt_mapped_file *f, const void *p, size_t n);
 /* Gives the whole pages inside [p, p + n) of a heap block back to the kernel; they read as
  * zero afterwards. For a block about to be freed whose contents were already moved
  * elsewhere (it keeps peak memory at one copy while converting weights). */
