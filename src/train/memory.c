@@ -47,7 +47,7 @@
 #define GENERAL_TOKENS 1024 /* scored, of sampled text when no --general file is given */
 #define DISTILL_TOKENS 4096 /* distilled on, likewise */
 #define DISTILL_K 32        /* the base's most likely next tokens kept per position */
-#define MAX_DISTILL_WEIGHT 64.0f
+#define MAX_DISTILL_WEIGHT 256.0f
 #define MIN_CHECK_EVERY 10
 
 
@@ -901,6 +901,7 @@ static mt_status finish(memory_run *r, double seconds, mt_train_result *res) {
     char *last = mt_checkpoint_path(r->ckpt_dir, r->step);
     mt_status s = last ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s && mt_checkpoint_verify(last) != MT_OK) s = mt_memory_checkpoint_save(r, seconds);
+    if (!s) mt_checkpoint_prune(r->ckpt_dir, 1); /* the last one continues the run; the bank makes them large */
     free(last);
     int restored = 0, last_exact = r->n_exact, last_ok = r->n_ok;
     double last_ppl = r->ppl_last;
