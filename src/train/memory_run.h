@@ -77,7 +77,7 @@ typedef struct {
 size_t mt_memory_dense_size(const memory_run *r);
 /* After a check: keeps the state as the best when it is (see above). */
 mt_status mt_memory_best_consider(memory_run *r);
-/* At the end: when the best check beats the last one (or the last is above the limit), puts
+/* At the end: when the best check beats the last one on recall, puts
  * its values back (rows changed after it return to their initial values); *restored = 1. */
 mt_status mt_memory_best_restore(memory_run *r, int *restored);
 void mt_memory_best_free(memory_run *r);
