@@ -206,8 +206,7 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
     (void)n_experts;
     real *dwq = drouter, *dk1 = drouter ? drouter + (size_t)H * dk * C : NULL;
     real *dk2 = drouter ? dk1 + (size_t)H * sh->n1 * half : NULL;
-    real *dq = drouter ? scratch : NULL;
-    if (dq) memset(dq, 0, (size_t)T * H * dk * sizeof(real));
+    real *dq = drouter ? scratch : NULL; /* head_backward writes each head's part whole */
     /* token by token: the sub-key gradients of different tokens meet in the same rows */
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
