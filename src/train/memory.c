@@ -860,10 +860,13 @@ static mt_status open_metrics(memory_run *r) {
     return s;
 }
 
-/* Test hook: die by SIGKILL right after this step, as a crash would. */
-static void crash_hook(const memory_run *r) {
+/* Test hooks: die by SIGKILL right after this step, as a crash would; or forget what was
+ * learnt (the best-check restore must bring it back). */
+static void test_hooks(memory_run *r) {
     const char *at = getenv("MEMTUNE_TEST_KILL_AFTER_STEP");
     if (at && atol(at) == r->step) raise(SIGKILL);
+    const char *forget = getenv("MEMTUNE_TEST_FORGET_AFTER_STEP");
+    if (forget && atol(forget) == r->step) mt_memory_test_forget(r);
 }
 
 /* Steps until every fact is memorised at two checks in a row, the step cap or a stop
@@ -888,7 +891,7 @@ static mt_status train_loop(memory_run *r, int check_every, double t0, const vol
                 fprintf(stderr, "\nmemtune: stopped at step %ld; checkpoint saved, continue with --resume\n", r->step);
             break;
         }
-        crash_hook(r);
+        test_hooks(r);
     }
     return s;
 }
@@ -906,6 +909,7 @@ static mt_status finish(memory_run *r, double seconds, mt_train_result *res) {
     int restored = 0, last_exact = r->n_exact, last_ok = r->n_ok;
     double last_ppl = r->ppl_last;
     if (!s) s = mt_memory_best_restore(r, &restored);
+    if (!s && restored) s = check_facts_memorised(r, &r->n_ok); /* the per-fact figures of the values kept */
     if (!s && restored && !r->o.quiet)
         fprintf(stderr, "memtune: the last check (step %ld: %d exact, %d memorised, general perplexity %.4g) is worse than "
                 "step %ld's (%d exact, %d memorised, %.4g): the adapter keeps step %ld's values\n", r->step, last_exact,

@@ -99,6 +99,23 @@ mt_status mt_memory_best_restore(memory_run *r, int *restored) {
     return MT_OK;
 }
 
+/* Test hook (MEMTUNE_TEST_FORGET_AFTER_STEP): negates every trained bank row and token row, so
+ * the checks after it are worse than the ones before and the restore path runs. */
+void mt_memory_test_forget(memory_run *r) {
+    if (r->rows) {
+        for (size_t i = 0; i < r->rows_opt.n; i++) r->rows->values[i] = -r->rows->values[i];
+        mt_token_rows_sync(r->rows);
+    }
+    long n = r->mome ? mt_sparse_adam_rows(&r->bank_opt) : 0;
+    long *ids = n > 0 ? malloc((size_t)n * sizeof(long)) : NULL;
+    if (!ids) return;
+    size_t width = 2 * (size_t)r->mome->shape.C;
+    mt_sparse_adam_ids(&r->bank_opt, ids);
+    for (long i = 0; i < n; i++)
+        for (size_t j = 0; j < width; j++) r->mome->bank[(size_t)ids[i] * width + j] *= -1;
+    free(ids);
+}
+
 void mt_memory_best_free(memory_run *r) {
     free(r->best.dense), free(r->best.row_ids), free(r->best.rows);
     memset(&r->best, 0, sizeof r->best);

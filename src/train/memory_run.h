@@ -81,6 +81,8 @@ mt_status mt_memory_best_consider(memory_run *r);
  * its values back (rows changed after it return to their initial values); *restored = 1. */
 mt_status mt_memory_best_restore(memory_run *r, int *restored);
 void mt_memory_best_free(memory_run *r);
+/* Test hook: negates the trained bank and token rows (the checks after it fall). */
+void mt_memory_test_forget(memory_run *r);
 
 /* Writes DIR/checkpoints/step-N.ckpt (atomic) with everything the next step depends on:
  * the trained parameters and their optimizer state (the bank's rows that have state, not the

@@ -5,7 +5,7 @@
 # TinyStories perplexity stays within 5% of the base's (general-text distillation); report.json
 # and facts.jsonl say so; the same seed gives the same adapter byte for byte; a killed run
 # resumes bit for bit, SIGTERM checkpoints, a finished one continues; the adapter ends on the
-# best check within the perplexity limit; eval --adapter
+# best check within the perplexity limit when the last is worse (a test hook makes it so); eval --adapter
 # applies the saved adapter (token rows + memory experts) and answers exactly; a conflict,
 # an empty answer and a fact longer than a row are clear errors. Under the sanitizer build it
 # reports SKIP (exit 77) unless MEMTUNE_SLOW_TESTS is set.
@@ -78,6 +78,17 @@ check "SIGTERM: checkpoint saved, exit 130, says how to continue" "[ $rc -eq 130
 check "a last check with more facts right is kept even above the limit (no roll back to step 0)" "python3 -c \"
 import json; r = json.load(open('$TMP/lim/report.json'))
 assert r['restored_from_step'] is None and r['recall'] > 0 and r['perplexity']['ratio'] > 1, r\""
+
+# the restore itself: what was learnt is negated after step 29 (a test hook), so the check at
+# step 30 is worse than an earlier one; the adapter, facts.jsonl and the report's figures must
+# then be exactly those of a run that stopped at that check
+MEMTUNE_TEST_FORGET_AFTER_STEP=29 "$MT" train $RUN --general-limit 1.5 --steps 30 --out "$TMP/fg" 2> "$TMP/fg.err"
+S=$(python3 -c "import json; print(json.load(open('$TMP/fg/report.json'))['restored_from_step'])")
+"$MT" train $RUN --general-limit 1.5 --steps "${S/None/1}" --out "$TMP/fs" --quiet
+check "a worse last check: the adapter, answers and figures are the best check's (= a run stopped there, step $S)" "[ '$S' != None ] && [ '$S' -gt 0 ] && grep -q 'the adapter keeps step $S' $TMP/fg.err && cmp -s $TMP/fg/adapter/mome.safetensors $TMP/fs/adapter/mome.safetensors && cmp -s $TMP/fg/adapter/trainable_tokens.safetensors $TMP/fs/adapter/trainable_tokens.safetensors && cmp -s $TMP/fg/adapter/adapter_model.safetensors $TMP/fs/adapter/adapter_model.safetensors && cmp -s $TMP/fg/facts.jsonl $TMP/fs/facts.jsonl && python3 -c \"
+import json; a, b = (json.load(open(d + '/report.json')) for d in ('$TMP/fg', '$TMP/fs'))
+assert a['recall'] > 0 and all(a[k] == b[k] for k in ('recall', 'memorised', 'mean_answer_nll', 'max_answer_nll')), (a, b)
+assert a['perplexity']['after'] == b['perplexity']['after'] and b['restored_from_step'] is None, (a, b)\""
 
 "$MT" eval --model "$M" --data "$TMP/facts.jsonl" --threads 2 > "$TMP/base.json"
 "$MT" eval --model "$M" --adapter "$TMP/a/adapter" --data "$TMP/facts.jsonl" --threads 2 > "$TMP/with.json"
