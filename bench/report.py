@@ -64,7 +64,8 @@ def main():
     for g in groups:
         kind, model = g.split("/")
         torch = by_tag.get(g + "/torch")
-        for eng in ("memtune", "memtune-passive", "torch"):
+        llama = by_tag.get(g + "/llama.cpp")
+        for eng in ("memtune", "memtune-passive", "torch", "llama.cpp"):
             r = by_tag.get(g + "/" + eng)
             if not r:
                 continue
@@ -78,13 +79,18 @@ def main():
                     eff = "%.0f%% of %s tok/s" % (100 * tps / bound, fmt(bound)) if bound else "n/a"
                 label = "decode %d new (prompt %d)" % (r["new"], r["prompt"])
                 check = "best %s tok/s; " % fmt(r["best_decode_tok_s"]) if "best_decode_tok_s" in r else ""
-                if torch and eng != "torch":
+                if eng == "llama.cpp":
+                    check += "llama-bench tg%d (from an empty context) ± %s, pp%d %s tok/s; %d reps, not in lockstep; build %s" % (
+                        r["new"], fmt(r["decode_tok_s_stddev"]), r["prompt"], fmt(r["prefill_tok_s"]), r["reps"], r["build"])
+                elif torch and eng != "torch":
                     agree = sum(a == b for a, b in zip(r["ids"], torch["ids"]))
                     check += "greedy ids = torch: %d/%d" % (agree, len(r["ids"]))
                 elif eng == "torch":
                     check += "prefill %s tok/s; RSS after import %s" % (fmt(r["prefill_tok_s"]), fmt(r["rss_after_import_mb"]))
-                if eng != "torch":
+                if eng.startswith("memtune"):
                     check += "; prefill %s tok/s" % fmt(r["prefill_tok_s"])
+                    if llama:
+                        check += "; **%.2f× llama.cpp**" % (tps / llama["decode_tok_s"])
             else:
                 tps = r["tok_s"]
                 eff = "%.1f%%" % (100 * 6 * params * tps / (peak * 1e9)) if peak else "n/a"

@@ -27,6 +27,28 @@ TEST(matmul_matches_naive_for_gemm_and_gemv) {
     CHECK_MSG(worst < 1e-4, "max diff %.3g", worst);
 }
 
+/* decode's own matrix-vector kernel (N·K >= 65536; a row length with a tail after the
+ * 32-lane blocks, and one shorter than a block) against a double-precision dot product */
+TEST(matvec_matches_naive_for_large_shapes) {
+    mt_rng r; mt_rng_seed(&r, 11);
+    const int shapes[][2] = {{263, 301}, {4100, 17}, {96, 1024}};
+    for (int s = 0; s < 3; s++) {
+        int N = shapes[s][0], K = shapes[s][1];
+        float *x = malloc((size_t)K * sizeof(float)), *w = malloc((size_t)N * K * sizeof(float));
+        float *b = malloc((size_t)N * sizeof(float)), *out = malloc((size_t)N * sizeof(float));
+        randn(x, K, &r); randn(w, (size_t)N * K, &r); randn(b, N, &r);
+        mt_matmul_forward(out, x, w, b, 1, K, N);
+        double worst = 0;
+        for (int n = 0; n < N; n++) {
+            double sum = b[n];
+            for (int k = 0; k < K; k++) sum += (double)x[k] * w[(size_t)n * K + k];
+            worst = fmax(worst, fabs(sum - out[n]) / (1 + fabs(sum)));
+        }
+        CHECK_MSG(worst < 1e-5, "N=%d K=%d: max relative diff %.3g", N, K, worst);
+        free(x), free(w), free(b), free(out);
+    }
+}
+
 TEST(rmsnorm_matches_naive) {
     mt_rng r; mt_rng_seed(&r, 2);
     enum { T = 3, C = 50 };
@@ -192,6 +214,7 @@ TEST(sampler_greedy_topk_topp) {
 int main(void) {
     mt_set_threads(2);
     RUN(matmul_matches_naive_for_gemm_and_gemv);
+    RUN(matvec_matches_naive_for_large_shapes);
     RUN(rmsnorm_matches_naive);
     RUN(rope_layouts_agree_through_row_permutation);
     RUN(llama3_rope_scaling_divides_low_frequencies);
