@@ -20,8 +20,12 @@ PKGS    = libpcre2-8 jansson sqlite3
 OPENBLAS_OMP_PC ?= /usr/lib/$(shell $(CC) -print-multiarch)/openblas-openmp/pkgconfig
 BLAS_PKG = $(if $(wildcard $(OPENBLAS_OMP_PC)/openblas.pc),PKG_CONFIG_PATH=$(OPENBLAS_OMP_PC)) pkg-config
 BLAS_DIR = $(shell $(BLAS_PKG) --variable=libdir openblas)
+# -fno-math-errno lets sqrtf vectorise; -fno-trapping-math lets GCC turn the clamps and
+# maxima of the vectorised loops (mt_exp_approx's range clamp, say) into selects: without it
+# "control flow in loop" kept SwiGLU and the exp loops scalar (bench/RESULTS.md). Neither
+# changes a result: memtune never reads the FP exception flags or errno of maths calls.
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(OPT) -g -fPIC -pthread -fopenmp $(SANFLAGS) \
-           -fno-math-errno -Iinclude -Isrc $(shell $(BLAS_PKG) --cflags openblas) \
+           -fno-math-errno -fno-trapping-math -Iinclude -Isrc $(shell $(BLAS_PKG) --cflags openblas) \
            $(shell pkg-config --cflags $(PKGS))
 LDLIBS  += $(shell $(BLAS_PKG) --libs openblas) -Wl,-rpath,$(BLAS_DIR) \
            $(shell pkg-config --libs $(PKGS)) -lm -pthread -fopenmp

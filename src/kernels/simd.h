@@ -5,7 +5,8 @@
  * "arch=" levels are tested by feature, CPU model names would be tested by name). The
  * loops inside are written plainly, with restrict pointers and `#pragma omp simd`, so the
  * compiler vectorises each clone for its instruction set and the baseline build stays
- * portable. Other compilers and CPUs get the plain function.
+ * portable. Other compilers and CPUs get the plain function. The Makefile's -fno-trapping-math
+ * is what lets GCC 12 vectorise loops with comparisons such as mt_exp_approx's clamps.
  *
  * mt_exp_approx: expf for vectorised loops (glibc's expf is a call the vectoriser cannot
  * widen without -ffast-math). Cody-Waite range reduction x = n·ln2 + r, |r| <= ln2/2, then
