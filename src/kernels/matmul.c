@@ -48,17 +48,24 @@ static float row_dot(const float *restrict r, const float *restrict x, int K) {
         for (int j = 0; j < half; j++) acc[j] += acc[j + half];
     return sum + acc[0];
 }
+
+static void matvec(float *out, const float *x, const float *w, int K, int N) {
+    if ((size_t)N * K < MATVEC_MIN) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1, w, K, x, 1, 0, out, 1);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) out[n] = row_dot(w + (size_t)n * K, x, K);
+}
+#else
+static void matvec(double *out, const double *x, const double *w, int K, int N) {
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, N, K, 1, w, K, x, 1, 0, out, 1);
+}
 #endif
 
 void R(mt_matmul_forward)(real *out, const real *x, const real *w, const real *bias, int T, int K, int N) {
-#ifndef MT_REAL_DOUBLE
-    if (T == 1 && (size_t)N * K >= MATVEC_MIN) {
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) out[n] = row_dot(w + (size_t)n * K, x, K);
-    } else
-#endif
     if (T == 1)
-        r_gemv(CblasRowMajor, CblasNoTrans, N, K, 1, w, K, x, 1, 0, out, 1);
+        matvec(out, x, w, K, N);
     else
         r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1, x, K, w, K, 0, out, N);
     if (bias)

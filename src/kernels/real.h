@@ -21,7 +21,6 @@
 #define r_expv exp /* exp in vectorised loops: exact in double */
 #define r_sqrt sqrt
 #define r_gemm cblas_dgemm
-#define r_gemv cblas_dgemv
 #else
 #define real float
 #define R(name) name
@@ -29,7 +28,6 @@
 #define r_expv mt_exp_approx
 #define r_sqrt sqrtf
 #define r_gemm cblas_sgemm
-#define r_gemv cblas_sgemv
 #endif
 
 #endif

@@ -26,6 +26,18 @@ static void copy_dense(memory_run *r, float *buf, int to_buf) {
     if (!to_buf && r->rows) mt_token_rows_sync(r->rows);
 }
 
+/* floats per bank row (values of both halves) */
+static size_t row_width(const memory_run *r) { return 2 * (size_t)r->mome->shape.C; }
+
+/* The ids of the bank rows that have optimizer state (= have changed), malloc'd; *n of them.
+ * NULL with *n = 0 when there are none, NULL with *n > 0 when out of memory. */
+static long *changed_rows(const memory_run *r, long *n) {
+    *n = r->mome ? mt_sparse_adam_rows(&r->bank_opt) : 0;
+    long *ids = *n > 0 ? malloc((size_t)*n * sizeof(long)) : NULL;
+    if (ids) mt_sparse_adam_ids(&r->bank_opt, ids);
+    return ids;
+}
+
 static int within_limit(const memory_run *r) { return r->ppl_last <= r->o.general_limit * r->ppl_base; }
 static int beats(int exact, int memorised, int exact2, int memorised2) {
     return exact > exact2 || (exact == exact2 && memorised > memorised2);
@@ -33,7 +45,7 @@ static int beats(int exact, int memorised, int exact2, int memorised2) {
 
 static mt_status reserve_rows(memory_run *r, long n) {
     if (n <= r->best.cap) return MT_OK;
-    size_t width = 2 * (size_t)r->mome->shape.C;
+    size_t width = row_width(r);
     long *ids = realloc(r->best.row_ids, (size_t)n * sizeof(long));
     if (ids) r->best.row_ids = ids;
     float *rows = ids ? realloc(r->best.rows, (size_t)n * width * sizeof(float)) : NULL;
@@ -51,7 +63,7 @@ mt_status mt_memory_best_consider(memory_run *r) {
     if (n > 0) {
         mt_status s = reserve_rows(r, n);
         if (s) return s;
-        size_t width = 2 * (size_t)r->mome->shape.C;
+        size_t width = row_width(r);
         mt_sparse_adam_ids(&r->bank_opt, r->best.row_ids);
         for (long i = 0; i < n; i++)
             memcpy(r->best.rows + i * width, r->mome->bank + (size_t)r->best.row_ids[i] * width, width * sizeof(float));
@@ -64,14 +76,13 @@ mt_status mt_memory_best_consider(memory_run *r) {
 /* Bank rows first changed after the best check (state slots >= its row count: slots are
  * never removed) go back to their initial values, which the same options recreate. */
 static mt_status reset_later_rows(memory_run *r) {
-    long n = mt_sparse_adam_rows(&r->bank_opt);
-    if (n <= r->best.n_rows) return MT_OK;
-    long *ids = malloc((size_t)n * sizeof(long));
+    if (mt_sparse_adam_rows(&r->bank_opt) <= r->best.n_rows) return MT_OK;
+    long n;
+    long *ids = changed_rows(r, &n);
     mt_mome *fresh = NULL;
     mt_status s = ids ? mt_mome_create(r->m, &r->mome_opts, &fresh) : mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s) {
-        size_t width = 2 * (size_t)r->mome->shape.C;
-        mt_sparse_adam_ids(&r->bank_opt, ids);
+        size_t width = row_width(r);
         for (long i = r->best.n_rows; i < n; i++)
             memcpy(r->mome->bank + (size_t)ids[i] * width, fresh->bank + (size_t)ids[i] * width, width * sizeof(float));
     }
@@ -90,11 +101,11 @@ mt_status mt_memory_best_restore(memory_run *r, int *restored) {
     if (r->mome) {
         mt_status s = reset_later_rows(r);
         if (s) return s;
-        size_t width = 2 * (size_t)r->mome->shape.C;
+        size_t width = row_width(r);
         for (long i = 0; i < r->best.n_rows; i++)
             memcpy(r->mome->bank + (size_t)r->best.row_ids[i] * width, r->best.rows + i * width, width * sizeof(float));
     }
-    r->n_exact = r->best.exact, r->n_ok = r->best.memorised, r->ppl_last = r->best.ppl;
+    r->ppl_last = r->best.ppl; /* the caller re-checks the facts on these values */
     *restored = 1;
     return MT_OK;
 }
@@ -106,11 +117,10 @@ void mt_memory_test_forget(memory_run *r) {
         for (size_t i = 0; i < r->rows_opt.n; i++) r->rows->values[i] = -r->rows->values[i];
         mt_token_rows_sync(r->rows);
     }
-    long n = r->mome ? mt_sparse_adam_rows(&r->bank_opt) : 0;
-    long *ids = n > 0 ? malloc((size_t)n * sizeof(long)) : NULL;
+    long n;
+    long *ids = changed_rows(r, &n);
     if (!ids) return;
-    size_t width = 2 * (size_t)r->mome->shape.C;
-    mt_sparse_adam_ids(&r->bank_opt, ids);
+    size_t width = row_width(r);
     for (long i = 0; i < n; i++)
         for (size_t j = 0; j < width; j++) r->mome->bank[(size_t)ids[i] * width + j] *= -1;
     free(ids);

@@ -77,8 +77,9 @@ typedef struct {
 size_t mt_memory_dense_size(const memory_run *r);
 /* After a check: keeps the state as the best when it is (see above). */
 mt_status mt_memory_best_consider(memory_run *r);
-/* At the end: when the best check beats the last one on recall, puts
- * its values back (rows changed after it return to their initial values); *restored = 1. */
+/* At the end: when the best check beats the last one on recall, puts its values back (rows
+ * changed after it return to their initial values) and its general perplexity; *restored = 1.
+ * The caller then re-checks the facts (per-fact figures, exact and memorised counts). */
 mt_status mt_memory_best_restore(memory_run *r, int *restored);
 void mt_memory_best_free(memory_run *r);
 /* Test hook: negates the trained bank and token rows (the checks after it fall). */
