@@ -270,9 +270,9 @@ TEST(training_attention_equals_cached_attention_per_document) {
     free(scratch);
 }
 
-/* The tiled attention (float, vectorised, keys in chunks of 256 with an online softmax)
- * against the simple reference that saves every probability, on rows long enough for
- * several chunks, with documents that start mid-chunk and scores large enough that the
+/* The tiled attention (float; blocks of 64 x 64 as GEMMs above head_dim 16, keys in chunks
+ * of 256 below, both with an online softmax) against the simple reference that saves every
+ * probability, on rows long enough for several blocks and chunks, with documents that start mid-chunk and scores large enough that the
  * running maximum changes between chunks. */
 static void check_tiled_attention(int HD, int single_docs) {
     enum { B = 2, T = 600, H = 4, KV = 2 };
@@ -313,6 +313,38 @@ TEST(tiled_attention_matches_reference_across_key_chunks) { check_tiled_attentio
 TEST(small_head_attention_matches_reference) {
     check_tiled_attention(8, 1);
     check_tiled_attention(16, 0);
+}
+
+/* The blocked forward and backward (head_dim > 16: 64 x 64 blocks of GEMMs) in double against the
+ * reference, which is itself checked against finite differences above: rows of several
+ * blocks plus a tail, documents that start mid-block, one-token documents, and no mask. */
+static void check_blocked_attention_f64(int with_doc) {
+    enum { B = 2, T = 150, H = 3, KV = 1, HD = 20 };
+    const int NQ = B * T * H * HD, NK = B * T * KV * HD;
+    int doc[B * T];
+    for (int t = 0; t < B * T; t++) doc[t] = t < T ? (t < 70 ? 0 : 1) : (t - T < 130 ? 2 : -t);
+    const int *d = with_doc ? doc : NULL;
+    double *q = randn_d(NQ, 1), *k = randn_d(NK, 1), *v = randn_d(NK, 1), *dout = randn_d(NQ, 1);
+    double *dq = randn_d(NQ, 1), *dk = randn_d(NK, 1), *dv = randn_d(NK, 1);
+    double *rq = copy_d(dq, NQ), *rk = copy_d(dk, NK), *rv = copy_d(dv, NK);
+    double *out = malloc(NQ * sizeof(double)), *ref = malloc(NQ * sizeof(double)), *lse = malloc(B * T * H * sizeof(double));
+    double *att = malloc((size_t)B * H * T * T * sizeof(double)), *ds = malloc((size_t)B * H * T * T * sizeof(double));
+    mt_attention_forward_f64(out, lse, q, k, v, d, B, T, H, KV, HD);
+    mt_attention_backward_f64(dq, dk, dv, dout, out, lse, q, k, v, d, B, T, H, KV, HD);
+    mt_attention_forward_ref_f64(ref, att, q, k, v, d, B, T, H, KV, HD);
+    mt_attention_backward_ref_f64(rq, rk, rv, ds, dout, att, q, k, v, d, B, T, H, KV, HD);
+    double e = 0;
+    for (int i = 0; i < NQ; i++) e = fmax(e, fmax(fabs(out[i] - ref[i]), fabs(dq[i] - rq[i])));
+    for (int i = 0; i < NK; i++) e = fmax(e, fmax(fabs(dk[i] - rk[i]), fabs(dv[i] - rv[i])));
+    CHECK_MSG(e < 1e-11, "blocked attention (double, %s) differs from the reference by %.3g",
+              with_doc ? "documents" : "no mask", e);
+    free(q); free(k); free(v); free(dout); free(dq); free(dk); free(dv); free(rq); free(rk); free(rv);
+    free(out); free(ref); free(lse); free(att); free(ds);
+}
+
+TEST(blocked_attention_equals_reference_in_double) {
+    check_blocked_attention_f64(1);
+    check_blocked_attention_f64(0);
 }
 
 /* ---- SwiGLU -------------------------------------------------------------------------- */
@@ -704,6 +736,7 @@ int main(void) {
     RUN(training_attention_equals_cached_attention_per_document);
     RUN(tiled_attention_matches_reference_across_key_chunks);
     RUN(small_head_attention_matches_reference);
+    RUN(blocked_attention_equals_reference_in_double);
     RUN(swiglu_backward_matches_finite_differences);
     RUN(masked_cross_entropy_matches_finite_differences);
     RUN(soft_target_cross_entropy_matches_finite_differences);
