@@ -272,8 +272,8 @@ TEST(training_attention_equals_cached_attention_per_document) {
 
 /* The tiled attention (float; blocks of 64 x 64 as GEMMs above head_dim 16, keys in chunks
  * of 256 below, both with an online softmax) against the simple reference that saves every
- * probability, on rows long enough for several blocks and chunks, with documents that start mid-chunk and scores large enough that the
- * running maximum changes between chunks. */
+ * probability, on rows long enough for several blocks and chunks, with documents that start
+ * mid-block and scores large enough that the running maximum changes between blocks. */
 static void check_tiled_attention(int HD, int single_docs) {
     enum { B = 2, T = 600, H = 4, KV = 2 };
     const int NQ = B * T * H * HD, NK = B * T * KV * HD;
@@ -315,9 +315,10 @@ TEST(small_head_attention_matches_reference) {
     check_tiled_attention(16, 0);
 }
 
-/* The blocked forward and backward (head_dim > 16: 64 x 64 blocks of GEMMs) in double against the
- * reference, which is itself checked against finite differences above: rows of several
- * blocks plus a tail, documents that start mid-block, one-token documents, and no mask. */
+/* The blocked forward and backward (head_dim > 16: 64 x 64 blocks of GEMMs) in double
+ * against the reference, which is itself checked against finite differences above: rows of
+ * several blocks plus a tail, documents that start mid-block, one-token documents, and no
+ * mask. */
 static void check_blocked_attention_f64(int with_doc) {
     enum { B = 2, T = 150, H = 3, KV = 1, HD = 20 };
     const int NQ = B * T * H * HD, NK = B * T * KV * HD;

@@ -359,6 +359,9 @@ typedef struct {
     int q_dim, kv_dim, head_dim, lse_stride;
 } head_view;
 
+/* the length of the block that starts at from, in a span that ends at end */
+static inline int block_len(int from, int end) { return end - from < BLOCK ? end - from : BLOCK; }
+
 /* the first visible key of rows [t0, t0 + nq) of one batch row (doc: its T ids, or NULL) */
 static void block_starts(int *start, const int *doc, int T, int t0, int nq) {
     for (int i = 0; i < nq; i++) {
@@ -404,8 +407,9 @@ static void block_online_softmax(real *restrict s, real *m, real *l, real *o, in
 /* rows [t0, t0 + nq) of one head: out and lse at the head, as in head_view */
 static void head_block_forward(const head_view *hv, real *out, real *lse, const int *doc, int T, int t0) {
     real s[BLOCK * BLOCK], m[BLOCK], l[BLOCK];
-    int start[BLOCK], nq = T - t0 < BLOCK ? T - t0 : BLOCK;
+    int start[BLOCK], nq = block_len(t0, T);
     int qd = hv->q_dim, kd = hv->kv_dim, hd = hv->head_dim;
+    real scale = 1 / r_sqrt((real)hd);
     real *O = out + (size_t)t0 * qd;
     const real *Q = hv->q + (size_t)t0 * qd;
     block_starts(start, doc, T, t0, nq);
@@ -414,8 +418,8 @@ static void head_block_forward(const head_view *hv, real *out, real *lse, const 
         memset(O + (size_t)i * qd, 0, (size_t)hd * sizeof(real));
     }
     for (int k0 = start[0]; k0 < t0 + nq; k0 += BLOCK) {
-        int nk = t0 + nq - k0 < BLOCK ? t0 + nq - k0 : BLOCK;
-        r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1 / r_sqrt((real)hd), Q, qd,
+        int nk = block_len(k0, t0 + nq);
+        r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, Q, qd,
                hv->k + (size_t)k0 * kd, kd, 0, s, BLOCK);
         block_online_softmax(s, m, l, O, qd, hd, start, t0, nq, k0, nk);
         r_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1, s, BLOCK, hv->v + (size_t)k0 * kd, kd,
@@ -430,8 +434,9 @@ static void head_block_forward(const head_view *hv, real *out, real *lse, const 
 
 /* Backward, per block: S = scale·Q·K^T recomputes the scores, P = exp(S - lse) (zero where
  * masked), dP = dO·V^T, dS = scale·P·(dP - D) with D_t = dO_t·O_t, then dQ += dS·K,
- * dK += dS^T·Q, dV += P^T·dO. */
-/* p[i][j] = exp(s[i][j] - lse_i) for the visible keys of row t0 + i: [start_i, t0 + i] */
+ * dK += dS^T·Q, dV += P^T·dO.
+ *
+ * Here: p[i][j] = exp(s[i][j] - lse_i) for the visible keys of row t0 + i, [start_i, t0 + i]. */
 MT_SIMD_CLONES
 static void block_probabilities(real *restrict p, const real *restrict lse, const int *start, int t0,
                                 int nq, int k0, int nk) {
@@ -482,7 +487,7 @@ static void head_backward(const head_view *hv, const int *doc, int T) {
     real p[BLOCK * BLOCK], dp[BLOCK * BLOCK], lse[BLOCK], D[BLOCK];
     int start[BLOCK];
     for (int t0 = 0; t0 < T; t0 += BLOCK) {
-        int nq = T - t0 < BLOCK ? T - t0 : BLOCK;
+        int nq = block_len(t0, T);
         block_starts(start, doc, T, t0, nq);
         for (int i = 0; i < nq; i++) {
             int t = t0 + i;
@@ -491,7 +496,7 @@ static void head_backward(const head_view *hv, const int *doc, int T) {
         }
         /* keys before the block's first visible one, or after its last row, are all masked */
         for (int k0 = start[0]; k0 < t0 + nq; k0 += BLOCK) {
-            int nk = t0 + nq - k0 < BLOCK ? t0 + nq - k0 : BLOCK;
+            int nk = block_len(k0, t0 + nq);
             block_backward(hv, p, dp, start, lse, D, t0, nq, k0, nk);
         }
     }
