@@ -27,8 +27,9 @@ TEST(matmul_matches_naive_for_gemm_and_gemv) {
     CHECK_MSG(worst < 1e-4, "max diff %.3g", worst);
 }
 
-/* decode's own matrix-vector kernel (N·K >= 65536; a row length with a tail after the
- * 32-lane blocks, and one shorter than a block) against a double-precision dot product */
+/* decode's own matrix-vector kernel (matvec.c, used for N·K >= 65536): row lengths with
+ * 8-float and scalar tails after the 32-float blocks (301), one shorter than a block (17),
+ * and an exact multiple (1024), against a double-precision dot product */
 TEST(matvec_matches_naive_for_large_shapes) {
     mt_rng r; mt_rng_seed(&r, 11);
     const int shapes[][2] = {{263, 301}, {4100, 17}, {96, 1024}};

@@ -20,6 +20,9 @@
 void mt_kernels_set_threads(int n);
 int mt_kernels_threads(void);
 
+/* out[N] = W[N, K]·x with our threads, for decoding (matvec.c: bandwidth-bound, no BLAS) */
+void mt_matvec(float *out, const float *x, const float *w, int K, int N);
+
 /* RoPE tables: cos/sin[pos * (head_dim/2) + i] for pos < n_pos, with Llama 3 scaling when
  * the config asks for it. Caller frees both with free(). Both precisions read these float
  * tables: RoPE's backward is the exact transpose of its forward for any table values. */

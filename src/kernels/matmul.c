@@ -28,34 +28,15 @@ void mt_set_threads(int n) { mt_kernels_set_threads(n); }
 #endif
 
 #ifndef MT_REAL_DOUBLE
-/* Decoding's matrix-vector products, out[N] = W[N, K]·x, read every weight once and are
- * bound by memory bandwidth. Each row is dotted in 32 independent lanes (four AVX2 vectors
- * in the v3 clone) so the loads, not a chain of dependent adds, set the pace; rows are split
- * between the threads in contiguous blocks. On 2 cores (AMD EPYC, smollm-135m's shapes) this
- * streamed 13-18 GB/s where OpenBLAS's sgemv gave 10.5-16 (bench/RESULTS.md). */
-#define MATVEC_MIN 65536 /* smaller ones stay in cache, where OpenBLAS's serial sgemv did better */
-
-MT_SIMD_CLONES
-static float row_dot(const float *restrict r, const float *restrict x, int K) {
-    float acc[32] = {0}, sum = 0;
-    int k = 0;
-    for (; k + 32 <= K; k += 32)
-#pragma omp simd
-        for (int j = 0; j < 32; j++) acc[j] += r[k + j] * x[k + j];
-    for (; k < K; k++) sum += r[k] * x[k];
-    for (int half = 16; half >= 1; half /= 2)
-#pragma omp simd
-        for (int j = 0; j < half; j++) acc[j] += acc[j + half];
-    return sum + acc[0];
-}
+/* Decoding's matrix-vector products go to mt_matvec (matvec.c) when the matrix is too big to
+ * stay in cache; on smaller ones OpenBLAS's serial sgemv did better. */
+#define MATVEC_MIN 65536
 
 static void matvec(float *out, const float *x, const float *w, int K, int N) {
-    if ((size_t)N * K < MATVEC_MIN) {
+    if ((size_t)N * K < MATVEC_MIN)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1, w, K, x, 1, 0, out, 1);
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) out[n] = row_dot(w + (size_t)n * K, x, K);
+    else
+        mt_matvec(out, x, w, K, N);
 }
 #else
 static void matvec(double *out, const double *x, const double *w, int K, int N) {
