@@ -44,9 +44,9 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-# decoding's dot products (matvec.c) may fuse multiply-adds into FMAs; nothing else may, so
+# decoding's dot products (decode.c) may fuse multiply-adds into FMAs; nothing else may, so
 # the other kernels round exactly as their double-precision twins and references do
-$(BUILD)/obj/src/kernels/matvec.o: CFLAGS += -ffp-contract=fast
+$(BUILD)/obj/src/kernels/decode.o: CFLAGS += -ffp-contract=fast
 
 $(BUILD)/libmemtune.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -100,31 +100,52 @@ TEST(llama3_rope_scaling_divides_low_frequencies) {
     free(ct); free(st);
 }
 
-TEST(cached_gqa_attention_matches_naive) {
-    mt_rng r; mt_rng_seed(&r, 4);
-    enum { H = 4, KV = 2, HD = 8, P0 = 3, T = 4, CTX = P0 + T };
-    float q[T * H * HD], k[CTX * KV * HD], v[CTX * KV * HD], out[T * H * HD];
-    randn(q, sizeof q / 4, &r); randn(k, sizeof k / 4, &r); randn(v, sizeof v / 4, &r);
-    float *scratch = malloc((size_t)mt_kernels_threads() * CTX * sizeof(float));
+/* the worst |difference| between mt_attention_cached_forward over a cache of P0 + T rows
+ * and a double-precision softmax(q·k/sqrt(hd))·v of every row t over keys [0, P0 + t] */
+static double cached_attention_error(int H, int KV, int HD, int P0, int T, unsigned seed) {
+    mt_rng r; mt_rng_seed(&r, seed);
+    int ctx = P0 + T;
+    float *q = malloc((size_t)T * H * HD * sizeof(float)), *out = malloc((size_t)T * H * HD * sizeof(float));
+    float *k = malloc((size_t)ctx * KV * HD * sizeof(float)), *v = malloc((size_t)ctx * KV * HD * sizeof(float));
+    float *scratch = malloc(mt_attention_cached_scratch(mt_kernels_threads(), ctx, H, HD) * sizeof(float));
+    double *s = malloc((size_t)ctx * sizeof(double)), worst = 0;
+    randn(q, (size_t)T * H * HD, &r); randn(k, (size_t)ctx * KV * HD, &r); randn(v, (size_t)ctx * KV * HD, &r);
     mt_attention_cached_forward(out, q, k, v, T, P0, H, KV, HD, scratch);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
             int kvh = h / (H / KV), n = P0 + t + 1;
-            double s[CTX], mx = -1e300, z = 0;
+            double mx = -1e300, z = 0;
             for (int j = 0; j < n; j++) {
                 s[j] = 0;
-                for (int d = 0; d < HD; d++) s[j] += (double)q[(t * H + h) * HD + d] * k[(j * KV + kvh) * HD + d];
+                for (int d = 0; d < HD; d++) s[j] += (double)q[((size_t)t * H + h) * HD + d] * k[((size_t)j * KV + kvh) * HD + d];
                 s[j] /= sqrt((double)HD);
                 mx = fmax(mx, s[j]);
             }
             for (int j = 0; j < n; j++) z += exp(s[j] - mx);
             for (int d = 0; d < HD; d++) {
                 double o = 0;
-                for (int j = 0; j < n; j++) o += exp(s[j] - mx) / z * v[(j * KV + kvh) * HD + d];
-                CHECK_NEAR(out[(t * H + h) * HD + d], o, 1e-5);
+                for (int j = 0; j < n; j++) o += exp(s[j] - mx) / z * v[((size_t)j * KV + kvh) * HD + d];
+                worst = fmax(worst, fabs(out[((size_t)t * H + h) * HD + d] - o));
             }
         }
-    free(scratch);
+    free(q), free(out), free(k), free(v), free(scratch), free(s);
+    return worst;
+}
+
+/* small heads (a dot per key), and wider ones: one decoded row (decode.c: serial and threaded,
+ * head_dim 40, 64, 80 = 64 + 16, 20 = 16 + a scalar tail, 128; key counts with partial blocks
+ * and partial groups of four), prompt chunks in 64-row blocks starting at a cache position
+ * that is not a multiple of 64, a chunk longer than one block, and a chunk from position 0 */
+TEST(cached_gqa_attention_matches_naive) {
+    const int cases[][5] = {/* H, KV, HD, P0, T */
+                            {4, 2, 8, 3, 4},   {6, 2, 40, 0, 1},  {6, 2, 40, 150, 1}, {6, 3, 40, 500, 1},
+                            {6, 2, 40, 70, 100}, {4, 4, 24, 0, 64}, {6, 2, 40, 5, 3},  {6, 2, 64, 300, 1},
+                            {4, 2, 80, 100, 1}, {4, 2, 20, 90, 1},  {8, 2, 128, 40, 1}};
+    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        const int *c = cases[i];
+        double err = cached_attention_error(c[0], c[1], c[2], c[3], c[4], 4 + i);
+        CHECK_MSG(err < 1e-5, "H=%d KV=%d HD=%d P0=%d T=%d: max diff %.3g", c[0], c[1], c[2], c[3], c[4], err);
+    }
 }
 
 /* The vectorised exp that the float kernels use, against libm over its whole range. */

@@ -26,41 +26,6 @@
 #define KEY_CHUNK 256
 #define QUERY_BLOCK 32
 
-#ifndef MT_REAL_DOUBLE
-void mt_attention_cached_forward(float *out, const float *q, const float *k, const float *v,
-                                 int T, int p0, int n_heads, int n_kv_heads, int head_dim,
-                                 float *scratch) {
-    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
-    int n_ctx_scratch = p0 + T;
-    float scale = 1.0f / sqrtf((float)head_dim);
-    /* decoding a small model is a few thousand multiply-adds: not worth waking threads */
-    size_t work = (size_t)T * n_heads * (size_t)(p0 + T) * head_dim;
-#pragma omp parallel for collapse(2) if (work > 65536)
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < n_heads; h++) {
-            float *att = scratch + (size_t)omp_get_thread_num() * n_ctx_scratch;
-            const float *qh = q + (size_t)t * q_dim + (size_t)h * head_dim;
-            int kvh = h / group, n_keys = p0 + t + 1;
-            for (int j = 0; j < n_keys; j++) {
-                const float *kj = k + (size_t)j * kv_dim + (size_t)kvh * head_dim;
-                float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                for (int d = 0; d < head_dim; d++) dot += qh[d] * kj[d];
-                att[j] = dot * scale;
-            }
-            mt_softmax_inplace(att, n_keys);
-            float *oh = out + (size_t)t * q_dim + (size_t)h * head_dim;
-            memset(oh, 0, (size_t)head_dim * sizeof(float));
-            for (int j = 0; j < n_keys; j++) {
-                const float *vj = v + (size_t)j * kv_dim + (size_t)kvh * head_dim;
-                float a = att[j];
-#pragma omp simd
-                for (int d = 0; d < head_dim; d++) oh[d] += a * vj[d];
-            }
-        }
-}
-#endif
-
 /* Documents are contiguous runs of equal doc ids in a row (how packing lays them out):
  * token t attends to [doc_start, t], where doc_start is the first token of its run. Only
  * those keys are visited, so packed rows cost the sum of their documents' squares. */
@@ -357,6 +322,7 @@ typedef struct {
     const real *q, *k, *v, *dout, *out, *lse; /* q, dout, out at head h; k, v at its KV head */
     real *dq, *dk, *dv;
     int q_dim, kv_dim, head_dim, lse_stride;
+    int row0; /* the position of q's (and out's, lse's) first row: 0 in training, p0 over a KV cache */
 } head_view;
 
 /* the length of the block that starts at from, in a span that ends at end */
@@ -404,14 +370,15 @@ static void block_online_softmax(real *restrict s, real *m, real *l, real *o, in
     }
 }
 
-/* rows [t0, t0 + nq) of one head: out and lse at the head, as in head_view */
+/* the rows at positions [t0, t0 + nq) of one head, nq = block_len(t0, T): out and lse at
+ * the head, as in head_view (lse may be NULL) */
 static void head_block_forward(const head_view *hv, real *out, real *lse, const int *doc, int T, int t0) {
     real s[BLOCK * BLOCK], m[BLOCK], l[BLOCK];
     int start[BLOCK], nq = block_len(t0, T);
     int qd = hv->q_dim, kd = hv->kv_dim, hd = hv->head_dim;
     real scale = 1 / r_sqrt((real)hd);
-    real *O = out + (size_t)t0 * qd;
-    const real *Q = hv->q + (size_t)t0 * qd;
+    real *O = out + (size_t)(t0 - hv->row0) * qd;
+    const real *Q = hv->q + (size_t)(t0 - hv->row0) * qd;
     block_starts(start, doc, T, t0, nq);
     for (int i = 0; i < nq; i++) {
         m[i] = -INFINITY, l[i] = 0;
@@ -428,7 +395,7 @@ static void head_block_forward(const head_view *hv, real *out, real *lse, const 
     for (int i = 0; i < nq; i++) {
         real inv = 1 / l[i], *oi = O + (size_t)i * qd;
         for (int d = 0; d < hd; d++) oi[d] *= inv;
-        lse[(size_t)(t0 + i) * hv->lse_stride] = m[i] + (real)log(l[i]);
+        if (lse) lse[(size_t)(t0 + i - hv->row0) * hv->lse_stride] = m[i] + (real)log(l[i]);
     }
 }
 
@@ -518,7 +485,7 @@ void R(mt_attention_forward)(real *out, real *lse, const real *q, const real *k,
                 size_t kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
                 size_t qo = (size_t)b * T * q_dim + (size_t)h * head_dim;
                 head_view hv = {q + qo, k + kv_off, v + kv_off, NULL, NULL, NULL, NULL, NULL, NULL,
-                                q_dim, kv_dim, head_dim, n_heads};
+                                q_dim, kv_dim, head_dim, n_heads, 0};
                 head_block_forward(&hv, out + qo, lse + (size_t)b * T * n_heads + h, doc ? doc + (size_t)b * T : NULL,
                                    T, blk * BLOCK);
             }
@@ -542,8 +509,75 @@ void R(mt_attention_backward)(real *dq, real *dk, real *dv, const real *dout, co
                 size_t qo = (size_t)b * T * q_dim + (size_t)h * head_dim;
                 head_view hv = {q + qo, k + kv_off, v + kv_off, dout + qo, out + qo,
                                 lse + (size_t)b * T * n_heads + h, dq + qo, dk + kv_off, dv + kv_off,
-                                q_dim, kv_dim, head_dim, n_heads};
+                                q_dim, kv_dim, head_dim, n_heads, 0};
                 head_backward(&hv, doc ? doc + (size_t)b * T : NULL, T);
             }
         }
 }
+
+#ifndef MT_REAL_DOUBLE
+size_t mt_attention_cached_scratch(int threads, int n_ctx, int n_heads, int head_dim) {
+    return (size_t)threads * ((size_t)n_ctx + (size_t)n_heads * (head_dim + 2));
+}
+
+/* small heads (head_dim <= SMALL_HEAD): a dot product per key and row, the rows and heads
+ * split between threads */
+static void small_cached_forward(float *out, const float *q, const float *k, const float *v, int T, int p0,
+                                 int n_heads, int n_kv_heads, int head_dim, float *scratch) {
+    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    int n_ctx_scratch = p0 + T;
+    float scale = 1.0f / sqrtf((float)head_dim);
+    /* decoding a small model is a few thousand multiply-adds: not worth waking threads */
+    size_t work = (size_t)T * n_heads * (size_t)(p0 + T) * head_dim;
+#pragma omp parallel for collapse(2) if (work > 65536)
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < n_heads; h++) {
+            float *att = scratch + (size_t)omp_get_thread_num() * n_ctx_scratch;
+            const float *qh = q + (size_t)t * q_dim + (size_t)h * head_dim;
+            int kvh = h / group, n_keys = p0 + t + 1;
+            for (int j = 0; j < n_keys; j++) {
+                const float *kj = k + (size_t)j * kv_dim + (size_t)kvh * head_dim;
+                float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                for (int d = 0; d < head_dim; d++) dot += qh[d] * kj[d];
+                att[j] = dot * scale;
+            }
+            mt_softmax_inplace(att, n_keys);
+            float *oh = out + (size_t)t * q_dim + (size_t)h * head_dim;
+            memset(oh, 0, (size_t)head_dim * sizeof(float));
+            for (int j = 0; j < n_keys; j++) {
+                const float *vj = v + (size_t)j * kv_dim + (size_t)kvh * head_dim;
+                float a = att[j];
+#pragma omp simd
+                for (int d = 0; d < head_dim; d++) oh[d] += a * vj[d];
+            }
+        }
+}
+
+/* Heads wider than SMALL_HEAD: a decoded token (T = 1) by mt_attention_decode (decode.c); a prompt
+ * chunk in the training forward's blocks (head_block_forward with its rows at positions p0..,
+ * no document mask), so a long prompt costs small GEMMs instead of a dot product per key. */
+void mt_attention_cached_forward(float *out, const float *q, const float *k, const float *v,
+                                 int T, int p0, int n_heads, int n_kv_heads, int head_dim,
+                                 float *scratch) {
+    if (head_dim <= SMALL_HEAD) {
+        small_cached_forward(out, q, k, v, T, p0, n_heads, n_kv_heads, head_dim, scratch);
+        return;
+    }
+    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    size_t work = (size_t)T * n_heads * (size_t)(p0 + T) * head_dim;
+    if (T == 1) {
+        mt_attention_decode(out, q, k, v, p0 + 1, n_heads, n_kv_heads, head_dim, scratch, work > 65536);
+        return;
+    }
+    int n_blocks = (T + BLOCK - 1) / BLOCK;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > 65536)
+    for (int h = 0; h < n_heads; h++)
+        for (int blk = 0; blk < n_blocks; blk++) {
+            size_t kv_off = (size_t)(h / group) * head_dim;
+            head_view hv = {q + (size_t)h * head_dim, k + kv_off, v + kv_off, NULL, NULL, NULL, NULL, NULL, NULL,
+                            q_dim, kv_dim, head_dim, n_heads, p0};
+            head_block_forward(&hv, out + (size_t)h * head_dim, NULL, NULL, p0 + T, p0 + blk * BLOCK);
+        }
+}
+#endif

@@ -20,7 +20,7 @@
 void mt_kernels_set_threads(int n);
 int mt_kernels_threads(void);
 
-/* out[N] = W[N, K]·x with our threads, for decoding (matvec.c: bandwidth-bound, no BLAS) */
+/* out[N] = W[N, K]·x with our threads, for decoding (decode.c: bandwidth-bound, no BLAS) */
 void mt_matvec(float *out, const float *x, const float *w, int K, int N);
 
 /* RoPE tables: cos/sin[pos * (head_dim/2) + i] for pos < n_pos, with Llama 3 scaling when
@@ -29,10 +29,16 @@ void mt_matvec(float *out, const float *x, const float *w, int K, int N);
 mt_status mt_rope_tables(const mt_config *cfg, int n_pos, float **cos_out, float **sin_out);
 
 /* out[T, H*hd]: causal grouped-query attention of q[T, H*hd] (row t at position p0 + t) over
- * the first p0 + t + 1 rows of the caches k, v [n_ctx, KV*hd]. scratch: threads * n_ctx floats. */
+ * the first p0 + t + 1 rows of the caches k, v [n_ctx, KV*hd]. scratch: at least
+ * mt_attention_cached_scratch(threads, p0 + T, n_heads, head_dim) floats. */
 void mt_attention_cached_forward(float *out, const float *q, const float *k, const float *v,
                                  int T, int p0, int n_heads, int n_kv_heads, int head_dim,
                                  float *scratch);
+size_t mt_attention_cached_scratch(int threads, int n_ctx, int n_heads, int head_dim);
+/* the T = 1 case for any head_dim (decode.c): n_keys = p0 + 1 cached rows; scratch: threads *
+ * n_heads * (head_dim + 2) floats; threaded = 0 runs it on the calling thread */
+void mt_attention_decode(float *out, const float *q, const float *k, const float *v, int n_keys, int n_heads,
+                         int n_kv_heads, int head_dim, float *scratch, int threaded);
 
 /* In-place softmax of x[n]; returns log(sum(exp(x - max))) + max (the log-partition). */
 double mt_softmax_inplace(float *x, int n);

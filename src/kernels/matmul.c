@@ -28,7 +28,7 @@ void mt_set_threads(int n) { mt_kernels_set_threads(n); }
 #endif
 
 #ifndef MT_REAL_DOUBLE
-/* Decoding's matrix-vector products go to mt_matvec (matvec.c) when the matrix is too big to
+/* Decoding's matrix-vector products go to mt_matvec (decode.c) when the matrix is too big to
  * stay in cache; on smaller ones OpenBLAS's serial sgemv did better. */
 #define MATVEC_MIN 65536
 

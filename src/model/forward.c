@@ -77,7 +77,8 @@ static mt_status infer_state_create(mt_model *m) {
     s->att = malloc(CHUNK * q_dim * sizeof(float));
     s->gate = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
     s->up = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
-    s->scratch = malloc((size_t)mt_kernels_threads() * (s->n_ctx + CHUNK) * sizeof(float));
+    s->scratch = malloc(mt_attention_cached_scratch(mt_kernels_threads(), s->n_ctx, c->n_heads, c->head_dim) *
+                        sizeof(float));
     s->pos = malloc(CHUNK * sizeof(int));
     if (m->base && !(s->wbuf = malloc(mt_site_scratch_floats(c) * sizeof(float)))) {
         mt_infer_free(m);
