@@ -80,8 +80,12 @@ def main():
                 label = "decode %d new (prompt %d)" % (r["new"], r["prompt"])
                 check = "best %s tok/s; " % fmt(r["best_decode_tok_s"]) if "best_decode_tok_s" in r else ""
                 if eng == "llama.cpp":
-                    check += "llama-bench tg%d (from an empty context) ± %s, pp%d %s tok/s; %d reps, not in lockstep; build %s" % (
-                        r["new"], fmt(r["decode_tok_s_stddev"]), r["prompt"], fmt(r["prefill_tok_s"]), r["reps"], r["build"])
+                    if r.get("after_prompt"):
+                        check += "llama-bench pg%d,%d minus pp%d (the %d tokens after the prompt), pp%d %s tok/s; %d reps, not in lockstep; build %s" % (
+                            r["prompt"], r["new"], r["prompt"], r["new"], r["prompt"], fmt(r["prefill_tok_s"]), r["reps"], r["build"])
+                    else:
+                        check += "llama-bench tg%d (from an empty context) ± %s, pp%d %s tok/s; %d reps, not in lockstep; build %s" % (
+                            r["new"], fmt(r["decode_tok_s_stddev"]), r["prompt"], fmt(r["prefill_tok_s"]), r["reps"], r["build"])
                 elif torch and eng != "torch":
                     agree = sum(a == b for a, b in zip(r["ids"], torch["ids"]))
                     check += "greedy ids = torch: %d/%d" % (agree, len(r["ids"]))
