@@ -4,6 +4,7 @@
  * and conversions .bin -> HF -> GGUF -> .bin keep the logits identical. */
 #include "test.h"
 #include <jansson.h>
+#include "model/forward.h"
 
 typedef struct { char buf[65536]; size_t len; } text_buf;
 
@@ -157,6 +158,32 @@ TEST(round_trip_bin_hf_gguf_bin_keeps_logits) {
     mt_model_free(m2);
 }
 
+/* mt_set_threads is public: raising the thread count between forwards of one model must
+ * grow its attention scratch (a prompt chunk late in the context uses every thread's share;
+ * the sanitizer build catches an overflow) and give the logits of a run that used the new
+ * count from the start */
+TEST(more_threads_between_forwards_of_one_model) {
+    enum { P = 400, T = 64 };
+    int ids[P + T];
+    for (int i = 0; i < P + T; i++) ids[i] = 1 + (37 * i + 11) % 500;
+    mt_model *a = NULL, *b = NULL;
+    CHECK_OK(mt_model_load(test_asset("models/stories260K/stories260K.bin"), NULL, &a));
+    CHECK_OK(mt_model_load(test_asset("models/stories260K/stories260K.bin"), NULL, &b));
+    if (!a || !b) return;
+    int V = mt_model_config(a)->vocab_size;
+    float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
+    mt_set_threads(1);
+    CHECK_OK(mt_forward(a, ids, P, 0, la, 0));
+    mt_set_threads(2);
+    CHECK_OK(mt_forward(a, ids + P, T, P, la, 0));
+    CHECK_OK(mt_forward(b, ids, P + T, 0, lb, 0));
+    double worst = 0;
+    for (int i = 0; i < V; i++) worst = fmax(worst, fabs((double)la[i] - lb[i]));
+    CHECK_MSG(worst < 1e-4, "logits differ by %.3g", worst);
+    free(la), free(lb);
+    mt_model_free(a), mt_model_free(b);
+}
+
 int main(void) {
     mt_set_threads(2);
     RUN(bin_reproduces_llama2c_outputs);
@@ -164,5 +191,6 @@ int main(void) {
     RUN(gguf_context_length_is_honoured);
     RUN(paragraph_loss_matches_reference);
     RUN(round_trip_bin_hf_gguf_bin_keeps_logits);
+    RUN(more_threads_between_forwards_of_one_model);
     TEST_MAIN_END();
 }

@@ -20,6 +20,7 @@ typedef struct {
     float *rope_cos, *rope_sin;    /* [n_ctx, head_dim/2] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up; /* activations for one chunk */
     float *scratch;                /* attention scores, per thread */
+    int scratch_threads;           /* the thread count scratch was sized for */
     float *lora_h;                 /* [CHUNK, rank] adapter scratch, NULL without an adapter */
     float *mome_y, *mome_q, *mome_gate, *mome_z; /* memory-expert scratch, NULL without them */
     int *mome_idx;
@@ -77,7 +78,8 @@ static mt_status infer_state_create(mt_model *m) {
     s->att = malloc(CHUNK * q_dim * sizeof(float));
     s->gate = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
     s->up = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
-    s->scratch = malloc(mt_attention_cached_scratch(mt_kernels_threads(), s->n_ctx, c->n_heads, c->head_dim) *
+    s->scratch_threads = mt_kernels_threads();
+    s->scratch = malloc(mt_attention_cached_scratch(s->scratch_threads, s->n_ctx, c->n_heads, c->head_dim) *
                         sizeof(float));
     s->pos = malloc(CHUNK * sizeof(int));
     if (m->base && !(s->wbuf = malloc(mt_site_scratch_floats(c) * sizeof(float)))) {
@@ -210,6 +212,13 @@ mt_status mt_forward(mt_model *m, const int *ids, int T, int pos, float *logits,
         if (st) return st;
     }
     infer_state *s = m->infer;
+    int threads = mt_kernels_threads(); /* mt_set_threads may have raised it since the state was made */
+    if (threads > s->scratch_threads) {
+        size_t n = mt_attention_cached_scratch(threads, s->n_ctx, m->cfg.n_heads, m->cfg.head_dim);
+        float *grown = realloc(s->scratch, n * sizeof(float));
+        if (!grown) return mt_error(MT_ERR_NOMEM, "out of memory for attention scratch of %d threads", threads);
+        s->scratch = grown, s->scratch_threads = threads;
+    }
     if (T <= 0 || pos < 0 || pos + T > s->n_ctx)
         return mt_error(MT_ERR_ARG, "sequence of %d tokens at position %d exceeds the context of %d",
                         T, pos, s->n_ctx);
