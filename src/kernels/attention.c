@@ -2,7 +2,9 @@
  * scores scaled by 1/sqrt(head_dim); softmax with the max subtracted.
  *
  * Three forms:
- * - the inference one over a KV cache (float only);
+ * - the inference one over a KV cache (float only, at the end of this file): a decoded token
+ *   split over the keys between threads (decode.c), a prompt chunk through the training
+ *   forward's blocks below, small heads a dot product per key;
  * - the training one (mt_attention_forward/backward), over a batch of packed rows with a
  *   document mask. It never stores a T x T matrix: the forward walks the keys of query rows
  *   in blocks with an online softmax (running max and sum, the output rescaled when the max
