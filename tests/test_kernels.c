@@ -133,14 +133,14 @@ static double cached_attention_error(int H, int KV, int HD, int P0, int T, unsig
 }
 
 /* small heads (a dot per key), and wider ones: one decoded row (decode.c: serial and threaded,
- * head_dim 40, 64, 80 = 64 + 16, 20 = 16 + a scalar tail, 128; key counts with partial blocks
+ * head_dim 40, 48, 64, 80 = 64 + 16, 20 = 16 + a scalar tail, 128; key counts with partial blocks
  * and partial groups of four), prompt chunks in 64-row blocks starting at a cache position
  * that is not a multiple of 64, a chunk longer than one block, and a chunk from position 0 */
 TEST(cached_gqa_attention_matches_naive) {
     const int cases[][5] = {/* H, KV, HD, P0, T */
                             {4, 2, 8, 3, 4},   {6, 2, 40, 0, 1},  {6, 2, 40, 150, 1}, {6, 3, 40, 500, 1},
                             {6, 2, 40, 70, 100}, {4, 4, 24, 0, 64}, {6, 2, 40, 5, 3},  {6, 2, 64, 300, 1},
-                            {4, 2, 80, 100, 1}, {4, 2, 20, 90, 1},  {8, 2, 128, 40, 1}};
+                            {4, 2, 80, 100, 1}, {4, 2, 20, 90, 1},  {8, 2, 128, 40, 1}, {6, 6, 48, 200, 1}};
     for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
         const int *c = cases[i];
         double err = cached_attention_error(c[0], c[1], c[2], c[3], c[4], 4 + i);

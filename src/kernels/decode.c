@@ -71,7 +71,8 @@ void mt_matvec(float *out, const float *x, const float *w, int K, int N) {
  * heads of their KV group read them. Per head a thread keeps a running max m, sum l and
  * unnormalised output; the threads' partials are merged at the end. The per-key work is in
  * registers: scores four keys at a time (four independent FMA chains), the output update
- * 64 dims at a time in eight accumulators, each key's V row read once per 64 dims. */
+ * 64 dims at a time in eight accumulators (each key's V row read once per 64 dims), then 8
+ * at a time, then one. */
 #define DECODE_KEYS 32
 
 /* s[j] = scale·q·K[j] for j < n (K rows kv_dim apart) */
@@ -121,6 +122,16 @@ static inline void decode_values(float *restrict o, const float *restrict p, con
         }
         memcpy(o + d, &o0, 32), memcpy(o + d + 8, &o1, 32), memcpy(o + d + 16, &o2, 32), memcpy(o + d + 24, &o3, 32);
         memcpy(o + d + 32, &o4, 32), memcpy(o + d + 40, &o5, 32), memcpy(o + d + 48, &o6, 32), memcpy(o + d + 56, &o7, 32);
+    }
+    for (; d + 8 <= hd; d += 8) { /* what is left of head_dim (48 = 6 x 8, 80 = 64 + 2 x 8, ...) */
+        v8f acc;
+        memcpy(&acc, o + d, 32);
+        for (int j = 0; j < n; j++) {
+            v8f r;
+            memcpy(&r, V + (size_t)j * kv_dim + d, 32);
+            acc += (p[j] - (v8f){0}) * r;
+        }
+        memcpy(o + d, &acc, 32);
     }
 #endif
     for (; d < hd; d++) {
