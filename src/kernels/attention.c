@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "kernels/real.h"
+#include "kernels/online_softmax.h"
 
 /* small heads: keys per chunk of a query row (stack scratch: two chunks of reals) and
  * query rows per work item of the forward */
@@ -140,27 +141,6 @@ static inline real dot(const real *restrict a, const real *restrict b, int n) {
 #pragma omp simd reduction(+ : sum)
     for (int d = 0; d < n; d++) sum += a[d] * b[d];
     return sum;
-}
-
-/* One chunk of an online softmax: p[n] holds scaled scores whose maximum is cm; the running
- * max m and sum l (and the unnormalised output o) are rescaled when cm exceeds m, then p
- * becomes exp(p - m) and is added to l. */
-MT_SIMD_CLONES
-static void online_softmax_chunk(real *restrict p, int n, real cm, real *m, real *l, real *restrict o, int head_dim) {
-    if (cm > *m) {
-        real correction = *m == -INFINITY ? 0 : r_exp(*m - cm);
-        *l *= correction;
-#pragma omp simd
-        for (int d = 0; d < head_dim; d++) o[d] *= correction;
-        *m = cm;
-    }
-    real mx = *m, sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < n; j++) {
-        p[j] = r_expv(p[j] - mx);
-        sum += p[j];
-    }
-    *l += sum;
 }
 
 /* Small heads (head_dim <= SMALL_HEAD): a per-key dot over a few elements is a horizontal

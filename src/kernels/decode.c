@@ -16,6 +16,8 @@
 #include <omp.h>
 #include <string.h>
 #include "kernels/simd.h"
+#include "kernels/real.h"
+#include "kernels/online_softmax.h"
 
 #if defined(__GNUC__)
 #define MT_VECTORS 1
@@ -145,22 +147,10 @@ static inline void decode_values(float *restrict o, const float *restrict p, con
 MT_SIMD_CLONES
 static void decode_head_block(float *part, const float *q, const float *K, const float *V, int n, int kv_dim,
                               int hd, float scale) {
-    float p[DECODE_KEYS], cm = -INFINITY, *o = part, *m = part + hd, *l = m + 1, sum = 0;
+    float p[DECODE_KEYS], cm = -INFINITY, *o = part, *m = part + hd, *l = m + 1;
     decode_scores(p, q, K, n, kv_dim, hd, scale);
     for (int j = 0; j < n; j++) cm = p[j] > cm ? p[j] : cm;
-    if (cm > *m) {
-        float correction = *m == -INFINITY ? 0 : expf(*m - cm);
-        *l *= correction;
-        for (int d = 0; d < hd; d++) o[d] *= correction;
-        *m = cm;
-    }
-    float mx = *m;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < n; j++) {
-        p[j] = mt_exp_approx(p[j] - mx);
-        sum += p[j];
-    }
-    *l += sum;
+    online_softmax_chunk(p, n, cm, m, l, o, hd);
     decode_values(o, p, V, n, kv_dim, hd);
 }
 

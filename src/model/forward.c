@@ -78,9 +78,6 @@ static mt_status infer_state_create(mt_model *m) {
     s->att = malloc(CHUNK * q_dim * sizeof(float));
     s->gate = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
     s->up = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
-    s->scratch_threads = mt_kernels_threads();
-    s->scratch = malloc(mt_attention_cached_scratch(s->scratch_threads, s->n_ctx, c->n_heads, c->head_dim) *
-                        sizeof(float));
     s->pos = malloc(CHUNK * sizeof(int));
     if (m->base && !(s->wbuf = malloc(mt_site_scratch_floats(c) * sizeof(float)))) {
         mt_infer_free(m);
@@ -108,7 +105,7 @@ static mt_status infer_state_create(mt_model *m) {
         }
     }
     if (!s->k_cache || !s->v_cache || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->att ||
-        !s->gate || !s->up || !s->scratch || !s->pos) {
+        !s->gate || !s->up || !s->pos) {
         mt_infer_free(m);
         return mt_error(MT_ERR_NOMEM, "out of memory for a %d-token KV cache", mt_infer_context(m));
     }
@@ -212,7 +209,8 @@ mt_status mt_forward(mt_model *m, const int *ids, int T, int pos, float *logits,
         if (st) return st;
     }
     infer_state *s = m->infer;
-    int threads = mt_kernels_threads(); /* mt_set_threads may have raised it since the state was made */
+    /* sized here, not with the rest of the state: mt_set_threads may raise the count between calls */
+    int threads = mt_kernels_threads();
     if (threads > s->scratch_threads) {
         size_t n = mt_attention_cached_scratch(threads, s->n_ctx, m->cfg.n_heads, m->cfg.head_dim);
         float *grown = realloc(s->scratch, n * sizeof(float));
