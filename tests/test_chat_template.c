@@ -9,7 +9,7 @@
 #include <string.h>
 #include "core/file.h"
 #include "test.h"
-#include "train/chat_template.h"
+#include "template/chat_template.h"
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

@@ -4,7 +4,7 @@
  * question repeats, the seed reproduces the file, and the filter keeps exactly the lines
  * whose SQL runs and returns something, with the reasons for the rest. */
 #include "test.h"
-#include "data/profile.h"
+#include "sqlgen/profile.h"
 #include <jansson.h>
 #include <sqlite3.h>
 #include <unistd.h>

@@ -6,8 +6,8 @@
 #include "core/file.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
-#include "train/batch.h"
-#include "train/data.h"
+#include "dataset/batch.h"
+#include "dataset/data.h"
 
 static const char *write_tmp(const char *dir, const char *name, const char *content) {
     static char path[8][600];

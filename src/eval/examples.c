@@ -6,7 +6,7 @@
 #include "model/forward.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
-#include "train/batch.h"
+#include "dataset/batch.h"
 #include "eval/examples.h"
 #include <ctype.h>
 #include <jansson.h>

@@ -3,7 +3,7 @@
 #ifndef MT_EVAL_EXAMPLES_H
 #define MT_EVAL_EXAMPLES_H
 #include "memtune.h"
-#include "train/batch.h"
+#include "dataset/batch.h"
 
 /* Greedy answer (malloc'd text) to e's prompt and whether it equals e's expected output
  * after trimming whitespace at both ends. */

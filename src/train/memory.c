@@ -28,7 +28,7 @@
 #include "model/forward.h"
 #include "model/train_model.h"
 #include "tokenizer/tokenizer.h"
-#include "train/batch.h"
+#include "dataset/batch.h"
 #include "train/checkpoint.h"
 #include "train/memory.h"
 #include "train/memory_run.h"

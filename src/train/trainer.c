@@ -11,7 +11,7 @@
 #include "model/base_store.h"
 #include "model/train_model.h"
 #include "tokenizer/tokenizer.h"
-#include "train/batch.h"
+#include "dataset/batch.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"

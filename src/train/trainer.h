@@ -3,7 +3,7 @@
 #define MT_TRAIN_TRAINER_H
 #include "memtune.h"
 #include "model/train_model.h"
-#include "train/batch.h"
+#include "dataset/batch.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 

@@ -4,7 +4,7 @@
  * errors are expected. Build and run from the repository root:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Isrc \
- *       tests/fuzz/fuzz_chat_template.c src/train/chat_template.c src/core/error.c -lm \
+ *       tests/fuzz/fuzz_chat_template.c src/template/chat_template.c src/core/error.c -lm \
  *       -o build/fuzz_chat_template
  *   build/fuzz_chat_template -max_len=4096 -timeout=10 tests/fixtures/templates
  *
@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "train/chat_template.h"
+#include "template/chat_template.h"
 
 static const mt_chat_message CONVERSATION[] = {
     {"system", "You are a helpful assistant."},

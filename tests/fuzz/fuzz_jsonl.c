@@ -1,7 +1,7 @@
 /* libFuzzer target for training data: arbitrary bytes as a JSONL (or JSON array) file, loaded
  * with and without --skip-bad-lines. Errors are expected; crashes, leaks and hangs are bugs. */
 #include "fuzz_common.h"
-#include "train/data.h"
+#include "dataset/data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

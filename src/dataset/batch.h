@@ -8,11 +8,11 @@
  * inside each example (doc ids) and positions restart at 0 for each. A sequence longer than
  * a row is cut to fit and counted. The order of examples is a seeded shuffle per epoch, so
  * the batches of any epoch can be rebuilt exactly on resume. */
-#ifndef MT_TRAIN_BATCH_H
-#define MT_TRAIN_BATCH_H
+#ifndef MT_DATASET_BATCH_H
+#define MT_DATASET_BATCH_H
 #include "memtune.h"
-#include "train/chat_template.h"
-#include "train/data.h"
+#include "template/chat_template.h"
+#include "dataset/data.h"
 
 typedef struct {
     int *ids;

@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
-#include "data/profile.h"
+#include "sqlgen/profile.h"
 #include "eval/sql.h"
 #include <ctype.h>
 #include <jansson.h>

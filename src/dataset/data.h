@@ -7,10 +7,10 @@
  * become a list of chat messages; {"text"} stays raw text trained on every token.
  * A line that is not valid JSON, not UTF-8, or lacks the fields is an error naming the file
  * and line, unless skip_bad_lines is set, in which case it is counted and skipped. */
-#ifndef MT_TRAIN_DATA_H
-#define MT_TRAIN_DATA_H
+#ifndef MT_DATASET_DATA_H
+#define MT_DATASET_DATA_H
 #include "memtune.h"
-#include "train/chat_template.h"
+#include "template/chat_template.h"
 
 typedef struct {
     mt_chat_message *messages; /* NULL for raw text examples */

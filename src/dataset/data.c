@@ -1,5 +1,5 @@
 /* JSONL loading: one example per line, normalised to chat messages or raw text. */
-#include "train/data.h"
+#include "dataset/data.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "tokenizer/tokenizer.h"

@@ -21,7 +21,7 @@
  * evaluation recursion is bounded), containers built at render time have a bounded depth,
  * every string and the output have a size cap, the values alive during a render have a
  * memory cap, and a work counter stops templates that loop for too long. */
-#include "train/chat_template.h"
+#include "template/chat_template.h"
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>

@@ -1,6 +1,6 @@
 /* Profiling a database for data generation (see profile.h). Every query goes through the
  * same sandbox as untrusted SQL, so a profile can be built from any file. */
-#include "data/profile.h"
+#include "sqlgen/profile.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "eval/sql.h"

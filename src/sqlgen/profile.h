@@ -3,8 +3,8 @@
  * like 6' 7"), the markers that stand for a missing value ("--", "NA"), the most frequent
  * values, and which columns can serve as a row's name (key) or as a category to filter and
  * group by. The data generator writes its questions and SQL from this profile. */
-#ifndef MT_DATA_PROFILE_H
-#define MT_DATA_PROFILE_H
+#ifndef MT_SQLGEN_PROFILE_H
+#define MT_SQLGEN_PROFILE_H
 #include "memtune.h"
 
 typedef enum {

@@ -29,8 +29,8 @@
  * Safety: the source, every string and the output are capped (MT_CHAT_TEMPLATE_MAX_OUTPUT),
  * nesting depth and evaluation work are bounded, and memory used by values is capped, so
  * any input compiles or fails with a message naming the line and column. */
-#ifndef MT_TRAIN_CHAT_TEMPLATE_H
-#define MT_TRAIN_CHAT_TEMPLATE_H
+#ifndef MT_TEMPLATE_CHAT_TEMPLATE_H
+#define MT_TEMPLATE_CHAT_TEMPLATE_H
 #include <stddef.h>
 #include "memtune.h"
 

@@ -1,5 +1,5 @@
 /* Tokenizing examples with their loss masks, and packing them into rows. */
-#include "train/batch.h"
+#include "dataset/batch.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "tokenizer/tokenizer.h"
