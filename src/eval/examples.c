@@ -1,13 +1,12 @@
-/* Evaluation on prompt/answer examples: exact match of greedy answers and the NLL of the
- * expected answers, with prompts rendered exactly as in training. */
+/* Evaluation on prompt/answer examples: exact match of greedy answers (dataset/greedy.c)
+ * and the NLL of the expected answers, with prompts rendered exactly as in training. */
 #include "core/error.h"
 #include "core/file.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
-#include "dataset/batch.h"
-#include "eval/examples.h"
+#include "dataset/greedy.h"
 #include <ctype.h>
 #include <jansson.h>
 #include <math.h>
@@ -20,45 +19,6 @@ typedef struct {
     mt_chat_template *tpl;
     float *logits; /* [context * vocab] */
 } evaluator;
-
-static int is_stop(const evaluator *ev, int id) {
-    return id == ev->b.eos_id || mt_tokenizer_type(ev->m->tok, id) == MT_TOKTYPE_CONTROL;
-}
-
-/* Greedy answer to the prompt ids, as text (malloc'd). */
-static mt_status greedy_answer(evaluator *ev, const int *ids, int n, int max_new, char **out) {
-    int ctx = mt_infer_context(ev->m), vocab = ev->m->cfg.vocab_size;
-    size_t cap = 256, len = 0;
-    char *text = malloc(cap);
-    if (!text) return mt_error(MT_ERR_NOMEM, "out of memory");
-    text[0] = 0;
-    if (n >= ctx) {
-        *out = text;
-        return MT_OK;
-    }
-    mt_detok_stream ds;
-    mt_detok_init(&ds);
-    ds.n_emitted_tokens = n; /* the answer continues the prompt: keep its leading space */
-    mt_status s = mt_forward(ev->m, ids, n, 0, ev->logits, 0);
-    for (int pos = n, k = 0; s == MT_OK && k < max_new && pos < ctx; k++, pos++) {
-        int next = mt_argmax(ev->logits, vocab);
-        if (is_stop(ev, next)) break;
-        char piece[512];
-        size_t pl = mt_detok_push(ev->m->tok, &ds, next, piece, sizeof piece);
-        if (len + pl + 1 > cap) {
-            cap = (len + pl + 1) * 2;
-            char *t2 = realloc(text, cap);
-            if (!t2) { s = mt_error(MT_ERR_NOMEM, "out of memory"); break; }
-            text = t2;
-        }
-        memcpy(text + len, piece, pl);
-        len += pl;
-        text[len] = 0;
-        if (pos + 1 < ctx) s = mt_forward(ev->m, &next, 1, pos, ev->logits, 0);
-    }
-    *out = text;
-    return s;
-}
 
 /* NLL of the learned tokens of the example's training sequence. */
 static mt_status answer_nll(evaluator *ev, const mt_example *e, double *nll, long *count) {
@@ -128,7 +88,7 @@ static mt_status eval_one(evaluator *ev, eval_run *run, const mt_example *e, int
     if (s == MT_OK) s = mt_tokenizer_encode_piece(ev->m->tok, expected, strlen(expected), 0, &ans, &n_ans);
     /* SQL is judged by running it: its length must not be capped by the gold's */
     int max_new = run->opt->max_new_tokens > 0 ? run->opt->max_new_tokens : run->db ? 256 : 2 * n_ans + 16;
-    if (s == MT_OK) s = greedy_answer(ev, ids, n, max_new, &produced);
+    if (s == MT_OK) s = mt_greedy_answer(ev->m, &ev->b, ev->logits, ids, n, max_new, &produced);
     if (s == MT_OK) s = answer_nll(ev, e, &nll, &count);
     int exact = s == MT_OK && mt_text_equal_normalized(produced, expected, run->opt->normalize);
     const char *verdict = exact ? "match" : "mismatch";
@@ -203,21 +163,5 @@ mt_status mt_eval_data_file(mt_model *m, const char *path, const char *report_pa
     mt_eval_score sc;
     mt_status s = mt_eval_data_file_opts(m, path, &opt, &sc);
     *out = sc.base;
-    return s;
-}
-
-mt_status mt_eval_greedy_example(mt_model *m, const mt_seq_builder *b, const mt_example *e, char **produced, int *exact) {
-    *produced = NULL;
-    *exact = 0;
-    evaluator ev = {.m = m, .b = *b};
-    ev.logits = malloc((size_t)m->cfg.vocab_size * sizeof(float));
-    if (!ev.logits) return mt_error(MT_ERR_NOMEM, "out of memory");
-    int *ids = NULL, n = 0, *ans = NULL, n_ans = 0;
-    const char *expected = e->messages[e->n_messages - 1].content;
-    mt_status s = mt_example_prompt_ids(b, e, &ids, &n);
-    if (s == MT_OK) s = mt_tokenizer_encode_piece(m->tok, expected, strlen(expected), 0, &ans, &n_ans);
-    if (s == MT_OK) s = greedy_answer(&ev, ids, n, 2 * n_ans + 16, produced);
-    if (s == MT_OK) *exact = mt_text_equal_normalized(*produced, expected, MT_NORMALIZE_TRIM);
-    free(ids), free(ans), free(ev.logits);
     return s;
 }

@@ -20,7 +20,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
-#include "eval/examples.h"
+#include "dataset/greedy.h"
 #include "model/adapter.h"
 #include "model/model.h"
 #include "model/mome.h"
