@@ -4,7 +4,7 @@
  * errors are expected. Build and run from the repository root:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Isrc \
- *       tests/fuzz/fuzz_chat_template.c src/template/chat_template.c src/core/error.c -lm \
+ *       tests/fuzz/fuzz_chat_template.c src/template/*.c src/core/error.c -lm \
  *       -o build/fuzz_chat_template
  *   build/fuzz_chat_template -max_len=4096 -timeout=10 tests/fixtures/templates
  *
