@@ -511,7 +511,7 @@ static void small_cached_forward(float *out, const float *q, const float *k, con
     float scale = 1.0f / sqrtf((float)head_dim);
     /* decoding a small model is a few thousand multiply-adds: not worth waking threads */
     size_t work = (size_t)T * n_heads * (size_t)(p0 + T) * head_dim;
-#pragma omp parallel for collapse(2) if (work > 65536)
+#pragma omp parallel for collapse(2) if (work > MT_PARALLEL_MIN)
     for (int t = 0; t < T; t++)
         for (int h = 0; h < n_heads; h++) {
             float *att = scratch + (size_t)omp_get_thread_num() * n_ctx_scratch;
@@ -549,11 +549,11 @@ void mt_attention_cached_forward(float *out, const float *q, const float *k, con
     int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
     size_t work = (size_t)T * n_heads * (size_t)(p0 + T) * head_dim;
     if (T == 1) {
-        mt_attention_decode(out, q, k, v, p0 + 1, n_heads, n_kv_heads, head_dim, scratch, work > 65536);
+        mt_attention_decode(out, q, k, v, p0 + 1, n_heads, n_kv_heads, head_dim, scratch, work > MT_PARALLEL_MIN);
         return;
     }
     int n_blocks = (T + BLOCK - 1) / BLOCK;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > 65536)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > MT_PARALLEL_MIN)
     for (int h = 0; h < n_heads; h++)
         for (int blk = 0; blk < n_blocks; blk++) {
             size_t kv_off = (size_t)(h / group) * head_dim;

@@ -16,7 +16,7 @@ void R(mt_embedding_forward)(real *out, const int *ids, const real *table, int n
 }
 
 void R(mt_embedding_backward)(real *dtable, const real *dout, const int *ids, int n, int C) {
-#pragma omp parallel for if ((size_t)n * C > 65536)
+#pragma omp parallel for if ((size_t)n * C > MT_PARALLEL_MIN)
     for (int c0 = 0; c0 < C; c0 += EMBED_COL_BLOCK) {
         int c1 = c0 + EMBED_COL_BLOCK < C ? c0 + EMBED_COL_BLOCK : C;
         for (int i = 0; i < n; i++) {

@@ -2,6 +2,14 @@
  * row-major arrays. Each op's backward is written next to its forward in the same file.
  * GEMMs go through OpenBLAS; the rest is threaded with OpenMP.
  *
+ * The backend seam. Every BLAS call and every OpenMP pragma of the library is in this folder
+ * (src/kernels/); the layers above (model, adapters, train, eval, ...) call these functions
+ * on host arrays and never include <cblas.h> or name an OpenMP construct. A second backend
+ * (CUDA is next) is a second implementation of this folder behind the same declarations,
+ * tested against this one, the reference, as the double-precision twins test the float ops;
+ * nothing above it changes. What crosses the seam: float/double arrays, shapes, and the
+ * thread count (mt_kernels_set_threads).
+ *
  * The ops used in training exist in two precisions from one source text (see real.h):
  * float (mt_rmsnorm_forward, ...), which the model runs, and double (mt_rmsnorm_forward_f64,
  * ...), which the finite-difference gradient checks run. Their declarations are in
@@ -14,7 +22,20 @@
 #ifndef MT_KERNELS_KERNELS_H
 #define MT_KERNELS_KERNELS_H
 #include <stddef.h>
+#include <stdint.h>
 #include "memtune.h"
+
+/* Elements (or units of work) below which a loop runs on the calling thread: waking the
+ * team costs more than splitting the work saves. Every OpenMP `if` on a size uses it. */
+#define MT_PARALLEL_MIN 65536
+
+/* splitmix64's finaliser: a well-mixed 64-bit hash of z (LoRA dropout's mask, mt_dropout). */
+static inline uint64_t mt_mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
 
 /* Threads for our loops and for OpenBLAS (kept equal so they do not oversubscribe). */
 void mt_kernels_set_threads(int n);
@@ -22,6 +43,24 @@ int mt_kernels_threads(void);
 
 /* out[N] = W[N, K]·x with our threads, for decoding (decode.c: bandwidth-bound, no BLAS) */
 void mt_matvec(float *out, const float *x, const float *w, int K, int N);
+
+/* ---- the optimizer's ops (optim.c); train/optimizer.c owns the state and the step ---- */
+/* One AdamW update of [begin, end) of params with moments m, v: m = b1·m + (1-b1)·g,
+ * v = b2·v + (1-b2)·g², p = p·decay - step_size·m / (sqrt(v)/sqrt_bc2 + eps). */
+void mt_adamw_kernel(float *params, const float *grads, float *m, float *v, size_t begin, size_t end,
+                     float b1, float b2, float eps, float decay, float step_size, float sqrt_bc2);
+/* Σ x², accumulated in double */
+double mt_sum_squares(const float *x, size_t n);
+/* x *= f */
+void mt_scale(float *x, size_t n, float f);
+
+/* ---- weight codecs (convert.c): bf16, and Q8_0 blocks along rows ---- */
+void mt_bf16_encode(const float *src, size_t n, uint8_t *dst);
+void mt_bf16_decode(const uint8_t *src, size_t n, float *dst);
+/* bytes of one Q8_0 row of cols values */
+size_t mt_q8_0_row_bytes(size_t cols);
+void mt_q8_0_encode_rows(const float *src, size_t rows, size_t cols, uint8_t *dst);
+void mt_q8_0_decode_rows(const uint8_t *src, size_t rows, size_t cols, float *dst);
 
 /* RoPE tables: cos/sin[pos * (head_dim/2) + i] for pos < n_pos, with Llama 3 scaling when
  * the config asks for it. Caller frees both with free(). Both precisions read these float

@@ -16,6 +16,7 @@
 #include "kernels/activations.c"
 #include "kernels/attention.c"
 #include "kernels/cross_entropy.c"
+#include "kernels/elementwise.c"
 #include "kernels/embedding.c"
 #include "kernels/lora.c"
 #include "kernels/matmul.c"

@@ -61,7 +61,7 @@ void R(mt_matmul_backward)(real *dx, real *dw, real *db, const real *dout, const
     /* dW[N, K] += dout^T[N, T] · x[T, K] */
     if (dw) r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1, dout, N, x, K, 1, dw, K);
     if (db) {
-#pragma omp parallel for if ((size_t)T * N > 65536)
+#pragma omp parallel for if ((size_t)T * N > MT_PARALLEL_MIN)
         for (int n = 0; n < N; n++) {
             real sum = 0;
             for (int t = 0; t < T; t++) sum += dout[(size_t)t * N + n];

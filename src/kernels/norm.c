@@ -68,7 +68,7 @@ void R(mt_rmsnorm_backward)(real *dx, real *dw, const real *dout, const real *x,
     if (dw) {
         /* a thread owns a block of columns and walks every row, so no two threads add into
          * the same dw[i] */
-#pragma omp parallel for if ((size_t)T * C > 65536)
+#pragma omp parallel for if ((size_t)T * C > MT_PARALLEL_MIN)
         for (int c0 = 0; c0 < C; c0 += NORM_COL_BLOCK)
             rmsnorm_weight_block(dw, dout, x, rstd, T, C, c0,
                                  c0 + NORM_COL_BLOCK < C ? c0 + NORM_COL_BLOCK : C);

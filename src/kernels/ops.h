@@ -12,6 +12,13 @@ void MT_OPS_FN(mt_matmul_forward)(REAL_ *out, const REAL_ *x, const REAL_ *w, co
 void MT_OPS_FN(mt_matmul_backward)(REAL_ *dx, REAL_ *dw, REAL_ *db, const REAL_ *dout,
                                    const REAL_ *x, const REAL_ *w, int T, int K, int N);
 
+/* ---- elementwise (elementwise.c) ---- */
+/* out = a + b (out may be a or b) */
+void MT_OPS_FN(mt_add)(REAL_ *out, const REAL_ *a, const REAL_ *b, size_t n);
+/* out = x ⊙ mask (accumulate: out += x ⊙ mask); mask_i = 0 with probability p, else
+ * 1/(1-p), drawn from mt_mix64(key ^ mt_mix64(i)): the same key gives the same mask */
+void MT_OPS_FN(mt_dropout)(REAL_ *out, const REAL_ *x, size_t n, uint64_t key, double p, int accumulate);
+
 /* ---- low-rank adapter at a linear site (lora.c) ---- */
 /* h[T, r] = x[T, K]·A[r, K]^T;  out[T, N] += scale · h·B[N, r]^T  (h: scratch the caller owns) */
 void MT_OPS_FN(mt_lora_forward)(REAL_ *out, REAL_ *h, const REAL_ *x, const REAL_ *a, const REAL_ *b,

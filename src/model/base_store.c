@@ -5,13 +5,10 @@
 #include "model/forward.h"
 #include "core/error.h"
 #include "core/file.h"
-#include "formats/dtype.h"
+#include "kernels/kernels.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define QK 32            /* values per Q8_0 block */
-#define Q8_BLOCK 34      /* bytes: f16 scale + 32 int8 */
 
 mt_status mt_base_dtype_parse(const char *name, mt_base_dtype *out) {
     if (!name || !strcmp(name, "f32")) *out = MT_BASE_F32;
@@ -25,60 +22,22 @@ const char *mt_base_dtype_name(mt_base_dtype d) {
     return d == MT_BASE_BF16 ? "bf16" : d == MT_BASE_Q8_0 ? "q8_0" : "f32";
 }
 
-static size_t q8_row_bytes(size_t cols) { return (cols + QK - 1) / QK * Q8_BLOCK; }
-
 size_t mt_base_encoded_bytes(mt_base_dtype d, size_t rows, size_t cols) {
     if (d == MT_BASE_BF16) return rows * cols * 2;
-    if (d == MT_BASE_Q8_0) return rows * q8_row_bytes(cols);
+    if (d == MT_BASE_Q8_0) return rows * mt_q8_0_row_bytes(cols);
     return rows * cols * 4;
 }
 
-static void q8_encode_row(const float *x, size_t n, uint8_t *dst) {
-    for (size_t b = 0; b < n; b += QK, dst += Q8_BLOCK) {
-        size_t len = n - b < QK ? n - b : QK;
-        float amax = 0;
-        for (size_t i = 0; i < len; i++) amax = fmaxf(amax, fabsf(x[b + i]));
-        uint16_t dh = mt_f32_to_f16(amax / 127.0f);
-        float d = mt_f16_to_f32(dh), inv = d > 0 ? 1.0f / d : 0.0f;
-        memcpy(dst, &dh, 2);
-        memset(dst + 2, 0, QK);
-        for (size_t i = 0; i < len; i++) {
-            float q = roundf(x[b + i] * inv);
-            dst[2 + i] = (uint8_t)(int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
-        }
-    }
-}
-
-static void q8_decode_row(const uint8_t *src, size_t n, float *x) {
-    for (size_t b = 0; b < n; b += QK, src += Q8_BLOCK) {
-        size_t len = n - b < QK ? n - b : QK;
-        float d = mt_f16_to_f32(mt_load_u16(src));
-        for (size_t i = 0; i < len; i++) x[b + i] = d * (float)(int8_t)src[2 + i];
-    }
-}
-
 void mt_base_encode(mt_base_dtype d, const float *src, size_t rows, size_t cols, uint8_t *dst) {
-    size_t n = rows * cols;
-    if (d == MT_BASE_BF16) {
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h = mt_f32_to_bf16(src[i]);
-            memcpy(dst + 2 * i, &h, 2);
-        }
-    } else if (d == MT_BASE_Q8_0) {
-#pragma omp parallel for if (n > 65536)
-        for (size_t r = 0; r < rows; r++) q8_encode_row(src + r * cols, cols, dst + r * q8_row_bytes(cols));
-    } else memcpy(dst, src, n * 4);
+    if (d == MT_BASE_BF16) mt_bf16_encode(src, rows * cols, dst);
+    else if (d == MT_BASE_Q8_0) mt_q8_0_encode_rows(src, rows, cols, dst);
+    else memcpy(dst, src, rows * cols * 4);
 }
 
 void mt_base_decode(mt_base_dtype d, const uint8_t *src, size_t rows, size_t cols, float *dst) {
-    size_t n = rows * cols;
-    if (d == MT_BASE_BF16) {
-#pragma omp parallel for if (n > 65536)
-        for (size_t i = 0; i < n; i++) dst[i] = mt_bf16_to_f32(mt_load_u16(src + 2 * i));
-    } else if (d == MT_BASE_Q8_0) {
-#pragma omp parallel for if (n > 65536)
-        for (size_t r = 0; r < rows; r++) q8_decode_row(src + r * q8_row_bytes(cols), cols, dst + r * cols);
-    } else memcpy(dst, src, n * 4);
+    if (d == MT_BASE_BF16) mt_bf16_decode(src, rows * cols, dst);
+    else if (d == MT_BASE_Q8_0) mt_q8_0_decode_rows(src, rows, cols, dst);
+    else memcpy(dst, src, rows * cols * 4);
 }
 
 size_t mt_site_scratch_floats(const mt_config *c) {

@@ -368,12 +368,6 @@ static layer_acts layer_slice(const train_state *s, int l) {
     return a;
 }
 
-/* out = a + b, elementwise (out may be b) */
-static void add_into(real *out, const real *a, const real *b, size_t n) {
-#pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
-}
-
 /* ---- adapter terms at the linear sites (model/adapter.h) ---- */
 
 /* This precision's A and B of (layer l, site); 0 when the site has no adapter. */
@@ -393,30 +387,9 @@ static int adapter_site(const train_state *s, int l, int site, const real **a, c
 
 /* ---- LoRA dropout ---- */
 
-static uint64_t mix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* The dropout factor of element i at (l, site): 0 (dropped) or 1/(1-p) (kept). */
-static real dropout_factor(uint64_t site_key, size_t i, double p) {
-    double u = (double)(mix64(site_key ^ mix64(i)) >> 11) * (1.0 / 9007199254740992.0);
-    return u < p ? 0 : (real)(1.0 / (1.0 - p));
-}
-
+/* the mask of (l, site) is kernels' mt_dropout under this key */
 static uint64_t dropout_site_key(const train_state *s, int l, int site) {
-    return mix64(s->dropout_key ^ mix64(((uint64_t)l << 8) | (uint64_t)site));
-}
-
-/* out = x ⊙ mask (or, accumulate: out += x ⊙ mask) for n elements */
-static void dropout_apply(real *out, const real *x, size_t n, uint64_t key, double p, int accumulate) {
-#pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        real v = x[i] * dropout_factor(key, i, p);
-        out[i] = accumulate ? out[i] + v : v;
-    }
+    return mt_mix64(s->dropout_key ^ mt_mix64(((uint64_t)l << 8) | (uint64_t)site));
 }
 
 static int dropout_on(const train_state *s) { return s->lora && s->lora_dropout > 0; }
@@ -428,7 +401,7 @@ static void adapter_forward(train_state *s, int l, int site, real *y, const real
     int in, out, BT = s->B * s->T;
     if (!adapter_site(s, l, site, &a, &b, &ao, &bo, &in, &out)) return;
     if (dropout_on(s)) {
-        dropout_apply(s->lora_xd, x, (size_t)BT * in, dropout_site_key(s, l, site), s->lora_dropout, 0);
+        R(mt_dropout)(s->lora_xd, x, (size_t)BT * in, dropout_site_key(s, l, site), s->lora_dropout, 0);
         x = s->lora_xd;
     }
     R(mt_lora_forward)(y, s->lora_h, x, a, b, s->lora->scale, BT, in, out, s->lora->rank);
@@ -448,13 +421,13 @@ static void adapter_backward(train_state *s, int l, int site, real *dx, const re
     }
     uint64_t key = dropout_site_key(s, l, site);
     size_t n = (size_t)BT * in;
-    dropout_apply(s->lora_xd, x, n, key, s->lora_dropout, 0);
+    R(mt_dropout)(s->lora_xd, x, n, key, s->lora_dropout, 0);
     R(mt_lora_backward)(NULL, s->lora_grads + ao, s->lora_grads + bo, s->lora_h, s->lora_dh, dy, s->lora_xd, a, b,
                         s->lora->scale, BT, in, out, r);
     /* the gradient of dropout(x): (dh · A) ⊙ mask */
     memset(s->lora_xd, 0, n * sizeof(real));
     R(mt_matmul_backward)(s->lora_xd, NULL, NULL, s->lora_dh, NULL, a, BT, in, r);
-    dropout_apply(dx, s->lora_xd, n, key, s->lora_dropout, 1);
+    R(mt_dropout)(dx, s->lora_xd, n, key, s->lora_dropout, 1);
 }
 
 /* the [B*T, widest site input] dropout scratch, made on first use */
@@ -540,7 +513,7 @@ static void layer_forward(train_state *s, int l) {
                             c->n_kv_heads, c->head_dim);
     R(mt_matmul_forward)(a.x_mid, a.atty, site_w(s, l, MT_SITE_O), NULL, BT, qd, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_O, a.x_mid, a.atty);
-    add_into(a.x_mid, a.x, a.x_mid, (size_t)BT * C);
+    R(mt_add)(a.x_mid, a.x, a.x_mid, (size_t)BT * C);
 
     R(mt_rmsnorm_forward_save)(a.xn2, a.rstd2, a.x_mid, param(s, L->ffn_norm), BT, C, c->norm_eps);
     R(mt_matmul_forward)(a.gate, a.xn2, site_w(s, l, MT_SITE_GATE), NULL, BT, C, F);
@@ -553,7 +526,7 @@ static void layer_forward(train_state *s, int l) {
     R(mt_matmul_forward)(a.x_next, s->hidden, site_w(s, l, MT_SITE_DOWN), NULL, BT, F, C);
     if (s->lora) adapter_forward(s, l, MT_SITE_DOWN, a.x_next, s->hidden);
     if (s->mome) mome_site_forward(s, l, a.x_next, a.xn2);
-    add_into(a.x_next, a.x_mid, a.x_next, (size_t)BT * C);
+    R(mt_add)(a.x_next, a.x_mid, a.x_next, (size_t)BT * C);
 }
 
 /* Checks the batch against the model and copies it into the state (the backward needs it). */
