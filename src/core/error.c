@@ -29,8 +29,6 @@ mt_status mt_error_prefix(mt_status code, const char *fmt, ...) {
     return code;
 }
 
-void mt_error_clear(void) { error_message[0] = 0; }
-
 const char *mt_last_error(void) { return error_message; }
 
 const char *mt_status_name(mt_status s) {

@@ -10,6 +10,5 @@
 mt_status mt_error(mt_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prefix the current message with more context ("loading X: <old message>"). */
 mt_status mt_error_prefix(mt_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void mt_error_clear(void);
 
 #endif

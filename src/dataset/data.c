@@ -28,8 +28,6 @@ void mt_dataset_free(mt_dataset *ds) {
     memset(ds, 0, sizeof *ds);
 }
 
-int mt_example_is_chat(const mt_example *e) { return e->messages != NULL; }
-
 static const char *string_field(json_t *obj, const char *key) {
     json_t *v = json_object_get(obj, key);
     return json_is_string(v) ? json_string_value(v) : NULL;

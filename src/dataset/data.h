@@ -34,7 +34,4 @@ typedef struct {
 mt_status mt_dataset_load_jsonl(mt_dataset *ds, const char *path, int skip_bad_lines);
 void mt_dataset_free(mt_dataset *ds);
 
-/* The prompt/answer pair of an example whose last message is the assistant's, for eval. */
-int mt_example_is_chat(const mt_example *e);
-
 #endif

@@ -544,11 +544,6 @@ void mt_gguf_add_u32(mt_gguf_writer *w, const char *key, uint32_t value) {
     buf_u32(&w->kv, value);
 }
 
-void mt_gguf_add_i32(mt_gguf_writer *w, const char *key, int32_t value) {
-    kv_head(w, key, MT_GGUF_I32);
-    buf_put(&w->kv, &value, 4);
-}
-
 void mt_gguf_add_f32(mt_gguf_writer *w, const char *key, float value) {
     kv_head(w, key, MT_GGUF_F32);
     buf_put(&w->kv, &value, 4);

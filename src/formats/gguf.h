@@ -97,7 +97,6 @@ typedef struct {
 void mt_gguf_writer_init(mt_gguf_writer *w);
 void mt_gguf_add_string(mt_gguf_writer *w, const char *key, const char *value);
 void mt_gguf_add_u32(mt_gguf_writer *w, const char *key, uint32_t value);
-void mt_gguf_add_i32(mt_gguf_writer *w, const char *key, int32_t value);
 void mt_gguf_add_f32(mt_gguf_writer *w, const char *key, float value);
 void mt_gguf_add_bool(mt_gguf_writer *w, const char *key, int value);
 void mt_gguf_add_strings(mt_gguf_writer *w, const char *key, const char *const *values, uint64_t n);
