@@ -1,4 +1,6 @@
-/* AdamW and gradient clipping (see optimizer.h). Per parameter, as torch.optim.AdamW:
+/* AdamW and gradient clipping (see optimizer.h): the state and the step count here, the
+ * arithmetic in kernels (mt_adamw_kernel, mt_sum_squares, mt_scale). Per parameter, as
+ * torch.optim.AdamW:
  *   p -= lr·wd·p                                  (decoupled weight decay, before the moments)
  *   m = b1·m + (1-b1)·g;   v = b2·v + (1-b2)·g^2
  *   p -= lr/(1-b1^t) · m / (sqrt(v)/sqrt(1-b2^t) + eps) */
