@@ -8,7 +8,6 @@
 #include "core/file.h"
 #include "tokenizer/tokenizer.h"
 #include <errno.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,9 +38,9 @@ static int has_gguf_magic(const char *path) {
 
 /* A path to config.json or a .safetensors file inside a checkpoint means the checkpoint. */
 static mt_status load_hf_from_file(const char *path, const mt_load_options *opts, mt_model **out) {
-    char *copy = strdup(path);
+    char *copy = mt_path_dir(path);
     if (!copy) return mt_error(MT_ERR_NOMEM, "out of memory");
-    mt_status s = mt_hf_load(dirname(copy), opts, out);
+    mt_status s = mt_hf_load(copy, opts, out);
     free(copy);
     return s;
 }
