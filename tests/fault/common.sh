@@ -35,7 +35,7 @@ args_for() {
   case $method in
     full) echo "--model $M --data $d/sft.jsonl --method full --lr 1e-3 --batch 2 --seq-len 64 --seed 3 --steps $steps --log-every 3 --save-every $save --threads 1 --quiet" ;;
     lora) echo "--model $M --data $d/sft.jsonl --method lora --rank 4 --alpha 8 --lr 5e-3 --batch 2 --seq-len 64 --seed 3 --steps $steps --log-every 3 --save-every $save --threads 1 --quiet" ;;
-    memory) echo "--model $M --data $d/facts.jsonl --method memory --experts 256 --expert-k 4 --expert-heads 2 --check-every 10 --general $d/general.txt --general-weight 0 --seed 3 --steps $steps --save-every $save --threads 1 --quiet" ;;
+    memory) echo "--model $M --data $d/facts.jsonl --method memory --experts 256 --expert-k 4 --expert-heads 2 --check-every 10 --general $d/general.txt --general-weight 0 --batch 2 --seq-len 32 --seed 3 --steps $steps --save-every $save --threads 1 --quiet" ;;
   esac
 }
 
