@@ -21,7 +21,7 @@ RANDOM=$seed
 exec 3>&2 2> "$TMP/shell.err" # the shell's "Killed" job notices
 
 wait_for_file() { # PATTERN PID: true once a file matching PATTERN exists while PID runs
-  for _ in $(seq 400); do
+  for _ in $(seq 1200); do
     compgen -G "$1" > /dev/null && return 0
     kill -0 "$2" 2> /dev/null || return 1
     sleep 0.025
