@@ -732,7 +732,8 @@ static mt_status save_adapter(memory_run *r) {
     if (!s && r->rows) s = mt_token_rows_save(r->rows, part);
     if (!s && r->mome) s = mt_mome_save(r->mome, part);
     if (!s && r->lora) s = mt_lora_save(r->lora, r->m, part, NULL);
-    if (part) s = s ? (mt_atomic_dir_abort(&staged), s) : mt_atomic_dir_commit(&staged);
+    if (part && s) mt_atomic_dir_abort(&staged);
+    else if (part) s = mt_atomic_dir_commit(&staged);
     if (!s && !r->o.quiet) fprintf(stderr, "memtune: saved %s\n", dir);
     free(dir);
     return s;
