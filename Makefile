@@ -70,8 +70,22 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libmemtune.a
 test: all
 	BUILD=$(BUILD) bash tests/run.sh
 
+# `make install PREFIX=DIR` (default /usr/local; DESTDIR stages it): the binary in bin/, the
+# libraries in lib/, memtune.h in include/, the bundled default model in
+# share/memtune/models/stories260K/, where the installed binary finds it (src/cli/cli.c).
+PREFIX  ?= /usr/local
+INSTALL_MODEL = models/stories260K/stories260K.bin models/stories260K/tok512.bin models/stories260K/SOURCES.md
+install: $(BUILD)/memtune $(BUILD)/libmemtune.a $(BUILD)/libmemtune.so
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+	           $(DESTDIR)$(PREFIX)/share/memtune/models/stories260K
+	install -m 755 $(BUILD)/memtune $(DESTDIR)$(PREFIX)/bin/memtune
+	install -m 644 $(BUILD)/libmemtune.a $(DESTDIR)$(PREFIX)/lib/libmemtune.a
+	install -m 755 $(BUILD)/libmemtune.so $(DESTDIR)$(PREFIX)/lib/libmemtune.so
+	install -m 644 include/memtune.h $(DESTDIR)$(PREFIX)/include/memtune.h
+	install -m 644 $(INSTALL_MODEL) $(DESTDIR)$(PREFIX)/share/memtune/models/stories260K/
+
 clean:
 	rm -rf build build-asan
 
-.PHONY: all test clean
+.PHONY: all test clean install
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

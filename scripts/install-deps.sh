@@ -2,6 +2,9 @@
 # Installs the Debian 12 packages memtune builds against (skips what is already there).
 set -euo pipefail
 pkgs="build-essential pkg-config libopenblas-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libsqlite3-dev"
+# the fuzz targets (tests/fuzz/run.sh, run by CI) build with clang's libFuzzer
+pkgs_fuzz="clang"
+pkgs="$pkgs $pkgs_fuzz"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test binary in $BUILD/tests, then the CLI tests. Exits non-zero on any failure.
+# Runs every test binary in $BUILD/tests, then the CLI tests and the fault tests (tests/fault). Exits non-zero on any failure.
 set -u
 BUILD=${BUILD:-build}
 export BUILD
@@ -14,9 +14,10 @@ for t in "$BUILD"/tests/test_*; do
     echo "FAIL $name"; tail -40 "$BUILD/tests/$name.log"; fail=$((fail+1))
   fi
 done
-for t in tests/cli/*.sh; do
-  [ -f "$t" ] || continue
+for t in tests/cli/*.sh tests/fault/*.sh; do
+  [ -f "$t" ] && [ "$(basename "$t")" != common.sh ] || continue
   name=$(basename "$t" .sh)
+  [ "${t#tests/fault/}" != "$t" ] && name=fault_$name
   bash "$t" > "$BUILD/tests/cli_$name.log" 2>&1; rc=$?
   if [ $rc -eq 0 ]; then
     echo "PASS cli/$name"; passed=$((passed+1))

@@ -79,25 +79,35 @@ int cli_parse(int argc, char **argv, const cli_opt *opts, const char *usage, int
     return 0;
 }
 
+/* The bundled default model's place below a root: the source tree keeps it in models/, an
+ * installed prefix in share/memtune/models/ (make install). */
+static const char *const default_model_places[] = {
+    "models/stories260K/stories260K.bin",
+    "share/memtune/models/stories260K/stories260K.bin",
+};
+
 const char *cli_model_path(const char *given, const char *argv0) {
     if (given) return given;
     const char *env = getenv("MEMTUNE_MODEL");
     if (env && *env) return env;
     static char path[PATH_MAX + 64];
-    const char *rel = "shared/assets/models/stories260K/stories260K.bin";
-    /* The bundled default sits beside the checkout: <repo>/../shared. Find it from the
-     * binary's location (build/memtune) and, failing that, from the working directory. */
+    /* The binary sits in <root>/build (or build-asan) of a source tree, or in <prefix>/bin of
+     * an install: the default is found from the binary's own location, wherever the tree or
+     * prefix is, and failing that from the working directory (a source tree's root). */
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
         exe[n] = 0;
         char *slash = strrchr(exe, '/');
         if (slash) *slash = 0;
-        snprintf(path, sizeof path, "%s/../../%s", exe, rel);
-        if (access(path, R_OK) == 0) return path;
+        for (size_t i = 0; i < sizeof default_model_places / sizeof *default_model_places; i++) {
+            snprintf(path, sizeof path, "%s/../%s", exe, default_model_places[i]);
+            if (access(path, R_OK) == 0) return path;
+        }
     }
     (void)argv0;
-    snprintf(path, sizeof path, "../%s", rel);
+    /* relative to the working directory; if absent, the load error names this path */
+    snprintf(path, sizeof path, "%s", default_model_places[0]);
     return path;
 }
 

@@ -18,7 +18,8 @@ typedef struct {
  * 1 with *exit_code 0; errors print a message and return 1 with *exit_code 2. */
 int cli_parse(int argc, char **argv, const cli_opt *opts, const char *usage, int *exit_code);
 void cli_usage(const cli_opt *opts, const char *usage);
-/* --model value, else $MEMTUNE_MODEL, else the bundled stories260K. */
+/* --model value, else $MEMTUNE_MODEL, else the bundled stories260K (models/ of the source tree
+ * beside the binary, or share/memtune/models/ of the prefix it is installed in). */
 const char *cli_model_path(const char *given, const char *argv0);
 int cli_fail(const char *what); /* prints "memtune: what: <last error>", returns 1 */
 int cli_load_model(const char *path, const char *tokenizer, mt_model **m);

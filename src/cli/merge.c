@@ -27,6 +27,16 @@ int cmd_merge(int argc, char **argv) {
         fprintf(stderr, "memtune: merge needs --adapter DIR and --out OUT\n");
         return 2;
     }
+    /* refused before any work: the experts of a memory-tuned adapter cannot be fused, and
+     * merging its LoRA and token rows alone would silently drop the memorised facts */
+    for (int i = 0; i < ad.n; i++)
+        if (mt_mome_present(ad.path[i])) {
+            fprintf(stderr, "memtune: merge: %s holds memory experts (mome_config.json, mome.safetensors) from memory "
+                    "tuning: a router picks a few of them per token, so they are not a change to the weights and cannot "
+                    "be merged; merging the rest (LoRA, token rows) would silently lose the memorised facts. Use it "
+                    "unmerged: memtune generate|eval --adapter %s\n", ad.path[i], ad.path[i]);
+            return 1;
+        }
     mt_format fmt;
     if (mt_format_parse(format, &fmt) != MT_OK) return cli_fail("merge");
     mt_model *m;

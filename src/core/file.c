@@ -154,6 +154,15 @@ char *mt_strdup_printf(const char *fmt, ...) {
     return s;
 }
 
+char *mt_path_dir(const char *path) {
+    /* dirname() may return a static "." (a path without a slash) instead of changing its
+     * argument: copying its result, not the argument, is the only safe use */
+    char *copy = strdup(path);
+    char *dir = copy ? strdup(dirname(copy)) : NULL;
+    free(copy);
+    return dir;
+}
+
 char *mt_path_join(const char *dir, const char *name) {
     size_t dl = strlen(dir);
     if (dl > 0 && dir[dl - 1] == '/') return mt_strdup_printf("%s%s", dir, name);

@@ -36,6 +36,9 @@ mt_status mt_file_read_all(const char *path, size_t max_bytes, char **out, size_
 int mt_file_exists(const char *path);
 int mt_dir_exists(const char *path);
 mt_status mt_mkdir_p(const char *path);
+/* The directory part of path, malloc'd: "." for a bare file name, "/" for "/name" (as
+ * dirname(3), without its static-buffer trap). NULL on OOM. */
+char *mt_path_dir(const char *path);
 /* snprintf into a malloc'd string; NULL on OOM. */
 char *mt_path_join(const char *dir, const char *name);
 char *mt_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -110,8 +110,8 @@ static int is_tokenizer_name(const char *name) {
 /* The single tok*.bin beside the model, NULL when there is none. */
 static mt_status find_tokenizer_beside(const char *model_path, char **found) {
     *found = NULL;
-    char *dir_copy = strdup(model_path), *base_copy = strdup(model_path);
-    DIR *d = dir_copy && base_copy ? opendir(dirname(dir_copy)) : NULL;
+    char *dir_copy = mt_path_dir(model_path), *base_copy = strdup(model_path);
+    DIR *d = dir_copy && base_copy ? opendir(dir_copy) : NULL;
     const char *self = base_copy ? basename(base_copy) : "";
     char *first = NULL, *second = NULL;
     for (struct dirent *e; d && (e = readdir(d));) {
@@ -236,8 +236,8 @@ static mt_status write_weights(mt_atomic_file *f, const mt_model *m, const mt_te
 }
 
 static mt_status write_tokenizer_beside(const mt_model *m, const char *path) {
-    char *copy = strdup(path);
-    char *tok_path = copy ? mt_path_join(dirname(copy), "tokenizer.bin") : NULL;
+    char *copy = mt_path_dir(path);
+    char *tok_path = copy ? mt_path_join(copy, "tokenizer.bin") : NULL;
     mt_status s = tok_path ? mt_tokenizer_save_llama2c(m->tok, tok_path) : mt_error(MT_ERR_NOMEM, "out of memory");
     free(tok_path);
     free(copy);

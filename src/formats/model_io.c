@@ -6,9 +6,9 @@
 #include "formats/gguf.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include <errno.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,9 +39,9 @@ static int has_gguf_magic(const char *path) {
 
 /* A path to config.json or a .safetensors file inside a checkpoint means the checkpoint. */
 static mt_status load_hf_from_file(const char *path, const mt_load_options *opts, mt_model **out) {
-    char *copy = strdup(path);
+    char *copy = mt_path_dir(path);
     if (!copy) return mt_error(MT_ERR_NOMEM, "out of memory");
-    mt_status s = mt_hf_load(dirname(copy), opts, out);
+    mt_status s = mt_hf_load(copy, opts, out);
     free(copy);
     return s;
 }
@@ -63,6 +63,13 @@ mt_status mt_model_save(const mt_model *m, const char *path, mt_format fmt) {
     if (m->base)
         return mt_error(MT_ERR_ARG, "mt_model_save: the model's linear layers are held as %s; go back to f32 first "
                         "(mt_model_set_base_dtype(m, \"f32\"))", mt_model_base_dtype(m));
+    /* Memory experts are picked per token by a router: no change to the weights equals them,
+     * so a saved model would silently lose what they memorised. */
+    if (m->mome)
+        return mt_error(MT_ERR_UNSUPPORTED, "%s: the model has memory experts attached (a memory-tuned adapter): they "
+                        "are chosen per token by a router, not a change to the weights, so no model file can hold them "
+                        "and saving would drop the memorised facts; use the adapter unmerged (mt_adapter_set_load, "
+                        "--adapter DIR), or detach it first", path);
     /* Such a file could not be loaded again. */
     if (m->tok && mt_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size)
         return mt_error(MT_ERR_MISMATCH, "%s: tokenizer has %d tokens, more than the model's vocabulary of %d", path,

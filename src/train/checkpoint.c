@@ -2,7 +2,10 @@
 #include "train/checkpoint.h"
 #include "core/error.h"
 #include "core/file.h"
+#include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -199,4 +202,75 @@ void mt_checkpoint_prune(const char *dir, int keep) {
         if (p) unlink(p);
         free(p);
     }
+}
+
+/* "step-<digits>.ckpt.tmp.<pid>": the temporary file of a checkpoint write (mt_atomic_open's
+ * name). Sets *pid. Nothing else matches: the run's other files are never touched. */
+static int is_checkpoint_temp(const char *name, long *pid) {
+    const char *p = name;
+    if (strncmp(p, "step-", 5)) return 0;
+    p += 5;
+    const char *digits = p;
+    while (isdigit((unsigned char)*p)) p++;
+    if (p == digits || strncmp(p, ".ckpt.tmp.", 10)) return 0;
+    p += 10;
+    if (!isdigit((unsigned char)*p)) return 0;
+    char *end;
+    errno = 0;
+    *pid = strtol(p, &end, 10);
+    return !errno && *end == 0 && *pid > 0;
+}
+
+int mt_checkpoint_remove_temps(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    long self = (long)getpid();
+    for (struct dirent *ent; (ent = readdir(d));) {
+        long pid;
+        if (!is_checkpoint_temp(ent->d_name, &pid)) continue;
+        /* a live process other than us may be writing it (two runs in one directory) */
+        if (pid != self && (pid > INT32_MAX || kill((pid_t)pid, 0) == 0 || errno == EPERM)) continue;
+        char *path = mt_path_join(dir, ent->d_name);
+        if (path && unlink(path) == 0) removed++;
+        free(path);
+    }
+    closedir(d);
+    return removed;
+}
+
+/* Removes every "step-N.ckpt" of dir (all found invalid by the caller). */
+static int remove_checkpoints(const char *dir) {
+    long steps[4096];
+    int n = list_steps(dir, steps, 4096), removed = 0;
+    for (int i = 0; i < n; i++) {
+        char *p = mt_checkpoint_path(dir, steps[i]);
+        if (p && unlink(p) == 0) removed++;
+        free(p);
+    }
+    return removed;
+}
+
+int mt_checkpoint_start(const char *dir, int resume) {
+    int temps = mt_checkpoint_remove_temps(dir);
+    if (temps)
+        fprintf(stderr, "memtune: removed %d unfinished checkpoint file%s (step-*.ckpt.tmp.*) from %s\n", temps,
+                temps > 1 ? "s" : "", dir);
+    if (!resume) return 0;
+    char *path = NULL;
+    if (mt_checkpoint_find_latest(dir, &path) == MT_OK) {
+        free(path);
+        return 1;
+    }
+    /* killed before its first checkpoint (or every checkpoint is torn): the same --resume
+     * command starts the run over, so a supervisor never needs another one. The invalid
+     * files go: they cannot be resumed, and a higher step number would outrank the new
+     * run's checkpoints when they are pruned. */
+    int invalid = remove_checkpoints(dir);
+    if (invalid)
+        fprintf(stderr, "memtune: --resume: no valid checkpoint in %s (removed %d invalid); starting from step 0\n", dir,
+                invalid);
+    else
+        fprintf(stderr, "memtune: --resume: no checkpoint in %s yet; starting from step 0\n", dir);
+    return 0;
 }

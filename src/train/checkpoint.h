@@ -32,6 +32,15 @@ mt_status mt_checkpoint_verify(const char *path);
 mt_status mt_checkpoint_find_latest(const char *dir, char **path);
 /* Deletes all but the newest `keep` checkpoints in dir. */
 void mt_checkpoint_prune(const char *dir, int keep);
+/* Removes the temporary files that checkpoint writes killed midway left in dir (exactly the
+ * names "step-N.ckpt.tmp.<pid>", and only those whose process is gone). Returns the count. */
+int mt_checkpoint_remove_temps(const char *dir);
+/* Every method calls this when a run starts: removes those temporary files, and, when
+ * resuming, makes sure there is a valid checkpoint to resume from. A run killed before its
+ * first checkpoint has none: it then starts from step 0 (invalid checkpoints are removed),
+ * and a message on stderr says so (as it does for removed temp files, even when quiet: the
+ * run's files changed). Returns whether to resume (0 when resume is 0). */
+int mt_checkpoint_start(const char *dir, int resume);
 /* "dir/step-00000042.ckpt", malloc'd */
 char *mt_checkpoint_path(const char *dir, long step);
 

@@ -30,6 +30,7 @@
 #include "tokenizer/tokenizer.h"
 #include "dataset/batch.h"
 #include "train/checkpoint.h"
+#include "core/atomic_dir.h"
 #include "train/memory.h"
 #include "train/memory_run.h"
 #include "train/train_log.h"
@@ -724,11 +725,15 @@ static mt_status write_report(memory_run *r, const char *status, double recall, 
 }
 
 static mt_status save_adapter(memory_run *r) {
-    char *dir = mt_path_join(r->o.out_dir, "adapter");
-    mt_status s = dir ? mt_mkdir_p(dir) : mt_error(MT_ERR_NOMEM, "out of memory");
-    if (!s && r->rows) s = mt_token_rows_save(r->rows, dir);
-    if (!s && r->mome) s = mt_mome_save(r->mome, dir);
-    if (!s && r->lora) s = mt_lora_save(r->lora, r->m, dir, NULL);
+    char *dir = mt_path_join(r->o.out_dir, "adapter"), *part;
+    mt_atomic_dir staged = {0}; /* whole or absent, even on a full disk (core/atomic_dir.h) */
+    mt_status s = dir ? mt_atomic_dir_open(&staged, dir) : mt_error(MT_ERR_NOMEM, "out of memory");
+    part = staged.tmp_path;
+    if (!s && r->rows) s = mt_token_rows_save(r->rows, part);
+    if (!s && r->mome) s = mt_mome_save(r->mome, part);
+    if (!s && r->lora) s = mt_lora_save(r->lora, r->m, part, NULL);
+    if (part && s) mt_atomic_dir_abort(&staged);
+    else if (part) s = mt_atomic_dir_commit(&staged);
     if (!s && !r->o.quiet) fprintf(stderr, "memtune: saved %s\n", dir);
     free(dir);
     return s;
@@ -953,6 +958,7 @@ mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_opt
     if (check_every < MIN_CHECK_EVERY) check_every = MIN_CHECK_EVERY;
     double loss = 0;
     int all_ok = 0, stopped = 0;
+    r.o.resume = mt_checkpoint_start(r.ckpt_dir, r.o.resume);
     if (r.o.resume) s = mt_memory_checkpoint_resume(&r);
     if (!s) s = open_metrics(&r);
     if (!s && !r.o.resume && !(s = check(&r, &all_ok, &r.n_ok))) r.all_ok_checks = all_ok;

@@ -2,6 +2,7 @@
  * step on a schedule, with metrics, evals and atomic checkpoints, and a clean stop on
  * SIGINT/SIGTERM that saves first. It is independent of which parameters train: the
  * method decides the trainable tensors, the loop only follows the flags. */
+#include "core/atomic_dir.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
@@ -321,12 +322,14 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
 /* ---- checkpoints ------------------------------------------------------------------------ */
 
 static char *state_json(const mt_trainer *t) {
-    json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:I, s:I, s:i, s:i, s:i, s:I}", "method", t->o.method,
+    /* a double's %.17g text (jansson's) reads back to the same bits */
+    json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:I, s:I, s:i, s:i, s:i, s:I, s:f, s:i}", "method", t->o.method,
                           "step", (json_int_t)t->step, "rows_done", (json_int_t)t->rows_done,
                           "data_epoch", t->data_epoch, "data_row", t->data_row,
                           "adam_step", (json_int_t)t->opt.step, "seed", (json_int_t)t->o.seed,
                           "batch", t->o.batch, "grad_accum", t->o.grad_accum, "seq_len", t->seq_len,
-                          "n_params", (json_int_t)mt_model_param_count(t->m));
+                          "n_params", (json_int_t)mt_model_param_count(t->m),
+                          "log_window_loss", t->window_loss, "log_window_steps", t->window_steps);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
@@ -390,6 +393,12 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
         t->rows_done = json_long(st, "rows_done");
         t->data_epoch = (int)json_long(st, "data_epoch");
         t->data_row = (int)json_long(st, "data_row");
+        /* checkpoints from before the window was saved have none: the window starts empty */
+        json_t *wl = json_object_get(st, "log_window_loss");
+        long ws = json_long(st, "log_window_steps");
+        t->window_loss = json_is_number(wl) ? json_number_value(wl) : 0;
+        t->window_steps = json_is_number(wl) && ws > 0 && ws <= t->step ? (int)ws : 0;
+        if (!isfinite(t->window_loss)) t->window_loss = 0, t->window_steps = 0;
         s = t->data_epoch < 0 || t->data_row < 0 ? MT_ERR_FORMAT : use_epoch_plan(t, t->data_epoch);
         if (s == MT_OK && t->data_row >= t->plan.n_rows) s = MT_ERR_MISMATCH;
         if (s) s = mt_error(s, "%s: data position (epoch %d, row %d) does not fit this data: was it changed?",
@@ -591,8 +600,7 @@ static void crash_hook(const mt_trainer *t) {
 }
 
 static mt_status train_loop(mt_trainer *t, mt_train_log *log, mt_train_result *res) {
-    double window_loss = 0, t_window = mt_now_seconds();
-    int window_n = 0;
+    double t_window = mt_now_seconds();
     long window_tokens = 0;
     mt_status s = MT_OK;
     while (s == MT_OK && t->step < t->total_steps) {
@@ -601,16 +609,16 @@ static mt_status train_loop(mt_trainer *t, mt_train_log *log, mt_train_result *r
         long tokens_before = t->tokens;
         s = train_step(t, &loss, &gnorm, &lr);
         if (s) break;
-        window_loss += loss;
-        window_n++;
+        t->window_loss += loss;
+        t->window_steps++;
         window_tokens += t->tokens - tokens_before;
         double now = mt_now_seconds(), tps = window_tokens / fmax(now - t_window, 1e-9);
         int log_now = t->step % (t->o.log_every > 0 ? t->o.log_every : 1) == 0 || t->step == t->total_steps;
         mt_train_log_progress(log, t->step, loss, tps);
         if (log_now) {
-            res->train_loss = window_loss / window_n;
+            res->train_loss = t->window_loss / t->window_steps;
             mt_train_log_step(log, t->step, res->train_loss, lr, gnorm, tps, 1);
-            window_loss = 0, window_n = 0, window_tokens = 0, t_window = now;
+            t->window_loss = 0, t->window_steps = 0, window_tokens = 0, t_window = now;
         }
         s = maybe_eval(t, log, 0);
         if (s == MT_OK && (stop_requested || (t->o.save_every > 0 && t->step % t->o.save_every == 0)))
@@ -629,21 +637,26 @@ static mt_status finish(mt_trainer *t, mt_train_log *log) {
     mt_status s = MT_OK;
     if (t->eval.n > 0 && t->step % (t->eval_every > 0 ? t->eval_every : 1) != 0) s = maybe_eval(t, log, 1);
     if (s == MT_OK) s = save_checkpoint(t);
-    if (s == MT_OK && t->lora) {
-        char *dir = mt_path_join(t->o.out_dir, "adapter");
-        s = dir ? mt_lora_save(t->lora, t->m, dir, NULL) : mt_error(MT_ERR_NOMEM, "out of memory");
-        if (s == MT_OK && t->rows) s = mt_token_rows_save(t->rows, dir);
-        if (s == MT_OK && !t->o.quiet) fprintf(stderr, "memtune: saved %s\n", dir);
-        free(dir);
-        return s;
-    }
     /* the template used in training travels with the model */
-    if (s == MT_OK && !t->m->chat_template && !(t->m->chat_template = strdup(t->template_source)))
+    if (s == MT_OK && !t->lora && !t->m->chat_template && !(t->m->chat_template = strdup(t->template_source)))
         s = mt_error(MT_ERR_NOMEM, "out of memory");
-    char *model_dir = mt_path_join(t->o.out_dir, "model");
-    if (s == MT_OK) s = model_dir ? mt_model_save(t->m, model_dir, MT_FORMAT_HF) : mt_error(MT_ERR_NOMEM, "out of memory");
-    if (s == MT_OK && !t->o.quiet) fprintf(stderr, "memtune: saved %s\n", model_dir);
-    free(model_dir);
+    /* DIR/adapter or DIR/model appears whole (or keeps its previous state) even if the disk
+     * fills or the process dies mid-save: written beside it, then renamed into place */
+    char *dir = s ? NULL : mt_path_join(t->o.out_dir, t->lora ? "adapter" : "model");
+    mt_atomic_dir out = {0};
+    if (s == MT_OK) s = dir ? mt_atomic_dir_open(&out, dir) : mt_error(MT_ERR_NOMEM, "out of memory");
+    if (s == MT_OK && t->lora) {
+        s = mt_lora_save(t->lora, t->m, out.tmp_path, NULL);
+        if (s == MT_OK && t->rows) s = mt_token_rows_save(t->rows, out.tmp_path);
+    } else if (s == MT_OK) {
+        s = mt_model_save(t->m, out.tmp_path, MT_FORMAT_HF);
+    }
+    if (out.tmp_path) {
+        if (s == MT_OK) s = mt_atomic_dir_commit(&out);
+        else mt_atomic_dir_abort(&out);
+    }
+    if (s == MT_OK && !t->o.quiet) fprintf(stderr, "memtune: saved %s\n", dir);
+    free(dir);
     return s;
 }
 
@@ -655,6 +668,7 @@ static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res)
         return MT_OK;
     }
     if ((s = mt_mkdir_p(t->o.out_dir)) || (s = allocate(t))) return s;
+    t->o.resume = mt_checkpoint_start(t->ckpt_dir, t->o.resume);
     if (t->o.resume && (s = resume_from_checkpoint(t))) return s;
     mt_infer_free(t->m); /* weights change: any KV cache is stale */
     mt_train_log log;

@@ -24,6 +24,10 @@ typedef struct {
     long step, rows_done, tokens;
     int data_epoch, data_row;   /* the data cursor: next row to train on */
     double last_eval;
+    /* the metrics line's averaging window: losses summed since the last logged step; in the
+     * checkpoint, so the line that spans a resume averages the same steps */
+    double window_loss;
+    int window_steps;
     mt_schedule_kind sched;
     mt_train_state *state;
     mt_adamw opt;

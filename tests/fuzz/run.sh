@@ -2,8 +2,12 @@
 # Builds memtune's libFuzzer targets with clang (-fsanitize=fuzzer,address,undefined) and
 # runs each for N seconds:   tests/fuzz/run.sh [seconds=20] [target ...]
 # Targets: gguf safetensors llama2c hf_config tokenizer_json tok_bin chat_template jsonl. Corpora start from
-# small valid files (make_seeds.c) and grow in $FUZZ_BUILD/corpus/<target> (FUZZ_BUILD
-# defaults to build/fuzz); inputs that crash are saved as $FUZZ_BUILD/crash-<target>-*.
+# small valid files (make_seeds.c) and the corpus kept in the repository (tests/fuzz/corpus/
+# <target>: small inputs that reach distinct code, so a short run in CI starts deep), and
+# grow in $FUZZ_BUILD/corpus/<target> (FUZZ_BUILD defaults to build/fuzz); inputs that crash
+# are saved as $FUZZ_BUILD/crash-<target>-*. FUZZ_KEEP=1 merges what a run found back into
+# tests/fuzz/corpus (libFuzzer -merge=1 keeps only inputs that add coverage; inputs over 4 KB
+# are left out to keep the repository small). CI (.ci/run) runs every target for 10 s.
 # Exits non-zero if any target failed.
 set -u
 cd "$(dirname "$0")/../.."
@@ -34,6 +38,7 @@ for t in $targets; do
   clang $cflags -fsanitize=fuzzer "tests/fuzz/fuzz_$t.c" "$out/libmemtune-fuzz.a" $libs -o "$out/fuzz_$t" || exit 1
   mkdir -p "$out/corpus/$t"
   cp -n "$out/seeds/$t"/* "$out/corpus/$t/" 2>/dev/null
+  cp -n tests/fuzz/corpus/"$t"/* "$out/corpus/$t/" 2>/dev/null
   [ "$t" = chat_template ] && cp -n tests/fixtures/templates/* "$out/corpus/$t/" 2>/dev/null
   echo "== fuzz_$t for ${secs}s"
   if TMPDIR="$out/tmp" "$out/fuzz_$t" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
@@ -41,6 +46,11 @@ for t in $targets; do
     grep -E "^stat::number_of_executed_units|^Done" "$out/fuzz_$t.log" | tr '\n' ' '; echo
   else
     echo "FAILED: fuzz_$t (log: $out/fuzz_$t.log)"; tail -30 "$out/fuzz_$t.log"; failed=1
+  fi
+  if [ -n "${FUZZ_KEEP:-}" ] && [ $failed -eq 0 ]; then
+    mkdir -p "tests/fuzz/corpus/$t"
+    TMPDIR="$out/tmp" "$out/fuzz_$t" -merge=1 -max_len=4096 "tests/fuzz/corpus/$t" "$out/corpus/$t" > "$out/merge_$t.log" 2>&1 ||
+      { echo "FAILED: merging the corpus of fuzz_$t"; tail -5 "$out/merge_$t.log"; failed=1; }
   fi
   rm -rf "$out"/tmp/memtune-fuzz-*
 done
