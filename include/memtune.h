@@ -539,6 +539,30 @@ void mt_filter_stats_free(mt_filter_stats *st);
 mt_status mt_data_filter_sql(const char *db_path, const char *in_path, const char *out_path,
                              const mt_sql_limits *limits, mt_filter_stats *stats);
 
+/* ---- limits and option checks (README: Bad input) ------------------------------------ */
+
+/* Every numeric option of the C API is range-checked (NaN and infinities refused) with a
+ * message naming the option, the value and the allowed range. These are the limits that are
+ * not obvious from the option itself. */
+#define MT_MAX_THREADS 1024               /* mt_set_threads, threads options */
+#define MT_MAX_TEMPERATURE 1000.0f        /* generation temperature */
+#define MT_MAX_CONTEXT (1 << 22)          /* context lengths (mt_model_set_context, configs) */
+#define MT_MAX_BATCH 65536                /* rows per micro-batch */
+#define MT_MAX_BATCH_TOKENS (1 << 24)     /* grad_accum x batch x seq_len of one step */
+#define MT_MAX_EXPERTS (1L << 26)         /* memory experts per site */
+#define MT_SQL_MIN_SECONDS 0.001         /* mt_sql_limits.max_seconds (0: the default) */
+#define MT_SQL_MAX_SECONDS 86400.0
+#define MT_SQL_MAX_STEPS 1000000000000000.0 /* mt_sql_limits.max_steps (0: the default) */
+#define MT_MAX_EVAL_TEXT_BYTES (64L << 20)  /* mt_eval_text_file: larger files are refused */
+#define MT_MAX_EVAL_EXAMPLES 1000000L     /* mt_eval_data_file: examples per file */
+
+/* MT_OK, or MT_ERR_ARG naming the first option out of range ("--lr inf: must be a finite
+ * number in [0, 10]"). m may be NULL: then the checks that need the model (seq_len against
+ * its context length) are left to mt_train_run, which always validates first. */
+mt_status mt_train_options_validate(const mt_model *m, const mt_train_options *o);
+/* The same for generation options (mt_generate validates first). */
+mt_status mt_generate_options_validate(const mt_generate_options *o);
+
 #ifdef __cplusplus
 }
 #endif

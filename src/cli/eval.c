@@ -2,6 +2,7 @@
  * accuracy on JSONL examples (--data, --db), or two reports side by side (--compare).
  * One JSON object on stdout. */
 #include "cli/cli.h"
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,10 +47,10 @@ int cmd_eval(int argc, char **argv) {
         {"--report", NULL, OPT_STRING, &report, "with --data: write a JSON line per example here"},
         {"--normalize", NULL, OPT_STRING, &normalize, "exact match: none | trim (default) | whitespace | lower"},
         {"--db", NULL, OPT_STRING, &db, "SQLite file: expected answers are SQL; adds execution accuracy"},
-        {"--sql-timeout", NULL, OPT_FLOAT, &timeout, "seconds one query may run (default 10)"},
-        {"--sql-steps", NULL, OPT_U64, &max_steps, "SQLite VM steps one query may take (default 50000000)"},
-        {"--max-new-tokens", NULL, OPT_INT, &max_new, "cap on generated tokens (default 256 with --db, else 2 x answer + 16)"},
-        {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)"},
+        {"--sql-timeout", NULL, OPT_FLOAT, &timeout, "seconds one query may run (default 10)", MT_SQL_MIN_SECONDS, MT_SQL_MAX_SECONDS},
+        {"--sql-steps", NULL, OPT_U64, &max_steps, "SQLite VM steps one query may take (default 50000000)", 1000, MT_SQL_MAX_STEPS},
+        {"--max-new-tokens", NULL, OPT_INT, &max_new, "cap on generated tokens (default 256 with --db, else 2 x answer + 16)", 1, INT_MAX},
+        {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)", 0, MT_MAX_THREADS},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
