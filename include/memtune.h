@@ -466,6 +466,10 @@ int mt_normalize_parse(const char *name);
 /* Whether a and b are equal under the normalisation. */
 int mt_text_equal_normalized(const char *a, const char *b, mt_normalize how);
 
+/* Progress of a long evaluation: `done` of `total` units (text windows, examples) so far.
+ * Return non-zero to stop early: the evaluation then fails with MT_ERR_ARG ("stopped"). */
+typedef int (*mt_eval_progress_fn)(long done, long total, void *user);
+
 typedef struct {
     const char *report_path;  /* JSON line per example (optional) */
     mt_normalize normalize;   /* for exact match */
@@ -473,6 +477,8 @@ typedef struct {
     mt_sql_limits limits;     /* for the generated SQL (zeros = defaults) */
     int max_new_tokens;       /* cap on generated tokens (0: 256 with db_path, else
                                  2 x expected-answer tokens + 16) */
+    mt_eval_progress_fn progress; /* optional: called after each example (or text window) */
+    void *progress_user;
 } mt_eval_options;
 
 typedef struct {
@@ -562,6 +568,11 @@ mt_status mt_data_filter_sql(const char *db_path, const char *in_path, const cha
 mt_status mt_train_options_validate(const mt_model *m, const mt_train_options *o);
 /* The same for generation options (mt_generate validates first). */
 mt_status mt_generate_options_validate(const mt_generate_options *o);
+/* mt_eval_text_file with options: only opt->progress and opt->progress_user are used. The
+ * file may hold at most MT_MAX_EVAL_TEXT_BYTES; mt_eval_data_file_opts checks, before
+ * evaluating anything, that the file has at most MT_MAX_EVAL_EXAMPLES examples and that each
+ * one (prompt and answer, rendered as in training) fits the model's context. */
+mt_status mt_eval_text_file_opts(mt_model *m, const char *path, const mt_eval_options *opt, mt_text_score *out);
 
 #ifdef __cplusplus
 }
