@@ -20,7 +20,7 @@ void cli_usage(const cli_opt *opts, const char *usage) {
 
 /* A range bound as the user would write it: 10, 0.99, 1e-06, 2147483647. */
 static const char *bound(char *buf, size_t n, double v) {
-    snprintf(buf, n, "%.15g", v);
+    snprintf(buf, n, "%.16g", v);
     return buf;
 }
 

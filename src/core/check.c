@@ -11,7 +11,7 @@ mt_status mt_check_int(const char *name, long long v, long long lo, long long hi
 
 mt_status mt_check_real(const char *name, double v, double lo, double hi) {
     if (isfinite(v) && v >= lo && v <= hi) return MT_OK;
-    return mt_error(MT_ERR_ARG, "%s %g: must be a finite number in [%g, %g]", name, v, lo, hi);
+    return mt_error(MT_ERR_ARG, "%s %g: must be a finite number in [%.16g, %.16g]", name, v, lo, hi);
 }
 
 const char *mt_json_number(char *buf, size_t size, const char *fmt, double v) {
