@@ -466,6 +466,10 @@ int mt_normalize_parse(const char *name);
 /* Whether a and b are equal under the normalisation. */
 int mt_text_equal_normalized(const char *a, const char *b, mt_normalize how);
 
+/* Progress of a long evaluation: `done` of `total` units (text windows, examples) so far.
+ * Return non-zero to stop early: the evaluation then fails with MT_ERR_ARG ("stopped"). */
+typedef int (*mt_eval_progress_fn)(long done, long total, void *user);
+
 typedef struct {
     const char *report_path;  /* JSON line per example (optional) */
     mt_normalize normalize;   /* for exact match */
@@ -473,6 +477,8 @@ typedef struct {
     mt_sql_limits limits;     /* for the generated SQL (zeros = defaults) */
     int max_new_tokens;       /* cap on generated tokens (0: 256 with db_path, else
                                  2 x expected-answer tokens + 16) */
+    mt_eval_progress_fn progress; /* optional: called after each example (or text window) */
+    void *progress_user;
 } mt_eval_options;
 
 typedef struct {
@@ -538,6 +544,35 @@ void mt_filter_stats_free(mt_filter_stats *st);
  * "result" field added (the SQL's result as text). Free stats with mt_filter_stats_free. */
 mt_status mt_data_filter_sql(const char *db_path, const char *in_path, const char *out_path,
                              const mt_sql_limits *limits, mt_filter_stats *stats);
+
+/* ---- limits and option checks (README: Bad input) ------------------------------------ */
+
+/* Every numeric option of the C API is range-checked (NaN and infinities refused) with a
+ * message naming the option, the value and the allowed range. These are the limits that are
+ * not obvious from the option itself. */
+#define MT_MAX_THREADS 1024               /* mt_set_threads, threads options */
+#define MT_MAX_TEMPERATURE 1000.0f        /* generation temperature */
+#define MT_MAX_CONTEXT (1 << 22)          /* context lengths (mt_model_set_context, configs) */
+#define MT_MAX_BATCH 65536                /* rows per micro-batch */
+#define MT_MAX_BATCH_TOKENS (1 << 24)     /* grad_accum x batch x seq_len of one step */
+#define MT_MAX_EXPERTS (1L << 26)         /* memory experts per site */
+#define MT_SQL_MIN_SECONDS 0.001         /* mt_sql_limits.max_seconds (0: the default) */
+#define MT_SQL_MAX_SECONDS 86400.0
+#define MT_SQL_MAX_STEPS 1000000000000000.0 /* mt_sql_limits.max_steps (0: the default) */
+#define MT_MAX_EVAL_TEXT_BYTES (64L << 20)  /* mt_eval_text_file: larger files are refused */
+#define MT_MAX_EVAL_EXAMPLES 1000000L     /* mt_eval_data_file: examples per file */
+
+/* MT_OK, or MT_ERR_ARG naming the first option out of range ("--lr inf: must be a finite
+ * number in [0, 10]"). m may be NULL: then the checks that need the model (seq_len against
+ * its context length) are left to mt_train_run, which always validates first. */
+mt_status mt_train_options_validate(const mt_model *m, const mt_train_options *o);
+/* The same for generation options (mt_generate validates first). */
+mt_status mt_generate_options_validate(const mt_generate_options *o);
+/* mt_eval_text_file with options: only opt->progress and opt->progress_user are used. The
+ * file may hold at most MT_MAX_EVAL_TEXT_BYTES; mt_eval_data_file_opts checks, before
+ * evaluating anything, that the file has at most MT_MAX_EVAL_EXAMPLES examples and that each
+ * one (prompt and answer, rendered as in training) fits the model's context. */
+mt_status mt_eval_text_file_opts(mt_model *m, const char *path, const mt_eval_options *opt, mt_text_score *out);
 
 #ifdef __cplusplus
 }

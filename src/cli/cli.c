@@ -18,27 +18,51 @@ void cli_usage(const cli_opt *opts, const char *usage) {
     fprintf(stdout, "  %-28s %s\n", "-h, --help", "show this help");
 }
 
-static int parse_value(const cli_opt *o, const char *v) {
-    char *end = NULL;
+/* A range bound as the user would write it: 10, 0.99, 1e-06, 2147483647. */
+static const char *bound(char *buf, size_t n, double v) {
+    snprintf(buf, n, "%.16g", v);
+    return buf;
+}
+
+static int has_range(const cli_opt *o) { return !isnan(o->min) && !isnan(o->max) && o->min < o->max; }
+
+/* Parses and range-checks one value; on failure prints why and returns 0. */
+static int parse_value(const cli_opt *o, const char *flag, const char *v) {
+    char *end = NULL, lo[32], hi[32];
     errno = 0;
-    if (!o->target) return 0; /* listed for --help only (taken out of argv before parsing) */
+    if (!o->target) return 1; /* listed for --help only (taken out of argv before parsing) */
+    int ranged = has_range(o);
+    bound(lo, sizeof lo, o->min), bound(hi, sizeof hi, o->max);
     switch (o->type) {
     case OPT_STRING: *(const char **)o->target = v; return 1;
     case OPT_INT: {
-        long x = strtol(v, &end, 10);
-        if (errno || *end || end == v || x < INT_MIN || x > INT_MAX) return 0;
+        long long x = strtoll(v, &end, 10);
+        if (errno || *end || end == v || x < INT_MIN || x > INT_MAX || (ranged && (x < o->min || x > o->max))) {
+            if (ranged) fprintf(stderr, "memtune: %s %s: must be an integer in [%s, %s]\n", flag, v, lo, hi);
+            else fprintf(stderr, "memtune: %s %s: must be an integer\n", flag, v);
+            return 0;
+        }
         *(int *)o->target = (int)x;
         return 1;
     }
     case OPT_FLOAT: {
-        float x = strtof(v, &end);
-        if (errno || *end || end == v) return 0;
-        *(float *)o->target = x;
+        double x = strtod(v, &end);
+        /* NaN and inf parse: a library range check refuses them with its range */
+        if (*end || end == v || (ranged && !(isfinite((float)x) && x >= o->min && x <= o->max))) {
+            if (ranged) fprintf(stderr, "memtune: %s %s: must be a finite number in [%s, %s]\n", flag, v, lo, hi);
+            else fprintf(stderr, "memtune: %s %s: must be a number\n", flag, v);
+            return 0;
+        }
+        *(float *)o->target = (float)x;
         return 1;
     }
     case OPT_U64: {
         unsigned long long x = strtoull(v, &end, 10);
-        if (errno || *end || end == v || v[0] == '-') return 0;
+        if (errno || *end || end == v || v[strspn(v, " \t")] == '-' || (double)x < o->min || (double)x > o->max) {
+            fprintf(stderr, "memtune: %s %s: must be an integer in [%s, %s]\n", flag, v, lo,
+                    o->max >= 18446744073709551615.0 ? "18446744073709551615" : hi);
+            return 0;
+        }
         *(uint64_t *)o->target = x;
         return 1;
     }
@@ -46,7 +70,25 @@ static int parse_value(const cli_opt *o, const char *v) {
     }
 }
 
+/* Every numeric option states its range (or that the library checks it): a table without
+ * one is a bug, reported on every run of the command so that no test misses it. */
+static int table_complete(const cli_opt *opts) {
+    for (const cli_opt *o = opts; o->name; o++)
+        if (o->target && o->type != OPT_FLAG && o->type != OPT_STRING && !has_range(o) && !(isnan(o->min) && isnan(o->max))) {
+            fprintf(stderr, "memtune: internal error: option %s has no range\n", o->name);
+            return 0;
+        }
+    return 1;
+}
+
+int cli_bad_option(void) {
+    fprintf(stderr, "memtune: %s\n", mt_last_error());
+    return 2;
+}
+
 int cli_parse(int argc, char **argv, const cli_opt *opts, const char *usage, int *exit_code) {
+    *exit_code = 2;
+    if (!table_complete(opts)) return 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -70,8 +112,7 @@ int cli_parse(int argc, char **argv, const cli_opt *opts, const char *usage, int
             *exit_code = 2;
             return 1;
         }
-        if (!parse_value(o, argv[++i])) {
-            fprintf(stderr, "memtune: invalid value '%s' for %s\n", argv[i], a);
+        if (!parse_value(o, a, argv[++i])) {
             *exit_code = 2;
             return 1;
         }

@@ -3,6 +3,7 @@
 #ifndef MT_CLI_CLI_H
 #define MT_CLI_CLI_H
 #include "memtune.h"
+#include <math.h>
 
 typedef enum { OPT_FLAG, OPT_STRING, OPT_INT, OPT_FLOAT, OPT_U64 } cli_opt_type;
 
@@ -12,16 +13,32 @@ typedef struct {
     cli_opt_type type;
     void *target;       /* int*, const char**, float*, uint64_t* */
     const char *help;
+    /* Numeric options: the allowed range [min, max], checked as the value is parsed (NaN
+     * and infinities are always refused), or CLI_LIBRARY_RANGE for an option copied
+     * unchanged into a library options struct whose validator the command calls right after
+     * parsing (mt_train_options_validate, mt_generate_options_validate), so that the range
+     * lives in one place. A numeric option with neither is a bug cli_parse reports. */
+    double min, max;
 } cli_opt;
 
+#define CLI_LIBRARY_RANGE NAN, NAN
+/* String and flag options leave min and max out of their table rows (zero), as the
+ * {NULL, ...} end markers leave everything: that is intended, not a missing initialiser. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#define CLI_ANY_SEED 0, 18446744073709551615.0
+
 /* Parses argv[1..] against opts (NULL-terminated by name). --help prints usage and returns
- * 1 with *exit_code 0; errors print a message and return 1 with *exit_code 2. */
+ * 1 with *exit_code 0; errors print a message naming the option, the value and the allowed
+ * range, and return 1 with *exit_code 2. */
 int cli_parse(int argc, char **argv, const cli_opt *opts, const char *usage, int *exit_code);
 void cli_usage(const cli_opt *opts, const char *usage);
 /* --model value, else $MEMTUNE_MODEL, else the bundled stories260K (models/ of the source tree
  * beside the binary, or share/memtune/models/ of the prefix it is installed in). */
 const char *cli_model_path(const char *given, const char *argv0);
 int cli_fail(const char *what); /* prints "memtune: what: <last error>", returns 1 */
+/* A library options check that failed before anything was loaded: prints "memtune: <last
+ * error>" and returns 2 (a usage error, as a bad option value in cli_parse). */
+int cli_bad_option(void);
 int cli_load_model(const char *path, const char *tokenizer, mt_model **m);
 /* Adapters named on the command line: "--adapter DIR" (repeatable) and "--adapter-scale S"
  * (repeatable; the i-th scale belongs to the i-th adapter, default 1). */

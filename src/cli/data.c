@@ -2,6 +2,7 @@
  * SQL file filtered down to the queries that run (--filter FILE --db DB --out FILE).
  * Counts go to stdout as one JSON object. */
 #include "cli/cli.h"
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -25,14 +26,14 @@ int cmd_data(int argc, char **argv) {
         {"--db", NULL, OPT_STRING, &db, "SQLite database to read (opened read-only)"},
         {"--out", "-o", OPT_STRING, &out, "JSONL file to write"},
         {"--filter", NULL, OPT_STRING, &filter, "JSONL of {\"question\",\"sql\"}: keep the lines whose SQL runs and returns rows"},
-        {"--seed", NULL, OPT_U64, &o.seed, "seed for sampled values, rows and caps (default 0)"},
+        {"--seed", NULL, OPT_U64, &o.seed, "seed for sampled values, rows and caps (default 0)", CLI_ANY_SEED},
         {"--no-schema", NULL, OPT_FLAG, &no_schema, "leave out schema facts"},
         {"--no-rows", NULL, OPT_FLAG, &no_rows, "leave out row facts"},
         {"--no-sql", NULL, OPT_FLAG, &no_sql, "leave out question -> SQL pairs"},
-        {"--max-row-facts", NULL, OPT_INT, &o.max_row_facts, "cap on row facts, sampled (default 5000; 0: all)"},
-        {"--max-sql", NULL, OPT_INT, &o.max_sql_pairs, "cap on question -> SQL pairs, sampled (default: all)"},
-        {"--values-per-column", NULL, OPT_INT, &o.values_per_column, "category values (and 2x keys) sampled for filters (default 4)"},
-        {"--sql-timeout", NULL, OPT_FLOAT, &timeout, "seconds one query may run (default 10)"},
+        {"--max-row-facts", NULL, OPT_INT, &o.max_row_facts, "cap on row facts, sampled (default 5000; 0: all)", 0, INT_MAX},
+        {"--max-sql", NULL, OPT_INT, &o.max_sql_pairs, "cap on question -> SQL pairs, sampled (default: all)", 0, INT_MAX},
+        {"--values-per-column", NULL, OPT_INT, &o.values_per_column, "category values (and 2x keys) sampled for filters (default 4)", 0, 100000},
+        {"--sql-timeout", NULL, OPT_FLOAT, &timeout, "seconds one query may run (default 10)", MT_SQL_MIN_SECONDS, MT_SQL_MAX_SECONDS},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
@@ -43,10 +44,6 @@ int cmd_data(int argc, char **argv) {
         return code;
     if (!db || !out) {
         fprintf(stderr, "memtune: data needs --db DB and --out FILE\n");
-        return 2;
-    }
-    if (o.values_per_column < 0 || o.max_row_facts < 0 || o.max_sql_pairs < 0) {
-        fprintf(stderr, "memtune: counts must not be negative\n");
         return 2;
     }
     o.limits.max_seconds = timeout;

@@ -2,9 +2,12 @@
  * accuracy on JSONL examples (--data, --db), or two reports side by side (--compare).
  * One JSON object on stdout. */
 #include "cli/cli.h"
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static int compare_reports(int argc, char **argv) {
     if (argc != 4) {
@@ -29,11 +32,38 @@ static void print_data_score(const mt_eval_score *sc, const char *normalize, int
     printf("}\n");
 }
 
+/* Progress of a long evaluation on stderr: on a terminal a line rewritten in place, else a
+ * line every 10 s; nothing for evaluations that finish within 2 s. */
+typedef struct {
+    double start, last;
+    int tty, printed;
+    const char *unit;
+} progress_state;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int print_progress(long done, long total, void *user) {
+    progress_state *p = user;
+    double t = now_s(), every = p->tty ? 0.2 : 10.0;
+    if (t - p->start < 2.0 || (t - p->last < every && done < total)) return 0;
+    p->last = t;
+    p->printed = 1;
+    double eta = done > 0 ? (t - p->start) / done * (total - done) : 0;
+    fprintf(stderr, "%seval: %ld/%ld %s, %.0f s, about %.0f s left%s", p->tty ? "\r" : "", done, total, p->unit,
+            t - p->start, eta, p->tty ? "   " : "\n");
+    if (p->tty && done == total) fputc('\n', stderr);
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "--compare")) return compare_reports(argc, argv);
     const char *model = NULL, *tokenizer = NULL, *text = NULL, *data = NULL, *report = NULL;
     const char *db = NULL, *normalize = "trim";
-    int threads = 0, max_new = 0;
+    int threads = 0, max_new = 0, quiet = 0;
     float timeout = 0;
     uint64_t max_steps = 0;
     const cli_opt opts[] = {
@@ -46,10 +76,11 @@ int cmd_eval(int argc, char **argv) {
         {"--report", NULL, OPT_STRING, &report, "with --data: write a JSON line per example here"},
         {"--normalize", NULL, OPT_STRING, &normalize, "exact match: none | trim (default) | whitespace | lower"},
         {"--db", NULL, OPT_STRING, &db, "SQLite file: expected answers are SQL; adds execution accuracy"},
-        {"--sql-timeout", NULL, OPT_FLOAT, &timeout, "seconds one query may run (default 10)"},
-        {"--sql-steps", NULL, OPT_U64, &max_steps, "SQLite VM steps one query may take (default 50000000)"},
-        {"--max-new-tokens", NULL, OPT_INT, &max_new, "cap on generated tokens (default 256 with --db, else 2 x answer + 16)"},
-        {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)"},
+        {"--sql-timeout", NULL, OPT_FLOAT, &timeout, "seconds one query may run (default 10)", MT_SQL_MIN_SECONDS, MT_SQL_MAX_SECONDS},
+        {"--sql-steps", NULL, OPT_U64, &max_steps, "SQLite VM steps one query may take (default 50000000)", 1000, MT_SQL_MAX_STEPS},
+        {"--max-new-tokens", NULL, OPT_INT, &max_new, "cap on generated tokens (default 256 with --db, else 2 x answer + 16)", 1, INT_MAX},
+        {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)", 0, MT_MAX_THREADS},
+        {"--quiet", "-q", OPT_FLAG, &quiet, "no progress report on stderr"},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
@@ -77,9 +108,11 @@ int cmd_eval(int argc, char **argv) {
     mt_model *m;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
     if (cli_load_adapters(m, &ad)) return 1;
+    progress_state ps = {.start = now_s(), .tty = isatty(2), .unit = data ? "examples" : "windows"};
     if (data) {
         mt_eval_options o = {.report_path = report, .normalize = (mt_normalize)how, .db_path = db,
-                             .limits = {.max_steps = (long)max_steps, .max_seconds = timeout}, .max_new_tokens = max_new};
+                             .limits = {.max_steps = (long)max_steps, .max_seconds = timeout}, .max_new_tokens = max_new,
+                             .progress = quiet ? NULL : print_progress, .progress_user = &ps};
         mt_eval_score sc;
         mt_status s = mt_eval_data_file_opts(m, data, &o, &sc);
         mt_model_free(m);
@@ -89,7 +122,8 @@ int cmd_eval(int argc, char **argv) {
         return 0;
     }
     mt_text_score sc;
-    mt_status s = mt_eval_text_file(m, text, &sc);
+    mt_eval_options o = {.progress = quiet ? NULL : print_progress, .progress_user = &ps};
+    mt_status s = mt_eval_text_file_opts(m, text, &o, &sc);
     mt_model_free(m);
     cli_adapters_free(&ad);
     if (s) return cli_fail("eval");

@@ -1,5 +1,6 @@
 /* memtune generate: prints only the generated text on stdout; speed goes to stderr. */
 #include "cli/cli.h"
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -21,14 +22,14 @@ int cmd_generate(int argc, char **argv) {
         {"--adapter-scale", NULL, OPT_FLOAT, NULL, "weight of the i-th --adapter (default 1); repeatable"},
         {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file (llama2.c .bin or tokenizer.json)"},
         {"--prompt", "-i", OPT_STRING, &prompt, "prompt text (default empty: start from BOS)"},
-        {"-n", NULL, OPT_INT, &n, "tokens of output, echoed prompt tokens included, as llama2.c's -n (default 256)"},
-        {"--max-new-tokens", NULL, OPT_INT, &new_tokens, "tokens to generate after the prompt (overrides -n)"},
-        {"--temperature", "-t", OPT_FLOAT, &temperature, "sampling temperature; 0 = greedy (default 1.0)"},
-        {"--top-k", "-k", OPT_INT, &top_k, "sample from the k most likely tokens (default 0 = off)"},
-        {"--top-p", "-p", OPT_FLOAT, &top_p, "nucleus sampling threshold (default 0.9; 1 = off)"},
-        {"--seed", "-s", OPT_U64, &seed, "random seed (default: time)"},
-        {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)"},
-        {"--context", "-c", OPT_INT, &context, "context length (default: the model's, capped at 4096)"},
+        {"-n", NULL, OPT_INT, &n, "tokens of output, echoed prompt tokens included, as llama2.c's -n (default 256)", 1, INT_MAX},
+        {"--max-new-tokens", NULL, OPT_INT, &new_tokens, "tokens to generate after the prompt (overrides -n)", 0, INT_MAX},
+        {"--temperature", "-t", OPT_FLOAT, &temperature, "sampling temperature; 0 = greedy (default 1.0)", CLI_LIBRARY_RANGE},
+        {"--top-k", "-k", OPT_INT, &top_k, "sample from the k most likely tokens (default 0 = off)", CLI_LIBRARY_RANGE},
+        {"--top-p", "-p", OPT_FLOAT, &top_p, "nucleus sampling threshold (default 0.9; 1 = off)", CLI_LIBRARY_RANGE},
+        {"--seed", "-s", OPT_U64, &seed, "random seed (default: time)", CLI_ANY_SEED},
+        {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)", 0, MT_MAX_THREADS},
+        {"--context", "-c", OPT_INT, &context, "context length (default: the model's, capped at 4096)", 0, MT_MAX_CONTEXT},
         {"--no-echo", NULL, OPT_FLAG, &no_echo, "do not print the prompt before the generated text"},
         {"--quiet", "-q", OPT_FLAG, &quiet, "no speed report on stderr"},
         {NULL, NULL, 0, NULL, NULL},
@@ -37,19 +38,6 @@ int cmd_generate(int argc, char **argv) {
     cli_adapters ad;
     if (cli_take_adapters(&argc, argv, &ad)) return 2;
     if (cli_parse(argc, argv, opts, "usage: memtune generate [--model PATH] [--prompt TEXT] [-n N] [--temperature T] ...", &code)) return code;
-    if (temperature < 0 || top_p < 0 || top_p > 1 || top_k < 0) {
-        fprintf(stderr, "memtune: temperature must be >= 0, top-p in [0, 1], top-k >= 0\n");
-        return 2;
-    }
-    mt_set_threads(threads);
-    mt_model *m;
-    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
-    if (cli_load_adapters(m, &ad)) return 1;
-    if (context > 0 && mt_model_set_context(m, context) != MT_OK) {
-        mt_model_free(m);
-        cli_adapters_free(&ad);
-        return cli_fail("generate");
-    }
     mt_generate_options o;
     mt_generate_options_default(&o);
     o.temperature = temperature;
@@ -59,6 +47,16 @@ int cmd_generate(int argc, char **argv) {
     o.echo_prompt = !no_echo;
     o.max_new_tokens = new_tokens >= 0 ? new_tokens : n;
     o.limit_includes_prompt = new_tokens < 0 && !no_echo;
+    if (mt_generate_options_validate(&o)) return cli_bad_option(); /* before loading anything */
+    mt_set_threads(threads);
+    mt_model *m;
+    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
+    if (cli_load_adapters(m, &ad)) return 1;
+    if (context > 0 && mt_model_set_context(m, context) != MT_OK) {
+        mt_model_free(m);
+        cli_adapters_free(&ad);
+        return cli_fail("generate");
+    }
     mt_generate_stats st;
     mt_status s = mt_generate(m, prompt, &o, print_text, NULL, &st);
     printf("\n");

@@ -8,7 +8,7 @@ int cmd_info(int argc, char **argv) {
     const cli_opt opts[] = {
         {"--model", "-m", OPT_STRING, &model, "model path (default: bundled stories260K)"},
         {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file"},
-        {"--context", NULL, OPT_INT, &ctx, "context length for the memory estimate (default: the model's, capped at 4096)"},
+        {"--context", NULL, OPT_INT, &ctx, "context length for the memory estimate (default: the model's, capped at 4096)", 0, MT_MAX_CONTEXT},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;

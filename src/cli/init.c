@@ -9,7 +9,7 @@ int cmd_init(int argc, char **argv) {
     const cli_opt opts[] = {
         {"--like", NULL, OPT_STRING, &like, "preset: stories260k, stories15m, stories110m, smollm-135m, llama-3.2-1b, qwen2-0.5b"},
         {"--config", NULL, OPT_STRING, &config, "HF config.json giving the shape"},
-        {"--seed", NULL, OPT_U64, &seed, "random seed (default 1)"},
+        {"--seed", NULL, OPT_U64, &seed, "random seed (default 1)", CLI_ANY_SEED},
         {"--out", "-o", OPT_STRING, &out, "output path"},
         {"--format", "-f", OPT_STRING, &format, "hf (default) | gguf | llama2c"},
         {NULL, NULL, 0, NULL, NULL},

@@ -15,6 +15,12 @@ typedef struct {
     long examples, matches;
 } report;
 
+static void report_free(report *r) {
+    json_decref(r->by_index);
+    json_decref(r->totals);
+    r->by_index = r->totals = NULL;
+}
+
 static mt_status report_load(const char *path, report *r) {
     memset(r, 0, sizeof *r);
     char *buf = NULL;
@@ -48,12 +54,8 @@ static mt_status report_load(const char *path, report *r) {
         start = end + 1;
     }
     free(buf);
+    if (s) report_free(r); /* a report that failed to load owns nothing */
     return s;
-}
-
-static void report_free(report *r) {
-    json_decref(r->by_index);
-    json_decref(r->totals);
 }
 
 static json_t *summary(const char *path, const report *r) {

@@ -1,5 +1,6 @@
 /* Evaluation on prompt/answer examples: exact match of greedy answers (dataset/greedy.c)
  * and the NLL of the expected answers, with prompts rendered exactly as in training. */
+#include "core/check.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "kernels/kernels.h"
@@ -8,7 +9,9 @@
 #include "tokenizer/tokenizer.h"
 #include "dataset/greedy.h"
 #include <ctype.h>
+#include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,24 +132,53 @@ static void finish_score(mt_eval_score *out, double nll_sum) {
     out->execution_accuracy = out->sql_examples ? (double)out->sql_match / out->sql_examples : 0.0;
 }
 
+/* Before any example is evaluated: the documented limits (MT_MAX_EVAL_EXAMPLES, every
+ * example within the context), so that a file that cannot be scored fails at once rather
+ * than after hours, or gets silently cut answers. */
+static mt_status check_sizes(const evaluator *ev, const mt_dataset *ds, const char *path, long *total) {
+    int ctx = mt_infer_context(ev->m);
+    *total = 0;
+    for (int i = 0; i < ds->n; i++) {
+        if (!ds->items[i].messages) continue;
+        if (++*total > MT_MAX_EVAL_EXAMPLES)
+            return mt_error(MT_ERR_ARG, "%s: more than %ld examples (MT_MAX_EVAL_EXAMPLES): evaluate it in parts", path,
+                            MT_MAX_EVAL_EXAMPLES);
+        mt_token_seq seq;
+        mt_status s = mt_example_to_seq(&ev->b, &ds->items[i], &seq);
+        if (s) return mt_error_prefix(s, "%s: example %d", path, ds->items[i].source_line);
+        int n = seq.n;
+        mt_token_seq_free(&seq);
+        if (n > ctx)
+            return mt_error(MT_ERR_ARG, "%s: example %d is %d tokens (prompt and answer as in training), more than the "
+                            "model's context of %d", path, ds->items[i].source_line, n, ctx);
+    }
+    return MT_OK;
+}
+
 mt_status mt_eval_data_file_opts(mt_model *m, const char *path, const mt_eval_options *opt, mt_eval_score *out) {
     memset(out, 0, sizeof *out);
     mt_eval_options defaults = {0};
     if (!opt) opt = &defaults;
     if (!m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer");
+    mt_status vs = mt_check_int("--max-new-tokens", opt->max_new_tokens, 0, INT_MAX);
+    if (vs) return vs;
     eval_run run = {.opt = opt, .score = out};
     mt_dataset ds = {0};
     evaluator ev = {0};
     mt_status s = mt_dataset_load_jsonl(&ds, path, 0);
     if (s == MT_OK) s = evaluator_init(&ev, m);
+    long total = 0;
+    if (s == MT_OK) s = check_sizes(&ev, &ds, path, &total);
     if (s == MT_OK && opt->db_path) s = mt_sql_open(opt->db_path, &opt->limits, &run.db);
     if (s == MT_OK && opt->report_path && !(run.report = fopen(opt->report_path, "w")))
-        s = mt_error(MT_ERR_IO, "%s: cannot open for writing", opt->report_path);
+        s = mt_error(MT_ERR_IO, "%s: cannot open for writing: %s", opt->report_path, strerror(errno));
     for (int i = 0; s == MT_OK && i < ds.n; i++) {
         if (!ds.items[i].messages) continue; /* raw text has no prompt to answer */
         s = eval_one(&ev, &run, &ds.items[i], i + 1);
         if (s) s = mt_error_prefix(s, "%s: example %d", path, ds.items[i].source_line);
         out->base.examples++;
+        if (s == MT_OK && opt->progress && opt->progress(out->base.examples, total, opt->progress_user))
+            s = mt_error(MT_ERR_ARG, "stopped after %ld of %ld examples", out->base.examples, total);
     }
     if (run.report && fclose(run.report) != 0 && s == MT_OK)
         s = mt_error(MT_ERR_IO, "%s: write failed", opt->report_path);

@@ -17,8 +17,11 @@ static double score_window(const float *logits, const int *ids, int n, int vocab
     return nll;
 }
 
-mt_status mt_eval_text(mt_model *m, const char *text, size_t len, mt_text_score *out) {
+static mt_status eval_text(mt_model *m, const char *text, size_t len, const mt_eval_options *opt, mt_text_score *out) {
     if (!m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer");
+    if (len > (size_t)MT_MAX_EVAL_TEXT_BYTES)
+        return mt_error(MT_ERR_ARG, "%zu bytes of text is more than the %ld an evaluation takes (MT_MAX_EVAL_TEXT_BYTES): "
+                        "score a part of it", len, MT_MAX_EVAL_TEXT_BYTES);
     if (!mt_utf8_valid(text, len)) return mt_error(MT_ERR_ARG, "text is not valid UTF-8");
     int *ids = NULL, n = 0;
     mt_status s = mt_tokenizer_encode(m->tok, text, len, 0, 0, &ids, &n);
@@ -29,14 +32,20 @@ mt_status mt_eval_text(mt_model *m, const char *text, size_t len, mt_text_score 
     float *logits = malloc((size_t)ctx * vocab * sizeof(float));
     if (!window || !logits) s = mt_error(MT_ERR_NOMEM, "out of memory for a %d-token window", ctx);
     double total = 0.0;
-    long scored = 0;
+    long scored = 0, windows = ctx > 1 ? ((long)n + ctx - 2) / (ctx - 1) : 0, done = 0;
+    if (ctx < 2) s = mt_error(MT_ERR_ARG, "a context of %d tokens leaves none to score", ctx);
     for (int start = 0; s == MT_OK && start < n; start += ctx - 1) {
         int len_w = n - start < ctx - 1 ? n - start : ctx - 1;
         window[0] = bos;
         for (int i = 0; i < len_w; i++) window[i + 1] = ids[start + i];
         s = mt_forward(m, window, len_w + 1, 0, logits, 1);
         if (s == MT_OK) total += score_window(logits, window, len_w + 1, vocab);
+        if (s == MT_OK && !isfinite(total))
+            s = mt_error(MT_ERR_FORMAT, "the model's logits are NaN or infinite (tokens %d to %d): are its weights?",
+                         start, start + len_w);
         scored += len_w;
+        if (s == MT_OK && opt && opt->progress && opt->progress(++done, windows, opt->progress_user))
+            s = mt_error(MT_ERR_ARG, "stopped after %ld of %ld windows", done, windows);
     }
     free(window);
     free(logits);
@@ -49,13 +58,22 @@ mt_status mt_eval_text(mt_model *m, const char *text, size_t len, mt_text_score 
     return MT_OK;
 }
 
-mt_status mt_eval_text_file(mt_model *m, const char *path, mt_text_score *out) {
+mt_status mt_eval_text(mt_model *m, const char *text, size_t len, mt_text_score *out) {
+    return eval_text(m, text, len, NULL, out);
+}
+
+mt_status mt_eval_text_file_opts(mt_model *m, const char *path, const mt_eval_options *opt, mt_text_score *out) {
     char *text = NULL;
     size_t len = 0;
-    mt_status s = mt_file_read_all(path, (size_t)1 << 30, &text, &len);
+    /* the documented limit, checked before reading (the message names it) */
+    mt_status s = mt_file_read_all(path, (size_t)MT_MAX_EVAL_TEXT_BYTES, &text, &len);
     if (s) return s;
-    s = mt_eval_text(m, text, len, out);
+    s = eval_text(m, text, len, opt, out);
     free(text);
     if (s) return mt_error_prefix(s, "%s", path);
     return MT_OK;
+}
+
+mt_status mt_eval_text_file(mt_model *m, const char *path, mt_text_score *out) {
+    return mt_eval_text_file_opts(m, path, NULL, out);
 }

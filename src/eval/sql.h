@@ -27,6 +27,8 @@ struct mt_sql_result {
 int mt_sql_cell_number(const mt_sql_cell *c, double *out);
 /* Fills defaults into zero fields. */
 void mt_sql_limits_fill(mt_sql_limits *l);
+/* MT_OK, or MT_ERR_ARG naming a negative, NaN or infinite limit (NULL is fine). */
+mt_status mt_sql_limits_validate(const mt_sql_limits *l);
 /* The cell's value as text (malloc'd; NULL on OOM): numbers printed, NULL as "NULL". */
 char *mt_sql_result_cell_string(const mt_sql_result *r, long row, int col);
 

@@ -9,25 +9,38 @@
  *   - one statement only (the tail after sqlite3_prepare_v2 must be empty), which must be
  *     a SELECT / WITH / VALUES that sqlite3_stmt_readonly agrees is read-only;
  *   - a progress handler that interrupts after a step budget or a wall-time limit, and caps
- *     on the rows and bytes a result may hold. */
+ *     on the rows and bytes a result may hold;
+ *   - SQLite's own limits lowered so that no single function call, where the progress
+ *     handler never runs, can outlast the time limit: values of at most MAX_VALUE_BYTES
+ *     (an instr() or LIKE over the longest value takes well under a second), short LIKE
+ *     patterns, and a printf()/format() that refuses widths and precisions no value could
+ *     hold (SQLite 3.40 loops `precision` times for %c even past the length limit, so
+ *     printf('%.*c', 2000000000, 'x') spent a minute inside one call). */
 #include "eval/sql.h"
+#include "core/check.h"
 #include "core/error.h"
 #include "core/file.h"
 #include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define PROGRESS_EVERY 1000 /* VM instructions between progress-handler calls */
+#define MAX_VALUE_BYTES (1 << 17)   /* SQLITE_LIMIT_LENGTH: the longest string, blob or row */
+#define MAX_LIKE_PATTERN 1000       /* SQLITE_LIMIT_LIKE_PATTERN_LENGTH */
 
 struct mt_sql_db {
     sqlite3 *db;
     mt_sql_limits limits;
-    char denied[160];     /* what the authorizer refused last, for the error message */
+    char denied[256];     /* what the authorizer refused last, for the error message */
     long steps;           /* VM instructions so far in this query (in PROGRESS_EVERY units) */
     double started;       /* monotonic seconds at the start of the query */
     int interrupt_reason; /* 0 none, 1 steps, 2 time */
+    sqlite3 *format_db;   /* a private in-memory connection whose built-in printf() formats
+                             what bounded_printf has checked (opened on first use) */
 };
 
 void mt_sql_limits_fill(mt_sql_limits *l) {
@@ -35,6 +48,17 @@ void mt_sql_limits_fill(mt_sql_limits *l) {
     if (l->max_seconds <= 0) l->max_seconds = 10.0;
     if (l->max_rows <= 0) l->max_rows = 100000;
     if (l->max_bytes <= 0) l->max_bytes = 64L << 20;
+}
+
+/* Zero means the default; negative, NaN or infinite limits are refused. */
+mt_status mt_sql_limits_validate(const mt_sql_limits *l) {
+    mt_status s = MT_OK;
+    if (!l) return MT_OK;
+    if ((s = mt_check_int("--sql-steps", l->max_steps, 0, LONG_MAX)) ||
+        (s = mt_check_real("--sql-timeout", l->max_seconds, 0, 1e10)) ||
+        (s = mt_check_int("max_rows", l->max_rows, 0, LONG_MAX)) || (s = mt_check_int("max_bytes", l->max_bytes, 0, LONG_MAX)))
+        return s;
+    return MT_OK;
 }
 
 static double now_seconds(void) {
@@ -69,7 +93,7 @@ static int is_denied_function(const char *name) {
 }
 
 static int authorize(void *ctx, int action, const char *a1, const char *a2, const char *db_name, const char *trigger) {
-    (void)a1, (void)db_name, (void)trigger;
+    (void)db_name, (void)trigger;
     mt_sql_db *s = ctx;
     switch (action) {
     case SQLITE_SELECT:
@@ -79,10 +103,89 @@ static int authorize(void *ctx, int action, const char *a1, const char *a2, cons
         if (!is_denied_function(a2)) return SQLITE_OK;
         snprintf(s->denied, sizeof s->denied, "function %s() is not allowed", a2);
         return SQLITE_DENY;
+    case SQLITE_UPDATE:
+        /* SQLite asks this when a table-valued PRAGMA function (pragma_table_info('t'))
+         * registers its virtual table, not only for UPDATE statements */
+        if (a1 && (!strcmp(a1, "sqlite_master") || !strcmp(a1, "sqlite_schema"))) {
+            snprintf(s->denied, sizeof s->denied, "changing the schema is not allowed (a PRAGMA function such as "
+                     "pragma_table_info() needs it); read the schema with SELECT sql FROM sqlite_master");
+            return SQLITE_DENY;
+        }
+        /* fall through */
     default:
         snprintf(s->denied, sizeof s->denied, "%s is not allowed (read-only SELECT only)", action_name(action));
         return SQLITE_DENY;
     }
+}
+
+/* The integer a printf() '*' takes from the next argument (0 when there is none). */
+static long long star_arg(int argc, sqlite3_value **argv, int *next) {
+    return *next < argc ? sqlite3_value_int64(argv[(*next)++]) : 0;
+}
+
+/* Whether every width and precision in fmt (literal or '*') is within MAX_VALUE_BYTES; if
+ * not, *bad gets the first one that is not. Arguments are consumed as SQLite's printf()
+ * consumes them: one per conversion except %% and %n, plus one per '*'. */
+static int printf_sizes_ok(const char *fmt, int argc, sqlite3_value **argv, long long *bad) {
+    int next = 1;
+    for (const char *p = fmt; p && *p; p++) {
+        if (*p != '%') continue;
+        if (*++p == '%') continue;
+        while (*p && strchr("-+ #0,!", *p)) p++;
+        for (int part = 0; part < 2; part++) { /* width, then precision after a '.' */
+            if (part == 1) {
+                if (*p != '.') break;
+                p++;
+            }
+            long long v = 0;
+            if (*p == '*') v = star_arg(argc, argv, &next), p++;
+            else
+                for (; isdigit((unsigned char)*p) && v <= MAX_VALUE_BYTES; p++) v = v * 10 + (*p - '0');
+            if (v > MAX_VALUE_BYTES || v < -MAX_VALUE_BYTES) {
+                *bad = v;
+                return 0;
+            }
+            while (isdigit((unsigned char)*p)) p++;
+        }
+        while (*p == 'l') p++;
+        if (!*p) break;
+        if (*p != 'n') next++;
+    }
+    return 1;
+}
+
+/* printf() and format(): checked here, formatted by SQLite's own printf on format_db. */
+static void bounded_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    mt_sql_db *s = sqlite3_user_data(ctx);
+    long long bad = 0;
+    if (argc >= 1 && !printf_sizes_ok((const char *)sqlite3_value_text(argv[0]), argc, argv, &bad)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "printf(): width or precision %lld is beyond the sandbox's %d-byte limit on a value",
+                 bad, MAX_VALUE_BYTES);
+        sqlite3_result_error(ctx, msg, -1);
+        return;
+    }
+    if (!s->format_db) {
+        if (sqlite3_open_v2(":memory:", &s->format_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+            sqlite3_close(s->format_db);
+            s->format_db = NULL;
+            sqlite3_result_error_nomem(ctx);
+            return;
+        }
+        sqlite3_limit(s->format_db, SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES);
+    }
+    char sql[32 + 6 * 128];
+    int n = snprintf(sql, sizeof sql, "SELECT printf(");
+    for (int i = 0; i < argc && i < 127; i++) n += snprintf(sql + n, sizeof sql - n, i ? ",?%d" : "?%d", i + 1);
+    snprintf(sql + n, sizeof sql - n, ")");
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->format_db, sql, -1, &st, NULL);
+    for (int i = 0; rc == SQLITE_OK && i < argc; i++) rc = sqlite3_bind_value(st, i + 1, argv[i]);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) sqlite3_result_value(ctx, sqlite3_column_value(st, 0));
+    else if (rc == SQLITE_TOOBIG) sqlite3_result_error_toobig(ctx);
+    else sqlite3_result_error(ctx, sqlite3_errmsg(s->format_db), -1);
+    sqlite3_finalize(st);
 }
 
 static int progress(void *ctx) {
@@ -116,7 +219,12 @@ static mt_status configure(mt_sql_db *s, const char *path) {
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, off, NULL);
     sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
     sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, 1 << 20);
-    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 1 << 24);
+    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES);
+    sqlite3_limit(db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_LIKE_PATTERN);
+    int fflags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
+    if (sqlite3_create_function(db, "printf", -1, fflags, s, bounded_printf, NULL, NULL) != SQLITE_OK ||
+        sqlite3_create_function(db, "format", -1, fflags, s, bounded_printf, NULL, NULL) != SQLITE_OK)
+        return mt_error(MT_ERR_NOMEM, "%s: cannot register printf(): %s", path, sqlite3_errmsg(db));
     char *err = NULL;
     /* Reading the schema now turns "not a database" into an open error, not a query error. */
     if (sqlite3_exec(db, "PRAGMA query_only=1; SELECT count(*) FROM sqlite_master;", NULL, NULL, &err) != SQLITE_OK) {
@@ -132,6 +240,8 @@ static mt_status configure(mt_sql_db *s, const char *path) {
 mt_status mt_sql_open(const char *path, const mt_sql_limits *limits, mt_sql_db **out) {
     *out = NULL;
     if (!path) return mt_error(MT_ERR_ARG, "no database path");
+    mt_status ls = mt_sql_limits_validate(limits);
+    if (ls) return ls;
     if (!mt_file_exists(path)) return mt_error(MT_ERR_IO, "%s: no such database file", path);
     mt_sql_db *s = calloc(1, sizeof *s);
     char *uri = file_uri(path);
@@ -153,6 +263,7 @@ mt_status mt_sql_open(const char *path, const mt_sql_limits *limits, mt_sql_db *
 
 void mt_sql_close(mt_sql_db *db) {
     if (!db) return;
+    sqlite3_close(db->format_db);
     sqlite3_close(db->db);
     free(db);
 }

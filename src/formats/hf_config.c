@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,29 +19,35 @@ int mt_arch_known(const char *arch) {
 }
 
 /* An integer value (JSON integers, or reals with an integral value as some exporters write
- * them). */
-static mt_status int_value(const char *path, const char *key, const json_t *v, int *out) {
+ * them) in [lo, hi]. The message says which of the two it is not. */
+static mt_status int_value(const char *path, const char *key, const json_t *v, long long lo, long long hi, int *out) {
     double d = json_is_number(v) ? json_number_value(v) : NAN;
-    if (!(d >= -2147483648.0 && d <= 2147483647.0) || d != floor(d))
-        return mt_error(MT_ERR_FORMAT, "%s: %s must be an integer", path, key);
+    if (!json_is_number(v)) return mt_error(MT_ERR_FORMAT, "%s: %s must be a number", path, key);
+    if (d != floor(d) || !isfinite(d)) return mt_error(MT_ERR_FORMAT, "%s: %s %g must be an integer", path, key, d);
+    if (!(d >= (double)lo && d <= (double)hi))
+        return mt_error(MT_ERR_FORMAT, "%s: %s %.0f: must be an integer in [%lld, %lld]", path, key, d, lo, hi);
     *out = (int)d;
     return MT_OK;
 }
 
 /* Absent or null: MT_OK with *out untouched, unless required. */
-static mt_status get_int(const char *path, const json_t *obj, const char *key, int *out, int required) {
+static mt_status get_int(const char *path, const json_t *obj, const char *key, int *out, int required, long long lo,
+                         long long hi) {
     const json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v))
         return required ? mt_error(MT_ERR_FORMAT, "%s: missing %s", path, key) : MT_OK;
-    return int_value(path, key, v, out);
+    return int_value(path, key, v, lo, hi, out);
 }
 
-static mt_status get_float(const char *path, const json_t *obj, const char *key, float *out) {
+/* A finite number in [lo, hi]: rms_norm_eps -1 is an error, not silently the default. */
+static mt_status get_float(const char *path, const json_t *obj, const char *key, float *out, double lo, double hi) {
     const json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) return MT_OK;
-    if (!json_is_number(v) || !isfinite(json_number_value(v)))
-        return mt_error(MT_ERR_FORMAT, "%s: %s must be a number", path, key);
-    *out = (float)json_number_value(v);
+    if (!json_is_number(v)) return mt_error(MT_ERR_FORMAT, "%s: %s must be a number", path, key);
+    double d = json_number_value(v);
+    if (!(isfinite(d) && d >= lo && d <= hi))
+        return mt_error(MT_ERR_FORMAT, "%s: %s %g: must be a finite number in [%g, %g]", path, key, d, lo, hi);
+    *out = (float)d;
     return MT_OK;
 }
 
@@ -56,7 +63,7 @@ static mt_status get_bool(const char *path, const json_t *obj, const char *key, 
 static mt_status get_token_id(const char *path, const json_t *obj, const char *key, int *out) {
     const json_t *v = json_object_get(obj, key);
     if (json_is_array(v)) v = json_array_get(v, 0);
-    return !v || json_is_null(v) ? MT_OK : int_value(path, key, v, out);
+    return !v || json_is_null(v) ? MT_OK : int_value(path, key, v, INT_MIN, INT_MAX, out); /* bad ids are dropped */
 }
 
 static mt_status parse_arch(const char *path, const json_t *root, mt_config *c) {
@@ -78,7 +85,7 @@ static mt_status parse_arch(const char *path, const json_t *root, mt_config *c) 
 static mt_status parse_rope_scaling(const char *path, const json_t *rs, mt_config *c) {
     if (!rs || json_is_null(rs)) return MT_OK;
     if (!json_is_object(rs)) return mt_error(MT_ERR_FORMAT, "%s: rope_scaling must be an object", path);
-    mt_status s = get_float(path, rs, "rope_theta", &c->rope_theta);
+    mt_status s = get_float(path, rs, "rope_theta", &c->rope_theta, 1, 1e12);
     if (s) return s;
     const json_t *type = json_object_get(rs, "rope_type");
     if (!type) type = json_object_get(rs, "type");
@@ -87,10 +94,10 @@ static mt_status parse_rope_scaling(const char *path, const json_t *rs, mt_confi
     if (strcmp(t, "llama3") != 0)
         return mt_error(MT_ERR_UNSUPPORTED, "%s: rope scaling type '%s' is not supported (only llama3)", path, t);
     c->rope_scaling = MT_ROPE_SCALING_LLAMA3;
-    if ((s = get_float(path, rs, "factor", &c->rope_factor)) ||
-        (s = get_float(path, rs, "low_freq_factor", &c->rope_low_freq_factor)) ||
-        (s = get_float(path, rs, "high_freq_factor", &c->rope_high_freq_factor)) ||
-        (s = get_int(path, rs, "original_max_position_embeddings", &c->rope_original_max_pos, 1)))
+    if ((s = get_float(path, rs, "factor", &c->rope_factor, 1e-3, 1e4)) ||
+        (s = get_float(path, rs, "low_freq_factor", &c->rope_low_freq_factor, 0, 1e4)) ||
+        (s = get_float(path, rs, "high_freq_factor", &c->rope_high_freq_factor, 0, 1e4)) ||
+        (s = get_int(path, rs, "original_max_position_embeddings", &c->rope_original_max_pos, 1, 1, MT_MAX_CONTEXT)))
         return s;
     return MT_OK;
 }
@@ -118,16 +125,16 @@ static mt_status parse_config(const char *path, const json_t *root, mt_config *c
     mt_status s;
     if (!json_is_object(root)) return mt_error(MT_ERR_FORMAT, "%s: not a JSON object", path);
     if ((s = parse_arch(path, root, c)) || (s = refuse_unsupported(path, root)) ||
-        (s = get_int(path, root, "hidden_size", &c->dim, 1)) ||
-        (s = get_int(path, root, "intermediate_size", &c->hidden_dim, 1)) ||
-        (s = get_int(path, root, "num_hidden_layers", &c->n_layers, 1)) ||
-        (s = get_int(path, root, "num_attention_heads", &c->n_heads, 1)) ||
-        (s = get_int(path, root, "num_key_value_heads", &c->n_kv_heads, 0)) ||
-        (s = get_int(path, root, "head_dim", &c->head_dim, 0)) ||
-        (s = get_int(path, root, "vocab_size", &c->vocab_size, 1)) ||
-        (s = get_int(path, root, "max_position_embeddings", &c->max_seq_len, 0)) ||
-        (s = get_float(path, root, "rms_norm_eps", &c->norm_eps)) ||
-        (s = get_float(path, root, "rope_theta", &c->rope_theta)) ||
+        (s = get_int(path, root, "hidden_size", &c->dim, 1, 1, 1 << 16)) ||
+        (s = get_int(path, root, "intermediate_size", &c->hidden_dim, 1, 1, 1 << 18)) ||
+        (s = get_int(path, root, "num_hidden_layers", &c->n_layers, 1, 1, 1024)) ||
+        (s = get_int(path, root, "num_attention_heads", &c->n_heads, 1, 1, 1024)) ||
+        (s = get_int(path, root, "num_key_value_heads", &c->n_kv_heads, 0, 1, 1024)) ||
+        (s = get_int(path, root, "head_dim", &c->head_dim, 0, 2, 1024)) ||
+        (s = get_int(path, root, "vocab_size", &c->vocab_size, 1, 1, 1 << 22)) ||
+        (s = get_int(path, root, "max_position_embeddings", &c->max_seq_len, 0, 1, MT_MAX_CONTEXT)) ||
+        (s = get_float(path, root, "rms_norm_eps", &c->norm_eps, 1e-12, 1)) ||
+        (s = get_float(path, root, "rope_theta", &c->rope_theta, 1, 1e12)) ||
         (s = get_bool(path, root, "tie_word_embeddings", &c->tied_embeddings)) ||
         (s = get_bool(path, root, "attention_bias", &c->attn_bias)) ||
         (s = get_token_id(path, root, "bos_token_id", &c->bos_id)) ||

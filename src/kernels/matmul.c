@@ -14,6 +14,7 @@ static int kernel_threads = 0;
 void mt_kernels_set_threads(int n) {
     if (n <= 0) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (n <= 0) n = 1;
+    if (n > MT_MAX_THREADS) n = MT_MAX_THREADS; /* a void setter: clamp what the options check refuses */
     kernel_threads = n;
     omp_set_num_threads(n);
     openblas_set_num_threads(n);

@@ -35,6 +35,9 @@ static inline float mt_exp_approx(float x) {
     x = x < -87.3f ? -87.3f : x;
     x = x > 88.0f ? 88.0f : x;
     float n = (x * log2e + round_magic) - round_magic;
+    /* NaN passes the clamps above; this one keeps 2^n's exponent bits in range (no UB in
+     * the conversion and shift below) and the NaN still reaches the result through r */
+    n = n >= -126.0f ? n : -126.0f;
     float r = x - n * ln2_hi - n * ln2_lo;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;

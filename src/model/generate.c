@@ -60,7 +60,8 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
     else mt_generate_options_default(&o);
     if (!m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
     int *ids = NULL, n_prompt = 0;
-    mt_status s = encode_prompt(m, prompt, &ids, &n_prompt);
+    mt_status s = mt_generate_options_validate(&o);
+    if (s == MT_OK) s = encode_prompt(m, prompt, &ids, &n_prompt);
     if (s) return s;
     int n_ctx = mt_infer_context(m);
     if (n_prompt >= n_ctx) {
@@ -92,6 +93,10 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
     int generated = 0, pos = n_prompt;
     while (s == MT_OK && generated < budget && !sink.stopped) {
         int next = mt_sampler_sample(&sampler, logits);
+        if (next < 0) {
+            s = mt_error(MT_ERR_FORMAT, "the model's logits at position %d are NaN or infinite (are its weights?)", pos - 1);
+            break;
+        }
         if (o.stop_at_eos && is_stop_token(m, next)) break;
         emit_token(&sink, next);
         generated++;

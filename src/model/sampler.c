@@ -1,6 +1,19 @@
 #include "model/sampler.h"
+#include "core/check.h"
 #include "kernels/kernels.h"
+#include <limits.h>
+#include <math.h>
 #include <stdlib.h>
+
+mt_status mt_generate_options_validate(const mt_generate_options *o) {
+    mt_status s;
+    if (!o) return MT_OK;
+    if ((s = mt_check_int("--max-new-tokens", o->max_new_tokens, 0, INT_MAX)) ||
+        (s = mt_check_real("--temperature", o->temperature, 0, MT_MAX_TEMPERATURE)) ||
+        (s = mt_check_int("--top-k", o->top_k, 0, INT_MAX)) || (s = mt_check_real("--top-p", o->top_p, 0, 1)))
+        return s;
+    return MT_OK;
+}
 
 int mt_sampler_init(mt_sampler *s, int vocab_size, float temperature, int top_k, float top_p, uint64_t seed) {
     s->vocab_size = vocab_size;
@@ -58,6 +71,7 @@ static int sample_top_p(mt_sampler *s, const float *probs, float coin) {
             s->candidates[n0].index = i;
             s->candidates[n0++].prob = probs[i];
         }
+    if (n0 == 0) return mt_argmax(probs, n); /* top_p so small that no token reaches the cutoff */
     qsort(s->candidates, (size_t)n0, sizeof(mt_prob_index), by_prob_desc);
     float cumulative = 0.0f;
     int last = n0 - 1;
@@ -92,7 +106,17 @@ static void apply_top_k(mt_sampler *s, float *probs) {
 }
 
 int mt_sampler_sample(mt_sampler *s, float *logits) {
-    if (s->temperature <= 0.0f) return mt_argmax(logits, s->vocab_size);
+    /* NaN or inf logits have no distribution to sample from (and NaN would send top-p past
+     * the end of its candidates): refuse them, the caller reports it */
+    float lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < s->vocab_size; i++) {
+        if (!isfinite(logits[i])) return -1;
+        lo = fminf(lo, logits[i]);
+        hi = fmaxf(hi, logits[i]);
+    }
+    /* a temperature so small that the logits overflow samples the most likely token anyway */
+    if (!(s->temperature > 0.0f) || !isfinite(hi / s->temperature) || !isfinite(lo / s->temperature))
+        return mt_argmax(logits, s->vocab_size);
     for (int i = 0; i < s->vocab_size; i++) logits[i] /= s->temperature;
     mt_softmax_inplace(logits, s->vocab_size);
     apply_top_k(s, logits);

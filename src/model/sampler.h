@@ -18,7 +18,8 @@ typedef struct {
 
 int mt_sampler_init(mt_sampler *s, int vocab_size, float temperature, int top_k, float top_p, uint64_t seed);
 void mt_sampler_free(mt_sampler *s);
-/* Picks the next token from logits[vocab_size] (modified in place). */
+/* Picks the next token from logits[vocab_size] (modified in place); -1 when a logit is NaN
+ * or infinite (nothing to sample from: the caller reports the model's output as broken). */
 int mt_sampler_sample(mt_sampler *s, float *logits);
 int mt_argmax(const float *x, int n);
 

@@ -17,6 +17,7 @@
  * above general_limit times the base, a row of general text joins every later step
  * (rehearsal of general text), and the report says so. At the end every fact is answered by
  * real greedy decoding (KV cache, the path users run) for DIR/facts.jsonl and the recall. */
+#include "core/check.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
@@ -37,6 +38,7 @@
 #include "train/optimizer.h"
 #include "train/sparse_adam.h"
 #include <jansson.h>
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -846,9 +848,11 @@ static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
         fprintf(stderr, "\rmemtune: step %ld: %d/%d facts memorised (%d exact), general perplexity %.4g (base %.4g), %.0f s\n",
                 r->step, *n_ok, r->n_facts, r->n_exact, r->ppl_last, r->ppl_base, elapsed);
     if (r->metrics) {
-        fprintf(r->metrics, "{\"step\": %ld, \"loss\": %.6g, \"facts_exact\": %d, \"facts_memorised\": %d, \"facts\": %d, "
-                "\"general_perplexity\": %.6g, \"general_weight\": %g, \"elapsed_s\": %.2f}\n", r->step, r->last_loss,
-                r->n_exact, *n_ok, r->n_facts, r->ppl_last, (double)r->distill_weight, elapsed);
+        char b[2][32]; /* JSON has no NaN or inf (core/check.h) */
+        fprintf(r->metrics, "{\"step\": %ld, \"loss\": %s, \"facts_exact\": %d, \"facts_memorised\": %d, \"facts\": %d, "
+                "\"general_perplexity\": %s, \"general_weight\": %g, \"elapsed_s\": %.2f}\n", r->step,
+                mt_json_number(b[0], 32, "%.6g", r->last_loss), r->n_exact, *n_ok, r->n_facts,
+                mt_json_number(b[1], 32, "%.6g", r->ppl_last), (double)r->distill_weight, elapsed);
         fflush(r->metrics);
     }
     return MT_OK;
@@ -860,7 +864,7 @@ static mt_status open_metrics(memory_run *r) {
     char *path = mt_path_join(r->o.out_dir, "metrics.jsonl");
     if (!path) return mt_error(MT_ERR_NOMEM, "out of memory");
     mt_status s = r->o.resume ? mt_metrics_drop_after(path, r->step) : MT_OK;
-    if (!s && !(r->metrics = fopen(path, r->o.resume ? "a" : "w"))) s = mt_error(MT_ERR_IO, "%s: cannot write", path);
+    if (!s && !(r->metrics = fopen(path, r->o.resume ? "a" : "w"))) s = mt_error(MT_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     free(path);
     return s;
 }

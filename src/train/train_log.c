@@ -1,7 +1,9 @@
 #include "train/train_log.h"
+#include "core/check.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -77,7 +79,7 @@ mt_status mt_train_log_open(mt_train_log *l, const char *dir, long total_steps, 
     }
     if (resume) reload_history(l, path);
     l->metrics = fopen(path, resume ? "a" : "w");
-    mt_status s = l->metrics ? MT_OK : mt_error(MT_ERR_IO, "%s: cannot open for writing", path);
+    mt_status s = l->metrics ? MT_OK : mt_error(MT_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
     free(path);
     l->tty = isatty(2);
     l->quiet = quiet;
@@ -113,8 +115,11 @@ void mt_train_log_step(mt_train_log *l, long step, double loss, float lr, double
     push(&l->train_step, &l->train_loss, &l->n_train, &l->cap_train, step, loss);
     double elapsed = mt_now_seconds() - l->start_time;
     if (l->metrics) {
-        fprintf(l->metrics, "{\"step\": %ld, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, "
-                "\"tokens_per_s\": %.1f, \"elapsed_s\": %.2f}\n", step, loss, lr, grad_norm, tokens_per_s, elapsed);
+        char b[4][32]; /* JSON has no NaN or inf: a non-finite value is written as null */
+        fprintf(l->metrics, "{\"step\": %ld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, "
+                "\"tokens_per_s\": %s, \"elapsed_s\": %.2f}\n", step, mt_json_number(b[0], 32, "%.6f", loss),
+                mt_json_number(b[1], 32, "%.6g", lr), mt_json_number(b[2], 32, "%.6g", grad_norm),
+                mt_json_number(b[3], 32, "%.1f", tokens_per_s), elapsed);
         fflush(l->metrics);
     }
     if (!l->quiet && !l->tty)
@@ -125,7 +130,8 @@ void mt_train_log_step(mt_train_log *l, long step, double loss, float lr, double
 void mt_train_log_eval(mt_train_log *l, long step, double eval_loss) {
     push(&l->eval_step, &l->eval_loss, &l->n_eval, &l->cap_eval, step, eval_loss);
     if (l->metrics) {
-        fprintf(l->metrics, "{\"step\": %ld, \"eval_loss\": %.6f}\n", step, eval_loss);
+        char b[32];
+        fprintf(l->metrics, "{\"step\": %ld, \"eval_loss\": %s}\n", step, mt_json_number(b, sizeof b, "%.6f", eval_loss));
         fflush(l->metrics);
     }
     if (!l->quiet) fprintf(stderr, "%sstep %ld eval loss %.4f\n", l->tty ? "\n" : "", step, eval_loss);

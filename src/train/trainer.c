@@ -3,6 +3,7 @@
  * SIGINT/SIGTERM that saves first. It is independent of which parameters train: the
  * method decides the trainable tensors, the loop only follows the flags. */
 #include "core/atomic_dir.h"
+#include "core/check.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
@@ -355,7 +356,10 @@ static int checkpoint_blobs(mt_trainer *t, mt_ckpt_blob b[MAX_BLOBS]) {
 }
 
 static mt_status save_checkpoint(mt_trainer *t) {
-    mt_status s = mt_mkdir_p(t->ckpt_dir);
+    /* the loss guard runs before each update; this one sees the last update too */
+    mt_status s = mt_check_finite_weights(t->lora ? t->lora->params : t->m->params, trainable_count(t), t->step);
+    if (s == MT_OK && t->rows) s = mt_check_finite_weights(t->rows->values, t->rows_opt.n, t->step);
+    if (s == MT_OK) s = mt_mkdir_p(t->ckpt_dir);
     if (s) return s;
     char *json = state_json(t), *path = mt_checkpoint_path(t->ckpt_dir, t->step);
     mt_ckpt_blob b[MAX_BLOBS];
@@ -550,8 +554,6 @@ static mt_status setup(mt_trainer *t, const char *data_path) {
         return mt_error(MT_ERR_UNSUPPORTED, "unknown --method '%s' (this build trains: full, lora, memory)", t->o.method);
     if (!is_lora(t) && t->m->lora)
         return mt_error(MT_ERR_ARG, "--method full with an adapter attached: merge it first (mt_lora_merge)");
-    if (t->o.batch < 1 || t->o.grad_accum < 1 || t->o.epochs < 0 || t->o.steps < 0 || !(t->o.lr >= 0) || t->o.warmup < 0)
-        return mt_error(MT_ERR_ARG, "batch and grad-accum must be >= 1; epochs, steps, lr and warmup >= 0");
     t->seq_len = t->o.seq_len > 0 ? t->o.seq_len : (c->max_seq_len < 512 ? c->max_seq_len : 512);
     if (t->seq_len > c->max_seq_len && !t->o.quiet)
         fprintf(stderr, "memtune: warning: --seq-len %d exceeds the model's context length %d\n", t->seq_len, c->max_seq_len);
@@ -707,7 +709,8 @@ mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_option
     mt_trainer t = {.m = m, .last_eval = NAN};
     if (opts) t.o = *opts;
     else mt_train_options_default(&t.o);
-    mt_status rs = resolve_method(&t.o, data_path);
+    mt_status rs = mt_train_options_validate(m, &t.o);
+    if (rs == MT_OK) rs = resolve_method(&t.o, data_path);
     if (rs) return rs;
     int memory = !strcmp(t.o.method, "memory");
     if (!memory && t.o.lr == 0) t.o.lr = 1e-4f;
