@@ -405,8 +405,8 @@ mt_status mt_gguf_load_model(const char *path, const mt_load_options *opts, mt_m
     mt_config cfg;
     mt_model *m = NULL;
     s = read_config(&g, &cfg);
-    /* Q8_0, the smallest type memtune reads, takes 34 bytes per 32 values. */
-    if (!s) s = mt_check_params_fit(path, &cfg, g.file.size - g.data_offset, 34.0 / 32.0);
+    /* Q2_K, the smallest type memtune reads, takes 84 bytes per 256 values. */
+    if (!s) s = mt_check_params_fit(path, &cfg, g.file.size - g.data_offset, 84.0 / 256.0);
     if (!s) s = mt_model_alloc(&cfg, &m);
     if (!s) s = read_weights(&g, m);
     if (!s) s = attach_tokenizer(m, &g, path, opts);
