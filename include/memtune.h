@@ -92,6 +92,13 @@ mt_status mt_format_parse(const char *name, mt_format *out);
 /* HF: path is a directory (created). GGUF, llama2c: path is a file (llama2c also writes
  * tokenizer.bin beside it when the model has a tokenizer). All writes are atomic. */
 mt_status mt_model_save(const mt_model *m, const char *path, mt_format fmt);
+/* GGUF with its weights in `type`: "f32" (what mt_model_save writes), "f16", "bf16", "q8_0"
+ * (as llama.cpp's convert_hf_to_gguf.py --outtype writes them: 2-D weights in the type,
+ * norms and biases F32), or "q4_0", "q4_k" (= "q4_k_m"), "q6_k" (as llama-quantize writes that
+ * file type without an importance matrix: its per-tensor mix, its fallbacks for rows that
+ * are not whole 256-value blocks, ggml's reference quantizers byte for byte). Loading
+ * such a file dequantizes it. */
+mt_status mt_model_save_gguf(const mt_model *m, const char *path, const char *type);
 
 /* Logits for every position of ids[0..n) (positions 0..n-1), written to out[n*vocab]. */
 mt_status mt_model_logits(mt_model *m, const int *ids, int n, float *out);

@@ -480,3 +480,9 @@ void mt_quantize(uint32_t type, const float *src, uint8_t *dst, size_t n) {
     mt_qtype_size s = mt_qtype_size_of(type);
     for (size_t b = 0; b < n / s.block; b++) block(src + b * s.block, dst + b * s.bytes);
 }
+
+void mt_quantize_rows(uint32_t type, const float *src, uint8_t *dst, size_t rows, size_t cols) {
+    size_t row_bytes = mt_qtype_bytes(type, cols);
+#pragma omp parallel for schedule(dynamic, 16) if (rows * cols > 65536)
+    for (size_t r = 0; r < rows; r++) mt_quantize(type, src + r * cols, dst + r * row_bytes, cols);
+}

@@ -51,5 +51,7 @@ int mt_qtype_can_quantize(uint32_t type);
 /* Quantizes n values (a multiple of the block) as ggml's reference quantizers do
  * (quantize_row_*_ref: what llama-quantize writes when given no importance matrix). */
 void mt_quantize(uint32_t type, const float *src, uint8_t *dst, size_t n);
+/* The same for rows x cols values (cols a multiple of the block), rows in parallel. */
+void mt_quantize_rows(uint32_t type, const float *src, uint8_t *dst, size_t rows, size_t cols);
 
 #endif
