@@ -92,6 +92,13 @@ mt_status mt_format_parse(const char *name, mt_format *out);
 /* HF: path is a directory (created). GGUF, llama2c: path is a file (llama2c also writes
  * tokenizer.bin beside it when the model has a tokenizer). All writes are atomic. */
 mt_status mt_model_save(const mt_model *m, const char *path, mt_format fmt);
+/* GGUF with its weights in `type`: "f32" (what mt_model_save writes), "f16", "bf16", "q8_0"
+ * (as llama.cpp's convert_hf_to_gguf.py --outtype writes them: 2-D weights in the type,
+ * norms and biases F32), or "q4_0", "q4_k" (= "q4_k_m"), "q6_k" (as llama-quantize writes that
+ * file type without an importance matrix: its per-tensor mix, its fallbacks for rows that
+ * are not whole 256-value blocks, ggml's reference quantizers byte for byte). Loading
+ * such a file dequantizes it. */
+mt_status mt_model_save_gguf(const mt_model *m, const char *path, const char *type);
 
 /* Logits for every position of ids[0..n) (positions 0..n-1), written to out[n*vocab]. */
 mt_status mt_model_logits(mt_model *m, const int *ids, int n, float *out);
@@ -315,12 +322,17 @@ int mt_token_rows_count(const mt_token_rows *r);
 const int *mt_token_rows_ids(const mt_token_rows *r);
 /* Attaches r (NULL detaches and restores the base rows). The model does not own r. */
 mt_status mt_model_attach_token_rows(mt_model *m, mt_token_rows *r);
-/* dir/trainable_tokens.json ({"trainable_token_indices": [...]}) and
- * dir/trainable_tokens.safetensors (PEFT's ...token_adapter.trainable_tokens_delta [n, dim]:
- * trained row minus base row). */
+/* Saves the rows as PEFT does: when dir holds a LoRA adapter (adapter_config.json), its
+ * config gains "trainable_token_indices" (a list; {"embed_tokens": [...], "lm_head": [...]}
+ * for an untied head) and adapter_model.safetensors gains the replacement rows as
+ * ...embed_tokens.token_adapter.trainable_tokens_delta [n, dim] (and ...lm_head...); otherwise
+ * the same tensors go to dir/trainable_tokens.safetensors with dir/trainable_tokens.json
+ * (mt_lora_save later copies them into its PEFT pair). Load reads PEFT's adapters and
+ * memtune's files, including those written before this layout (which held differences). */
 mt_status mt_token_rows_save(const mt_token_rows *r, const char *dir);
 mt_status mt_token_rows_load(const mt_model *m, const char *dir, mt_token_rows **out);
-/* 1 when dir holds trainable_tokens.json */
+/* 1 when dir holds trainable token rows (trainable_tokens.json, or trainable_token_indices in
+ * adapter_config.json) */
 int mt_token_rows_present(const char *dir);
 
 /* ---- memory experts (MoME) ---------------------------------------------------------- */

@@ -338,6 +338,7 @@ mt_status mt_lora_save(const mt_lora *l, const mt_model *m, const char *dir, con
         free(json);
         free(cpath);
     }
+    if (!s) s = mt_token_rows_fold_into_peft(dir);
 done:
     free(descs);
     free(names);
@@ -436,7 +437,7 @@ static mt_status read_config(const char *path, int n_layers, int *rank, float *a
 static mt_status check_names(const mt_safetensors *st, const mt_lora *l, const char *path) {
     char name[128];
     for (int i = 0; i < st->n_tensors; i++) {
-        int found = 0;
+        int found = mt_token_rows_tensor_name(st->tensors[i].name); /* token_rows.c reads those */
         for (int layer = 0; layer < l->n_layers && !found; layer++)
             for (int site = 0; site < MT_N_SITES && !found; site++) {
                 if (l->a_offset[(size_t)layer * MT_N_SITES + site] == MT_LORA_NONE) continue;

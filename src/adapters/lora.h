@@ -30,5 +30,11 @@ mt_status mt_lora_alloc_sites(const mt_config *cfg, int rank, float alpha, int r
 mt_status mt_lora_load_gguf(const mt_model *m, const char *path, mt_lora **out);
 /* 1 when layer l has at least one adapted site. */
 int mt_lora_layer_used(const mt_lora *l, int layer);
+/* token_rows.c: trainable token rows that memtune's own files in dir hold are copied into the PEFT
+ * pair just written there (adapter_config.json trainable_token_indices + their tensors in
+ * adapter_model.safetensors); nothing to do when there are none. */
+mt_status mt_token_rows_fold_into_peft(const char *dir);
+/* Is this an adapter_model.safetensors tensor of PEFT's trainable token rows? */
+int mt_token_rows_tensor_name(const char *name);
 
 #endif

@@ -6,6 +6,7 @@
 #include "formats/gguf.h"
 #include "formats/dtype.h"
 #include "core/error.h"
+#include "kernels/quant.h"
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -474,27 +475,17 @@ const mt_gguf_tensor *mt_gguf_find_tensor(const mt_gguf *g, const char *name) {
     return hit ? *hit : NULL;
 }
 
-/* Q8_0: blocks of 32 values, each an f16 scale followed by 32 int8 quants. */
-static void dequantize_q8_0(const uint8_t *p, float *dst, size_t n) {
-    for (size_t b = 0; b < n / 32; b++, p += 34) {
-        float d = mt_f16_to_f32(mt_load_u16(p));
-        for (int i = 0; i < 32; i++) dst[b * 32 + i] = d * (float)(int8_t)p[2 + i];
-    }
-}
-
 mt_status mt_gguf_read_f32(const mt_gguf *g, const mt_gguf_tensor *t, float *dst, size_t n) {
     if (n != t->n_elems)
         return mt_error(MT_ERR_ARG, "%s: tensor %s has %llu elements, caller expected %zu", g->file.path, t->name,
                         (unsigned long long)t->n_elems, n);
-    switch (t->type) {
-    case MT_GGML_F32: if (n) memcpy(dst, t->data, n * 4); break;
-    case MT_GGML_F16: for (size_t i = 0; i < n; i++) dst[i] = mt_f16_to_f32(mt_load_u16(t->data + 2 * i)); break;
-    case MT_GGML_BF16: for (size_t i = 0; i < n; i++) dst[i] = mt_bf16_to_f32(mt_load_u16(t->data + 2 * i)); break;
-    case MT_GGML_Q8_0: dequantize_q8_0(t->data, dst, n); break;
-    default:
-        return mt_error(MT_ERR_UNSUPPORTED, "%s: tensor %s has type %s (%u); memtune reads F32, F16, BF16 and Q8_0",
+    if (!mt_qtype_size_of(t->type).block)
+        return mt_error(MT_ERR_UNSUPPORTED,
+                        "%s: tensor %s has type %s (%u), which memtune does not read (it reads F32, F16, BF16, Q4_0, "
+                        "Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K)",
                         g->file.path, t->name, mt_ggml_type_name(t->type), t->type);
-    }
+    /* place_tensor checked that the row is whole blocks and the bytes lie inside the file */
+    mt_dequantize(t->type, t->data, dst, n);
     mt_file_release(&g->file, t->data, t->nbytes);
     return MT_OK;
 }

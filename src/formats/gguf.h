@@ -73,7 +73,8 @@ mt_status mt_gguf_get_floats(const mt_gguf *g, const char *key, float **out, uin
 mt_status mt_gguf_get_ints(const mt_gguf *g, const char *key, int32_t **out, uint64_t *n, int required);
 
 const mt_gguf_tensor *mt_gguf_find_tensor(const mt_gguf *g, const char *name);
-/* Dequantises F32/F16/BF16/Q8_0 into dst (n must equal the element count); other types
+/* Dequantises F32/F16/BF16 and the block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K
+ * (kernels/quant.h) into dst (n must equal the element count); other types (IQ*, TQ*, ...)
  * give MT_ERR_UNSUPPORTED naming the tensor and the type. */
 mt_status mt_gguf_read_f32(const mt_gguf *g, const mt_gguf_tensor *t, float *dst, size_t n);
 const char *mt_ggml_type_name(uint32_t type);

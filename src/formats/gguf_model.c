@@ -5,11 +5,13 @@
  *
  * Layouts: GGUF lists dimensions innermost first (a [rows, cols] weight has ne = {cols,
  * rows}). llama.cpp's converter permutes llama Q/K rows into interleaved RoPE pairs; qwen2
- * weights keep HF's rotate-half layout. The writer always writes arch "llama" with
- * interleaved Q/K, plus memtune.* keys that restore what llama's keys cannot say exactly. */
+ * weights keep HF's rotate-half layout. The writer writes a Qwen2 model as "qwen2" and every
+ * other as "llama" with interleaved Q/K, plus memtune.* keys that restore what llama's keys
+ * cannot say exactly, with tensors in F32 or the type convert --type asks for. */
 #include "formats/formats.h"
 #include "formats/gguf.h"
 #include "core/error.h"
+#include "kernels/quant.h"
 #include "tokenizer/tokenizer.h"
 #include <libgen.h>
 #include <limits.h>
@@ -405,8 +407,8 @@ mt_status mt_gguf_load_model(const char *path, const mt_load_options *opts, mt_m
     mt_config cfg;
     mt_model *m = NULL;
     s = read_config(&g, &cfg);
-    /* Q8_0, the smallest type memtune reads, takes 34 bytes per 32 values. */
-    if (!s) s = mt_check_params_fit(path, &cfg, g.file.size - g.data_offset, 34.0 / 32.0);
+    /* Q2_K, the smallest type memtune reads, takes 84 bytes per 256 values. */
+    if (!s) s = mt_check_params_fit(path, &cfg, g.file.size - g.data_offset, 84.0 / 256.0);
     if (!s) s = mt_model_alloc(&cfg, &m);
     if (!s) s = read_weights(&g, m);
     if (!s) s = attach_tokenizer(m, &g, path, opts);
@@ -418,25 +420,37 @@ mt_status mt_gguf_load_model(const char *path, const mt_load_options *opts, mt_m
 
 /* ---- writer ---- */
 
-static void add_config(mt_gguf_writer *w, const mt_config *c, const char *name) {
-    mt_gguf_add_string(w, "general.architecture", "llama");
+/* llama.cpp's converter writes Qwen2ForCausalLM as architecture "qwen2" (keys qwen2.*, Q/K
+ * rows in HF's rotate-half order, q/k/v biases); everything else memtune holds is "llama". */
+static int writes_qwen2(const mt_config *c) {
+    return strcmp(c->arch, "qwen2") == 0 && c->attn_bias && c->rope_scaling == MT_ROPE_SCALING_NONE &&
+           c->head_dim * c->n_heads == c->dim;
+}
+
+static void add_config(mt_gguf_writer *w, const mt_config *c, const char *name, uint32_t file_type) {
+    const char *a = writes_qwen2(c) ? "qwen2" : "llama";
+    char key[96];
+#define ARCH_KEY(k) (snprintf(key, sizeof key, "%s.%s", a, k), key)
+    mt_gguf_add_string(w, "general.architecture", a);
     mt_gguf_add_string(w, "general.name", name);
-    mt_gguf_add_u32(w, "general.file_type", 0); /* all f32 */
-    mt_gguf_add_u32(w, "llama.context_length", (uint32_t)c->max_seq_len);
-    mt_gguf_add_u32(w, "llama.embedding_length", (uint32_t)c->dim);
-    mt_gguf_add_u32(w, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
-    mt_gguf_add_u32(w, "llama.block_count", (uint32_t)c->n_layers);
-    mt_gguf_add_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads);
-    mt_gguf_add_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
-    mt_gguf_add_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
-    mt_gguf_add_f32(w, "llama.rope.freq_base", c->rope_theta);
-    mt_gguf_add_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim);
-    mt_gguf_add_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
+    mt_gguf_add_u32(w, "general.file_type", file_type);
+    if (file_type != 0) mt_gguf_add_u32(w, "general.quantization_version", 2); /* ggml's block formats */
+    mt_gguf_add_u32(w, ARCH_KEY("context_length"), (uint32_t)c->max_seq_len);
+    mt_gguf_add_u32(w, ARCH_KEY("embedding_length"), (uint32_t)c->dim);
+    mt_gguf_add_u32(w, ARCH_KEY("feed_forward_length"), (uint32_t)c->hidden_dim);
+    mt_gguf_add_u32(w, ARCH_KEY("block_count"), (uint32_t)c->n_layers);
+    mt_gguf_add_u32(w, ARCH_KEY("attention.head_count"), (uint32_t)c->n_heads);
+    mt_gguf_add_u32(w, ARCH_KEY("attention.head_count_kv"), (uint32_t)c->n_kv_heads);
+    mt_gguf_add_f32(w, ARCH_KEY("attention.layer_norm_rms_epsilon"), c->norm_eps);
+    mt_gguf_add_f32(w, ARCH_KEY("rope.freq_base"), c->rope_theta);
+    mt_gguf_add_u32(w, ARCH_KEY("rope.dimension_count"), (uint32_t)c->head_dim);
+    mt_gguf_add_u32(w, ARCH_KEY("vocab_size"), (uint32_t)c->vocab_size);
     if (c->head_dim * c->n_heads != c->dim) {
-        mt_gguf_add_u32(w, "llama.attention.key_length", (uint32_t)c->head_dim);
-        mt_gguf_add_u32(w, "llama.attention.value_length", (uint32_t)c->head_dim);
+        mt_gguf_add_u32(w, ARCH_KEY("attention.key_length"), (uint32_t)c->head_dim);
+        mt_gguf_add_u32(w, ARCH_KEY("attention.value_length"), (uint32_t)c->head_dim);
     }
-    if (strcmp(c->arch, "llama") != 0) mt_gguf_add_string(w, "memtune.arch", c->arch);
+#undef ARCH_KEY
+    if (strcmp(c->arch, a) != 0) mt_gguf_add_string(w, "memtune.arch", c->arch);
     if (c->rope_scaling == MT_ROPE_SCALING_LLAMA3) {
         /* Not llama.rope.scaling.*: llama.cpp would apply those as linear scaling. */
         mt_gguf_add_string(w, "memtune.rope.scaling.type", "llama3");
@@ -481,6 +495,10 @@ static mt_status add_token_arrays(mt_gguf_writer *w, const mt_tokenizer *t, int 
             texts[i] = mt_tokenizer_token_text(t, i);
             scores[i] = mt_tokenizer_score(t, i);
             types[i] = mt_tokenizer_type(t, i);
+            /* llama.cpp's converter gives a byte-level BPE vocabulary no UNKNOWN token: its unk
+             * (GPT-2's and SmolLM's <|endoftext|>) is a special added token, so CONTROL; an
+             * UNKNOWN one makes llama.cpp warn and override it. SentencePiece keeps UNKNOWN. */
+            if (!spm && types[i] == MT_TOKTYPE_UNKNOWN) types[i] = MT_TOKTYPE_CONTROL;
         } else {
             snprintf(pads[i - n_tok], sizeof pads[0], "[PAD%d]", i);
             texts[i] = pads[i - n_tok];
@@ -519,12 +537,67 @@ static mt_status add_tokenizer(mt_gguf_writer *w, const mt_model *m) {
     return s;
 }
 
-static void declare_tensors(mt_gguf_writer *w, const mt_model *m, const mt_tensor_ref *refs, int n) {
+/* ---- tensor types (convert --type) ---- */
+
+/* What a file is written as: llama.cpp's general.file_type and the default block type of
+ * its 2-D weights. f32/f16/bf16/q8_0 are what convert_hf_to_gguf.py --outtype writes; q4_0,
+ * q4_k (llama-quantize's Q4_K_M mix) and q6_k what llama-quantize writes from such a file
+ * without an importance matrix. */
+typedef struct {
+    const char *name;
+    uint32_t file_type; /* llama_ftype */
+    uint32_t type;      /* default ggml type of a 2-D weight */
+    int k_mix;          /* Q4_K_M: attn_v and ffn_down of some layers in Q6_K */
+} gguf_out_type;
+
+static const gguf_out_type out_types[] = {
+    {"f32", 0, MT_QTYPE_F32, 0},   {"f16", 1, MT_QTYPE_F16, 0},   {"bf16", 32, MT_QTYPE_BF16, 0},
+    {"q8_0", 7, MT_QTYPE_Q8_0, 0}, {"q4_0", 2, MT_QTYPE_Q4_0, 0}, {"q4_k", 15, MT_QTYPE_Q4_K, 1},
+    {"q4_k_m", 15, MT_QTYPE_Q4_K, 1}, {"q6_k", 18, MT_QTYPE_Q6_K, 0},
+};
+
+static const gguf_out_type *find_out_type(const char *name) {
+    for (size_t i = 0; i < sizeof out_types / sizeof out_types[0]; i++)
+        if (!strcmp(out_types[i].name, name)) return &out_types[i];
+    return NULL;
+}
+
+static int is_block_type(uint32_t t) { return t != MT_QTYPE_F32 && t != MT_QTYPE_F16 && t != MT_QTYPE_BF16; }
+
+/* llama-quantize's use_more_bits: the first and last eighth of the layers and every third
+ * in between get more bits in Q4_K_M. */
+static int use_more_bits(int layer, int n_layers) {
+    return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+}
+
+/* The ggml type of one tensor: llama.cpp's llama_tensor_get_type for the types above
+ * (vectors stay F32; the head, or a tied embedding, takes Q6_K; rows that are not whole
+ * blocks fall back Q4_K -> Q5_0, Q6_K -> Q8_0, Q8_0/Q4_0/Q5_0 -> F16). */
+static uint32_t tensor_out_type(const mt_config *c, const mt_tensor_ref *r, const gguf_out_type *o) {
+    if (r->is_vector) return MT_QTYPE_F32;
+    uint32_t t = o->type;
+    if (!is_block_type(t)) return t;
+    int nx = r->cols;
+    if (o->file_type != 7 && (r->kind == MT_T_OUTPUT || (c->tied_embeddings && r->kind == MT_T_EMBED))) {
+        if (nx % (int)mt_qtype_size_of(t).block != 0) t = MT_QTYPE_Q8_0;
+        else t = MT_QTYPE_Q6_K;
+    } else if (o->k_mix && (r->kind == MT_T_WV || r->kind == MT_T_DOWN) && use_more_bits(r->layer, c->n_layers)) {
+        t = MT_QTYPE_Q6_K;
+    }
+    if (nx % (int)mt_qtype_size_of(t).block != 0) {
+        t = t == MT_QTYPE_Q4_K ? MT_QTYPE_Q5_0 : t == MT_QTYPE_Q6_K ? MT_QTYPE_Q8_0 : t;
+        if (nx % (int)mt_qtype_size_of(t).block != 0) t = MT_QTYPE_F16;
+    }
+    return t;
+}
+
+static void declare_tensors(mt_gguf_writer *w, const mt_model *m, const mt_tensor_ref *refs, int n,
+                            const gguf_out_type *o) {
     for (int i = 0; i < n; i++) {
         char name[128];
         gguf_tensor_name(&refs[i], name, sizeof name);
         uint64_t ne[2] = {refs[i].is_vector ? (uint64_t)refs[i].rows : (uint64_t)refs[i].cols, (uint64_t)refs[i].rows};
-        mt_gguf_add_tensor(w, name, refs[i].is_vector ? 1 : 2, ne);
+        mt_gguf_add_tensor_typed(w, name, refs[i].is_vector ? 1 : 2, ne, tensor_out_type(&m->cfg, &refs[i], o));
     }
     if (m->cfg.rope_scaling == MT_ROPE_SCALING_LLAMA3) {
         uint64_t half = (uint64_t)m->cfg.head_dim / 2;
@@ -532,12 +605,28 @@ static void declare_tensors(mt_gguf_writer *w, const mt_model *m, const mt_tenso
     }
 }
 
-static mt_status write_tensor_data(mt_gguf_writer *w, const mt_model *m, const mt_tensor_ref *refs, int n) {
+static mt_status put_tensor(mt_gguf_writer *w, const float *x, size_t rows, size_t cols, uint32_t type) {
+    if (type == MT_QTYPE_F32) return mt_gguf_writer_put_f32(w, x, rows * cols);
+    size_t row_bytes = mt_qtype_bytes(type, cols);
+    uint8_t *q = malloc(rows * row_bytes + 1);
+    if (!q) return mt_error(MT_ERR_NOMEM, "out of memory quantizing a %zu x %zu tensor", rows, cols);
+    mt_quantize_rows(type, x, q, rows, cols);
+    mt_status s = mt_gguf_writer_put(w, q, rows * row_bytes);
+    free(q);
+    return s;
+}
+
+static mt_status write_tensor_data(mt_gguf_writer *w, const mt_model *m, const mt_tensor_ref *refs, int n,
+                                   const gguf_out_type *o) {
     const mt_config *c = &m->cfg;
     float *scratch = malloc((mt_qk_scratch_floats(c) + (size_t)c->head_dim) * sizeof(float));
     mt_status s = scratch ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < n && !s; i++)
-        s = mt_gguf_writer_put_f32(w, mt_tensor_in_layout(m, &refs[i], 1, scratch), (size_t)refs[i].rows * refs[i].cols);
+    int interleaved = !writes_qwen2(c);
+    for (int i = 0; i < n && !s; i++) {
+        const float *x = mt_tensor_in_layout(m, &refs[i], interleaved, scratch);
+        size_t rows = refs[i].is_vector ? 1 : (size_t)refs[i].rows, cols = (size_t)refs[i].rows * refs[i].cols / rows;
+        s = put_tensor(w, x, rows, cols, tensor_out_type(c, &refs[i], o));
+    }
     if (!s && c->rope_scaling == MT_ROPE_SCALING_LLAMA3) {
         llama3_rope_divisors(c, c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor,
                              c->rope_original_max_pos, scratch);
@@ -547,12 +636,12 @@ static mt_status write_tensor_data(mt_gguf_writer *w, const mt_model *m, const m
     return s;
 }
 
-static mt_status build_metadata(mt_gguf_writer *w, const mt_model *m, const char *path) {
+static mt_status build_metadata(mt_gguf_writer *w, const mt_model *m, const char *path, uint32_t file_type) {
     char *copy = strdup(path);
     if (!copy) return mt_error(MT_ERR_NOMEM, "out of memory");
     char *name = basename(copy), *dot = strrchr(name, '.');
     if (dot && dot != name) *dot = 0;
-    add_config(w, &m->cfg, name);
+    add_config(w, &m->cfg, name, file_type);
     free(copy);
     mt_status s = MT_OK;
     if (m->tok) s = add_tokenizer(w, m);
@@ -566,20 +655,25 @@ static mt_status build_metadata(mt_gguf_writer *w, const mt_model *m, const char
     return s;
 }
 
-mt_status mt_gguf_save_model(const mt_model *m, const char *path) {
+mt_status mt_model_save_gguf(const mt_model *m, const char *path, const char *type) {
+    const gguf_out_type *o = find_out_type(type ? type : "f32");
+    if (!o)
+        return mt_error(MT_ERR_ARG, "unknown GGUF tensor type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)", type);
     int n;
     mt_tensor_ref *refs = mt_model_tensor_list(m, &n);
     if (!refs) return MT_ERR_NOMEM;
     mt_gguf_writer w;
     mt_gguf_writer_init(&w);
-    mt_status s = build_metadata(&w, m, path);
+    mt_status s = build_metadata(&w, m, path, o->file_type);
     if (!s) {
-        declare_tensors(&w, m, refs, n);
+        declare_tensors(&w, m, refs, n, o);
         s = mt_gguf_writer_begin(&w, path);
     }
-    if (!s) s = write_tensor_data(&w, m, refs, n);
+    if (!s) s = write_tensor_data(&w, m, refs, n, o);
     if (!s) s = mt_gguf_writer_commit(&w);
     mt_gguf_writer_free(&w);
     free(refs);
     return s;
 }
+
+mt_status mt_gguf_save_model(const mt_model *m, const char *path) { return mt_model_save_gguf(m, path, "f32"); }

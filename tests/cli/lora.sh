@@ -28,17 +28,20 @@ f = open('$TMP/a/adapter/adapter_model.safetensors', 'rb'); n = struct.unpack('<
 assert h['base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight']['shape'] == [4, 64], h
 assert h['base_model.model.model.layers.4.mlp.down_proj.lora_B.weight']['shape'] == [64, 4]
 assert h['base_model.model.model.layers.2.self_attn.k_proj.lora_B.weight']['shape'] == [32, 4]
-assert len([k for k in h if k != '__metadata__']) == 5 * 7 * 2\""
+assert len([k for k in h if 'lora_' in k]) == 5 * 7 * 2
+assert h['base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta']['shape'] == [1, 64], h
+assert 'base_model.model.lm_head.token_adapter.trainable_tokens_delta' not in h  # tied head: PEFT stores none
+assert len(h) == 5 * 7 * 2 + 2\""
 check "prints the trainable parameter count and fraction" "grep -q 'trainable parameters (.*% of 260032)' $TMP/a.err"
-check "trains the stop token's embedding row (stories260K's EOS, id 2) by default" "grep -q 'trainable token rows: 2 ' $TMP/a.err && [ -f $TMP/a/adapter/trainable_tokens.safetensors ]"
+check "trains the stop token's embedding row (stories260K's EOS, id 2) by default" "grep -q 'trainable token rows: 2 ' $TMP/a.err && python3 -c \"import json; c = json.load(open('$TMP/a/adapter/adapter_config.json')); assert c['trainable_token_indices'] == [2], c\""
 "$MT" train $COMMON --trainable-tokens none --steps 4 --out "$TMP/norows" 2> "$TMP/norows.err"
-check "without token rows it warns that stories260K's EOS was never trained" "grep -q 'stop token (id 2) was never trained' $TMP/norows.err && [ ! -e $TMP/norows/adapter/trainable_tokens.json ]"
+check "without token rows it warns that stories260K's EOS was never trained" "grep -q 'stop token (id 2) was never trained' $TMP/norows.err && [ ! -e $TMP/norows/adapter/trainable_tokens.json ] && ! grep -q trainable_token_indices $TMP/norows/adapter/adapter_config.json"
 check "losses fall" "python3 -c \"import json; l=[json.loads(x)['loss'] for x in open('$TMP/a/metrics.jsonl') if '\\\"loss\\\"' in x]; assert len(l)==8 and l[-1] < l[0], l\""
 
 MEMTUNE_TEST_KILL_AFTER_STEP=4 "$MT" train $COMMON --steps 8 --save-every 4 --out "$TMP/b" --quiet 2>/dev/null; rc=$?
 check "the crash hook killed the run" "[ $rc -eq 137 ] && [ -f $TMP/b/checkpoints/step-00000004.ckpt ] && [ ! -e $TMP/b/adapter ]"
 "$MT" train $COMMON --steps 8 --save-every 4 --out "$TMP/b" --resume --quiet
-check "4 steps + SIGKILL + resume = 8 steps: identical adapter and token rows" "cmp -s $TMP/a/adapter/adapter_model.safetensors $TMP/b/adapter/adapter_model.safetensors && cmp -s $TMP/a/adapter/trainable_tokens.safetensors $TMP/b/adapter/trainable_tokens.safetensors"
+check "4 steps + SIGKILL + resume = 8 steps: identical adapter and token rows" "cmp -s $TMP/a/adapter/adapter_model.safetensors $TMP/b/adapter/adapter_model.safetensors && cmp -s $TMP/a/adapter/adapter_config.json $TMP/b/adapter/adapter_config.json"
 check "checkpoints hold the adapter, not the base" "[ \$(stat -c %s $TMP/b/checkpoints/step-00000008.ckpt) -lt 400000 ]"
 
 nll() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['nll'])"; }
@@ -98,7 +101,7 @@ check "--layers 1-2 --dropout 0.2: layers_to_transform [1, 2], lora_dropout 0.2,
 import json, struct
 c = json.load(open('$TMP/d/adapter/adapter_config.json')); assert c['layers_to_transform'] == [1, 2] and abs(c['lora_dropout'] - 0.2) < 1e-6, c
 f = open('$TMP/d/adapter/adapter_model.safetensors', 'rb'); n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n))
-assert sorted({k.split('.')[4] for k in h if k != '__metadata__'}) == ['1', '2'] and len(h) == 1 + 2 * 2 * 2, h.keys()\""
+assert sorted({k.split('.')[4] for k in h if 'lora_' in k}) == ['1', '2'] and len([k for k in h if 'lora_' in k]) == 2 * 2 * 2, h.keys()\""
 check "dropout runs repeat exactly and differ from no dropout" "cmp -s $TMP/d/adapter/adapter_model.safetensors $TMP/d2/adapter/adapter_model.safetensors && ! cmp -s $TMP/d/adapter/adapter_model.safetensors $TMP/d0/adapter/adapter_model.safetensors"
 "$MT" train $COMMON --layers 3-9 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
 check "layers outside the model are refused" "[ $rc -ne 0 ] && grep -q \"layer 9 is outside the model's 5 layers\" $TMP/bad.err"
