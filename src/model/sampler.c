@@ -8,6 +8,7 @@ int mt_sampler_init(mt_sampler *s, int vocab_size, float temperature, int top_k,
     s->top_k = top_k;
     s->top_p = top_p;
     s->rng_state = seed ? seed : 1;
+    s->constraint = (mt_sampler_constraint){0};
     s->candidates = malloc((size_t)vocab_size * sizeof(mt_prob_index));
     return s->candidates != NULL;
 }
@@ -91,7 +92,7 @@ static void apply_top_k(mt_sampler *s, float *probs) {
     for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / kept);
 }
 
-int mt_sampler_sample(mt_sampler *s, float *logits) {
+static int sample_unconstrained(mt_sampler *s, float *logits) {
     if (s->temperature <= 0.0f) return mt_argmax(logits, s->vocab_size);
     for (int i = 0; i < s->vocab_size; i++) logits[i] /= s->temperature;
     mt_softmax_inplace(logits, s->vocab_size);
@@ -99,4 +100,14 @@ int mt_sampler_sample(mt_sampler *s, float *logits) {
     float coin = random_f32(&s->rng_state);
     if (s->top_p > 0.0f && s->top_p < 1.0f) return sample_top_p(s, logits, coin);
     return sample_multinomial(logits, s->vocab_size, coin);
+}
+
+int mt_sampler_sample(mt_sampler *s, float *logits) {
+    const mt_sampler_constraint *c = &s->constraint;
+    if (c->mask && c->mask(c->ctx, logits, s->vocab_size)) return -1;
+    int token = sample_unconstrained(s, logits);
+    /* multinomial rounding can fall off the end onto a masked token (probability 0) */
+    if (c->mask && s->temperature > 0.0f && !(logits[token] > 0.0f)) token = mt_argmax(logits, s->vocab_size);
+    if (c->accept && c->accept(c->ctx, token)) return -1;
+    return token;
 }
