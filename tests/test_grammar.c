@@ -228,6 +228,7 @@ TEST(test_first_token_space_is_stripped_for_spm) {
     CHECK(!isinf(logits[5]));   /* <0x7B> */
     CHECK(isinf(logits[25]));   /* "▁" alone prints nothing */
     CHECK(isinf(logits[27]));   /* "▁a" prints "a" */
+    CHECK(isinf(logits[6]));    /* <0xE4> starts a 3-byte character: never "{" (not an overlong form) */
     CHECK_OK(mt_grammar_matcher_accept_token(m, 11));
     memset(logits, 0, sizeof logits);
     CHECK_OK(mt_grammar_matcher_mask(m, logits, V));

@@ -11,7 +11,7 @@ static int print_text(const char *text, size_t len, void *user) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *tokenizer = NULL, *prompt = "";
+    const char *model = NULL, *tokenizer = NULL, *prompt = "", *grammar_path = NULL, *schema_path = NULL;
     int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0, context = 0;
     float temperature = 1.0f, top_p = 0.9f;
     uint64_t seed = 0;
@@ -31,6 +31,8 @@ int cmd_generate(int argc, char **argv) {
         {"--context", "-c", OPT_INT, &context, "context length (default: the model's, capped at 4096)"},
         {"--no-echo", NULL, OPT_FLAG, &no_echo, "do not print the prompt before the generated text"},
         {"--quiet", "-q", OPT_FLAG, &quiet, "no speed report on stderr"},
+        {"--grammar", NULL, OPT_STRING, &grammar_path, "GBNF grammar file (llama.cpp syntax): the generated text always matches it"},
+        {"--json-schema", NULL, OPT_STRING, &schema_path, "JSON Schema file: the generated text is JSON that validates against it"},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
@@ -41,13 +43,25 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "memtune: temperature must be >= 0, top-p in [0, 1], top-k >= 0\n");
         return 2;
     }
+    mt_grammar *grammar = NULL;
+    if ((code = cli_load_grammar(grammar_path, schema_path, &grammar))) {
+        cli_adapters_free(&ad);
+        return code;
+    }
     mt_set_threads(threads);
     mt_model *m;
-    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
-    if (cli_load_adapters(m, &ad)) return 1;
+    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) {
+        mt_grammar_free(grammar);
+        return 1;
+    }
+    if (cli_load_adapters(m, &ad)) {
+        mt_grammar_free(grammar);
+        return 1;
+    }
     if (context > 0 && mt_model_set_context(m, context) != MT_OK) {
         mt_model_free(m);
         cli_adapters_free(&ad);
+        mt_grammar_free(grammar);
         return cli_fail("generate");
     }
     mt_generate_options o;
@@ -59,11 +73,13 @@ int cmd_generate(int argc, char **argv) {
     o.echo_prompt = !no_echo;
     o.max_new_tokens = new_tokens >= 0 ? new_tokens : n;
     o.limit_includes_prompt = new_tokens < 0 && !no_echo;
+    o.grammar = grammar;
     mt_generate_stats st;
     mt_status s = mt_generate(m, prompt, &o, print_text, NULL, &st);
     printf("\n");
     mt_model_free(m);
     cli_adapters_free(&ad);
+    mt_grammar_free(grammar);
     if (s) return cli_fail("generate");
     if (!quiet)
         fprintf(stderr, "prompt: %d tokens in %.3f s; generated %d tokens at %.1f tokens/s\n",

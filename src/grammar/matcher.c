@@ -39,7 +39,7 @@ struct mt_grammar_matcher {
     int done_adv, done_union;   /* the empty stack was added (per stamp) */
     ivec scratch;               /* stack sets along the trie walk */
     ivec cur;                   /* the current state */
-    uint32_t partial_val;
+    uint32_t partial_val, partial_min;
     int partial_rem;            /* continuation bytes still expected */
     int finished, strip_first;
     long budget;
@@ -235,31 +235,38 @@ static int step_set(mt_grammar_matcher *m, ivec *out, int in_off, int n, uint32_
     return m->err ? 0 : out->n - start;
 }
 
-/* UTF-8 decoding one byte at a time. Returns 1 when a code point completed (*cp), 0 when
- * more bytes are needed, -1 when the byte cannot come here. */
-static int utf8_feed(uint32_t *val, int *rem, unsigned char b, uint32_t *cp) {
+/* UTF-8 decoding one byte at a time: *val holds the bits so far, *rem the continuation
+ * bytes still expected, *min the smallest code point the sequence's length may encode
+ * (shorter, overlong forms and surrogates are invalid). Returns 1 when a code point
+ * completed (*cp), 0 when more bytes are needed, -1 when the byte cannot come here. */
+static int utf8_feed(uint32_t *val, int *rem, uint32_t *min, unsigned char b, uint32_t *cp) {
     if (*rem == 0) {
         if (b < 0x80) {
             *cp = b;
             return 1;
         }
-        if ((b & 0xE0) == 0xC0 && b >= 0xC2) *val = b & 0x1F, *rem = 1;
-        else if ((b & 0xF0) == 0xE0) *val = b & 0x0F, *rem = 2;
-        else if ((b & 0xF8) == 0xF0 && b <= 0xF4) *val = b & 0x07, *rem = 3;
+        if ((b & 0xE0) == 0xC0 && b >= 0xC2) *val = b & 0x1F, *rem = 1, *min = 0x80;
+        else if ((b & 0xF0) == 0xE0) *val = b & 0x0F, *rem = 2, *min = 0x800;
+        else if ((b & 0xF8) == 0xF0 && b <= 0xF4) *val = b & 0x07, *rem = 3, *min = 0x10000;
         else return -1;
         return 0;
     }
     if ((b & 0xC0) != 0x80) return -1;
     *val = (*val << 6) | (b & 0x3F);
+    uint32_t hi = ((*val + 1) << (6 * (*rem - 1))) - 1; /* the largest code point still reachable */
+    if (hi < *min || (*val << (6 * (*rem - 1))) > 0x10FFFF) return -1;
     if (--*rem > 0) return 0;
-    if (*val > 0x10FFFF) return -1;
+    if (*val >= 0xD800 && *val <= 0xDFFF) return -1;
     *cp = *val;
     return 1;
 }
 
 /* Whether some stack of the set can take a character starting with the pending bytes. */
-static int partial_possible(const mt_grammar_matcher *m, const int32_t *set, int n, uint32_t val, int rem) {
+static int partial_possible(const mt_grammar_matcher *m, const int32_t *set, int n, uint32_t val, int rem, uint32_t min) {
     uint32_t lo = val << (6 * rem), hi = lo | ((1u << (6 * rem)) - 1);
+    if (lo < min) lo = min;
+    if (hi > 0x10FFFF) hi = 0x10FFFF;
+    if (lo > hi) return 0;
     for (int i = 0; i < n; i++) {
         if (set[i] < 0) continue;
         const mt_gelem *e = &m->g->elems[m->nodes[set[i]].elem];
@@ -277,11 +284,11 @@ static void mark_tokens(mt_grammar_matcher *m, int node, int filter) {
     }
 }
 
-static void walk(mt_grammar_matcher *m, int node, int set_off, int set_n, uint32_t val, int rem, int filter) {
+static void walk(mt_grammar_matcher *m, int node, int set_off, int set_n, uint32_t val, int rem, uint32_t min, int filter) {
     for (int c = m->trie[node].first_child; c >= 0 && !m->err; c = m->trie[c].next_sibling) {
-        uint32_t v2 = val, cp = 0;
+        uint32_t v2 = val, cp = 0, min2 = min;
         int r2 = rem;
-        int rc = utf8_feed(&v2, &r2, m->trie[c].byte, &cp);
+        int rc = utf8_feed(&v2, &r2, &min2, m->trie[c].byte, &cp);
         if (rc < 0) continue;
         int mark = m->scratch.n, off = set_off, n = set_n;
         if (rc == 1) {
@@ -291,11 +298,11 @@ static void walk(mt_grammar_matcher *m, int node, int set_off, int set_n, uint32
                 m->scratch.n = mark;
                 continue;
             }
-        } else if (!partial_possible(m, m->scratch.v + set_off, set_n, v2, r2)) {
+        } else if (!partial_possible(m, m->scratch.v + set_off, set_n, v2, r2, min2)) {
             continue;
         }
         mark_tokens(m, c, filter);
-        walk(m, c, off, n, v2, r2, filter);
+        walk(m, c, off, n, v2, r2, min2, filter);
         m->scratch.n = mark;
     }
 }
@@ -321,10 +328,10 @@ mt_status mt_grammar_matcher_mask(mt_grammar_matcher *m, float *logits, int n_vo
         m->scratch.n = 0;
         for (int i = 0; i < m->cur.n; i++)
             if (ivec_push(&m->scratch, m->cur.v[i])) oom(m);
-        if (!m->err) walk(m, 0, 0, m->cur.n, m->partial_val, m->partial_rem, m->strip_first ? FILTER_UNSTRIPPED : FILTER_ALL);
+        if (!m->err) walk(m, 0, 0, m->cur.n, m->partial_val, m->partial_rem, m->partial_min, m->strip_first ? FILTER_UNSTRIPPED : FILTER_ALL);
         if (m->strip_first && !m->err) /* the first token's space is dropped: walk below it as if at the root */
             for (int c = m->trie[0].first_child; c >= 0; c = m->trie[c].next_sibling)
-                if (m->trie[c].byte == ' ') walk(m, c, 0, m->cur.n, m->partial_val, m->partial_rem, FILTER_STRIPPED);
+                if (m->trie[c].byte == ' ') walk(m, c, 0, m->cur.n, m->partial_val, m->partial_rem, m->partial_min, FILTER_STRIPPED);
         if (m->err) return m->err;
     }
     int eos_ok = m->eos >= 0 && m->eos < m->n_tok && mt_grammar_matcher_can_end(m);
@@ -347,7 +354,7 @@ mt_status mt_grammar_matcher_accept_bytes(mt_grammar_matcher *m, const char *byt
     if (m->finished && len) return mt_error(MT_ERR_ARG, "grammar: text after the end");
     for (size_t i = 0; i < len; i++) {
         uint32_t cp = 0;
-        int rc = utf8_feed(&m->partial_val, &m->partial_rem, (unsigned char)bytes[i], &cp);
+        int rc = utf8_feed(&m->partial_val, &m->partial_rem, &m->partial_min, (unsigned char)bytes[i], &cp);
         if (rc < 0) return mt_error(MT_ERR_ARG, "grammar: invalid UTF-8 at byte %zu", i);
         if (rc == 0) continue;
         int n0 = m->cur.n;
@@ -357,7 +364,7 @@ mt_status mt_grammar_matcher_accept_bytes(mt_grammar_matcher *m, const char *byt
         m->cur.n = n;
         if (n == 0) return mt_error(MT_ERR_ARG, "grammar: the text cannot continue with U+%04X (byte %zu)", cp, i);
     }
-    if (m->partial_rem && !partial_possible(m, m->cur.v, m->cur.n, m->partial_val, m->partial_rem))
+    if (m->partial_rem && !partial_possible(m, m->cur.v, m->cur.n, m->partial_val, m->partial_rem, m->partial_min))
         return mt_error(MT_ERR_ARG, "grammar: no character the grammar allows starts with these bytes");
     return MT_OK;
 }
@@ -382,7 +389,7 @@ mt_status mt_grammar_matcher_accept_token(mt_grammar_matcher *m, int id) {
 
 mt_status mt_grammar_matcher_reset(mt_grammar_matcher *m, int strip_first_space) {
     m->cur.n = 0;
-    m->partial_val = 0;
+    m->partial_val = m->partial_min = 0;
     m->partial_rem = 0;
     m->finished = 0;
     m->strip_first = strip_first_space && m->tok;
