@@ -2,6 +2,8 @@
 # Installs the Debian 12 packages memtune builds against (skips what is already there).
 set -euo pipefail
 pkgs="build-essential pkg-config libopenblas-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libsqlite3-dev"
+# the grammar tests validate sampled JSON with an independent validator
+pkgs="$pkgs python3-jsonschema"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

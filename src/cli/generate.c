@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static int print_text(const char *text, size_t len, void *user) {
     (void)user;
@@ -12,7 +13,7 @@ static int print_text(const char *text, size_t len, void *user) {
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *tokenizer = NULL, *prompt = "", *grammar_path = NULL, *schema_path = NULL;
-    int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0, context = 0;
+    int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0, context = 0, samples = 1;
     float temperature = 1.0f, top_p = 0.9f;
     uint64_t seed = 0;
     const cli_opt opts[] = {
@@ -33,14 +34,15 @@ int cmd_generate(int argc, char **argv) {
         {"--quiet", "-q", OPT_FLAG, &quiet, "no speed report on stderr"},
         {"--grammar", NULL, OPT_STRING, &grammar_path, "GBNF grammar file (llama.cpp syntax): the generated text always matches it"},
         {"--json-schema", NULL, OPT_STRING, &schema_path, "JSON Schema file: the generated text is JSON that validates against it"},
+        {"--samples", NULL, OPT_INT, &samples, "draw N samples (seeds S, S+1, ...), each ended by a newline (default 1)"},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
     cli_adapters ad;
     if (cli_take_adapters(&argc, argv, &ad)) return 2;
     if (cli_parse(argc, argv, opts, "usage: memtune generate [--model PATH] [--prompt TEXT] [-n N] [--temperature T] ...", &code)) return code;
-    if (temperature < 0 || top_p < 0 || top_p > 1 || top_k < 0) {
-        fprintf(stderr, "memtune: temperature must be >= 0, top-p in [0, 1], top-k >= 0\n");
+    if (temperature < 0 || top_p < 0 || top_p > 1 || top_k < 0 || samples < 1) {
+        fprintf(stderr, "memtune: temperature must be >= 0, top-p in [0, 1], top-k >= 0, samples >= 1\n");
         return 2;
     }
     mt_grammar *grammar = NULL;
@@ -74,9 +76,19 @@ int cmd_generate(int argc, char **argv) {
     o.max_new_tokens = new_tokens >= 0 ? new_tokens : n;
     o.limit_includes_prompt = new_tokens < 0 && !no_echo;
     o.grammar = grammar;
-    mt_generate_stats st;
-    mt_status s = mt_generate(m, prompt, &o, print_text, NULL, &st);
-    printf("\n");
+    mt_generate_stats st, total = {0};
+    mt_status s = MT_OK;
+    if (samples > 1 && !seed) seed = (uint64_t)time(NULL);
+    for (int i = 0; i < samples && s == MT_OK; i++) {
+        o.seed = seed ? seed + (uint64_t)i : 0;
+        s = mt_generate(m, prompt, &o, print_text, NULL, &st);
+        printf("\n");
+        total.prompt_tokens += st.prompt_tokens;
+        total.prompt_seconds += st.prompt_seconds;
+        total.generated_tokens += st.generated_tokens;
+        total.generate_seconds += st.generate_seconds;
+    }
+    st = total;
     mt_model_free(m);
     cli_adapters_free(&ad);
     mt_grammar_free(grammar);

@@ -556,7 +556,7 @@ static mt_status build(parser *ps, mt_grammar **out) {
         g->alt_count[r] = d->n_alts;
         for (int a = 0; a < d->n_alts; a++) {
             g->alts[ai++] = ei;
-            memcpy(g->elems + ei, d->alts[a].v, sizeof(mt_gelem) * (size_t)d->alts[a].n);
+            if (d->alts[a].n) memcpy(g->elems + ei, d->alts[a].v, sizeof(mt_gelem) * (size_t)d->alts[a].n);
             ei += d->alts[a].n;
             g->elems[ei++] = (mt_gelem){MT_GE_END, 0};
         }

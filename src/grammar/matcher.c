@@ -360,7 +360,7 @@ mt_status mt_grammar_matcher_accept_bytes(mt_grammar_matcher *m, const char *byt
         int n0 = m->cur.n;
         int n = step_set(m, &m->cur, 0, n0, cp);
         if (m->err) return m->err;
-        memmove(m->cur.v, m->cur.v + n0, (size_t)n * sizeof *m->cur.v);
+        if (n) memmove(m->cur.v, m->cur.v + n0, (size_t)n * sizeof *m->cur.v);
         m->cur.n = n;
         if (n == 0) return mt_error(MT_ERR_ARG, "grammar: the text cannot continue with U+%04X (byte %zu)", cp, i);
     }
