@@ -4,6 +4,7 @@
  * grammar symbols, EOS only where the grammar ends) checked against a brute-force reference,
  * and JSON Schema -> grammar. */
 #include "test.h"
+#include <jansson.h>
 #include "grammar/matcher.h"
 #include "tokenizer/tokenizer.h"
 
@@ -261,6 +262,113 @@ TEST(test_masks_match_byte_reference_gpt2) {
     mt_tokenizer_free(t);
 }
 
+
+static mt_grammar *schema_grammar(const char *schema) {
+    char *gbnf = NULL;
+    mt_grammar *g = NULL;
+    CHECK_OK(mt_json_schema_to_gbnf(schema, strlen(schema), &gbnf));
+    if (gbnf) {
+        CHECK_OK(mt_grammar_compile(gbnf, strlen(gbnf), &g));
+        if (!g) fprintf(stderr, "%s\n", gbnf);
+    }
+    free(gbnf);
+    return g;
+}
+
+TEST(test_json_schema_objects_required_optional_enums) {
+    mt_grammar *g = schema_grammar(
+        "{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\"}, \"b\": {\"enum\": [\"x\", 2, null]},"
+        " \"c\": {\"type\": \"array\", \"items\": {\"type\": \"boolean\"}, \"minItems\": 1, \"maxItems\": 2},"
+        " \"d\": {\"type\": \"string\", \"minLength\": 2, \"maxLength\": 3}}, \"required\": [\"a\", \"c\"],"
+        " \"additionalProperties\": false}");
+    if (!g) return;
+    ACCEPTS(g, "{\"a\": 1, \"c\": [true]}");
+    ACCEPTS(g, "{\"a\":-12,\"b\":\"x\",\"c\":[true, false],\"d\":\"\\u00e9\\\"\\n\"}");
+    ACCEPTS(g, "{\"a\": 0, \"b\": null, \"c\": [false], \"d\": \"\xc3\xa9t\xc3\xa9\"}");
+    REJECTS(g, "{\"c\": [true]}");                  /* a is required */
+    REJECTS(g, "{\"a\": 1, \"c\": []}");            /* minItems */
+    REJECTS(g, "{\"a\": 1, \"c\": [true, true, true]}"); /* maxItems */
+    REJECTS(g, "{\"a\": 1, \"b\": \"y\", \"c\": [true]}"); /* not in the enum */
+    REJECTS(g, "{\"a\": 1.5, \"c\": [true]}");      /* integer */
+    REJECTS(g, "{\"a\": 01, \"c\": [true]}");
+    REJECTS(g, "{\"a\": 1, \"c\": [true], \"d\": \"x\"}"); /* minLength */
+    REJECTS(g, "{\"a\": 1, \"c\": [true], \"e\": 1}"); /* additionalProperties: false */
+    REJECTS(g, "{\"a\": 1, \"c\": [true],}");
+    mt_grammar_free(g);
+    g = schema_grammar("{\"$defs\": {\"n\": {\"anyOf\": [{\"type\": \"number\"}, {\"type\": \"array\", \"items\": {\"$ref\": \"#/$defs/n\"}}]}},"
+                       " \"$ref\": \"#/$defs/n\"}");
+    if (!g) return;
+    ACCEPTS(g, "-1.5e+300");
+    ACCEPTS(g, "[1, [2E-3, []], 0.25]");
+    REJECTS(g, "[1, \"2\"]");
+    REJECTS(g, "1e");
+    mt_grammar_free(g);
+    g = schema_grammar("{\"type\": \"string\", \"pattern\": \"^[A-Z]{2}-\\\\d{2,3}(x|\xc3\xa9)?$\"}");
+    if (!g) return;
+    ACCEPTS(g, "\"AB-12\"");
+    ACCEPTS(g, "\"AB-123\xc3\xa9\"");
+    REJECTS(g, "\"AB-1\"");
+    REJECTS(g, "\"ab-12\"");
+    mt_grammar_free(g);
+    g = schema_grammar("{\"type\": \"string\", \"pattern\": \"a\\\"b\"}"); /* unanchored, with a quote */
+    if (!g) return;
+    ACCEPTS(g, "\"xxa\\\"byy\"");
+    REJECTS(g, "\"ab\"");
+    mt_grammar_free(g);
+}
+
+static void check_bad_schema(const char *schema, mt_status code, const char *needle) {
+    char *gbnf = NULL;
+    CHECK_ERR(mt_json_schema_to_gbnf(schema, strlen(schema), &gbnf), code, needle);
+    CHECK(gbnf == NULL);
+}
+
+TEST(test_json_schema_refusals_name_the_pointer) {
+    check_bad_schema("{\"type\": \"object\", \"properties\": {\"a/b\": {\"type\": \"integer\", \"minimum\": 3}}}", MT_ERR_UNSUPPORTED,
+                     "at /properties/a~1b/minimum: keyword \"minimum\" is not supported");
+    check_bad_schema("{\"oneOf\": [{\"type\": \"string\"}]}", MT_ERR_UNSUPPORTED, "at /oneOf: keyword \"oneOf\"");
+    check_bad_schema("{\"items\": {\"$ref\": \"http://x/y\"}, \"type\": \"array\"}", MT_ERR_UNSUPPORTED, "at /items/$ref: $ref");
+    check_bad_schema("{\"$ref\": \"#/$defs/missing\"}", MT_ERR_FORMAT, "names no definition");
+    check_bad_schema("{\"type\": \"array\", \"minItems\": 3, \"maxItems\": 2}", MT_ERR_FORMAT, "nothing matches");
+    check_bad_schema("{\"type\": \"string\", \"pattern\": \"(?=a)\"}", MT_ERR_UNSUPPORTED, "at /pattern: pattern: lookaround");
+    check_bad_schema("{\"type\": \"strin\"}", MT_ERR_FORMAT, "at /type: unknown type \"strin\"");
+    check_bad_schema("{\"type\": \"object\", \"required\": [\"x\"]}", MT_ERR_UNSUPPORTED, "at /required/0");
+    check_bad_schema("{\"type\": ", MT_ERR_FORMAT, "JSON Schema: line 1");
+    check_bad_schema("false", MT_ERR_UNSUPPORTED, "matches nothing");
+}
+
+TEST(test_sql_grammar_from_database) {
+    char *gbnf = NULL;
+    mt_grammar *g = NULL;
+    CHECK_OK(mt_sql_grammar_from_db(test_asset("text2sql/nba_roster/nba_roster.db"), &gbnf));
+    if (gbnf) CHECK_OK(mt_grammar_compile(gbnf, strlen(gbnf), &g));
+    free(gbnf);
+    if (!g) return;
+    /* every gold query of the text-to-SQL test set */
+    FILE *fp = fopen(test_asset("text2sql/nba_roster/data/gold-test-set.jsonl"), "r");
+    CHECK(fp != NULL);
+    char line[8192];
+    int n = 0;
+    while (fp && fgets(line, sizeof line, fp)) {
+        json_t *o = json_loads(line, 0, NULL);
+        const char *sql = json_string_value(json_object_get(o, "sql"));
+        if (sql) {
+            n++;
+            CHECK_MSG(match(g, sql) == 1, "gold SQL rejected: %s", sql);
+        }
+        json_decref(o);
+    }
+    if (fp) fclose(fp);
+    CHECK_INT_EQ(n, 20);
+    ACCEPTS(g, "SELECT T1.name, count(*) AS n FROM nba_roster AS T1 WHERE T1.age BETWEEN 20 AND 30 GROUP BY team HAVING count(*) > 2 ORDER BY n DESC LIMIT 3");
+    REJECTS(g, "SELECT height FROM nba_roster");  /* no such column */
+    REJECTS(g, "SELECT name FROM players");       /* no such table */
+    REJECTS(g, "SELECT name FROM nba_roster WHERE");
+    REJECTS(g, "DROP TABLE nba_roster");
+    mt_grammar_free(g);
+    CHECK_ERR(mt_sql_grammar_from_db("no/such.db", &gbnf), MT_ERR_IO, "no/such.db");
+}
+
 int main(void) {
     RUN(test_literals_alternation_sequences);
     RUN(test_repetitions_and_groups);
@@ -271,5 +379,8 @@ int main(void) {
     RUN(test_masks_match_byte_reference_spm);
     RUN(test_first_token_space_is_stripped_for_spm);
     RUN(test_masks_match_byte_reference_gpt2);
+    RUN(test_json_schema_objects_required_optional_enums);
+    RUN(test_json_schema_refusals_name_the_pointer);
+    RUN(test_sql_grammar_from_database);
     TEST_MAIN_END();
 }

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "kernels/kernels.h"
+#include "grammar/matcher.h"
 #include "model/forward.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -19,6 +20,7 @@ typedef struct {
     mt_seq_builder b;
     mt_chat_template *tpl;
     float *logits; /* [context * vocab] */
+    mt_grammar_matcher *grammar; /* constrains the answers (NULL = off) */
 } evaluator;
 
 static int is_stop(const evaluator *ev, int id) {
@@ -40,8 +42,11 @@ static mt_status greedy_answer(evaluator *ev, const int *ids, int n, int max_new
     mt_detok_init(&ds);
     ds.n_emitted_tokens = n; /* the answer continues the prompt: keep its leading space */
     mt_status s = mt_forward(ev->m, ids, n, 0, ev->logits, 0);
+    if (s == MT_OK && ev->grammar) s = mt_grammar_matcher_reset(ev->grammar, 0);
     for (int pos = n, k = 0; s == MT_OK && k < max_new && pos < ctx; k++, pos++) {
+        if (ev->grammar && (s = mt_grammar_matcher_mask(ev->grammar, ev->logits, vocab)) != MT_OK) break;
         int next = mt_argmax(ev->logits, vocab);
+        if (ev->grammar && (s = mt_grammar_matcher_accept_token(ev->grammar, next)) != MT_OK) break;
         if (is_stop(ev, next)) break;
         char piece[512];
         size_t pl = mt_detok_push(ev->m->tok, &ds, next, piece, sizeof piece);
@@ -159,6 +164,7 @@ static mt_status evaluator_init(evaluator *ev, mt_model *m) {
 
 static void evaluator_free(evaluator *ev) {
     free(ev->logits);
+    mt_grammar_matcher_free(ev->grammar);
     if (ev->tpl) mt_chat_template_free(ev->tpl);
 }
 
@@ -179,6 +185,7 @@ mt_status mt_eval_data_file_opts(mt_model *m, const char *path, const mt_eval_op
     evaluator ev = {0};
     mt_status s = mt_dataset_load_jsonl(&ds, path, 0);
     if (s == MT_OK) s = evaluator_init(&ev, m);
+    if (s == MT_OK && opt->grammar) s = mt_grammar_matcher_new(opt->grammar, m->tok, &ev.grammar);
     if (s == MT_OK && opt->db_path) s = mt_sql_open(opt->db_path, &opt->limits, &run.db);
     if (s == MT_OK && opt->report_path && !(run.report = fopen(opt->report_path, "w")))
         s = mt_error(MT_ERR_IO, "%s: cannot open for writing", opt->report_path);

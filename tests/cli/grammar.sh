@@ -73,6 +73,20 @@ check "with a prompt, the prompt is echoed and the rest is constrained" "python3
 import json; t = open('$TMP/echo.txt').read(); assert t.startswith('Once upon a time'), t
 json.loads(t[len('Once upon a time'):])\""
 
+# eval: greedy answers constrained by a schema (the report's answers validate) and by the
+# SQL grammar of a database (every gold query of the test set is in that grammar: test_grammar)
+printf '%s\n' '{"input": "Tom is 5 and lives in Paris.", "output": "{}"}' '{"input": "Who is Lily?", "output": "{}"}' > "$TMP/ev.jsonl"
+"$MT" eval -m "$M" --data "$TMP/ev.jsonl" --json-schema tests/fixtures/schemas/nested.json --max-new-tokens 400 \
+  --report "$TMP/ev.report" --threads 1 > "$TMP/ev.json"
+python3 -c "import json; [print(json.loads(l)['produced'].strip()) for l in open('$TMP/ev.report')]" > "$TMP/ev.txt"
+check "eval --json-schema: every greedy answer validates" "validate $TMP/ev.txt tests/fixtures/schemas/nested.json 2"
+"$MT" data --grammar --db "$A/text2sql/nba_roster/nba_roster.db" --out "$TMP/nba.gbnf"
+check "data --grammar --db names the database's columns" "grep -q 'SALARY' $TMP/nba.gbnf && grep -q '^table ::= ' $TMP/nba.gbnf"
+"$MT" eval -m "$M" --data "$TMP/ev.jsonl" --grammar "$TMP/nba.gbnf" --max-new-tokens 30 --threads 1 > "$TMP/ev2.json"
+check "eval --grammar runs" "grep -q '\"examples\": 2' $TMP/ev2.json"
+"$MT" eval -m "$M" --text "$TMP/ev.jsonl" --grammar "$TMP/nba.gbnf" > /dev/null 2>&1; rc=$?
+check "eval --grammar without --data is a usage error" "[ $rc = 2 ]"
+
 # errors
 printf 'root ::= "a" | b\nb ::= [z-a]\n' > "$TMP/bad.gbnf"
 "$MT" generate -m "$M" --grammar "$TMP/bad.gbnf" -q > /dev/null 2> "$TMP/bad.err"; rc=$?
