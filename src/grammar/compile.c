@@ -25,7 +25,6 @@ typedef struct {
     int def_line, def_col;   /* definition, for rule-level errors */
     elem_vec *alts;          /* each alternative's elements (no END) */
     int n_alts, cap_alts;
-    int n_synth;             /* synthesized children so far (for their names) */
 } rule_def;
 
 typedef struct {
@@ -117,8 +116,11 @@ static int rule_id(parser *ps, const char *name, size_t len, const char *at) {
 }
 
 static int new_synth_rule(parser *ps, int parent, const char *at) {
+    /* "<defined rule>/<rule number>": unique however deep the nesting */
     char name[300];
-    snprintf(name, sizeof name, "%.200s/%d", ps->rules[parent].name, ++ps->rules[parent].n_synth);
+    const char *base = ps->rules[parent].name;
+    int base_len = (int)strcspn(base, "/");
+    snprintf(name, sizeof name, "%.*s/%d", base_len > 200 ? 200 : base_len, base, ps->n_rules);
     int id = rule_id(ps, name, strlen(name), at);
     if (id < 0) return -1;
     ps->rules[id].defined = 1;

@@ -37,7 +37,18 @@ struct mt_grammar_matcher {
     uint32_t *seen_adv, *seen_union; /* [cap_nodes] dedup stamps */
     uint32_t stamp_adv, stamp_union;
     int done_adv, done_union;   /* the empty stack was added (per stamp) */
-    ivec scratch;               /* stack sets along the trie walk */
+    ivec scratch;               /* building one stack set */
+    /* interned stack sets (sorted stack ids) and their steps: the trie walk moves from set
+     * to set with one lookup per byte */
+    ivec set_data;
+    int32_t *set_off, *set_len;
+    uint32_t *set_hash;
+    int n_sets, cap_sets;
+    int32_t *set_table;         /* open addressing: set id or -1 */
+    uint32_t set_mask;
+    struct set_step { int32_t set; uint32_t cp; int32_t to; } *set_steps; /* to: set id, -1 empty */
+    uint32_t set_step_mask;
+    int n_set_steps;
     ivec cur;                   /* the current state */
     uint32_t partial_val, partial_min;
     int partial_rem;            /* continuation bytes still expected */
@@ -210,7 +221,7 @@ static void step_one(mt_grammar_matcher *m, int32_t top, uint32_t cp, int32_t *o
 
 /* Appends to `out` the set of stacks that set[0..n) becomes after cp. The input may live in
  * `out` itself (read by index before the appends). Returns the new set's length. */
-static int step_set(mt_grammar_matcher *m, ivec *out, int in_off, int n, uint32_t cp) {
+static int step_set(mt_grammar_matcher *m, const ivec *in, int in_off, int n, uint32_t cp, ivec *out) {
     if (++m->stamp_union == 0) {
         memset(m->seen_union, 0, (size_t)m->cap_nodes * sizeof *m->seen_union);
         m->stamp_union = 1;
@@ -219,7 +230,7 @@ static int step_set(mt_grammar_matcher *m, ivec *out, int in_off, int n, uint32_
     int start = out->n;
     for (int i = 0; i < n && !m->err; i++) {
         int32_t off, len;
-        step_one(m, out == &m->cur ? m->cur.v[in_off + i] : m->scratch.v[in_off + i], cp, &off, &len);
+        step_one(m, in->v[in_off + i], cp, &off, &len);
         for (int k = 0; k < len; k++) {
             int32_t t = m->results.v[off + k];
             if (t < 0) {
@@ -233,6 +244,97 @@ static int step_set(mt_grammar_matcher *m, ivec *out, int in_off, int n, uint32_
         }
     }
     return m->err ? 0 : out->n - start;
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static uint32_t hash_ints(const int32_t *v, int n) {
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < n; i++) h = hash2(h, (uint32_t)v[i]);
+    return h;
+}
+
+static int set_table_grow(mt_grammar_matcher *m) {
+    uint32_t size = m->set_mask ? (m->set_mask + 1) * 2 : 1024;
+    int32_t *t = malloc(size * sizeof *t);
+    if (!t) return -1;
+    memset(t, 0xff, size * sizeof *t);
+    for (int i = 0; i < m->n_sets; i++) {
+        uint32_t h = m->set_hash[i] & (size - 1);
+        while (t[h] >= 0) h = (h + 1) & (size - 1);
+        t[h] = i;
+    }
+    free(m->set_table);
+    m->set_table = t;
+    m->set_mask = size - 1;
+    return 0;
+}
+
+/* The id of the set v[0..n) (sorted in place first); -1 on error. */
+static int32_t intern_set(mt_grammar_matcher *m, int32_t *v, int n) {
+    if (m->err) return -1;
+    qsort(v, (size_t)n, sizeof *v, cmp_i32);
+    uint32_t hash = hash_ints(v, n), h = hash & m->set_mask;
+    for (int32_t id; (id = m->set_table[h]) >= 0; h = (h + 1) & m->set_mask)
+        if (m->set_hash[id] == hash && m->set_len[id] == n && !memcmp(m->set_data.v + m->set_off[id], v, (size_t)n * sizeof *v))
+            return id;
+    if (m->n_sets == m->cap_sets) {
+        int c = m->cap_sets ? m->cap_sets * 2 : 256;
+        int32_t *o = realloc(m->set_off, (size_t)c * sizeof *o);
+        if (o) m->set_off = o;
+        int32_t *l = o ? realloc(m->set_len, (size_t)c * sizeof *l) : NULL;
+        if (l) m->set_len = l;
+        uint32_t *hs = l ? realloc(m->set_hash, (size_t)c * sizeof *hs) : NULL;
+        if (!hs) {
+            oom(m);
+            return -1;
+        }
+        m->set_hash = hs;
+        m->cap_sets = c;
+    }
+    int32_t id = m->n_sets++;
+    m->set_off[id] = m->set_data.n;
+    m->set_len[id] = n;
+    m->set_hash[id] = hash;
+    for (int i = 0; i < n; i++)
+        if (ivec_push(&m->set_data, v[i])) oom(m);
+    m->set_table[h] = id;
+    if ((uint32_t)m->n_sets * 2 > m->set_mask && set_table_grow(m)) oom(m);
+    return m->err ? -1 : id;
+}
+
+static int set_step_table_grow(mt_grammar_matcher *m) {
+    uint32_t size = m->set_step_mask ? (m->set_step_mask + 1) * 2 : 4096;
+    struct set_step *t = malloc(size * sizeof *t);
+    if (!t) return -1;
+    for (uint32_t i = 0; i < size; i++) t[i].set = -1;
+    for (uint32_t i = 0; m->set_steps && i <= m->set_step_mask; i++) {
+        if (m->set_steps[i].set < 0) continue;
+        uint32_t h = hash2((uint32_t)m->set_steps[i].set, m->set_steps[i].cp) & (size - 1);
+        while (t[h].set >= 0) h = (h + 1) & (size - 1);
+        t[h] = m->set_steps[i];
+    }
+    free(m->set_steps);
+    m->set_steps = t;
+    m->set_step_mask = size - 1;
+    return 0;
+}
+
+/* The set that set `id` becomes after cp: an id, or -1 when no stack can take cp. */
+static int32_t step_set_id(mt_grammar_matcher *m, int32_t id, uint32_t cp) {
+    uint32_t h = hash2((uint32_t)id, cp) & m->set_step_mask;
+    for (; m->set_steps[h].set >= 0; h = (h + 1) & m->set_step_mask)
+        if (m->set_steps[h].set == id && m->set_steps[h].cp == cp) return m->set_steps[h].to;
+    m->scratch.n = 0;
+    int n = step_set(m, &m->set_data, m->set_off[id], m->set_len[id], cp, &m->scratch);
+    int32_t to = n > 0 ? intern_set(m, m->scratch.v, n) : -1;
+    if (m->err) return -1;
+    m->set_steps[h] = (struct set_step){id, cp, to};
+    if ((uint32_t)++m->n_set_steps * 2 > m->set_step_mask && set_step_table_grow(m)) oom(m);
+    return to;
 }
 
 /* UTF-8 decoding one byte at a time: *val holds the bits so far, *rem the continuation
@@ -284,26 +386,20 @@ static void mark_tokens(mt_grammar_matcher *m, int node, int filter) {
     }
 }
 
-static void walk(mt_grammar_matcher *m, int node, int set_off, int set_n, uint32_t val, int rem, uint32_t min, int filter) {
+static void walk(mt_grammar_matcher *m, int node, int32_t set, uint32_t val, int rem, uint32_t min, int filter) {
     for (int c = m->trie[node].first_child; c >= 0 && !m->err; c = m->trie[c].next_sibling) {
         uint32_t v2 = val, cp = 0, min2 = min;
         int r2 = rem;
         int rc = utf8_feed(&v2, &r2, &min2, m->trie[c].byte, &cp);
         if (rc < 0) continue;
-        int mark = m->scratch.n, off = set_off, n = set_n;
+        int32_t next = set;
         if (rc == 1) {
-            off = m->scratch.n;
-            n = step_set(m, &m->scratch, set_off, set_n, cp);
-            if (n == 0) {
-                m->scratch.n = mark;
-                continue;
-            }
-        } else if (!partial_possible(m, m->scratch.v + set_off, set_n, v2, r2, min2)) {
+            if ((next = step_set_id(m, set, cp)) < 0) continue;
+        } else if (!partial_possible(m, m->set_data.v + m->set_off[set], m->set_len[set], v2, r2, min2)) {
             continue;
         }
         mark_tokens(m, c, filter);
-        walk(m, c, off, n, v2, r2, min2, filter);
-        m->scratch.n = mark;
+        walk(m, c, next, v2, r2, min2, filter);
     }
 }
 
@@ -328,10 +424,11 @@ mt_status mt_grammar_matcher_mask(mt_grammar_matcher *m, float *logits, int n_vo
         m->scratch.n = 0;
         for (int i = 0; i < m->cur.n; i++)
             if (ivec_push(&m->scratch, m->cur.v[i])) oom(m);
-        if (!m->err) walk(m, 0, 0, m->cur.n, m->partial_val, m->partial_rem, m->partial_min, m->strip_first ? FILTER_UNSTRIPPED : FILTER_ALL);
+        int32_t set = m->err ? -1 : intern_set(m, m->scratch.v, m->scratch.n);
+        if (!m->err) walk(m, 0, set, m->partial_val, m->partial_rem, m->partial_min, m->strip_first ? FILTER_UNSTRIPPED : FILTER_ALL);
         if (m->strip_first && !m->err) /* the first token's space is dropped: walk below it as if at the root */
             for (int c = m->trie[0].first_child; c >= 0; c = m->trie[c].next_sibling)
-                if (m->trie[c].byte == ' ') walk(m, c, 0, m->cur.n, m->partial_val, m->partial_rem, m->partial_min, FILTER_STRIPPED);
+                if (m->trie[c].byte == ' ') walk(m, c, set, m->partial_val, m->partial_rem, m->partial_min, FILTER_STRIPPED);
         if (m->err) return m->err;
     }
     int eos_ok = m->eos >= 0 && m->eos < m->n_tok && mt_grammar_matcher_can_end(m);
@@ -358,7 +455,7 @@ mt_status mt_grammar_matcher_accept_bytes(mt_grammar_matcher *m, const char *byt
         if (rc < 0) return mt_error(MT_ERR_ARG, "grammar: invalid UTF-8 at byte %zu", i);
         if (rc == 0) continue;
         int n0 = m->cur.n;
-        int n = step_set(m, &m->cur, 0, n0, cp);
+        int n = step_set(m, &m->cur, 0, n0, cp, &m->cur);
         if (m->err) return m->err;
         if (n) memmove(m->cur.v, m->cur.v + n0, (size_t)n * sizeof *m->cur.v);
         m->cur.n = n;
@@ -462,7 +559,8 @@ mt_status mt_grammar_matcher_new(const mt_grammar *g, const mt_tokenizer *tok, m
     m->seen_adv = calloc((size_t)m->cap_nodes, sizeof *m->seen_adv);
     m->seen_union = calloc((size_t)m->cap_nodes, sizeof *m->seen_union);
     mt_status s = MT_OK;
-    if (!m->nodes || !m->seen_adv || !m->seen_union || node_table_grow(m) || step_table_grow(m))
+    if (!m->nodes || !m->seen_adv || !m->seen_union || node_table_grow(m) || step_table_grow(m) || set_table_grow(m) ||
+        set_step_table_grow(m))
         s = mt_error(MT_ERR_NOMEM, "grammar: out of memory");
     if (!s && tok) s = build_trie(m);
     if (!s) s = mt_grammar_matcher_reset(m, 0);
@@ -484,6 +582,12 @@ void mt_grammar_matcher_free(mt_grammar_matcher *m) {
     free(m->seen_union);
     free(m->scratch.v);
     free(m->cur.v);
+    free(m->set_data.v);
+    free(m->set_off);
+    free(m->set_len);
+    free(m->set_hash);
+    free(m->set_table);
+    free(m->set_steps);
     free(m->trie);
     free(m->token_next);
     free(m->strip_ok);
