@@ -31,7 +31,7 @@ LDLIBS  += $(shell $(BLAS_PKG) --libs openblas) -Wl,-rpath,$(BLAS_DIR) \
            $(shell pkg-config --libs $(PKGS)) -lm -pthread -fopenmp
 LDFLAGS += $(SANFLAGS)
 
-LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/template/*.c src/dataset/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/sqlgen/*.c)
+LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/template/*.c src/dataset/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/sqlgen/*.c src/grammar/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

@@ -137,6 +137,9 @@ typedef struct {
     float top_p;         /* 1.0 = off; default 0.9 */
     uint64_t seed;       /* 0 = time-based */
     int stop_at_eos;     /* default 1: stop at EOS (and at BOS, as llama2.c does) */
+    const struct mt_grammar *grammar; /* NULL = unconstrained; else the generated text (not
+                                         the prompt) always continues a match of it, and
+                                         EOS is sampled only where it may end */
 } mt_generate_options;
 
 void mt_generate_options_default(mt_generate_options *o);
@@ -491,6 +494,7 @@ typedef struct {
                                  2 x expected-answer tokens + 16) */
     mt_eval_progress_fn progress; /* optional: called after each example (or text window) */
     void *progress_user;
+    const struct mt_grammar *grammar; /* constrains each greedy answer (NULL = off) */
 } mt_eval_options;
 
 typedef struct {
@@ -585,6 +589,33 @@ mt_status mt_generate_options_validate(const mt_generate_options *o);
  * evaluating anything, that the file has at most MT_MAX_EVAL_EXAMPLES examples and that each
  * one (prompt and answer, rendered as in training) fits the model's context. */
 mt_status mt_eval_text_file_opts(mt_model *m, const char *path, const mt_eval_options *opt, mt_text_score *out);
+/* ---- grammars and JSON Schema (constrained decoding) ----------------------------------- */
+
+/* A compiled grammar in llama.cpp's GBNF: `name ::= alternatives`, "literals" with \n \t
+ * \r \\ \" \xHH \uHHHH \UHHHHHHHH escapes, [character classes] with ranges and ^
+ * negation, `.` (any character), (groups), `*` `+` `?` `{m}` `{m,}` `{m,n}`, # comments.
+ * Matching is over UTF-8 text. The start rule is `root`. Errors give line and column; a
+ * grammar that matches nothing, references an undefined rule or is left-recursive is
+ * refused. One compiled grammar may be used by many generations at once (read-only). */
+typedef struct mt_grammar mt_grammar;
+mt_status mt_grammar_compile(const char *gbnf, size_t len, mt_grammar **out);
+/* Reads a GBNF file (errors name it). */
+mt_status mt_grammar_load(const char *path, mt_grammar **out);
+void mt_grammar_free(mt_grammar *g);
+/* 1 when the whole of text[0..len) matches the grammar, 0 when not; -1 on an error. */
+int mt_grammar_match(const mt_grammar *g, const char *text, size_t len);
+
+/* JSON Schema (draft 2020-12 subset: type, properties, required, additionalProperties:
+ * false, enum, const, items, minItems/maxItems, minLength/maxLength, simple pattern,
+ * anyOf, $ref to local $defs) to GBNF text (*gbnf malloc'd). Other keywords are refused
+ * with an error naming the keyword and its JSON pointer. */
+mt_status mt_json_schema_to_gbnf(const char *schema_json, size_t len, char **gbnf);
+/* Reads a JSON Schema file and compiles its grammar. */
+mt_status mt_grammar_load_json_schema(const char *path, mt_grammar **out);
+
+/* GBNF (malloc'd) for the SQLite SELECT subset whose table and column names are those of
+ * the database at db_path (opened read-only). */
+mt_status mt_sql_grammar_from_db(const char *db_path, char **gbnf);
 
 #ifdef __cplusplus
 }

@@ -5,6 +5,8 @@ pkgs="build-essential pkg-config libopenblas-dev libopenblas-openmp-dev libpcre2
 # the fuzz targets (tests/fuzz/run.sh, run by CI) build with clang's libFuzzer
 pkgs_fuzz="clang"
 pkgs="$pkgs $pkgs_fuzz"
+# the grammar tests validate sampled JSON with an independent validator
+pkgs="$pkgs python3-jsonschema"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -58,6 +58,10 @@ int cli_take_adapters(int *argc, char **argv, cli_adapters *a);
 int cli_load_adapters(mt_model *m, cli_adapters *a);
 void cli_adapters_free(cli_adapters *a);
 
+/* Compiles --grammar FILE or --json-schema FILE (at most one; *g stays NULL for neither).
+ * Prints the problem and returns the exit code (1, or 2 for both given); 0 on success. */
+int cli_load_grammar(const char *grammar_path, const char *schema_path, mt_grammar **g);
+
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);

@@ -62,7 +62,7 @@ static int print_progress(long done, long total, void *user) {
 int cmd_eval(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "--compare")) return compare_reports(argc, argv);
     const char *model = NULL, *tokenizer = NULL, *text = NULL, *data = NULL, *report = NULL;
-    const char *db = NULL, *normalize = "trim";
+    const char *db = NULL, *normalize = "trim", *grammar_path = NULL, *schema_path = NULL;
     int threads = 0, max_new = 0, quiet = 0;
     float timeout = 0;
     uint64_t max_steps = 0;
@@ -81,6 +81,8 @@ int cmd_eval(int argc, char **argv) {
         {"--max-new-tokens", NULL, OPT_INT, &max_new, "cap on generated tokens (default 256 with --db, else 2 x answer + 16)", 1, INT_MAX},
         {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)", 0, MT_MAX_THREADS},
         {"--quiet", "-q", OPT_FLAG, &quiet, "no progress report on stderr"},
+        {"--grammar", NULL, OPT_STRING, &grammar_path, "with --data: GBNF grammar every greedy answer is constrained to"},
+        {"--json-schema", NULL, OPT_STRING, &schema_path, "with --data: JSON Schema every greedy answer is constrained to"},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
@@ -104,19 +106,31 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "memtune: --db goes with --data\n");
         return 2;
     }
+    if ((grammar_path || schema_path) && !data) {
+        fprintf(stderr, "memtune: --grammar and --json-schema go with --data\n");
+        return 2;
+    }
+    mt_grammar *grammar = NULL;
+    if ((code = cli_load_grammar(grammar_path, schema_path, &grammar))) {
+        cli_adapters_free(&ad);
+        return code;
+    }
     mt_set_threads(threads);
     mt_model *m;
-    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
-    if (cli_load_adapters(m, &ad)) return 1;
+    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m) || cli_load_adapters(m, &ad)) {
+        mt_grammar_free(grammar);
+        return 1;
+    }
     progress_state ps = {.start = now_s(), .tty = isatty(2), .unit = data ? "examples" : "windows"};
     if (data) {
         mt_eval_options o = {.report_path = report, .normalize = (mt_normalize)how, .db_path = db,
                              .limits = {.max_steps = (long)max_steps, .max_seconds = timeout}, .max_new_tokens = max_new,
-                             .progress = quiet ? NULL : print_progress, .progress_user = &ps};
+                             .progress = quiet ? NULL : print_progress, .progress_user = &ps, .grammar = grammar};
         mt_eval_score sc;
         mt_status s = mt_eval_data_file_opts(m, data, &o, &sc);
         mt_model_free(m);
         cli_adapters_free(&ad);
+        mt_grammar_free(grammar);
         if (s) return cli_fail("eval");
         print_data_score(&sc, normalize, db != NULL);
         return 0;

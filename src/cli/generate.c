@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static int print_text(const char *text, size_t len, void *user) {
     (void)user;
@@ -12,8 +13,8 @@ static int print_text(const char *text, size_t len, void *user) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *tokenizer = NULL, *prompt = "";
-    int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0, context = 0;
+    const char *model = NULL, *tokenizer = NULL, *prompt = "", *grammar_path = NULL, *schema_path = NULL;
+    int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0, context = 0, samples = 1;
     float temperature = 1.0f, top_p = 0.9f;
     uint64_t seed = 0;
     const cli_opt opts[] = {
@@ -32,6 +33,9 @@ int cmd_generate(int argc, char **argv) {
         {"--context", "-c", OPT_INT, &context, "context length (default: the model's, capped at 4096)", 0, MT_MAX_CONTEXT},
         {"--no-echo", NULL, OPT_FLAG, &no_echo, "do not print the prompt before the generated text"},
         {"--quiet", "-q", OPT_FLAG, &quiet, "no speed report on stderr"},
+        {"--grammar", NULL, OPT_STRING, &grammar_path, "GBNF grammar file (llama.cpp syntax): the generated text always matches it"},
+        {"--json-schema", NULL, OPT_STRING, &schema_path, "JSON Schema file: the generated text is JSON that validates against it"},
+        {"--samples", NULL, OPT_INT, &samples, "draw N samples (seeds S, S+1, ...), each ended by a newline (default 1)", 1, INT_MAX},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
@@ -47,21 +51,45 @@ int cmd_generate(int argc, char **argv) {
     o.echo_prompt = !no_echo;
     o.max_new_tokens = new_tokens >= 0 ? new_tokens : n;
     o.limit_includes_prompt = new_tokens < 0 && !no_echo;
-    if (mt_generate_options_validate(&o)) return cli_bad_option(); /* before loading anything */
+    if (mt_generate_options_validate(&o)) { /* before loading anything */
+        cli_adapters_free(&ad);
+        return cli_bad_option();
+    }
+    mt_grammar *grammar = NULL;
+    if ((code = cli_load_grammar(grammar_path, schema_path, &grammar))) {
+        cli_adapters_free(&ad);
+        return code;
+    }
+    o.grammar = grammar;
     mt_set_threads(threads);
     mt_model *m;
-    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
-    if (cli_load_adapters(m, &ad)) return 1;
+    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m) || cli_load_adapters(m, &ad)) {
+        cli_adapters_free(&ad);
+        mt_grammar_free(grammar);
+        return 1;
+    }
     if (context > 0 && mt_model_set_context(m, context) != MT_OK) {
         mt_model_free(m);
         cli_adapters_free(&ad);
+        mt_grammar_free(grammar);
         return cli_fail("generate");
     }
-    mt_generate_stats st;
-    mt_status s = mt_generate(m, prompt, &o, print_text, NULL, &st);
-    printf("\n");
+    mt_generate_stats st, total = {0};
+    mt_status s = MT_OK;
+    if (samples > 1 && !seed) seed = (uint64_t)time(NULL);
+    for (int i = 0; i < samples && s == MT_OK; i++) {
+        o.seed = seed ? seed + (uint64_t)i : 0;
+        s = mt_generate(m, prompt, &o, print_text, NULL, &st);
+        printf("\n");
+        total.prompt_tokens += st.prompt_tokens;
+        total.prompt_seconds += st.prompt_seconds;
+        total.generated_tokens += st.generated_tokens;
+        total.generate_seconds += st.generate_seconds;
+    }
+    st = total;
     mt_model_free(m);
     cli_adapters_free(&ad);
+    mt_grammar_free(grammar);
     if (s) return cli_fail("generate");
     if (!quiet)
         fprintf(stderr, "prompt: %d tokens in %.3f s; generated %d tokens at %.1f tokens/s\n",

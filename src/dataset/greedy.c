@@ -1,5 +1,6 @@
 /* Greedy answers to prompt/answer examples (see greedy.h). */
 #include "core/error.h"
+#include "grammar/matcher.h"
 #include "model/forward.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -13,6 +14,11 @@ static int is_stop(const mt_model *m, const mt_seq_builder *b, int id) {
 
 mt_status mt_greedy_answer(mt_model *m, const mt_seq_builder *b, float *logits, const int *ids, int n,
                            int max_new, char **out) {
+    return mt_greedy_answer_constrained(m, b, logits, ids, n, max_new, NULL, out);
+}
+
+mt_status mt_greedy_answer_constrained(mt_model *m, const mt_seq_builder *b, float *logits, const int *ids, int n,
+                                       int max_new, mt_grammar_matcher *grammar, char **out) {
     int ctx = mt_infer_context(m), vocab = m->cfg.vocab_size;
     size_t cap = 256, len = 0;
     char *text = malloc(cap);
@@ -26,8 +32,11 @@ mt_status mt_greedy_answer(mt_model *m, const mt_seq_builder *b, float *logits, 
     mt_detok_init(&ds);
     ds.n_emitted_tokens = n; /* the answer continues the prompt: keep its leading space */
     mt_status s = mt_forward(m, ids, n, 0, logits, 0);
+    if (s == MT_OK && grammar) s = mt_grammar_matcher_reset(grammar, 0);
     for (int pos = n, k = 0; s == MT_OK && k < max_new && pos < ctx; k++, pos++) {
+        if (grammar && (s = mt_grammar_matcher_mask(grammar, logits, vocab)) != MT_OK) break;
         int next = mt_argmax(logits, vocab);
+        if (grammar && (s = mt_grammar_matcher_accept_token(grammar, next)) != MT_OK) break;
         if (is_stop(m, b, next)) break;
         char piece[512];
         size_t pl = mt_detok_push(m->tok, &ds, next, piece, sizeof piece);

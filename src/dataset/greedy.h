@@ -10,6 +10,11 @@
  * b's EOS or a control token; logits holds one vocabulary row. */
 mt_status mt_greedy_answer(mt_model *m, const mt_seq_builder *b, float *logits, const int *ids, int n,
                            int max_new, char **out);
+/* The same with each token constrained by a grammar matcher (NULL: unconstrained), which
+ * is reset to the start of the grammar first. */
+struct mt_grammar_matcher;
+mt_status mt_greedy_answer_constrained(mt_model *m, const mt_seq_builder *b, float *logits, const int *ids, int n,
+                                       int max_new, struct mt_grammar_matcher *grammar, char **out);
 
 /* Greedy answer (malloc'd text) to e's prompt and whether it equals e's expected output
  * after trimming whitespace at both ends. */

@@ -8,6 +8,7 @@
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
 #include "dataset/greedy.h"
+#include "grammar/matcher.h"
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
@@ -21,6 +22,7 @@ typedef struct {
     mt_seq_builder b;
     mt_chat_template *tpl;
     float *logits; /* [context * vocab] */
+    mt_grammar_matcher *grammar; /* constrains the answers (NULL = off) */
 } evaluator;
 
 /* NLL of the learned tokens of the example's training sequence. */
@@ -91,7 +93,7 @@ static mt_status eval_one(evaluator *ev, eval_run *run, const mt_example *e, int
     if (s == MT_OK) s = mt_tokenizer_encode_piece(ev->m->tok, expected, strlen(expected), 0, &ans, &n_ans);
     /* SQL is judged by running it: its length must not be capped by the gold's */
     int max_new = run->opt->max_new_tokens > 0 ? run->opt->max_new_tokens : run->db ? 256 : 2 * n_ans + 16;
-    if (s == MT_OK) s = mt_greedy_answer(ev->m, &ev->b, ev->logits, ids, n, max_new, &produced);
+    if (s == MT_OK) s = mt_greedy_answer_constrained(ev->m, &ev->b, ev->logits, ids, n, max_new, ev->grammar, &produced);
     if (s == MT_OK) s = answer_nll(ev, e, &nll, &count);
     int exact = s == MT_OK && mt_text_equal_normalized(produced, expected, run->opt->normalize);
     const char *verdict = exact ? "match" : "mismatch";
@@ -122,6 +124,7 @@ static mt_status evaluator_init(evaluator *ev, mt_model *m) {
 
 static void evaluator_free(evaluator *ev) {
     free(ev->logits);
+    mt_grammar_matcher_free(ev->grammar);
     if (ev->tpl) mt_chat_template_free(ev->tpl);
 }
 
@@ -169,6 +172,7 @@ mt_status mt_eval_data_file_opts(mt_model *m, const char *path, const mt_eval_op
     if (s == MT_OK) s = evaluator_init(&ev, m);
     long total = 0;
     if (s == MT_OK) s = check_sizes(&ev, &ds, path, &total);
+    if (s == MT_OK && opt->grammar) s = mt_grammar_matcher_new(opt->grammar, m->tok, &ev.grammar);
     if (s == MT_OK && opt->db_path) s = mt_sql_open(opt->db_path, &opt->limits, &run.db);
     if (s == MT_OK && opt->report_path && !(run.report = fopen(opt->report_path, "w")))
         s = mt_error(MT_ERR_IO, "%s: cannot open for writing: %s", opt->report_path, strerror(errno));

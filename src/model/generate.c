@@ -2,6 +2,7 @@
  * sample token by token from the KV cache, streaming complete UTF-8 text to a callback. */
 #include "core/error.h"
 #include "core/rng.h"
+#include "grammar/matcher.h"
 #include "model/forward.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -87,20 +88,25 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
     else
         for (int i = 0; i < n_prompt; i++) sink.stream.n_emitted_tokens++;
 
+    mt_grammar_matcher *gm = NULL; /* the text decoded from here on (no prompt) must match */
+    if (o.grammar && (s = mt_grammar_matcher_new(o.grammar, m->tok, &gm)) == MT_OK)
+        s = mt_grammar_matcher_reset(gm, sink.stream.n_emitted_tokens == 0);
+    if (gm) sampler.constraint = (mt_sampler_constraint){mt_grammar_hook_mask, mt_grammar_hook_accept, gm};
     double t0 = mt_now_seconds();
-    s = mt_forward(m, ids, n_prompt, 0, logits, 0);
+    if (s == MT_OK) s = mt_forward(m, ids, n_prompt, 0, logits, 0);
     double t1 = mt_now_seconds();
     int generated = 0, pos = n_prompt;
     while (s == MT_OK && generated < budget && !sink.stopped) {
         int next = mt_sampler_sample(&sampler, logits);
         if (next < 0) {
-            s = mt_error(MT_ERR_FORMAT, "the model's logits at position %d are NaN or infinite (are its weights?)", pos - 1);
+            s = next == -1 ? mt_error(MT_ERR_FORMAT, "the model's logits at position %d are NaN or infinite (are its weights?)", pos - 1)
+                           : mt_error_prefix(MT_ERR_ARG, "generate");
             break;
         }
         if (o.stop_at_eos && is_stop_token(m, next)) break;
         emit_token(&sink, next);
         generated++;
-        if (generated >= budget || pos >= n_ctx) break;
+        if (generated >= budget || pos >= n_ctx || (gm && mt_grammar_matcher_finished(gm))) break;
         s = mt_forward(m, &next, 1, pos++, logits, 0);
     }
     double t2 = mt_now_seconds();
@@ -110,6 +116,7 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
         stats->prompt_seconds = t1 - t0;
         stats->generate_seconds = t2 - t1;
     }
+    mt_grammar_matcher_free(gm);
     mt_sampler_free(&sampler);
     free(logits);
     free(ids);

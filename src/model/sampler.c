@@ -21,6 +21,7 @@ int mt_sampler_init(mt_sampler *s, int vocab_size, float temperature, int top_k,
     s->top_k = top_k;
     s->top_p = top_p;
     s->rng_state = seed ? seed : 1;
+    s->constraint = (mt_sampler_constraint){0};
     s->candidates = malloc((size_t)vocab_size * sizeof(mt_prob_index));
     return s->candidates != NULL;
 }
@@ -105,12 +106,11 @@ static void apply_top_k(mt_sampler *s, float *probs) {
     for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / kept);
 }
 
-int mt_sampler_sample(mt_sampler *s, float *logits) {
-    /* NaN or inf logits have no distribution to sample from (and NaN would send top-p past
-     * the end of its candidates): refuse them, the caller reports it */
+static int sample_unconstrained(mt_sampler *s, float *logits) {
+    /* tokens a constraint masked are -inf: the range is that of the others */
     float lo = INFINITY, hi = -INFINITY;
     for (int i = 0; i < s->vocab_size; i++) {
-        if (!isfinite(logits[i])) return -1;
+        if (logits[i] == -INFINITY) continue;
         lo = fminf(lo, logits[i]);
         hi = fmaxf(hi, logits[i]);
     }
@@ -123,4 +123,18 @@ int mt_sampler_sample(mt_sampler *s, float *logits) {
     float coin = random_f32(&s->rng_state);
     if (s->top_p > 0.0f && s->top_p < 1.0f) return sample_top_p(s, logits, coin);
     return sample_multinomial(logits, s->vocab_size, coin);
+}
+
+int mt_sampler_sample(mt_sampler *s, float *logits) {
+    /* NaN or inf logits have no distribution to sample from (and NaN would send top-p past
+     * the end of its candidates): refuse them, the caller reports it */
+    for (int i = 0; i < s->vocab_size; i++)
+        if (!isfinite(logits[i])) return -1;
+    const mt_sampler_constraint *c = &s->constraint;
+    if (c->mask && c->mask(c->ctx, logits, s->vocab_size)) return -2;
+    int token = sample_unconstrained(s, logits);
+    /* multinomial rounding can fall off the end onto a masked token (probability 0) */
+    if (c->mask && s->temperature > 0.0f && !(logits[token] > 0.0f)) token = mt_argmax(logits, s->vocab_size);
+    if (c->accept && c->accept(c->ctx, token)) return -2;
+    return token;
 }
