@@ -147,6 +147,51 @@ typedef int (*mt_text_callback)(const char *text, size_t len, void *user);
 mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options *opts,
                       mt_text_callback cb, void *user, mt_generate_stats *stats);
 
+/* ---- contexts: one model, many sequences -------------------------------------------- */
+
+/* Thread safety. A loaded mt_model (weights, config, tokenizer, chat template) is read-only
+ * while contexts use it: any number of contexts may run on one model at once, each in its
+ * own thread, and mt_tokenize / mt_detokenize may be called on the model's tokenizer from
+ * any thread. Calls that change a model (mt_model_set_lora, mt_model_attach_*,
+ * mt_model_set_context, mt_model_set_base_dtype, mt_lora_merge, mt_train, mt_model_free)
+ * must not overlap with any other use of it. A context, and the adapters it uses, is used by
+ * one thread at a time. mt_last_error() is per thread.
+ *
+ * A context holds one sequence's KV cache and position, the adapters it applies (LoRA
+ * unmerged with a weight each, memory experts with their routing context, trainable token
+ * rows: none is written into the model) and its scratch. The functions that take a model
+ * (mt_generate, mt_model_logits, the evals) run the model's own default context, which
+ * applies whatever is attached to the model. */
+typedef struct mt_context mt_context;
+typedef struct mt_lora mt_lora;
+typedef struct mt_mome mt_mome;
+typedef struct mt_token_rows mt_token_rows;
+typedef struct mt_adapter_set mt_adapter_set;
+
+/* n_ctx: KV cache length; 0 = the model's inference context (see mt_model_set_context). */
+mt_status mt_context_create(const mt_model *m, int n_ctx, mt_context **out);
+void mt_context_free(mt_context *c);
+const mt_model *mt_context_model(const mt_context *c);
+int mt_context_size(const mt_context *c);
+int mt_context_pos(const mt_context *c);   /* tokens in the cache */
+void mt_context_reset(mt_context *c);      /* empties the cache (position 0) */
+/* The adapter set (not owned; each call empties the cache). */
+mt_status mt_context_add_lora(mt_context *c, const mt_lora *l, float weight);
+mt_status mt_context_set_mome(mt_context *c, const mt_mome *mm);
+mt_status mt_context_set_token_rows(mt_context *c, const mt_token_rows *r);
+/* Applies every part of a set (mt_adapter_set_open), its LoRA with this weight. */
+mt_status mt_context_use_adapter_set(mt_context *c, const mt_adapter_set *a, float weight);
+void mt_context_clear_adapters(mt_context *c);
+/* Runs ids[0..n) at the context's position, appends them to the cache and writes the last
+ * position's logits to logits[vocab]. */
+mt_status mt_context_decode(mt_context *c, const int *ids, int n, float *logits);
+/* mt_generate on a context (starts from an empty cache). */
+mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_generate_options *opts,
+                              mt_text_callback cb, void *user, mt_generate_stats *stats);
+/* Loads an adapter directory (as mt_adapter_set_load) without attaching anything to m: for
+ * contexts. m is only read. */
+mt_status mt_adapter_set_open(const mt_model *m, const char *dir, mt_adapter_set **out);
+
 /* ---- training ----------------------------------------------------------------------- */
 
 typedef struct {

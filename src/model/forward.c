@@ -3,33 +3,18 @@
  * SwiGLU MLP -> residual; final RMSNorm and the (possibly tied) head. Tokens are processed
  * in chunks so a prompt runs as GEMMs and decoding as GEMVs through the same code. */
 #include "model/forward.h"
+#include "model/context.h"
 #include "model/adapter.h"
 #include "model/mome.h"
 #include "model/base_store.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CHUNK 64          /* tokens per prefill chunk */
 #define DEFAULT_MAX_CTX 4096
-
-typedef struct {
-    int n_ctx;
-    float *k_cache, *v_cache;      /* [n_layers, n_ctx, kv_dim] */
-    float *rope_cos, *rope_sin;    /* [n_ctx, head_dim/2] */
-    float *x, *xn, *q, *k, *v, *att, *gate, *up; /* activations for one chunk */
-    float *scratch;                /* attention scores, per thread */
-    int scratch_threads;           /* the thread count scratch was sized for */
-    float *lora_h;                 /* [CHUNK, rank] adapter scratch, NULL without an adapter */
-    float *mome_y, *mome_q, *mome_gate, *mome_z; /* memory-expert scratch, NULL without them */
-    int *mome_idx;
-    float *mome_ctx;               /* [CHUNK, Cx] the routing context of the chunk */
-    float *mome_scratch;           /* mt_mome_scratch_size(shape, CHUNK) */
-    float *mome_acc;               /* [n_ctx, Cx] its running sums, position by position */
-    float *wbuf;                   /* one dequantised site weight, NULL with an f32 base */
-    int *pos;
-} infer_state;
 
 int mt_infer_context(const mt_model *m) {
     if (m->context_override > 0) return m->context_override;
@@ -47,24 +32,39 @@ mt_status mt_model_set_context(mt_model *m, int n) {
     return MT_OK;
 }
 
-void mt_infer_free(mt_model *m) {
-    infer_state *s = m->infer;
+static void free_adapter_scratch(mt_context *s) {
+    free(s->lora_h);
+    s->lora_h = NULL;
+    s->lora_rank_cap = 0;
+    free(s->mome_y); free(s->mome_q); free(s->mome_gate); free(s->mome_z); free(s->mome_idx);
+    free(s->mome_ctx); free(s->mome_acc); free(s->mome_scratch);
+    s->mome_y = s->mome_q = s->mome_gate = s->mome_z = s->mome_ctx = s->mome_acc = s->mome_scratch = NULL;
+    s->mome_idx = NULL;
+    s->mome_for = NULL;
+}
+
+void mt_context_free(mt_context *s) {
     if (!s) return;
     free(s->k_cache); free(s->v_cache); free(s->rope_cos); free(s->rope_sin);
     free(s->x); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att);
-    free(s->gate); free(s->up); free(s->scratch); free(s->pos); free(s->lora_h);
-    free(s->mome_y); free(s->mome_q); free(s->mome_gate); free(s->mome_z); free(s->mome_idx);
-    free(s->mome_ctx); free(s->mome_acc); free(s->mome_scratch); free(s->wbuf);
+    free(s->gate); free(s->up); free(s->scratch); free(s->posv); free(s->wbuf); free(s->row_logit);
+    free_adapter_scratch(s);
     free(s);
+}
+
+void mt_infer_free(mt_model *m) {
+    mt_context_free(m->infer);
     m->infer = NULL;
 }
 
-static mt_status infer_state_create(mt_model *m) {
+mt_status mt_context_create(const mt_model *m, int n_ctx, mt_context **out) {
+    *out = NULL;
     const mt_config *c = &m->cfg;
-    infer_state *s = calloc(1, sizeof *s);
+    if (n_ctx < 0 || n_ctx > (1 << 22)) return mt_error(MT_ERR_ARG, "context length %d out of range", n_ctx);
+    mt_context *s = calloc(1, sizeof *s);
     if (!s) return mt_error(MT_ERR_NOMEM, "out of memory for inference state");
-    m->infer = s;
-    s->n_ctx = mt_infer_context(m);
+    s->m = m;
+    s->n_ctx = n_ctx > 0 ? n_ctx : mt_infer_context(m);
     size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim, q_dim = (size_t)c->n_heads * c->head_dim;
     size_t cache = (size_t)c->n_layers * s->n_ctx * kv_dim;
     size_t wide = q_dim > (size_t)c->dim ? q_dim : (size_t)c->dim;
@@ -78,18 +78,43 @@ static mt_status infer_state_create(mt_model *m) {
     s->att = malloc(CHUNK * q_dim * sizeof(float));
     s->gate = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
     s->up = malloc(CHUNK * (size_t)c->hidden_dim * sizeof(float));
-    s->pos = malloc(CHUNK * sizeof(int));
+    s->posv = malloc(CHUNK * sizeof(int));
+    s->row_logit = malloc(sizeof(float));
     if (m->base && !(s->wbuf = malloc(mt_site_scratch_floats(c) * sizeof(float)))) {
-        mt_infer_free(m);
+        mt_context_free(s);
         return mt_error(MT_ERR_NOMEM, "out of memory for dequantising the base");
     }
-    if (m->n_loras && !(s->lora_h = malloc(CHUNK * (size_t)mt_model_lora_max_rank(m) * sizeof(float)))) {
-        mt_infer_free(m);
-        return mt_error(MT_ERR_NOMEM, "out of memory for adapter scratch");
+    if (!s->k_cache || !s->v_cache || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->att ||
+        !s->gate || !s->up || !s->posv || !s->row_logit) {
+        int n = s->n_ctx;
+        mt_context_free(s);
+        return mt_error(MT_ERR_NOMEM, "out of memory for a %d-token KV cache", n);
     }
-    if (m->mome) {
-        const mt_mome_shape *sh = &m->mome->shape;
+    mt_status st = mt_rope_tables(c, s->n_ctx, &s->rope_cos, &s->rope_sin);
+    if (st) {
+        mt_context_free(s);
+        return st;
+    }
+    *out = s;
+    return MT_OK;
+}
+
+/* Sizes the adapter scratch for the context's current adapters (grown, never shrunk). */
+static mt_status ensure_adapter_scratch(mt_context *s) {
+    const mt_config *c = &s->m->cfg;
+    int rank = 0;
+    for (int i = 0; i < s->n_loras; i++)
+        if (s->loras[i]->rank > rank) rank = s->loras[i]->rank;
+    if (rank > s->lora_rank_cap) {
+        float *h = realloc(s->lora_h, CHUNK * (size_t)rank * sizeof(float));
+        if (!h) return mt_error(MT_ERR_NOMEM, "out of memory for adapter scratch");
+        s->lora_h = h, s->lora_rank_cap = rank;
+    }
+    if (s->mome && s->mome_for != s->mome) {
+        const mt_mome_shape *sh = &s->mome->shape;
         size_t slots = (size_t)CHUNK * sh->H * sh->K;
+        free(s->mome_y); free(s->mome_q); free(s->mome_gate); free(s->mome_z); free(s->mome_idx);
+        free(s->mome_ctx); free(s->mome_acc); free(s->mome_scratch);
         s->mome_y = malloc(CHUNK * (size_t)c->dim * sizeof(float));
         s->mome_q = malloc(CHUNK * (size_t)sh->H * sh->dk * sizeof(float));
         s->mome_gate = malloc(slots * sizeof(float));
@@ -98,42 +123,102 @@ static mt_status infer_state_create(mt_model *m) {
         s->mome_ctx = malloc((CHUNK * (size_t)sh->Cx + 1) * sizeof(float));
         s->mome_acc = malloc(((size_t)s->n_ctx * sh->Cx + 1) * sizeof(float));
         s->mome_scratch = malloc(mt_mome_scratch_size(sh, CHUNK) * sizeof(float));
+        s->mome_for = s->mome;
         if (!s->mome_y || !s->mome_q || !s->mome_gate || !s->mome_z || !s->mome_idx || !s->mome_ctx || !s->mome_acc ||
             !s->mome_scratch) {
-            mt_infer_free(m);
+            free_adapter_scratch(s);
             return mt_error(MT_ERR_NOMEM, "out of memory for memory-expert scratch");
         }
     }
-    if (!s->k_cache || !s->v_cache || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->att ||
-        !s->gate || !s->up || !s->pos) {
-        mt_infer_free(m);
-        return mt_error(MT_ERR_NOMEM, "out of memory for a %d-token KV cache", mt_infer_context(m));
+    return MT_OK;
+}
+
+mt_status mt_model_default_context(mt_model *m, mt_context **out) {
+    if (!m->infer) {
+        mt_context *s;
+        mt_status st = mt_context_create(m, 0, &s);
+        if (st) return st;
+        /* the model's attached adapters: every attach or detach frees this context */
+        for (int i = 0; i < m->n_loras; i++) {
+            s->loras[i] = m->loras[i];
+            s->lora_weights[i] = m->lora_weights[i];
+        }
+        s->n_loras = m->n_loras;
+        s->mome = m->mome;
+        s->rows = m->token_rows;
+        m->infer = s;
     }
-    mt_status st = mt_rope_tables(c, s->n_ctx, &s->rope_cos, &s->rope_sin);
-    if (st) mt_infer_free(m);
-    return st;
+    *out = m->infer;
+    return MT_OK;
+}
+
+int mt_context_size(const mt_context *c) { return c->n_ctx; }
+int mt_context_pos(const mt_context *c) { return c->pos; }
+const mt_model *mt_context_model(const mt_context *c) { return c->m; }
+void mt_context_reset(mt_context *c) { c->pos = 0; }
+
+void mt_context_clear_adapters(mt_context *c) {
+    c->n_loras = 0;
+    c->mome = NULL;
+    c->rows = NULL;
+    c->pos = 0;
+}
+
+mt_status mt_context_add_lora(mt_context *c, const mt_lora *l, float w) {
+    if (!l) return mt_error(MT_ERR_ARG, "no adapter to add");
+    if (l->n_layers != c->m->cfg.n_layers)
+        return mt_error(MT_ERR_MISMATCH, "the adapter has %d layers, the model %d", l->n_layers, c->m->cfg.n_layers);
+    if (!isfinite(w)) return mt_error(MT_ERR_ARG, "adapter weight must be finite");
+    if (c->n_loras == MT_MAX_ADAPTERS) return mt_error(MT_ERR_ARG, "at most %d adapters at once", MT_MAX_ADAPTERS);
+    c->loras[c->n_loras] = l;
+    c->lora_weights[c->n_loras++] = w;
+    c->pos = 0;
+    return MT_OK;
+}
+
+mt_status mt_context_set_mome(mt_context *c, const mt_mome *mm) {
+    const mt_model *m = c->m;
+    if (mm && (mm->n_layers != m->cfg.n_layers || mm->shape.C != m->cfg.dim))
+        return mt_error(MT_ERR_MISMATCH, "the memory experts were made for %d layers of width %d, the model has %d of %d",
+                        mm->n_layers, mm->shape.C, m->cfg.n_layers, m->cfg.dim);
+    c->mome = mm;
+    c->pos = 0;
+    return MT_OK;
+}
+
+mt_status mt_context_set_token_rows(mt_context *c, const mt_token_rows *r) {
+    const mt_model *m = c->m;
+    if (r && (r->dim != m->cfg.dim || r->untied != !m->cfg.tied_embeddings))
+        return mt_error(MT_ERR_MISMATCH, "trainable token rows of width %d do not fit this model (width %d)",
+                        r->dim, m->cfg.dim);
+    for (int i = 0; r && i < r->n; i++)
+        if (r->ids[i] < 0 || r->ids[i] >= m->cfg.vocab_size)
+            return mt_error(MT_ERR_MISMATCH, "trainable token id %d is outside the vocabulary of %d",
+                            r->ids[i], m->cfg.vocab_size);
+    c->rows = r;
+    c->pos = 0;
+    return MT_OK;
 }
 
 /* y[T, out] += every attached adapter's term at (layer l, site) for input x[T, in] */
-static void adapter_forward(const mt_model *m, infer_state *s, int l, int site, float *y,
-                            const float *x, int T) {
+static void adapter_forward(const mt_context *s, int l, int site, float *y, const float *x, int T) {
     int in, out;
-    mt_linear_site_shape(&m->cfg, site, &in, &out);
-    for (int i = 0; i < m->n_loras; i++) {
-        const struct mt_lora *lo = m->loras[i];
+    mt_linear_site_shape(&s->m->cfg, site, &in, &out);
+    for (int i = 0; i < s->n_loras; i++) {
+        const struct mt_lora *lo = s->loras[i];
         const float *a, *b;
         if (mt_lora_site(lo, l, site, &a, &b))
-            mt_lora_forward(y, s->lora_h, x, a, b, (double)lo->scale * m->lora_weights[i], T, in, out, lo->rank);
+            mt_lora_forward(y, s->lora_h, x, a, b, (double)lo->scale * s->lora_weights[i], T, in, out, lo->rank);
     }
 }
 
 /* s->mome_y[T, dim] = the memory experts' output at layer l for the MLP input xn (zero when
  * the layer has no site); returns whether it has one */
-static int mome_forward(const mt_model *m, infer_state *s, int l, const float *xn, int T) {
-    const struct mt_mome *mm = m->mome;
+static int mome_forward(const mt_context *s, int l, const float *xn, int T) {
+    const struct mt_mome *mm = s->mome;
     int site = mm->site_of_layer[l];
     if (site < 0) return 0;
-    memset(s->mome_y, 0, (size_t)T * m->cfg.dim * sizeof(float));
+    memset(s->mome_y, 0, (size_t)T * s->m->cfg.dim * sizeof(float));
     mt_mome_forward(s->mome_y, s->mome_q, s->mome_idx, s->mome_gate, s->mome_z, xn, s->mome_ctx,
                     mm->router + site * mm->router_size, mm->bank + site * mm->bank_size, mm->n_experts,
                     &mm->shape, T, s->mome_scratch);
@@ -142,7 +227,8 @@ static int mome_forward(const mt_model *m, infer_state *s, int l, const float *x
 /* the f32 weight of site of this layer (dequantised into s->wbuf for a bf16/Q8_0 base) */
 #define W(site) mt_site_weight(m, l, site, s->wbuf)
 
-static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
+static void layer_forward(mt_context *s, int l, int T, int pos) {
+    const mt_model *m = s->m;
     const mt_config *c = &m->cfg;
     const mt_layer *L = &m->layers[l];
     int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim;
@@ -153,62 +239,84 @@ static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
     mt_matmul_forward(s->q, s->xn, W(MT_SITE_Q), L->bq, T, c->dim, q_dim);
     mt_matmul_forward(kc + (size_t)pos * kv_dim, s->xn, W(MT_SITE_K), L->bk, T, c->dim, kv_dim);
     mt_matmul_forward(vc + (size_t)pos * kv_dim, s->xn, W(MT_SITE_V), L->bv, T, c->dim, kv_dim);
-    if (m->lora) {
-        adapter_forward(m, s, l, MT_SITE_Q, s->q, s->xn, T);
-        adapter_forward(m, s, l, MT_SITE_K, kc + (size_t)pos * kv_dim, s->xn, T);
-        adapter_forward(m, s, l, MT_SITE_V, vc + (size_t)pos * kv_dim, s->xn, T);
+    if (s->n_loras) {
+        adapter_forward(s, l, MT_SITE_Q, s->q, s->xn, T);
+        adapter_forward(s, l, MT_SITE_K, kc + (size_t)pos * kv_dim, s->xn, T);
+        adapter_forward(s, l, MT_SITE_V, vc + (size_t)pos * kv_dim, s->xn, T);
     }
-    mt_rope_forward(s->q, s->pos, T, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
-    mt_rope_forward(kc + (size_t)pos * kv_dim, s->pos, T, c->n_kv_heads, c->head_dim,
+    mt_rope_forward(s->q, s->posv, T, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
+    mt_rope_forward(kc + (size_t)pos * kv_dim, s->posv, T, c->n_kv_heads, c->head_dim,
                     c->rope_interleaved, s->rope_cos, s->rope_sin);
     mt_attention_cached_forward(s->att, s->q, kc, vc, T, pos, c->n_heads, c->n_kv_heads,
                                 c->head_dim, s->scratch);
     mt_matmul_forward(s->xn, s->att, W(MT_SITE_O), NULL, T, q_dim, c->dim);
-    if (m->lora) adapter_forward(m, s, l, MT_SITE_O, s->xn, s->att, T);
+    if (s->n_loras) adapter_forward(s, l, MT_SITE_O, s->xn, s->att, T);
     for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
 
     mt_rmsnorm_forward(s->xn, s->x, L->ffn_norm, T, c->dim, c->norm_eps);
     mt_matmul_forward(s->gate, s->xn, W(MT_SITE_GATE), NULL, T, c->dim, c->hidden_dim);
     mt_matmul_forward(s->up, s->xn, W(MT_SITE_UP), NULL, T, c->dim, c->hidden_dim);
-    if (m->lora) {
-        adapter_forward(m, s, l, MT_SITE_GATE, s->gate, s->xn, T);
-        adapter_forward(m, s, l, MT_SITE_UP, s->up, s->xn, T);
+    if (s->n_loras) {
+        adapter_forward(s, l, MT_SITE_GATE, s->gate, s->xn, T);
+        adapter_forward(s, l, MT_SITE_UP, s->up, s->xn, T);
     }
-    int memory = m->mome && mome_forward(m, s, l, s->xn, T); /* reads xn before it is reused */
+    int memory = s->mome && mome_forward(s, l, s->xn, T); /* reads xn before it is reused */
     mt_swiglu_forward(s->gate, s->gate, s->up, (size_t)T * c->hidden_dim);
     mt_matmul_forward(s->xn, s->gate, W(MT_SITE_DOWN), NULL, T, c->hidden_dim, c->dim);
-    if (m->lora) adapter_forward(m, s, l, MT_SITE_DOWN, s->xn, s->gate, T);
+    if (s->n_loras) adapter_forward(s, l, MT_SITE_DOWN, s->xn, s->gate, T);
     if (memory)
         for (size_t i = 0; i < (size_t)T * c->dim; i++) s->xn[i] += s->mome_y[i];
     for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
 }
 
-static void chunk_forward(mt_model *m, infer_state *s, const int *ids, int T, int pos,
-                          float *logits, int all_logits) {
-    const mt_config *c = &m->cfg;
-    for (int t = 0; t < T; t++) {
-        memcpy(s->x + (size_t)t * c->dim, m->tok_embd + (size_t)ids[t] * c->dim, c->dim * sizeof(float));
-        s->pos[t] = pos + t;
-    }
-    if (m->mome && m->mome->shape.Cx) { /* the running sums of earlier positions stay in mome_acc */
-        size_t W = (size_t)m->mome->shape.Cx;
-        mt_mome_context(s->mome_ctx, s->mome_acc + pos * W, ids, s->pos, T, &m->mome->context,
-                        pos ? s->mome_acc + (pos - 1) * W : NULL);
-    }
-    for (int l = 0; l < c->n_layers; l++) layer_forward(m, s, l, T, pos);
-    mt_rmsnorm_forward(s->x, s->x, m->norm_final, T, c->dim, c->norm_eps);
-    if (all_logits)
-        mt_matmul_forward(logits, s->x, m->output, NULL, T, c->dim, c->vocab_size);
-    else
-        mt_matmul_forward(logits, s->x + (size_t)(T - 1) * c->dim, m->output, NULL, 1, c->dim, c->vocab_size);
+/* The embedding row of token id: a trainable token row of the context replaces the model's. */
+static const float *embed_row(const mt_context *s, int id) {
+    const struct mt_token_rows *r = s->rows;
+    for (int i = 0; r && i < r->n; i++)
+        if (r->ids[i] == id) return r->values + (size_t)i * r->dim;
+    return s->m->tok_embd + (size_t)id * s->m->cfg.dim;
 }
 
-mt_status mt_forward(mt_model *m, const int *ids, int T, int pos, float *logits, int all_logits) {
-    if (!m->infer) {
-        mt_status st = infer_state_create(m);
-        if (st) return st;
+/* logits[vocab] of the normed hidden state x: the model's head, then each trainable token
+ * row's logit again from the context's row. Done the same way whether the rows are attached
+ * to the model (written into its weights: the CLI, training) or only to this context (the
+ * server), so the two give the same numbers bit for bit. */
+static void head_forward(mt_context *s, float *logits, const float *x) {
+    const mt_model *m = s->m;
+    const mt_config *c = &m->cfg;
+    mt_matmul_forward(logits, x, m->output, NULL, 1, c->dim, c->vocab_size);
+    const struct mt_token_rows *r = s->rows;
+    for (int i = 0; r && i < r->n; i++) {
+        const float *row = r->values + (size_t)(r->untied ? r->n + i : i) * r->dim;
+        mt_matmul_forward(s->row_logit, x, row, NULL, 1, c->dim, 1);
+        logits[r->ids[i]] = s->row_logit[0];
     }
-    infer_state *s = m->infer;
+}
+
+static void chunk_forward(mt_context *s, const int *ids, int T, int pos, float *logits, int all_logits) {
+    const mt_model *m = s->m;
+    const mt_config *c = &m->cfg;
+    for (int t = 0; t < T; t++) {
+        memcpy(s->x + (size_t)t * c->dim, embed_row(s, ids[t]), c->dim * sizeof(float));
+        s->posv[t] = pos + t;
+    }
+    if (s->mome && s->mome->shape.Cx) { /* the running sums of earlier positions stay in mome_acc */
+        size_t W = (size_t)s->mome->shape.Cx;
+        mt_mome_context(s->mome_ctx, s->mome_acc + pos * W, ids, s->posv, T, &s->mome->context,
+                        pos ? s->mome_acc + (pos - 1) * W : NULL);
+    }
+    for (int l = 0; l < c->n_layers; l++) layer_forward(s, l, T, pos);
+    mt_rmsnorm_forward(s->x, s->x, m->norm_final, T, c->dim, c->norm_eps);
+    if (all_logits && !s->rows)
+        mt_matmul_forward(logits, s->x, m->output, NULL, T, c->dim, c->vocab_size);
+    else if (all_logits)
+        for (int t = 0; t < T; t++) head_forward(s, logits + (size_t)t * c->vocab_size, s->x + (size_t)t * c->dim);
+    else
+        head_forward(s, logits, s->x + (size_t)(T - 1) * c->dim);
+}
+
+mt_status mt_context_forward(mt_context *s, const int *ids, int T, int pos, float *logits, int all_logits) {
+    const mt_model *m = s->m;
     /* sized here, not with the rest of the state: mt_set_threads may raise the count between calls */
     int threads = mt_kernels_threads();
     if (threads > s->scratch_threads) {
@@ -217,6 +325,8 @@ mt_status mt_forward(mt_model *m, const int *ids, int T, int pos, float *logits,
         if (!grown) return mt_error(MT_ERR_NOMEM, "out of memory for attention scratch of %d threads", threads);
         s->scratch = grown, s->scratch_threads = threads;
     }
+    mt_status st = ensure_adapter_scratch(s);
+    if (st) return st;
     if (T <= 0 || pos < 0 || pos + T > s->n_ctx)
         return mt_error(MT_ERR_ARG, "sequence of %d tokens at position %d exceeds the context of %d",
                         T, pos, s->n_ctx);
@@ -227,9 +337,21 @@ mt_status mt_forward(mt_model *m, const int *ids, int T, int pos, float *logits,
         int n = T - done < CHUNK ? T - done : CHUNK;
         float *out = all_logits ? logits + (size_t)done * m->cfg.vocab_size : logits;
         /* only the final chunk's last row matters when all_logits is off */
-        chunk_forward(m, s, ids + done, n, pos + done, out, all_logits);
+        chunk_forward(s, ids + done, n, pos + done, out, all_logits);
     }
     return MT_OK;
+}
+
+mt_status mt_context_decode(mt_context *c, const int *ids, int n, float *logits) {
+    mt_status st = mt_context_forward(c, ids, n, c->pos, logits, 0);
+    if (st == MT_OK) c->pos += n;
+    return st;
+}
+
+mt_status mt_forward(mt_model *m, const int *ids, int T, int pos, float *logits, int all_logits) {
+    mt_context *s;
+    mt_status st = mt_model_default_context(m, &s);
+    return st ? st : mt_context_forward(s, ids, T, pos, logits, all_logits);
 }
 
 mt_status mt_model_logits(mt_model *m, const int *ids, int n, float *out) {

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "model/forward.h"
+#include "model/context.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
 #include <stdlib.h>
@@ -19,7 +20,7 @@ void mt_generate_options_default(mt_generate_options *o) {
 }
 
 typedef struct {
-    mt_model *m;
+    const mt_model *m;
     mt_detok_stream stream;
     mt_text_callback cb;
     void *user;
@@ -33,7 +34,7 @@ static void emit_token(text_sink *sink, int id) {
     if (n > 0 && sink->cb && !sink->stopped && sink->cb(buf, n, sink->user)) sink->stopped = 1;
 }
 
-static mt_status encode_prompt(mt_model *m, const char *prompt, int **ids, int *n) {
+static mt_status encode_prompt(const mt_model *m, const char *prompt, int **ids, int *n) {
     const char *text = prompt ? prompt : "";
     mt_status s = mt_tokenize(m->tok, text, 1, ids, n);
     if (s) return s;
@@ -55,6 +56,14 @@ static int is_stop_token(const mt_model *m, int id) {
 
 mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options *opts,
                       mt_text_callback cb, void *user, mt_generate_stats *stats) {
+    mt_context *c;
+    mt_status s = mt_model_default_context(m, &c);
+    return s ? s : mt_context_generate(c, prompt, opts, cb, user, stats);
+}
+
+mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_generate_options *opts,
+                              mt_text_callback cb, void *user, mt_generate_stats *stats) {
+    const mt_model *m = c->m;
     mt_generate_options o;
     if (opts) o = *opts;
     else mt_generate_options_default(&o);
@@ -62,7 +71,7 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
     int *ids = NULL, n_prompt = 0;
     mt_status s = encode_prompt(m, prompt, &ids, &n_prompt);
     if (s) return s;
-    int n_ctx = mt_infer_context(m);
+    int n_ctx = c->n_ctx;
     if (n_prompt >= n_ctx) {
         free(ids);
         return mt_error(MT_ERR_ARG, "prompt of %d tokens does not fit the context of %d", n_prompt, n_ctx);
@@ -87,16 +96,17 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
         for (int i = 0; i < n_prompt; i++) sink.stream.n_emitted_tokens++;
 
     double t0 = mt_now_seconds();
-    s = mt_forward(m, ids, n_prompt, 0, logits, 0);
+    c->pos = 0;
+    s = mt_context_decode(c, ids, n_prompt, logits);
     double t1 = mt_now_seconds();
-    int generated = 0, pos = n_prompt;
+    int generated = 0;
     while (s == MT_OK && generated < budget && !sink.stopped) {
         int next = mt_sampler_sample(&sampler, logits);
         if (o.stop_at_eos && is_stop_token(m, next)) break;
         emit_token(&sink, next);
         generated++;
-        if (generated >= budget || pos >= n_ctx) break;
-        s = mt_forward(m, &next, 1, pos++, logits, 0);
+        if (generated >= budget || c->pos >= n_ctx) break;
+        s = mt_context_decode(c, &next, 1, logits);
     }
     double t2 = mt_now_seconds();
     if (stats) {
