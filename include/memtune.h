@@ -192,6 +192,42 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
  * contexts. m is only read. */
 mt_status mt_adapter_set_open(const mt_model *m, const char *dir, mt_adapter_set **out);
 
+/* ---- serving: an OpenAI-compatible HTTP server (README: Serving) ----------------------- */
+
+/* GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (stream as
+ * server-sent events), POST /v1/adapters, on libmicrohttpd. Each request's "model" picks the
+ * base model or a named adapter directory; every request decodes in its own context, all
+ * of them batched one token per step on the shared model. The server never prints: it logs
+ * through the callback. The model must outlive the server and not change while it runs. */
+typedef struct mt_server mt_server;
+typedef void (*mt_log_callback)(const char *message, void *user);
+
+typedef struct {
+    const char *host;          /* address to bind; default "127.0.0.1" */
+    int port;                  /* default 8080; 0 = any free port (see mt_server_port) */
+    const char *api_key;       /* NULL: none; else every /v1 route needs "Bearer KEY" */
+    const char *model_name;    /* the base model's id in /v1/models; default "base" */
+    int parallel;              /* sequences decoded at once; default 4 */
+    int queue;                 /* requests waiting beyond those; default 64, then 503 */
+    int n_ctx;                 /* tokens per sequence; 0 = the model's inference context */
+    int max_adapters;          /* adapters kept loaded (least recently used leave); default 8 */
+    size_t max_body;           /* request body limit in bytes; default 8 MiB */
+    int batched;               /* 1 (default): one batched forward per step; 0: one per sequence */
+    int allow_adapter_upload;  /* POST /v1/adapters allowed; default 1 */
+    mt_log_callback log;       /* NULL: silent */
+    void *log_user;
+} mt_server_options;
+
+void mt_server_options_default(mt_server_options *o);
+/* Starts listening and decoding (threads of its own) and returns at once. */
+mt_status mt_server_start(const mt_model *m, const mt_server_options *o, mt_server **out);
+/* Makes an adapter directory callable as model `name` (loaded on first use). */
+mt_status mt_server_add_adapter(mt_server *s, const char *name, const char *path);
+int mt_server_port(const mt_server *s);
+/* Stops accepting, lets running requests finish for up to grace_ms, cuts the rest. */
+void mt_server_shutdown(mt_server *s, int grace_ms);
+void mt_server_free(mt_server *s);
+
 /* ---- training ----------------------------------------------------------------------- */
 
 typedef struct {

@@ -43,7 +43,17 @@ struct mt_context {
 /* Runs ids[0..T) at positions pos..pos+T-1 of c (the cache must hold positions < pos), like
  * mt_forward. Does not move c->pos. */
 mt_status mt_context_forward(mt_context *c, const int *ids, int T, int pos, float *logits, int all_logits);
+/* One token for each of n contexts (ids[i] at the position of cs[i], appended), logits[i]
+ * [vocab] each: the same numbers as n calls of mt_context_decode, with each weight matrix
+ * read once for all of them. On an error no context has moved. */
+mt_status mt_contexts_decode_batch(mt_context *const *cs, const int *ids, int n, float *const *logits);
 /* The model's default context (created on first use with the model's attached adapters). */
 mt_status mt_model_default_context(mt_model *m, mt_context **out);
+
+/* The ids mt_generate runs for a prompt: its tokens with BOS, or BOS (EOS) alone for an empty
+ * prompt. *ids is malloc'd. */
+mt_status mt_prompt_ids(const mt_model *m, const char *prompt, int **ids, int *n);
+/* Whether generation stops at token id (EOS, BOS, the config's EOS). */
+int mt_is_stop_token(const mt_model *m, int id);
 
 #endif

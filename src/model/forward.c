@@ -366,3 +366,12 @@ size_t mt_model_inference_bytes(const mt_model *m, int n_ctx) {
     size_t scratch = m->base ? mt_site_scratch_floats(c) : 0; /* one dequantised matrix */
     return mt_model_weight_bytes(m) + (kv + act + scratch) * sizeof(float);
 }
+
+mt_status mt_contexts_decode_batch(mt_context *const *cs, const int *ids, int n, float *const *logits) {
+    for (int i = 0; i < n; i++) {
+        mt_status st = mt_context_forward(cs[i], &ids[i], 1, cs[i]->pos, logits[i], 0);
+        if (st) return st;
+    }
+    for (int i = 0; i < n; i++) cs[i]->pos++;
+    return MT_OK;
+}

@@ -34,7 +34,7 @@ static void emit_token(text_sink *sink, int id) {
     if (n > 0 && sink->cb && !sink->stopped && sink->cb(buf, n, sink->user)) sink->stopped = 1;
 }
 
-static mt_status encode_prompt(const mt_model *m, const char *prompt, int **ids, int *n) {
+mt_status mt_prompt_ids(const mt_model *m, const char *prompt, int **ids, int *n) {
     const char *text = prompt ? prompt : "";
     mt_status s = mt_tokenize(m->tok, text, 1, ids, n);
     if (s) return s;
@@ -49,7 +49,7 @@ static mt_status encode_prompt(const mt_model *m, const char *prompt, int **ids,
     return MT_OK;
 }
 
-static int is_stop_token(const mt_model *m, int id) {
+int mt_is_stop_token(const mt_model *m, int id) {
     int bos = mt_tokenizer_bos(m->tok), eos = mt_tokenizer_eos(m->tok);
     return id == eos || (id == bos && bos >= 0) || (m->cfg.eos_id >= 0 && id == m->cfg.eos_id);
 }
@@ -69,7 +69,7 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
     else mt_generate_options_default(&o);
     if (!m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
     int *ids = NULL, n_prompt = 0;
-    mt_status s = encode_prompt(m, prompt, &ids, &n_prompt);
+    mt_status s = mt_prompt_ids(m, prompt, &ids, &n_prompt);
     if (s) return s;
     int n_ctx = c->n_ctx;
     if (n_prompt >= n_ctx) {
@@ -102,7 +102,7 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
     int generated = 0;
     while (s == MT_OK && generated < budget && !sink.stopped) {
         int next = mt_sampler_sample(&sampler, logits);
-        if (o.stop_at_eos && is_stop_token(m, next)) break;
+        if (o.stop_at_eos && mt_is_stop_token(m, next)) break;
         emit_token(&sink, next);
         generated++;
         if (generated >= budget || c->pos >= n_ctx) break;
