@@ -2,9 +2,12 @@
 # Installs the Debian 12 packages memtune builds against (skips what is already there).
 set -euo pipefail
 pkgs="build-essential pkg-config libopenblas-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libsqlite3-dev"
-# memtune serve: the HTTP server library; its tests use the official openai npm client
-pkgs_serve="libmicrohttpd-dev nodejs npm"
+# memtune serve: the HTTP server library
+pkgs_serve="libmicrohttpd-dev"
 pkgs="$pkgs $pkgs_serve"
+# tests/serve use the official openai npm client: Debian's nodejs and npm unless a node with
+# npm is already installed (a NodeSource nodejs bundles npm and conflicts with Debian's npm)
+command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

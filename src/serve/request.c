@@ -219,7 +219,8 @@ int mt_serve_parse_request(const char *body, size_t len, int chat, mt_serve_requ
         r->has_seed = 1;
         r->seed = (uint64_t)json_integer_value(seed);
     }
-    if (get_stop(o, r, err) || get_bool(o, "stream", &r->stream, err) || get_bool(o, "echo", &r->echo, err)) goto done;
+    if (get_stop(o, r, err) || get_bool(o, "stream", &r->stream, err) || get_bool(o, "echo", &r->echo, err) ||
+        get_bool(o, "ignore_eos", &r->ignore_eos, err)) goto done;
     if (chat && r->echo) {
         BAD("echo", "'echo' is a completions option");
         goto done;

@@ -25,6 +25,7 @@ typedef struct {
     char *stop[MT_SERVE_MAX_STOP];
     int n_stop;
     int stream, echo;
+    int ignore_eos;            /* llama.cpp's extension: do not stop at EOS */
 } mt_serve_request;
 
 /* An OpenAI error: HTTP status and the fields of {"error":{"message","type","param","code"}}. */

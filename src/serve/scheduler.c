@@ -50,6 +50,7 @@ struct mt_scheduler {
     mt_serve_seq **active;
     int n_active;
     int stopping, cut, thread_started;
+    long tokens;               /* generated since the start */
     pthread_t thread;
     char *tokbuf;
     size_t tokbuf_cap;
@@ -59,6 +60,14 @@ struct mt_scheduler {
 };
 
 int mt_scheduler_context(const mt_scheduler *s) { return s->n_ctx; }
+
+void mt_scheduler_stats(mt_scheduler *s, int *active, int *queued, long *tokens) {
+    pthread_mutex_lock(&s->lock);
+    *active = s->n_active;
+    *queued = s->n_queued;
+    *tokens = s->tokens;
+    pthread_mutex_unlock(&s->lock);
+}
 
 static void seq_free(mt_serve_seq *q) {
     if (q->sampler_ok) mt_sampler_free(&q->sampler);
@@ -135,7 +144,7 @@ static void sample(mt_scheduler *s, mt_serve_seq *q) {
     q->decode = 0;
     if (q->error[0]) return;
     int next = mt_sampler_sample(&q->sampler, q->logits);
-    if (mt_is_stop_token(s->m, next)) {
+    if (!q->p.ignore_eos && mt_is_stop_token(s->m, next)) {
         q->finish_reason = "stop";
         return;
     }
@@ -251,6 +260,7 @@ static void *decode_thread(void *arg) {
         pthread_mutex_lock(&s->lock);
         for (int i = s->n_active - 1; i >= 0; i--) {
             mt_serve_seq *q = s->active[i];
+            s->tokens += q->generated - q->generated_pub;
             publish(q);
             if (q->error[0] || q->finish_reason) retire(s, i);
         }

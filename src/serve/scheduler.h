@@ -23,6 +23,7 @@ typedef struct {
     const char *const *stop;   /* copied */
     int n_stop;
     int echo;                  /* the text starts with the prompt's */
+    int ignore_eos;            /* go on past EOS (as mt_generate_options.stop_at_eos = 0) */
     const mt_adapter_set *adapter; /* NULL: the base */
     void (*on_free)(void *arg);/* called when the sequence is freed (releases the adapter) */
     void *on_free_arg;
@@ -36,6 +37,8 @@ mt_status mt_scheduler_create(const mt_model *m, int parallel, int queue, int n_
 void mt_scheduler_stop(mt_scheduler *s, int grace_ms);
 void mt_scheduler_free(mt_scheduler *s);
 int mt_scheduler_context(const mt_scheduler *s);
+/* Sequences decoding and waiting now, and tokens generated since the start. */
+void mt_scheduler_stats(mt_scheduler *s, int *active, int *queued, long *tokens);
 
 /* Queues a sequence; 0 = queued (*out set; release it with mt_seq_release), 1 = the queue is
  * full (503), -1 = stopping or out of memory. p->ids is taken over in every case. */

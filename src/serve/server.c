@@ -465,7 +465,7 @@ static enum MHD_Result completion(mt_server *s, struct MHD_Connection *c, const 
     mt_seq_params p = {.ids = ids, .n_ids = n, .max_tokens = r.max_tokens < 0 && !chat ? 16 : r.max_tokens,
                        .temperature = r.temperature, .top_p = r.top_p, .top_k = r.top_k,
                        .seed = r.has_seed && r.seed ? r.seed : (uint64_t)time(NULL), .stop = (const char *const *)r.stop,
-                       .n_stop = r.n_stop, .echo = r.echo, .adapter = a ? a->set : NULL,
+                       .n_stop = r.n_stop, .echo = r.echo, .ignore_eos = r.ignore_eos, .adapter = a ? a->set : NULL,
                        .on_free = ref ? release_adapter : NULL, .on_free_arg = ref};
     ids = NULL;
     mt_serve_seq *q;
@@ -608,8 +608,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     if (s->stopping)
         return fail(s, c, method, url, 503, "server_error", NULL, NULL, "the server is shutting down");
-    if (!strcmp(url, "/health") && !strcmp(method, "GET"))
-        return send_json(c, 200, json_pack("{s:s}", "status", "ok"));
+    if (!strcmp(url, "/health") && !strcmp(method, "GET")) {
+        int active, queued;
+        long tokens;
+        mt_scheduler_stats(s->sched, &active, &queued, &tokens);
+        return send_json(c, 200, json_pack("{s:s, s:i, s:i, s:I}", "status", "ok", "active", active, "queued", queued,
+                                           "tokens", (json_int_t)tokens));
+    }
     if (!strcmp(url, "/v1/models") && !strcmp(method, "GET")) return list_models(s, c);
     if (!strcmp(url, "/v1/completions") && is_post) return completion(s, c, rs, 0, method, url);
     if (!strcmp(url, "/v1/chat/completions") && is_post) return completion(s, c, rs, 1, method, url);
