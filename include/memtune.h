@@ -185,6 +185,10 @@ void mt_context_clear_adapters(mt_context *c);
 /* Runs ids[0..n) at the context's position, appends them to the cache and writes the last
  * position's logits to logits[vocab]. */
 mt_status mt_context_decode(mt_context *c, const int *ids, int n, float *logits);
+/* One token for each of n contexts of one model (ids[i] appended to cs[i]), logits[i][vocab]
+ * each: the same numbers as n calls of mt_context_decode, in one forward that reads each
+ * weight matrix once for all of them (batched decoding). On an error no context has moved. */
+mt_status mt_contexts_decode_batch(mt_context *const *cs, const int *ids, int n, float *const *logits);
 /* mt_generate on a context (starts from an empty cache). */
 mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_generate_options *opts,
                               mt_text_callback cb, void *user, mt_generate_stats *stats);

@@ -11,10 +11,13 @@
 #define MT_MODEL_CONTEXT_H
 #include "model/model.h"
 
+#define MT_MAX_BATCH 256
+
 struct mt_context {
     const mt_model *m;
     int n_ctx;                     /* KV cache length */
     int pos;                       /* tokens held in the cache (mt_context_decode appends) */
+    int at;                        /* position of the rows the forward is running */
     /* the adapter set, not owned */
     const struct mt_lora *loras[MT_MAX_ADAPTERS];
     float lora_weights[MT_MAX_ADAPTERS];
@@ -43,10 +46,6 @@ struct mt_context {
 /* Runs ids[0..T) at positions pos..pos+T-1 of c (the cache must hold positions < pos), like
  * mt_forward. Does not move c->pos. */
 mt_status mt_context_forward(mt_context *c, const int *ids, int T, int pos, float *logits, int all_logits);
-/* One token for each of n contexts (ids[i] at the position of cs[i], appended), logits[i]
- * [vocab] each: the same numbers as n calls of mt_context_decode, with each weight matrix
- * read once for all of them. On an error no context has moved. */
-mt_status mt_contexts_decode_batch(mt_context *const *cs, const int *ids, int n, float *const *logits);
 /* The model's default context (created on first use with the model's attached adapters). */
 mt_status mt_model_default_context(mt_model *m, mt_context **out);
 

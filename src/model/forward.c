@@ -224,49 +224,77 @@ static int mome_forward(const mt_context *s, int l, const float *xn, int T) {
                     &mm->shape, T, s->mome_scratch);
     return 1;
 }
-/* the f32 weight of site of this layer (dequantised into s->wbuf for a bf16/Q8_0 base) */
-#define W(site) mt_site_weight(m, l, site, s->wbuf)
+/* the f32 weight of site of this layer (dequantised into the first context's wbuf for a
+ * bf16/Q8_0 base) */
+#define W(site) mt_site_weight(m, l, site, cs[0]->wbuf)
 
-static void layer_forward(mt_context *s, int l, int T, int pos) {
-    const mt_model *m = s->m;
+/* out_b = in_b·W^T (+ bias) for each context b: T rows of one context, or (B > 1) one row of
+ * each of B contexts in one product that reads W once, with the same numbers as B separate
+ * one-row products (so a batched step decodes exactly what one sequence alone decodes). */
+static void linear(int B, int T, float *const *out, float *const *in, const float *w, const float *bias, int K, int N) {
+    if (B == 1) mt_matmul_forward(out[0], in[0], w, bias, T, K, N);
+    else mt_matmul_forward_rows(out, (const float *const *)in, w, bias, B, K, N);
+}
+
+/* One layer for B contexts at once: T rows of one context, or one row of each of B > 1.
+ * Context b's rows sit at its positions cs[b]->at ... */
+static void layer_forward(mt_context *const *cs, int B, int l, int T) {
+    const mt_model *m = cs[0]->m;
     const mt_config *c = &m->cfg;
     const mt_layer *L = &m->layers[l];
     int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim;
-    float *kc = s->k_cache + (size_t)l * s->n_ctx * kv_dim;
-    float *vc = s->v_cache + (size_t)l * s->n_ctx * kv_dim;
-
-    mt_rmsnorm_forward(s->xn, s->x, L->attn_norm, T, c->dim, c->norm_eps);
-    mt_matmul_forward(s->q, s->xn, W(MT_SITE_Q), L->bq, T, c->dim, q_dim);
-    mt_matmul_forward(kc + (size_t)pos * kv_dim, s->xn, W(MT_SITE_K), L->bk, T, c->dim, kv_dim);
-    mt_matmul_forward(vc + (size_t)pos * kv_dim, s->xn, W(MT_SITE_V), L->bv, T, c->dim, kv_dim);
-    if (s->n_loras) {
-        adapter_forward(s, l, MT_SITE_Q, s->q, s->xn, T);
-        adapter_forward(s, l, MT_SITE_K, kc + (size_t)pos * kv_dim, s->xn, T);
-        adapter_forward(s, l, MT_SITE_V, vc + (size_t)pos * kv_dim, s->xn, T);
+    float *xn[B], *q[B], *kp[B], *vp[B], *att[B], *gate[B], *up[B], *kc[B], *vc[B];
+    int memory[B];
+    for (int b = 0; b < B; b++) {
+        mt_context *s = cs[b];
+        kc[b] = s->k_cache + (size_t)l * s->n_ctx * kv_dim;
+        vc[b] = s->v_cache + (size_t)l * s->n_ctx * kv_dim;
+        kp[b] = kc[b] + (size_t)s->at * kv_dim;
+        vp[b] = vc[b] + (size_t)s->at * kv_dim;
+        xn[b] = s->xn, q[b] = s->q, att[b] = s->att, gate[b] = s->gate, up[b] = s->up;
+        mt_rmsnorm_forward(s->xn, s->x, L->attn_norm, T, c->dim, c->norm_eps);
     }
-    mt_rope_forward(s->q, s->posv, T, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
-    mt_rope_forward(kc + (size_t)pos * kv_dim, s->posv, T, c->n_kv_heads, c->head_dim,
-                    c->rope_interleaved, s->rope_cos, s->rope_sin);
-    mt_attention_cached_forward(s->att, s->q, kc, vc, T, pos, c->n_heads, c->n_kv_heads,
-                                c->head_dim, s->scratch);
-    mt_matmul_forward(s->xn, s->att, W(MT_SITE_O), NULL, T, q_dim, c->dim);
-    if (s->n_loras) adapter_forward(s, l, MT_SITE_O, s->xn, s->att, T);
-    for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
-
-    mt_rmsnorm_forward(s->xn, s->x, L->ffn_norm, T, c->dim, c->norm_eps);
-    mt_matmul_forward(s->gate, s->xn, W(MT_SITE_GATE), NULL, T, c->dim, c->hidden_dim);
-    mt_matmul_forward(s->up, s->xn, W(MT_SITE_UP), NULL, T, c->dim, c->hidden_dim);
-    if (s->n_loras) {
-        adapter_forward(s, l, MT_SITE_GATE, s->gate, s->xn, T);
-        adapter_forward(s, l, MT_SITE_UP, s->up, s->xn, T);
+    linear(B, T, q, xn, W(MT_SITE_Q), L->bq, c->dim, q_dim);
+    linear(B, T, kp, xn, W(MT_SITE_K), L->bk, c->dim, kv_dim);
+    linear(B, T, vp, xn, W(MT_SITE_V), L->bv, c->dim, kv_dim);
+    for (int b = 0; b < B; b++) {
+        mt_context *s = cs[b];
+        if (s->n_loras) {
+            adapter_forward(s, l, MT_SITE_Q, s->q, s->xn, T);
+            adapter_forward(s, l, MT_SITE_K, kp[b], s->xn, T);
+            adapter_forward(s, l, MT_SITE_V, vp[b], s->xn, T);
+        }
+        mt_rope_forward(s->q, s->posv, T, c->n_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
+        mt_rope_forward(kp[b], s->posv, T, c->n_kv_heads, c->head_dim, c->rope_interleaved, s->rope_cos, s->rope_sin);
+        mt_attention_cached_forward(s->att, s->q, kc[b], vc[b], T, s->at, c->n_heads, c->n_kv_heads, c->head_dim,
+                                    s->scratch);
     }
-    int memory = s->mome && mome_forward(s, l, s->xn, T); /* reads xn before it is reused */
-    mt_swiglu_forward(s->gate, s->gate, s->up, (size_t)T * c->hidden_dim);
-    mt_matmul_forward(s->xn, s->gate, W(MT_SITE_DOWN), NULL, T, c->hidden_dim, c->dim);
-    if (s->n_loras) adapter_forward(s, l, MT_SITE_DOWN, s->xn, s->gate, T);
-    if (memory)
-        for (size_t i = 0; i < (size_t)T * c->dim; i++) s->xn[i] += s->mome_y[i];
-    for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
+    linear(B, T, xn, att, W(MT_SITE_O), NULL, q_dim, c->dim);
+    for (int b = 0; b < B; b++) {
+        mt_context *s = cs[b];
+        if (s->n_loras) adapter_forward(s, l, MT_SITE_O, s->xn, s->att, T);
+        for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
+        mt_rmsnorm_forward(s->xn, s->x, L->ffn_norm, T, c->dim, c->norm_eps);
+    }
+    linear(B, T, gate, xn, W(MT_SITE_GATE), NULL, c->dim, c->hidden_dim);
+    linear(B, T, up, xn, W(MT_SITE_UP), NULL, c->dim, c->hidden_dim);
+    for (int b = 0; b < B; b++) {
+        mt_context *s = cs[b];
+        if (s->n_loras) {
+            adapter_forward(s, l, MT_SITE_GATE, s->gate, s->xn, T);
+            adapter_forward(s, l, MT_SITE_UP, s->up, s->xn, T);
+        }
+        memory[b] = s->mome && mome_forward(s, l, s->xn, T); /* reads xn before it is reused */
+        mt_swiglu_forward(s->gate, s->gate, s->up, (size_t)T * c->hidden_dim);
+    }
+    linear(B, T, xn, gate, W(MT_SITE_DOWN), NULL, c->hidden_dim, c->dim);
+    for (int b = 0; b < B; b++) {
+        mt_context *s = cs[b];
+        if (s->n_loras) adapter_forward(s, l, MT_SITE_DOWN, s->xn, s->gate, T);
+        if (memory[b])
+            for (size_t i = 0; i < (size_t)T * c->dim; i++) s->xn[i] += s->mome_y[i];
+        for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
+    }
 }
 
 /* The embedding row of token id: a trainable token row of the context replaces the model's. */
@@ -277,55 +305,79 @@ static const float *embed_row(const mt_context *s, int id) {
     return s->m->tok_embd + (size_t)id * s->m->cfg.dim;
 }
 
-/* logits[vocab] of the normed hidden state x: the model's head, then each trainable token
- * row's logit again from the context's row. Done the same way whether the rows are attached
- * to the model (written into its weights: the CLI, training) or only to this context (the
- * server), so the two give the same numbers bit for bit. */
-static void head_forward(mt_context *s, float *logits, const float *x) {
-    const mt_model *m = s->m;
-    const mt_config *c = &m->cfg;
-    mt_matmul_forward(logits, x, m->output, NULL, 1, c->dim, c->vocab_size);
+/* Each trainable token row's logit again from the context's row: done the same way whether
+ * the rows are attached to the model (written into its weights: the CLI, training) or only
+ * to this context (the server), so the two give the same numbers bit for bit. */
+static void token_row_logits(mt_context *s, float *logits, const float *x) {
     const struct mt_token_rows *r = s->rows;
     for (int i = 0; r && i < r->n; i++) {
         const float *row = r->values + (size_t)(r->untied ? r->n + i : i) * r->dim;
-        mt_matmul_forward(s->row_logit, x, row, NULL, 1, c->dim, 1);
+        mt_matmul_forward(s->row_logit, x, row, NULL, 1, s->m->cfg.dim, 1);
         logits[r->ids[i]] = s->row_logit[0];
     }
 }
 
-static void chunk_forward(mt_context *s, const int *ids, int T, int pos, float *logits, int all_logits) {
-    const mt_model *m = s->m;
+/* ids[b][0..T) at positions cs[b]->at... for B contexts (T == 1 when B > 1); logits[b] gets
+ * every row's logits when all_logits, else the last row's */
+static void chunk_forward(mt_context *const *cs, int B, const int *const *ids, int T, float *const *logits,
+                          int all_logits) {
+    const mt_model *m = cs[0]->m;
     const mt_config *c = &m->cfg;
-    for (int t = 0; t < T; t++) {
-        memcpy(s->x + (size_t)t * c->dim, embed_row(s, ids[t]), c->dim * sizeof(float));
-        s->posv[t] = pos + t;
+    for (int b = 0; b < B; b++) {
+        mt_context *s = cs[b];
+        for (int t = 0; t < T; t++) {
+            memcpy(s->x + (size_t)t * c->dim, embed_row(s, ids[b][t]), c->dim * sizeof(float));
+            s->posv[t] = s->at + t;
+        }
+        if (s->mome && s->mome->shape.Cx) { /* the running sums of earlier positions stay in mome_acc */
+            size_t W = (size_t)s->mome->shape.Cx;
+            int pos = s->at;
+            mt_mome_context(s->mome_ctx, s->mome_acc + pos * W, ids[b], s->posv, T, &s->mome->context,
+                            pos ? s->mome_acc + (pos - 1) * W : NULL);
+        }
     }
-    if (s->mome && s->mome->shape.Cx) { /* the running sums of earlier positions stay in mome_acc */
-        size_t W = (size_t)s->mome->shape.Cx;
-        mt_mome_context(s->mome_ctx, s->mome_acc + pos * W, ids, s->posv, T, &s->mome->context,
-                        pos ? s->mome_acc + (pos - 1) * W : NULL);
+    for (int l = 0; l < c->n_layers; l++) layer_forward(cs, B, l, T);
+    float *last[B];
+    for (int b = 0; b < B; b++) {
+        mt_rmsnorm_forward(cs[b]->x, cs[b]->x, m->norm_final, T, c->dim, c->norm_eps);
+        last[b] = cs[b]->x + (size_t)(T - 1) * c->dim;
     }
-    for (int l = 0; l < c->n_layers; l++) layer_forward(s, l, T, pos);
-    mt_rmsnorm_forward(s->x, s->x, m->norm_final, T, c->dim, c->norm_eps);
-    if (all_logits && !s->rows)
-        mt_matmul_forward(logits, s->x, m->output, NULL, T, c->dim, c->vocab_size);
-    else if (all_logits)
-        for (int t = 0; t < T; t++) head_forward(s, logits + (size_t)t * c->vocab_size, s->x + (size_t)t * c->dim);
-    else
-        head_forward(s, logits, s->x + (size_t)(T - 1) * c->dim);
+    if (B > 1) {
+        linear(B, 1, logits, last, m->output, NULL, c->dim, c->vocab_size);
+        for (int b = 0; b < B; b++) token_row_logits(cs[b], logits[b], last[b]);
+        return;
+    }
+    mt_context *s = cs[0];
+    if (!all_logits) {
+        mt_matmul_forward(logits[0], last[0], m->output, NULL, 1, c->dim, c->vocab_size);
+        token_row_logits(s, logits[0], last[0]);
+    } else if (!s->rows) {
+        mt_matmul_forward(logits[0], s->x, m->output, NULL, T, c->dim, c->vocab_size);
+    } else {
+        for (int t = 0; t < T; t++) {
+            float *row = logits[0] + (size_t)t * c->vocab_size;
+            mt_matmul_forward(row, s->x + (size_t)t * c->dim, m->output, NULL, 1, c->dim, c->vocab_size);
+            token_row_logits(s, row, s->x + (size_t)t * c->dim);
+        }
+    }
 }
 
-mt_status mt_context_forward(mt_context *s, const int *ids, int T, int pos, float *logits, int all_logits) {
-    const mt_model *m = s->m;
-    /* sized here, not with the rest of the state: mt_set_threads may raise the count between calls */
+/* the attention scratch for the thread count now and the adapters' scratch */
+static mt_status prepare(mt_context *s) {
     int threads = mt_kernels_threads();
     if (threads > s->scratch_threads) {
-        size_t n = mt_attention_cached_scratch(threads, s->n_ctx, m->cfg.n_heads, m->cfg.head_dim);
+        /* sized here, not with the rest of the state: mt_set_threads may raise the count between calls */
+        size_t n = mt_attention_cached_scratch(threads, s->n_ctx, s->m->cfg.n_heads, s->m->cfg.head_dim);
         float *grown = realloc(s->scratch, n * sizeof(float));
         if (!grown) return mt_error(MT_ERR_NOMEM, "out of memory for attention scratch of %d threads", threads);
         s->scratch = grown, s->scratch_threads = threads;
     }
-    mt_status st = ensure_adapter_scratch(s);
+    return ensure_adapter_scratch(s);
+}
+
+mt_status mt_context_forward(mt_context *s, const int *ids, int T, int pos, float *logits, int all_logits) {
+    const mt_model *m = s->m;
+    mt_status st = prepare(s);
     if (st) return st;
     if (T <= 0 || pos < 0 || pos + T > s->n_ctx)
         return mt_error(MT_ERR_ARG, "sequence of %d tokens at position %d exceeds the context of %d",
@@ -336,8 +388,10 @@ mt_status mt_context_forward(mt_context *s, const int *ids, int T, int pos, floa
     for (int done = 0; done < T; done += CHUNK) {
         int n = T - done < CHUNK ? T - done : CHUNK;
         float *out = all_logits ? logits + (size_t)done * m->cfg.vocab_size : logits;
+        const int *chunk_ids = ids + done;
+        s->at = pos + done;
         /* only the final chunk's last row matters when all_logits is off */
-        chunk_forward(s, ids + done, n, pos + done, out, all_logits);
+        chunk_forward(&s, 1, &chunk_ids, n, &out, all_logits);
     }
     return MT_OK;
 }
@@ -368,10 +422,23 @@ size_t mt_model_inference_bytes(const mt_model *m, int n_ctx) {
 }
 
 mt_status mt_contexts_decode_batch(mt_context *const *cs, const int *ids, int n, float *const *logits) {
+    if (n < 1 || n > MT_MAX_BATCH) return mt_error(MT_ERR_ARG, "batch of %d contexts out of range [1, %d]", n, MT_MAX_BATCH);
+    const int *row_ids[n];
     for (int i = 0; i < n; i++) {
-        mt_status st = mt_context_forward(cs[i], &ids[i], 1, cs[i]->pos, logits[i], 0);
+        mt_context *s = cs[i];
+        if (s->m != cs[0]->m) return mt_error(MT_ERR_ARG, "a batch runs contexts of one model");
+        mt_status st = prepare(s);
         if (st) return st;
+        if (s->pos + 1 > s->n_ctx)
+            return mt_error(MT_ERR_ARG, "context %d is full (%d tokens)", i, s->n_ctx);
+        if (ids[i] < 0 || ids[i] >= s->m->cfg.vocab_size)
+            return mt_error(MT_ERR_ARG, "token id %d out of range (vocab %d)", ids[i], s->m->cfg.vocab_size);
+        for (int j = 0; j < i; j++)
+            if (cs[j] == s) return mt_error(MT_ERR_ARG, "a context appears twice in a batch");
+        s->at = s->pos;
+        row_ids[i] = &ids[i];
     }
+    chunk_forward(cs, n, row_ids, 1, logits, 0);
     for (int i = 0; i < n; i++) cs[i]->pos++;
     return MT_OK;
 }

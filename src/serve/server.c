@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct adapter {
     char *name, *path;
@@ -49,8 +50,14 @@ struct mt_server {
 typedef struct {
     char *body;
     size_t len, cap;
-    int too_large, first_done;
+    size_t seen;               /* body bytes received, kept or not */
+    int too_large;
 } request_state;
+
+/* A body over the limit is read and dropped so the client sees the 413 (clients that are
+ * still writing when the server closes see a broken pipe instead), up to this many times
+ * the limit; past that the 413 goes out at once and the connection closes. */
+#define DISCARD_FACTOR 4
 
 static void logf_(mt_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(mt_server *s, const char *fmt, ...) {
@@ -578,7 +585,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
             return fail(s, c, method, url, 401, "invalid_request_error", NULL, "invalid_api_key",
                         "Incorrect or missing API key: send \"Authorization: Bearer KEY\"");
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > s->o.max_body) {
+        if (cl && strtoull(cl, NULL, 10) / DISCARD_FACTOR > s->o.max_body) {
             char msg[128];
             snprintf(msg, sizeof msg, "the body is larger than the limit of %zu bytes", s->o.max_body);
             return fail(s, c, method, url, 413, "invalid_request_error", NULL, "request_too_large", msg);
@@ -586,6 +593,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return MHD_YES;
     }
     if (*upload_size) { /* a piece of the body */
+        rs->seen += *upload_size;
+        if (rs->seen / DISCARD_FACTOR > s->o.max_body) return MHD_NO; /* close: far too large */
         if (!rs->too_large && rs->len + *upload_size > s->o.max_body) rs->too_large = 1;
         if (!rs->too_large) {
             if (rs->len + *upload_size + 1 > rs->cap) {
@@ -698,7 +707,10 @@ int mt_server_port(const mt_server *s) { return s->port; }
 void mt_server_shutdown(mt_server *s, int grace_ms) {
     if (!s || s->stopping) return;
     s->stopping = 1;
-    if (s->d) MHD_quiesce_daemon(s->d); /* no new connections */
+    if (s->d) { /* no new connections */
+        MHD_socket fd = MHD_quiesce_daemon(s->d);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+    }
     mt_scheduler_stop(s->sched, grace_ms);
     logf_(s, "stopped");
 }

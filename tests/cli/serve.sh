@@ -68,5 +68,29 @@ fi
 kill -TERM $SERVER 2>/dev/null
 wait $SERVER; rc=$?
 check "SIGTERM stops the server with exit code 0" "[ $rc -eq 0 ] && grep -q 'SIGTERM: stopping' $TMP/server.log"
+
+# a full server answers 503 with Retry-After; SIGTERM cuts a running stream cleanly
+"$MT" serve --model "$M" --port 0 --threads 1 --parallel 1 --queue 0 --context 4096 --grace 0.2 2> "$TMP/small.log" &
+SMALL=$!
+PORT=""
+for _ in $(seq 100); do
+  PORT=$(sed -n 's/^memtune serve: ready on http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/small.log"); [ -n "$PORT" ] && break; sleep 0.1
+done
+if [ -n "$PORT" ]; then
+  for i in 1 2 3 4 5 6; do
+    curl -s -D "$TMP/h$i" -o "$TMP/b$i" "http://127.0.0.1:$PORT/v1/completions" \
+      -d '{"prompt":"Once","max_tokens":400,"ignore_eos":true,"temperature":0}' &
+  done
+  wait $(jobs -p | grep -v "^$SMALL$") 2>/dev/null
+  check "past --parallel + --queue the server answers 503 with Retry-After" "grep -l '^HTTP/1.1 503' $TMP/h? | head -1 | xargs grep -qi '^Retry-After: 1'"
+  check "and serves the rest (200)" "grep -q '^HTTP/1.1 200' $TMP/h?"
+  curl -sN "http://127.0.0.1:$PORT/v1/completions" -d '{"prompt":"Once","max_tokens":4000,"ignore_eos":true,"stream":true}' > "$TMP/cut.txt" &
+  CURL=$!
+  for _ in $(seq 100); do [ -s "$TMP/cut.txt" ] && break; sleep 0.05; done
+  kill -TERM $SMALL; wait $SMALL; rc=$?; wait $CURL
+  check "SIGTERM mid-stream: the stream ends with [DONE] and the server exits 0" "[ $rc -eq 0 ] && tail -c 20 $TMP/cut.txt | grep -q 'data: \[DONE\]'"
+else
+  check "the small server starts" false
+fi
 [ $fail -eq 0 ] || { echo "--- server log"; tail -30 "$TMP/server.log"; }
 exit $fail
