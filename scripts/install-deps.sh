@@ -2,8 +2,8 @@
 # Installs the Debian 12 packages memtune builds against (skips what is already there).
 set -euo pipefail
 pkgs="build-essential pkg-config libopenblas-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libsqlite3-dev"
-# memtune serve: the HTTP server library
-pkgs_serve="libmicrohttpd-dev"
+# memtune serve: the HTTP server library (and curl, which its tests call it with)
+pkgs_serve="libmicrohttpd-dev curl"
 pkgs="$pkgs $pkgs_serve"
 # tests/serve use the official openai npm client: Debian's nodejs and npm unless a node with
 # npm is already installed (a NodeSource nodejs bundles npm and conflicts with Debian's npm)

@@ -44,6 +44,7 @@ struct mt_server {
     unsigned long next_id;
     int port;
     volatile int stopping;
+    int inflight;              /* requests not yet completed (atomic) */
 };
 
 /* per request */
@@ -581,6 +582,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         rs = calloc(1, sizeof *rs);
         if (!rs) return MHD_NO;
         *con_cls = rs;
+        __atomic_add_fetch(&s->inflight, 1, __ATOMIC_SEQ_CST);
         if (!strncmp(url, "/v1/", 4) && !authorized(s, c))
             return fail(s, c, method, url, 401, "invalid_request_error", NULL, "invalid_api_key",
                         "Incorrect or missing API key: send \"Authorization: Bearer KEY\"");
@@ -636,11 +638,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls, (void)c, (void)toe;
+    (void)c, (void)toe;
+    mt_server *s = cls;
     request_state *rs = *con_cls;
     if (rs) {
         free(rs->body);
         free(rs);
+        __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_SEQ_CST);
     }
     *con_cls = NULL;
 }
@@ -712,6 +716,10 @@ void mt_server_shutdown(mt_server *s, int grace_ms) {
         if (fd != MHD_INVALID_SOCKET) close(fd);
     }
     mt_scheduler_stop(s->sched, grace_ms);
+    /* every sequence has ended: let the connections send what is left (the end of a cut
+     * stream, a last answer) before the daemon closes them */
+    for (int waited = 0; waited < 2000 && __atomic_load_n(&s->inflight, __ATOMIC_SEQ_CST) > 0; waited += 10)
+        nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
     logf_(s, "stopped");
 }
 
