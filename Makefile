@@ -12,7 +12,7 @@ else
   BUILD  ?= build
   SANFLAGS =
 endif
-PKGS    = libpcre2-8 jansson sqlite3
+PKGS    = libpcre2-8 jansson sqlite3 libmicrohttpd
 # One thread pool: Debian's OpenMP build of OpenBLAS (libopenblas-openmp-dev) runs its GEMMs
 # on the same libgomp threads as our loops, so the two never oversubscribe the cores (the
 # pthread build keeps a second pool that spins against ours: bench/RESULTS.md). The rpath
@@ -31,7 +31,7 @@ LDLIBS  += $(shell $(BLAS_PKG) --libs openblas) -Wl,-rpath,$(BLAS_DIR) \
            $(shell pkg-config --libs $(PKGS)) -lm -pthread -fopenmp
 LDFLAGS += $(SANFLAGS)
 
-LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/template/*.c src/dataset/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/sqlgen/*.c src/grammar/*.c)
+LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/template/*.c src/dataset/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/sqlgen/*.c src/grammar/*.c src/serve/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

@@ -157,6 +157,91 @@ typedef int (*mt_text_callback)(const char *text, size_t len, void *user);
 mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options *opts,
                       mt_text_callback cb, void *user, mt_generate_stats *stats);
 
+/* ---- contexts: one model, many sequences -------------------------------------------- */
+
+/* Thread safety. A loaded mt_model (weights, config, tokenizer, chat template) is read-only
+ * while contexts use it: any number of contexts may run on one model at once, each in its
+ * own thread, and mt_tokenize / mt_detokenize may be called on the model's tokenizer from
+ * any thread. Calls that change a model (mt_model_set_lora, mt_model_attach_*,
+ * mt_model_set_context, mt_model_set_base_dtype, mt_lora_merge, mt_train, mt_model_free)
+ * must not overlap with any other use of it. A context, and the adapters it uses, is used by
+ * one thread at a time. mt_last_error() is per thread.
+ *
+ * A context holds one sequence's KV cache and position, the adapters it applies (LoRA
+ * unmerged with a weight each, memory experts with their routing context, trainable token
+ * rows: none is written into the model) and its scratch. The functions that take a model
+ * (mt_generate, mt_model_logits, the evals) run the model's own default context, which
+ * applies whatever is attached to the model. */
+typedef struct mt_context mt_context;
+typedef struct mt_lora mt_lora;
+typedef struct mt_mome mt_mome;
+typedef struct mt_token_rows mt_token_rows;
+typedef struct mt_adapter_set mt_adapter_set;
+
+/* n_ctx: KV cache length; 0 = the model's inference context (see mt_model_set_context). */
+mt_status mt_context_create(const mt_model *m, int n_ctx, mt_context **out);
+void mt_context_free(mt_context *c);
+const mt_model *mt_context_model(const mt_context *c);
+int mt_context_size(const mt_context *c);
+int mt_context_pos(const mt_context *c);   /* tokens in the cache */
+void mt_context_reset(mt_context *c);      /* empties the cache (position 0) */
+/* The adapter set (not owned; each call empties the cache). */
+mt_status mt_context_add_lora(mt_context *c, const mt_lora *l, float weight);
+mt_status mt_context_set_mome(mt_context *c, const mt_mome *mm);
+mt_status mt_context_set_token_rows(mt_context *c, const mt_token_rows *r);
+/* Applies every part of a set (mt_adapter_set_open), its LoRA with this weight. */
+mt_status mt_context_use_adapter_set(mt_context *c, const mt_adapter_set *a, float weight);
+void mt_context_clear_adapters(mt_context *c);
+/* Runs ids[0..n) at the context's position, appends them to the cache and writes the last
+ * position's logits to logits[vocab]. */
+mt_status mt_context_decode(mt_context *c, const int *ids, int n, float *logits);
+/* One token for each of n contexts of one model (ids[i] appended to cs[i]), logits[i][vocab]
+ * each: the same numbers as n calls of mt_context_decode, in one forward that reads each
+ * weight matrix once for all of them (batched decoding). On an error no context has moved. */
+mt_status mt_contexts_decode_batch(mt_context *const *cs, const int *ids, int n, float *const *logits);
+/* mt_generate on a context (starts from an empty cache). */
+mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_generate_options *opts,
+                              mt_text_callback cb, void *user, mt_generate_stats *stats);
+/* Loads an adapter directory (as mt_adapter_set_load) without attaching anything to m: for
+ * contexts. m is only read. */
+mt_status mt_adapter_set_open(const mt_model *m, const char *dir, mt_adapter_set **out);
+
+/* ---- serving: an OpenAI-compatible HTTP server (README: Serving) ----------------------- */
+
+/* GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (stream as
+ * server-sent events), POST /v1/adapters, on libmicrohttpd. Each request's "model" picks the
+ * base model or a named adapter directory; every request decodes in its own context, all
+ * of them batched one token per step on the shared model. The server never prints: it logs
+ * through the callback. The model must outlive the server and not change while it runs. */
+typedef struct mt_server mt_server;
+typedef void (*mt_log_callback)(const char *message, void *user);
+
+typedef struct {
+    const char *host;          /* address to bind; default "127.0.0.1" */
+    int port;                  /* default 8080; 0 = any free port (see mt_server_port) */
+    const char *api_key;       /* NULL: none; else every /v1 route needs "Bearer KEY" */
+    const char *model_name;    /* the base model's id in /v1/models; default "base" */
+    int parallel;              /* sequences decoded at once; default 4 */
+    int queue;                 /* requests waiting beyond those; default 64, then 503 */
+    int n_ctx;                 /* tokens per sequence; 0 = the model's inference context */
+    int max_adapters;          /* adapters kept loaded (least recently used leave); default 8 */
+    size_t max_body;           /* request body limit in bytes; default 8 MiB */
+    int batched;               /* 1 (default): one batched forward per step; 0: one per sequence */
+    int allow_adapter_upload;  /* POST /v1/adapters allowed; default 1 */
+    mt_log_callback log;       /* NULL: silent */
+    void *log_user;
+} mt_server_options;
+
+void mt_server_options_default(mt_server_options *o);
+/* Starts listening and decoding (threads of its own) and returns at once. */
+mt_status mt_server_start(const mt_model *m, const mt_server_options *o, mt_server **out);
+/* Makes an adapter directory callable as model `name` (loaded on first use). */
+mt_status mt_server_add_adapter(mt_server *s, const char *name, const char *path);
+int mt_server_port(const mt_server *s);
+/* Stops accepting, lets running requests finish for up to grace_ms, cuts the rest. */
+void mt_server_shutdown(mt_server *s, int grace_ms);
+void mt_server_free(mt_server *s);
+
 /* ---- training ----------------------------------------------------------------------- */
 
 typedef struct {

@@ -7,6 +7,12 @@ pkgs_fuzz="clang"
 pkgs="$pkgs $pkgs_fuzz"
 # the grammar tests validate sampled JSON with an independent validator
 pkgs="$pkgs python3-jsonschema"
+# memtune serve: the HTTP server library (and curl, which its tests call it with)
+pkgs_serve="libmicrohttpd-dev curl"
+pkgs="$pkgs $pkgs_serve"
+# tests/serve use the official openai npm client: Debian's nodejs and npm unless a node with
+# npm is already installed (a NodeSource nodejs bundles npm and conflicts with Debian's npm)
+command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -35,6 +35,22 @@ run "$MT" eval --model "$TMP/hf" --adapter "$TMP/mem2/adapter" --data "$TMP/fact
 # ... its checkpoint (sparse bank state) resumed for 2 more steps
 run_mem "$MT" train --model "$TMP/hf" --data "$TMP/facts.jsonl" --out "$TMP/mem2" --experts 64 --expert-k 2 --expert-heads 1 --seq-len 32 --batch 2 --general "$TMP/d.jsonl" --steps 4 --check-every 1 --save-every 1 --quiet --threads 1 --resume
 run "$BUILD/tests/test_mome"
+# contexts (two threads, adapters per context, batched decoding), then the server: a request,
+# a stream, a bad request, SIGTERM (exit 0, nothing leaked)
+run "$BUILD/tests/test_context"
+if command -v curl >/dev/null; then
+  $VG "$MT" serve --model "$M/stories260K.bin" --port 0 --threads 1 --parallel 2 --quiet 2> "$TMP/serve.err" &
+  VPID=$!
+  PORT=""
+  for _ in $(seq 600); do
+    PORT=$(sed -n 's/^memtune serve: ready on http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/serve.err"); [ -n "$PORT" ] && break; sleep 0.1
+  done
+  curl -s "http://127.0.0.1:$PORT/v1/completions" -d '{"prompt":"Once","max_tokens":8}' > /dev/null
+  curl -sN "http://127.0.0.1:$PORT/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":8,"stream":true}' > /dev/null
+  curl -s "http://127.0.0.1:$PORT/v1/completions" -d '{bad' > /dev/null
+  kill -TERM $VPID; wait $VPID; rc=$?
+  if [ -n "$PORT" ] && [ $rc -eq 0 ]; then echo "ok   memtune serve"; else echo "FAIL (exit $rc) memtune serve"; cat "$TMP/serve.err"; fail=1; fi
+fi
 # text to SQL: data generation, filtering, eval --db with the sandbox, compare, the SQL tests
 N="$A/text2sql/nba_roster"
 if [ -f "$N/nba_roster.db" ]; then

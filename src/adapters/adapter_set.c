@@ -72,3 +72,32 @@ mt_status mt_adapter_set_load_scaled(mt_model *m, const char *dir, float weight,
     *out = a;
     return MT_OK;
 }
+
+mt_status mt_adapter_set_open(const mt_model *m, const char *dir, mt_adapter_set **out) {
+    *out = NULL;
+    mt_adapter_set *a = calloc(1, sizeof *a);
+    if (!a) return mt_error(MT_ERR_NOMEM, "out of memory");
+    int gguf = is_gguf_file(dir);
+    int lora = gguf || has_file(dir, "adapter_config.json"), rows = !gguf && mt_token_rows_present(dir);
+    int mome = !gguf && mt_mome_present(dir);
+    mt_status s = lora || rows || mome ? MT_OK
+        : mt_error(MT_ERR_IO, "%s: no adapter here (adapter_config.json, trainable_tokens.json, mome_config.json, "
+                   "or a .gguf file)", dir);
+    if (!s && lora) s = mt_lora_load(m, dir, &a->lora);
+    if (!s && rows) s = mt_token_rows_load(m, dir, &a->rows);
+    if (!s && mome) s = mt_mome_load(m, dir, &a->mome);
+    if (s) {
+        mt_adapter_set_free(a);
+        return s;
+    }
+    *out = a;
+    return MT_OK;
+}
+
+mt_status mt_context_use_adapter_set(mt_context *c, const mt_adapter_set *a, float weight) {
+    mt_status s = MT_OK;
+    if (a->lora) s = mt_context_add_lora(c, a->lora, weight);
+    if (!s && a->rows) s = mt_context_set_token_rows(c, a->rows);
+    if (!s && a->mome) s = mt_context_set_mome(c, a->mome);
+    return s;
+}

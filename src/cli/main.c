@@ -17,6 +17,7 @@ static const struct {
     {"train", cmd_train, "fine-tune a model on JSONL data"},
     {"merge", cmd_merge, "fuse a LoRA adapter into a model's weights"},
     {"init", cmd_init, "create a randomly initialised model of a given shape"},
+    {"serve", cmd_serve, "serve the model and its adapters over an OpenAI-compatible HTTP API"},
 };
 
 static void usage(void) {

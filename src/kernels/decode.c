@@ -67,6 +67,24 @@ void mt_matvec(float *out, const float *x, const float *w, int K, int N) {
     }
 }
 
+/* out[b][n] = W[n]·x[b] for the rows n0 <= n < n1 and every b: the row stays in L1 while
+ * the B inputs read it (row_dot as in rows_dot, so each output is mt_matvec's) */
+MT_SIMD_CLONES
+static void rows_dot_multi(float *const *out, const float *w, const float *const *x, int K, int n0, int n1, int B) {
+    for (int n = n0; n < n1; n++) {
+        const float *r = w + (size_t)n * K;
+        for (int b = 0; b < B; b++) out[b][n] = row_dot(r, x[b], K);
+    }
+}
+
+void mt_matvec_rows(float *const *out, const float *const *x, const float *w, int K, int N, int B) {
+#pragma omp parallel
+    {
+        int id = omp_get_thread_num(), nth = omp_get_num_threads();
+        rows_dot_multi(out, w, x, K, (int)((long)N * id / nth), (int)((long)N * (id + 1) / nth), B);
+    }
+}
+
 /* Attention of one new token (flash decoding). The n cached keys are split between the
  * threads; each walks its share in blocks of DECODE_KEYS keys and, per block, every query
  * head in turn, so a block's K and V rows come from memory once and stay in L1 while the

@@ -43,6 +43,13 @@ int mt_kernels_threads(void);
 
 /* out[N] = W[N, K]·x with our threads, for decoding (decode.c: bandwidth-bound, no BLAS) */
 void mt_matvec(float *out, const float *x, const float *w, int K, int N);
+/* mt_matvec for B inputs at once: out[b] = W·x[b], each weight row read once for all of
+ * them, every output the same number mt_matvec gives. */
+void mt_matvec_rows(float *const *out, const float *const *x, const float *w, int K, int N, int B);
+/* B one-row linear forwards out[b] = x[b]·W^T (+ bias) in one pass over W: each out[b] equals
+ * mt_matmul_forward(out[b], x[b], w, bias, 1, K, N) bit for bit (batched decoding). */
+void mt_matmul_forward_rows(float *const *out, const float *const *x, const float *w, const float *bias, int B,
+                            int K, int N);
 
 /* ---- the optimizer's ops (optim.c); train/optimizer.c owns the state and the step ---- */
 /* One AdamW update of [begin, end) of params with moments m, v: m = b1·m + (1-b1)·g,

@@ -55,6 +55,19 @@ void R(mt_matmul_forward)(real *out, const real *x, const real *w, const real *b
             for (int n = 0; n < N; n++) out[(size_t)t * N + n] += bias[n];
 }
 
+#ifndef MT_REAL_DOUBLE
+void mt_matmul_forward_rows(float *const *out, const float *const *x, const float *w, const float *bias, int B,
+                            int K, int N) {
+    if ((size_t)N * K < MATVEC_MIN) /* small: cached anyway; the same sgemv as matvec() */
+        for (int b = 0; b < B; b++) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1, w, K, x[b], 1, 0, out[b], 1);
+    else
+        mt_matvec_rows(out, x, w, K, N, B);
+    if (bias)
+        for (int b = 0; b < B; b++)
+            for (int n = 0; n < N; n++) out[b][n] += bias[n];
+}
+#endif
+
 void R(mt_matmul_backward)(real *dx, real *dw, real *db, const real *dout, const real *x,
                            const real *w, int T, int K, int N) {
     /* dx[T, K] += dout[T, N] · W[N, K] */

@@ -4,6 +4,7 @@
 #include "core/rng.h"
 #include "grammar/matcher.h"
 #include "model/forward.h"
+#include "model/context.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
 #include <stdlib.h>
@@ -20,7 +21,7 @@ void mt_generate_options_default(mt_generate_options *o) {
 }
 
 typedef struct {
-    mt_model *m;
+    const mt_model *m;
     mt_detok_stream stream;
     mt_text_callback cb;
     void *user;
@@ -34,7 +35,7 @@ static void emit_token(text_sink *sink, int id) {
     if (n > 0 && sink->cb && !sink->stopped && sink->cb(buf, n, sink->user)) sink->stopped = 1;
 }
 
-static mt_status encode_prompt(mt_model *m, const char *prompt, int **ids, int *n) {
+mt_status mt_prompt_ids(const mt_model *m, const char *prompt, int **ids, int *n) {
     const char *text = prompt ? prompt : "";
     mt_status s = mt_tokenize(m->tok, text, 1, ids, n);
     if (s) return s;
@@ -49,22 +50,30 @@ static mt_status encode_prompt(mt_model *m, const char *prompt, int **ids, int *
     return MT_OK;
 }
 
-static int is_stop_token(const mt_model *m, int id) {
+int mt_is_stop_token(const mt_model *m, int id) {
     int bos = mt_tokenizer_bos(m->tok), eos = mt_tokenizer_eos(m->tok);
     return id == eos || (id == bos && bos >= 0) || (m->cfg.eos_id >= 0 && id == m->cfg.eos_id);
 }
 
 mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options *opts,
                       mt_text_callback cb, void *user, mt_generate_stats *stats) {
+    mt_context *c;
+    mt_status s = mt_model_default_context(m, &c);
+    return s ? s : mt_context_generate(c, prompt, opts, cb, user, stats);
+}
+
+mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_generate_options *opts,
+                              mt_text_callback cb, void *user, mt_generate_stats *stats) {
+    const mt_model *m = c->m;
     mt_generate_options o;
     if (opts) o = *opts;
     else mt_generate_options_default(&o);
     if (!m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
     int *ids = NULL, n_prompt = 0;
     mt_status s = mt_generate_options_validate(&o);
-    if (s == MT_OK) s = encode_prompt(m, prompt, &ids, &n_prompt);
+    if (s == MT_OK) s = mt_prompt_ids(m, prompt, &ids, &n_prompt);
     if (s) return s;
-    int n_ctx = mt_infer_context(m);
+    int n_ctx = c->n_ctx;
     if (n_prompt >= n_ctx) {
         free(ids);
         return mt_error(MT_ERR_ARG, "prompt of %d tokens does not fit the context of %d", n_prompt, n_ctx);
@@ -93,21 +102,22 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
         s = mt_grammar_matcher_reset(gm, sink.stream.n_emitted_tokens == 0);
     if (gm) sampler.constraint = (mt_sampler_constraint){mt_grammar_hook_mask, mt_grammar_hook_accept, gm};
     double t0 = mt_now_seconds();
-    if (s == MT_OK) s = mt_forward(m, ids, n_prompt, 0, logits, 0);
+    c->pos = 0;
+    if (s == MT_OK) s = mt_context_decode(c, ids, n_prompt, logits);
     double t1 = mt_now_seconds();
-    int generated = 0, pos = n_prompt;
+    int generated = 0;
     while (s == MT_OK && generated < budget && !sink.stopped) {
         int next = mt_sampler_sample(&sampler, logits);
         if (next < 0) {
-            s = next == -1 ? mt_error(MT_ERR_FORMAT, "the model's logits at position %d are NaN or infinite (are its weights?)", pos - 1)
+            s = next == -1 ? mt_error(MT_ERR_FORMAT, "the model's logits at position %d are NaN or infinite (are its weights?)", c->pos - 1)
                            : mt_error_prefix(MT_ERR_ARG, "generate");
             break;
         }
-        if (o.stop_at_eos && is_stop_token(m, next)) break;
+        if (o.stop_at_eos && mt_is_stop_token(m, next)) break;
         emit_token(&sink, next);
         generated++;
-        if (generated >= budget || pos >= n_ctx || (gm && mt_grammar_matcher_finished(gm))) break;
-        s = mt_forward(m, &next, 1, pos++, logits, 0);
+        if (generated >= budget || c->pos >= n_ctx || (gm && mt_grammar_matcher_finished(gm))) break;
+        s = mt_context_decode(c, &next, 1, logits);
     }
     double t2 = mt_now_seconds();
     if (stats) {
