@@ -11,7 +11,7 @@
 #define MT_MODEL_CONTEXT_H
 #include "model/model.h"
 
-#define MT_MAX_BATCH 256
+#define MT_MAX_DECODE_BATCH 256
 
 struct mt_context {
     const mt_model *m;

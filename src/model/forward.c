@@ -422,7 +422,7 @@ size_t mt_model_inference_bytes(const mt_model *m, int n_ctx) {
 }
 
 mt_status mt_contexts_decode_batch(mt_context *const *cs, const int *ids, int n, float *const *logits) {
-    if (n < 1 || n > MT_MAX_BATCH) return mt_error(MT_ERR_ARG, "batch of %d contexts out of range [1, %d]", n, MT_MAX_BATCH);
+    if (n < 1 || n > MT_MAX_DECODE_BATCH) return mt_error(MT_ERR_ARG, "batch of %d contexts out of range [1, %d]", n, MT_MAX_DECODE_BATCH);
     const int *row_ids[n];
     for (int i = 0; i < n; i++) {
         mt_context *s = cs[i];
