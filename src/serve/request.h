@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "memtune.h"
-#include "train/chat_template.h"
+#include "template/chat_template.h"
 
 #define MT_SERVE_MAX_STOP 4
 #define MT_SERVE_MAX_TOKENS (1 << 20)

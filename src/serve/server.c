@@ -8,8 +8,8 @@
 #include "model/context.h"
 #include "serve/request.h"
 #include "serve/scheduler.h"
-#include "train/batch.h"
-#include "train/chat_template.h"
+#include "dataset/batch.h"
+#include "template/chat_template.h"
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
