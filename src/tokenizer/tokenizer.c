@@ -534,6 +534,7 @@ int mt_tokenizer_add_bos(const mt_tokenizer *t) { return t ? t->add_bos : 0; }
 int mt_tokenizer_add_eos(const mt_tokenizer *t) { return t ? t->add_eos : 0; }
 int mt_tokenizer_add_space_prefix(const mt_tokenizer *t) { return t ? t->add_space_prefix : 0; }
 int mt_tokenizer_ignore_merges(const mt_tokenizer *t) { return t ? t->ignore_merges : 0; }
+int mt_tokenizer_max_token_bytes(const mt_tokenizer *t) { return t ? t->max_token_bytes : 0; }
 int mt_tokenizer_find(const mt_tokenizer *t, const char *text) {
     return t && text ? mt_strmap_find(&t->vocab, text, strlen(text)) : -1;
 }

@@ -110,6 +110,7 @@ int mt_tokenizer_ignore_merges(const mt_tokenizer *t);
 /* The pre-tokenizer as regexes (what mt_tokenizer_pre() names; "custom" when unnamed). */
 int mt_tokenizer_n_pre_regex(const mt_tokenizer *t);
 const char *mt_tokenizer_pre_regex(const mt_tokenizer *t, int i);
+int mt_tokenizer_max_token_bytes(const mt_tokenizer *t); /* longest stored token text */
 int mt_tokenizer_find(const mt_tokenizer *t, const char *text); /* id of a stored text, or -1 */
 
 /* Streaming decoder: feed token ids, get back only complete UTF-8 sequences (bytes of a
@@ -126,7 +127,7 @@ void mt_detok_init(mt_detok_stream *s);
  * add_space_prefix the leading space of the first text is dropped (llama2.c, llama.cpp).
  * Bytes that cannot start or continue a UTF-8 sequence come out as U+FFFD, so the output
  * is always valid UTF-8. Text that does not fit in cap is cut at a character boundary: a
- * cap of 4 times the longest token text + 16 never cuts. Invalid ids give nothing. */
+ * cap of 4 * mt_tokenizer_max_token_bytes() + 16 never cuts. Invalid ids give nothing. */
 size_t mt_detok_push(const mt_tokenizer *t, mt_detok_stream *s, int id, char *buf, size_t cap);
 /* End of stream: bytes of an unfinished sequence come out as U+FFFD (at most 3 bytes + NUL
  * written; cap >= 4 suffices). */
