@@ -2,6 +2,7 @@
 #include "train/checkpoint.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "train/progress.h"
 #include <dirent.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -63,10 +64,10 @@ mt_status mt_checkpoint_write(const char *path, const char *json_state, const mt
     if (s == MT_OK) s = mt_atomic_write(&f, header, sizeof header);
     if (s == MT_OK) s = mt_atomic_write(&f, json, json_len);
     /* A test hook: a pause mid-write lets the crash-during-checkpoint test kill us here. */
-    const char *delay = getenv("MEMTUNE_TEST_CKPT_DELAY_MS");
+    int delay = mt_progress_test_checkpoint_delay_ms();
     if (s == MT_OK && delay) {
         fflush(f.fp);
-        usleep((useconds_t)atoi(delay) * 1000);
+        usleep((useconds_t)delay * 1000);
     }
     for (int i = 0; s == MT_OK && i < n; i++) s = mt_atomic_write(&f, blobs[i].data, blobs[i].bytes);
     free(json);
@@ -185,7 +186,7 @@ mt_status mt_checkpoint_find_latest(const char *dir, char **path) {
             *path = p;
             return MT_OK;
         }
-        fprintf(stderr, "memtune: skipping invalid checkpoint: %s\n", mt_last_error());
+        mt_progress_message(MT_PROGRESS_INFO, "skipping invalid checkpoint: %s", mt_last_error());
         free(p);
     }
     return mt_error(MT_ERR_IO, "%s: no valid checkpoint to resume from", dir);
