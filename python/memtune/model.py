@@ -282,7 +282,10 @@ class Model:
         if result.interrupted and (interrupted or isinstance(seen["error"], KeyboardInterrupt)):
             raise Interrupted(result)
         adapter_dir = os.path.join(out, "adapter")
-        if method in ("lora", "memory") and not result.interrupted and not options.get("dry_run"):
+        # a LoRA given with adapter= was itself trained in place (and stays attached)
+        trained_in_place = method == "lora" and any(self._lib.mt_adapter_set_lora(a) for a, _ in self._adapters)
+        if method in ("lora", "memory") and not trained_in_place and not result.interrupted \
+                and not options.get("dry_run"):
             a = c_void_p()
             _check(self._lib.mt_adapter_set_load_scaled(m, _bytes(adapter_dir), 1.0, byref(a)))
             self._trained = a
