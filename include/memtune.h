@@ -244,6 +244,42 @@ void mt_server_free(mt_server *s);
 
 /* ---- training ----------------------------------------------------------------------- */
 
+/* Progress of a training run (py24). The library never prints: every figure and message of a
+ * run goes to the options' progress callback, and the CLI (or Python, or your program) shows
+ * it. Each event fills the fields its kind names; the rest are 0 (NULL for strings). */
+typedef enum {
+    MT_PROGRESS_INFO = 0,  /* message: what the run is doing (setup, resumed, saved) */
+    MT_PROGRESS_WARNING,   /* message: something the caller may want to fix */
+    MT_PROGRESS_STEP,      /* an optimizer step finished: step, total_steps, loss, lr, tokens_per_s,
+                              elapsed_s; logged = 1 on the steps that write a metrics line (every
+                              log_every), which also set window_loss and grad_norm */
+    MT_PROGRESS_EVAL,      /* eval_loss on the held-out set at step */
+    MT_PROGRESS_CHECK,     /* memory: every fact checked at step: facts, facts_memorised,
+                              facts_exact, general_perplexity, base_perplexity, elapsed_s */
+    MT_PROGRESS_GUARD,     /* memory: the perplexity guard changed general_weight (general_perplexity,
+                              general_ratio, general_limit) */
+    MT_PROGRESS_STOPPED,   /* stopped on request at step after saving a checkpoint */
+    MT_PROGRESS_STEP_END,  /* step is done, its checkpoint (if any) written: a safe point */
+    MT_PROGRESS_DRY_RUN,   /* message: the dry run's token counts and memory plan (JSON) */
+} mt_progress_kind;
+
+typedef struct {
+    mt_progress_kind kind;
+    const char *method;       /* "full", "lora" or "memory" */
+    const char *message;      /* INFO, WARNING, DRY_RUN: the text (no newline at the end) */
+    long step, total_steps;
+    double loss, window_loss, lr, grad_norm, tokens_per_s, elapsed_s;
+    int logged;
+    double eval_loss;
+    int facts, facts_memorised, facts_exact;
+    double general_perplexity, base_perplexity, general_ratio, general_limit, general_weight;
+} mt_progress;
+
+/* Called on the training thread; return non-zero to stop the run (it saves a checkpoint first,
+ * as on the stop flag). */
+typedef int (*mt_progress_callback)(const mt_progress *p, void *user);
+const char *mt_progress_kind_name(mt_progress_kind k);
+
 typedef struct {
     const char *method;        /* "full", "lora" (see lora_* below) or "memory"; NULL or "auto"
                                   (default): memory when every example is {"input","output"},
@@ -269,11 +305,11 @@ typedef struct {
     int keep_checkpoints;      /* newest checkpoints kept; default 2 */
     uint64_t seed;             /* data order; default 1 */
     int shuffle;               /* default 1 */
-    int threads;               /* 0 = all cores */
-    int dry_run;               /* print token counts and the memory plan, then return */
+    int threads;               /* 0 = all cores; for this call only (the count before comes back) */
+    int dry_run;               /* report token counts and the memory plan (MT_PROGRESS_DRY_RUN), then return */
     int resume;                /* continue from the newest valid checkpoint in out_dir */
     int skip_bad_lines;        /* skip (and count) bad JSONL lines instead of failing */
-    int quiet;                 /* no progress output */
+    int quiet;                 /* INFO/WARNING messages only where they must show (a skipped checkpoint); figures still come */
     /* method "lora": the base weights never change; the adapter attached to the model is
      * trained in place (and stays attached), or, with none attached, one is made from these
      * settings and freed at the end; either way it is written to <out_dir>/adapter (PEFT
@@ -317,6 +353,17 @@ typedef struct {
                                   default 1; 0 = off until the guard trips */
     int check_every;           /* steps between checks of all facts; 0 = about one pass */
     float rehearsal_weight;    /* loss weight of memorised facts rehearsed; default 0.25 */
+    /* progress, stopping, data in memory (py24) */
+    mt_progress_callback progress; /* NULL: nothing is reported (the result still is) */
+    void *progress_user;
+    const volatile int *stop;  /* when *stop becomes non-zero the run saves a checkpoint and
+                                  returns with result.interrupted (a signal handler may set it) */
+    const char *data_text;     /* JSONL examples (or a JSON array of them) in memory, named
+                                  "examples" in messages; trained on besides data_path, which may
+                                  then be NULL */
+    /* fault injection for the test suite; 0 = off */
+    long test_forget_after_step;   /* memory: negate what was learnt after this step */
+    int test_checkpoint_delay_ms;  /* pause halfway through writing each checkpoint */
 } mt_train_options;
 
 typedef struct {
@@ -325,7 +372,7 @@ typedef struct {
     double train_loss;         /* mean loss of the last logged window */
     double eval_loss;          /* last eval loss; NAN when no eval set */
     double seconds;
-    int interrupted;           /* stopped by SIGINT/SIGTERM after saving a checkpoint */
+    int interrupted;           /* stopped by the stop flag or the progress callback after saving a checkpoint */
     /* method memory */
     int completed;             /* every fact memorised at two checks in a row */
     double recall;             /* fraction of facts whose greedy answer is exact (final) */
@@ -333,10 +380,19 @@ typedef struct {
 } mt_train_result;
 
 void mt_train_options_default(mt_train_options *o);
-/* Fine-tunes m in place on data_path (JSONL; see README for the shapes) and saves the
- * result to <out_dir>/model as an HF directory. opts NULL = defaults. */
+/* Fine-tunes m in place on data_path (JSONL; see README for the shapes; NULL when
+ * opts->data_text holds the examples) and saves the result to <out_dir>/model as an HF
+ * directory. opts NULL = defaults. */
 mt_status mt_train(mt_model *m, const char *data_path, const mt_train_options *opts);
 mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res);
+/* Options by `memtune train`'s flag names without the dashes in front ("seq-len", "64";
+ * flags take "0" or "1"; "no-memory-lora"; also "data-text"), for bindings that do not lay out
+ * the struct themselves (Python). Strings are not copied: they must outlive the run.
+ * mt_train_options_new returns defaults (NULL when out of memory). (py24) */
+mt_status mt_train_options_set(mt_train_options *o, const char *name, const char *value);
+mt_train_options *mt_train_options_new(void);
+void mt_train_options_free(mt_train_options *o);
+void mt_train_options_set_progress(mt_train_options *o, mt_progress_callback cb, void *user, const volatile int *stop);
 
 /* ---- LoRA adapters ------------------------------------------------------------------ */
 
@@ -594,6 +650,12 @@ typedef struct {
 /* mt_eval_data_file with options. With db_path set, each example's expected output is SQL:
  * the report line gains verdict and error, and the score the SQL fields. */
 mt_status mt_eval_data_file_opts(mt_model *m, const char *path, const mt_eval_options *opt, mt_eval_score *out);
+
+/* The greedy answer to one prompt, rendered as a user turn with the model's chat template (or
+ * the default one), exactly as evaluation and memory tuning answer their examples: what a
+ * tuned model says to a question it was trained on. max_new_tokens 0 = 256. *answer is
+ * malloc'd (free() it). (py24) */
+mt_status mt_answer(mt_model *m, const char *prompt, int max_new_tokens, char **answer);
 
 /* Compares two eval reports (JSONL written by --report) example by example (matched by
  * index). *json gets a malloc'd JSON object: totals of each run, examples that changed

@@ -1,10 +1,90 @@
-/* memtune train: fine-tune a model on JSONL data. */
+/* memtune train: fine-tune a model on JSONL data. The library reports through a progress
+ * callback; this file prints it (a progress bar on a terminal, periodic lines otherwise),
+ * turns SIGINT/SIGTERM into the run's stop flag, and drives the fault-injection hooks the
+ * CLI tests use (MEMTUNE_TEST_KILL_AFTER_STEP, MEMTUNE_TEST_FORGET_AFTER_STEP,
+ * MEMTUNE_TEST_CKPT_DELAY_MS). */
 #include "cli/cli.h"
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_DATA_FILES 64
+
+static volatile sig_atomic_t stop_requested = 0;
+static void on_stop_signal(int sig) { (void)sig; stop_requested = 1; }
+
+typedef struct {
+    int quiet, tty;
+    long kill_after_step; /* test hook: die by SIGKILL after this step, as a crash would */
+} progress_printer;
+
+static void format_duration(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) snprintf(buf, n, "?");
+    else if (s < 60) snprintf(buf, n, "%.0fs", s);
+    else if (s < 3600) snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else snprintf(buf, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+static void print_bar(const mt_progress *p) {
+    char eta[32];
+    format_duration(eta, sizeof eta, p->step > 0 ? p->elapsed_s / p->step * (p->total_steps - p->step) : -1);
+    int width = 30, filled = p->total_steps ? (int)(width * p->step / p->total_steps) : 0;
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < filled ? '=' : i == filled ? '>' : ' ';
+    bar[width] = 0;
+    fprintf(stderr, "\r[%s] step %ld/%ld loss %.4f %.0f tok/s ETA %s   ", bar, p->step, p->total_steps, p->loss,
+            p->tokens_per_s, eta);
+    if (p->step == p->total_steps) fputc('\n', stderr);
+}
+
+static void print_step(const progress_printer *pp, const mt_progress *p) {
+    if (!strcmp(p->method, "memory")) {
+        if (p->logged) fprintf(stderr, "\rmemtune: step %ld loss %.5f   ", p->step, p->loss);
+    } else if (pp->tty) {
+        print_bar(p);
+    } else if (p->logged) {
+        fprintf(stderr, "step %ld/%ld loss %.4f lr %.3g grad_norm %.3g %.0f tok/s\n", p->step, p->total_steps,
+                p->window_loss, p->lr, p->grad_norm, p->tokens_per_s);
+    }
+}
+
+static int on_progress(const mt_progress *p, void *user) {
+    progress_printer *pp = user;
+    if (p->kind == MT_PROGRESS_STEP_END && p->step == pp->kill_after_step) raise(SIGKILL);
+    if (p->kind == MT_PROGRESS_DRY_RUN) {
+        printf("%s\n", p->message);
+        return 0;
+    }
+    /* the library sends messages only when not --quiet, except those that always show */
+    if (p->kind == MT_PROGRESS_INFO) fprintf(stderr, "memtune: %s\n", p->message);
+    if (p->kind == MT_PROGRESS_WARNING) fprintf(stderr, "memtune: warning: %s\n", p->message);
+    if (pp->quiet) return 0;
+    switch (p->kind) {
+    case MT_PROGRESS_STEP: print_step(pp, p); break;
+    case MT_PROGRESS_EVAL: fprintf(stderr, "%sstep %ld eval loss %.4f\n", pp->tty ? "\n" : "", p->step, p->eval_loss); break;
+    case MT_PROGRESS_CHECK:
+        fprintf(stderr, "\rmemtune: step %ld: %d/%d facts memorised (%d exact), general perplexity %.4g (base %.4g), %.0f s\n",
+                p->step, p->facts_memorised, p->facts, p->facts_exact, p->general_perplexity, p->base_perplexity, p->elapsed_s);
+        break;
+    case MT_PROGRESS_GUARD:
+        fprintf(stderr, "\rmemtune: general perplexity %.4g is %.3fx the base (limit %.3g): general text weighs %g from now "
+                "on\n", p->general_perplexity, p->general_ratio, p->general_limit, p->general_weight);
+        break;
+    case MT_PROGRESS_STOPPED:
+        fprintf(stderr, "\nmemtune: stopped at step %ld; checkpoint saved, continue with --resume\n", p->step);
+        break;
+    default: break;
+    }
+    return 0;
+}
+
+static long env_long(const char *name) {
+    const char *v = getenv(name);
+    return v ? atol(v) : 0;
+}
 
 int cmd_train(int argc, char **argv) {
     mt_train_options o;
@@ -90,8 +170,20 @@ int cmd_train(int argc, char **argv) {
     if (mt_train_options_validate(NULL, &o)) return cli_bad_option(); /* before loading the model */
     mt_model *m;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
+    progress_printer pp = {.quiet = o.quiet, .tty = isatty(2), .kill_after_step = env_long("MEMTUNE_TEST_KILL_AFTER_STEP")};
+    o.progress = on_progress;
+    o.progress_user = &pp;
+    o.stop = &stop_requested;
+    o.test_forget_after_step = env_long("MEMTUNE_TEST_FORGET_AFTER_STEP");
+    o.test_checkpoint_delay_ms = (int)env_long("MEMTUNE_TEST_CKPT_DELAY_MS");
+    struct sigaction sa = {.sa_handler = on_stop_signal}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     mt_train_result r;
     mt_status s = mt_train_run(m, data[0], &o, &r);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     mt_model_free(m);
     if (s) return cli_fail("train");
     if (r.interrupted) return 130;

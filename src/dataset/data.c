@@ -181,10 +181,16 @@ mt_status mt_dataset_load_jsonl(mt_dataset *ds, const char *path, int skip_bad_l
     size_t len = 0;
     mt_status s = mt_file_read_all(path, MAX_DATA_FILE_BYTES, &buf, &len);
     if (s) return s;
+    s = mt_dataset_load_jsonl_text(ds, path, buf, len, skip_bad_lines);
+    free(buf);
+    return s;
+}
+
+mt_status mt_dataset_load_jsonl_text(mt_dataset *ds, const char *path, const char *buf, size_t len, int skip_bad_lines) {
+    mt_status s = MT_OK;
     char **files = realloc(ds->files, (size_t)(ds->n_files + 1) * sizeof *files);
     if (!files || !(files[ds->n_files] = strdup(path))) {
         if (files) ds->files = files;
-        free(buf);
         return mt_error(MT_ERR_NOMEM, "out of memory");
     }
     ds->files = files;
@@ -207,7 +213,6 @@ mt_status mt_dataset_load_jsonl(mt_dataset *ds, const char *path, int skip_bad_l
         }
         start = end + 1;
     }
-    free(buf);
     if (s == MT_OK && ds->n == before)
         s = mt_error(MT_ERR_FORMAT, "%s: no usable example%s", path,
                      ds->n_skipped ? " (every example was bad and skipped)" : "");

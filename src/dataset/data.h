@@ -32,6 +32,8 @@ typedef struct {
 
 /* Appends the examples of one JSONL file to ds. */
 mt_status mt_dataset_load_jsonl(mt_dataset *ds, const char *path, int skip_bad_lines);
+/* The same from text in memory (not kept); path names it in messages. */
+mt_status mt_dataset_load_jsonl_text(mt_dataset *ds, const char *path, const char *buf, size_t len, int skip_bad_lines);
 void mt_dataset_free(mt_dataset *ds);
 
 #endif

@@ -201,3 +201,21 @@ mt_status mt_eval_data_file(mt_model *m, const char *path, const char *report_pa
     *out = sc.base;
     return s;
 }
+
+mt_status mt_answer(mt_model *m, const char *prompt, int max_new_tokens, char **answer) {
+    *answer = NULL;
+    if (!m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
+    if (!prompt) return mt_error(MT_ERR_ARG, "no prompt to answer");
+    if (max_new_tokens < 0) return mt_error(MT_ERR_ARG, "max_new_tokens %d must be >= 0", max_new_tokens);
+    evaluator ev;
+    mt_status s = evaluator_init(&ev, m);
+    /* the prompt as a user turn; the assistant's (empty) turn marks where the answer starts */
+    mt_chat_message turns[2] = {{.role = "user", .content = prompt}, {.role = "assistant", .content = ""}};
+    mt_example e = {.messages = turns, .n_messages = 2};
+    int *ids = NULL, n = 0;
+    if (s == MT_OK) s = mt_example_prompt_ids(&ev.b, &e, &ids, &n);
+    if (s == MT_OK) s = mt_greedy_answer(ev.m, &ev.b, ev.logits, ids, n, max_new_tokens > 0 ? max_new_tokens : 256, answer);
+    free(ids);
+    evaluator_free(&ev);
+    return s;
+}

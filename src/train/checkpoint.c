@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include <ctype.h>
+#include "train/progress.h"
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -66,10 +67,10 @@ mt_status mt_checkpoint_write(const char *path, const char *json_state, const mt
     if (s == MT_OK) s = mt_atomic_write(&f, header, sizeof header);
     if (s == MT_OK) s = mt_atomic_write(&f, json, json_len);
     /* A test hook: a pause mid-write lets the crash-during-checkpoint test kill us here. */
-    const char *delay = getenv("MEMTUNE_TEST_CKPT_DELAY_MS");
+    int delay = mt_progress_test_checkpoint_delay_ms();
     if (s == MT_OK && delay) {
         fflush(f.fp);
-        usleep((useconds_t)atoi(delay) * 1000);
+        usleep((useconds_t)delay * 1000);
     }
     for (int i = 0; s == MT_OK && i < n; i++) s = mt_atomic_write(&f, blobs[i].data, blobs[i].bytes);
     free(json);
@@ -188,7 +189,7 @@ mt_status mt_checkpoint_find_latest(const char *dir, char **path) {
             *path = p;
             return MT_OK;
         }
-        fprintf(stderr, "memtune: skipping invalid checkpoint: %s\n", mt_last_error());
+        mt_progress_message(MT_PROGRESS_INFO, "skipping invalid checkpoint: %s", mt_last_error());
         free(p);
     }
     return mt_error(MT_ERR_IO, "%s: no valid checkpoint to resume from", dir);
@@ -254,7 +255,7 @@ static int remove_checkpoints(const char *dir) {
 int mt_checkpoint_start(const char *dir, int resume) {
     int temps = mt_checkpoint_remove_temps(dir);
     if (temps)
-        fprintf(stderr, "memtune: removed %d unfinished checkpoint file%s (step-*.ckpt.tmp.*) from %s\n", temps,
+        mt_progress_message(MT_PROGRESS_INFO, "removed %d unfinished checkpoint file%s (step-*.ckpt.tmp.*) from %s", temps,
                 temps > 1 ? "s" : "", dir);
     if (!resume) return 0;
     char *path = NULL;
@@ -268,9 +269,9 @@ int mt_checkpoint_start(const char *dir, int resume) {
      * run's checkpoints when they are pruned. */
     int invalid = remove_checkpoints(dir);
     if (invalid)
-        fprintf(stderr, "memtune: --resume: no valid checkpoint in %s (removed %d invalid); starting from step 0\n", dir,
+        mt_progress_message(MT_PROGRESS_INFO, "--resume: no valid checkpoint in %s (removed %d invalid); starting from step 0", dir,
                 invalid);
     else
-        fprintf(stderr, "memtune: --resume: no checkpoint in %s yet; starting from step 0\n", dir);
+        mt_progress_message(MT_PROGRESS_INFO, "--resume: no checkpoint in %s yet; starting from step 0", dir);
     return 0;
 }

@@ -27,8 +27,8 @@ mt_status mt_checkpoint_read(const char *path, char **json_state, const mt_ckpt_
 mt_status mt_checkpoint_read_state(const char *path, char **json_state);
 /* Validates a checkpoint without loading blobs (magic, sizes, checksum). */
 mt_status mt_checkpoint_verify(const char *path);
-/* Newest valid "step-*.ckpt" in dir (by step number); invalid ones are reported on stderr
- * and skipped. MT_ERR_IO when there is none. *path is malloc'd. */
+/* Newest valid "step-*.ckpt" in dir (by step number); invalid ones are reported to the
+ * run's progress callback and skipped. MT_ERR_IO when there is none. *path is malloc'd. */
 mt_status mt_checkpoint_find_latest(const char *dir, char **path);
 /* Deletes all but the newest `keep` checkpoints in dir. */
 void mt_checkpoint_prune(const char *dir, int keep);

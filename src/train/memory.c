@@ -34,6 +34,7 @@
 #include "core/atomic_dir.h"
 #include "train/memory.h"
 #include "train/memory_run.h"
+#include "train/progress.h"
 #include "train/train_log.h"
 #include "train/optimizer.h"
 #include "train/sparse_adam.h"
@@ -81,7 +82,7 @@ static mt_status check_facts(memory_run *r) {
         }
         if (dup) {
             if (!r->o.quiet)
-                fprintf(stderr, "memtune: warning: %s:%d repeats an earlier fact; kept once\n", d->files[e->source_file],
+                mt_progress_message(MT_PROGRESS_WARNING, "%s:%d repeats an earlier fact; kept once", d->files[e->source_file],
                         e->source_line);
             continue; /* the duplicate's memory stays owned by the dataset */
         }
@@ -736,7 +737,7 @@ static mt_status save_adapter(memory_run *r) {
     if (!s && r->lora) s = mt_lora_save(r->lora, r->m, part, NULL);
     if (part && s) mt_atomic_dir_abort(&staged);
     else if (part) s = mt_atomic_dir_commit(&staged);
-    if (!s && !r->o.quiet) fprintf(stderr, "memtune: saved %s\n", dir);
+    if (!s && !r->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "saved %s", dir);
     free(dir);
     return s;
 }
@@ -760,7 +761,8 @@ static mt_status setup(memory_run *r, const char *data_path) {
     r->T = o->seq_len > 0 ? o->seq_len : (c->max_seq_len < 512 ? c->max_seq_len : 512); /* until the facts are known */
     r->B = o->batch;
     mt_rng_seed(&r->rng, o->seed ? o->seed : 1);
-    mt_status s = mt_dataset_load_jsonl(&r->data, data_path, o->skip_bad_lines);
+    mt_status s = data_path ? mt_dataset_load_jsonl(&r->data, data_path, o->skip_bad_lines) : MT_OK;
+    if (!s && o->data_text) s = mt_dataset_load_jsonl_text(&r->data, "examples", o->data_text, strlen(o->data_text), o->skip_bad_lines);
     for (int i = 0; !s && i < o->n_data; i++) s = mt_dataset_load_jsonl(&r->data, o->data[i], o->skip_bad_lines);
     if (!s) s = check_facts(r);
     const char *src = r->m->chat_template ? r->m->chat_template : mt_chat_template_default();
@@ -805,16 +807,17 @@ static void memory_free(memory_run *r) {
 
 static void print_setup(const memory_run *r) {
     if (r->o.quiet) return;
-    fprintf(stderr, "memtune: memory tuning %d facts; rows of %d x %d; lr %g; tau %g\n", r->n_facts, r->B, r->T,
+    mt_progress_message(MT_PROGRESS_INFO, "memory tuning %d facts; rows of %d x %d; lr %g; tau %g", r->n_facts, r->B, r->T,
             (double)r->o.lr, (double)r->o.tau);
     if (r->mome)
-        fprintf(stderr, "memtune: memory experts: %ld per site at %d layer(s), k=%d, heads=%d, routing context %d, "
-                "router %s: %zu parameters\n", r->mome->n_experts, r->mome->n_sites, r->mome->shape.K, r->mome->shape.H,
+        mt_progress_message(MT_PROGRESS_INFO, "memory experts: %ld per site at %d layer(s), k=%d, heads=%d, routing context %d, "
+                "router %s: %zu parameters", r->mome->n_experts, r->mome->n_sites, r->mome->shape.K, r->mome->shape.H,
                 r->mome->context.dim, r->mome->freeze_router ? "frozen" : "trained", mt_mome_param_count(r->mome));
     if (r->rows) {
-        fprintf(stderr, "memtune: trainable token rows:");
-        for (int i = 0; i < r->rows->n; i++) fprintf(stderr, " %d", r->rows->ids[i]);
-        fprintf(stderr, "\n");
+        char list[3072] = "";
+        for (int i = 0, len = 0; i < r->rows->n && len < (int)sizeof list - 12; i++)
+            len += snprintf(list + len, sizeof list - (size_t)len, " %d", r->rows->ids[i]);
+        mt_progress_message(MT_PROGRESS_INFO, "trainable token rows:%s", list);
     }
 }
 
@@ -829,9 +832,10 @@ static void adjust_general_weight(memory_run *r, double ratio) {
     } else if (ratio < 1 + (r->o.general_limit - 1) / 2 && was > floor) {
         r->distill_weight = was / 2 > floor ? was / 2 : floor;
     }
-    if (r->distill_weight != was && !r->o.quiet)
-        fprintf(stderr, "\rmemtune: general perplexity %.4g is %.3fx the base (limit %.3g): general text weighs %g from now "
-                "on\n", r->ppl_last, ratio, (double)r->o.general_limit, (double)r->distill_weight);
+    mt_progress p = {.kind = MT_PROGRESS_GUARD, .step = r->step, .total_steps = r->o.steps, .general_perplexity = r->ppl_last,
+                     .base_perplexity = r->ppl_base, .general_ratio = ratio, .general_limit = r->o.general_limit,
+                     .general_weight = r->distill_weight};
+    if (r->distill_weight != was) mt_progress_emit(&p);
 }
 
 /* Checks all facts (and the general text); returns whether every fact is memorised. */
@@ -844,9 +848,10 @@ static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     if (r->base_ids) adjust_general_weight(r, ratio); /* recorded: the guard can distil */
     if ((s = mt_memory_best_consider(r))) return s;
     double elapsed = r->seconds_before + mt_now_seconds() - r->t0;
-    if (!r->o.quiet)
-        fprintf(stderr, "\rmemtune: step %ld: %d/%d facts memorised (%d exact), general perplexity %.4g (base %.4g), %.0f s\n",
-                r->step, *n_ok, r->n_facts, r->n_exact, r->ppl_last, r->ppl_base, elapsed);
+    mt_progress p = {.kind = MT_PROGRESS_CHECK, .step = r->step, .total_steps = r->o.steps, .loss = r->last_loss,
+                     .facts = r->n_facts, .facts_memorised = *n_ok, .facts_exact = r->n_exact, .general_perplexity = r->ppl_last,
+                     .base_perplexity = r->ppl_base, .general_weight = r->distill_weight, .elapsed_s = elapsed};
+    mt_progress_emit(&p);
     if (r->metrics) {
         char b[2][32]; /* JSON has no NaN or inf (core/check.h) */
         fprintf(r->metrics, "{\"step\": %ld, \"loss\": %s, \"facts_exact\": %d, \"facts_memorised\": %d, \"facts\": %d, "
@@ -869,13 +874,12 @@ static mt_status open_metrics(memory_run *r) {
     return s;
 }
 
-/* Test hooks: die by SIGKILL right after this step, as a crash would; or forget what was
- * learnt (the best-check restore must bring it back). */
+/* The step is done, its checkpoint written: a safe point (the CLI's crash test kills here).
+ * Test hook: forget what was learnt (the best-check restore must bring it back). */
 static void test_hooks(memory_run *r) {
-    const char *at = getenv("MEMTUNE_TEST_KILL_AFTER_STEP");
-    if (at && atol(at) == r->step) raise(SIGKILL);
-    const char *forget = getenv("MEMTUNE_TEST_FORGET_AFTER_STEP");
-    if (forget && atol(forget) == r->step) mt_memory_test_forget(r);
+    mt_progress p = {.kind = MT_PROGRESS_STEP_END, .step = r->step, .total_steps = r->o.steps};
+    mt_progress_emit(&p);
+    if (r->o.test_forget_after_step > 0 && r->o.test_forget_after_step == r->step) mt_memory_test_forget(r);
 }
 
 /* Steps until every fact is memorised at two checks in a row, the step cap or a stop
@@ -886,7 +890,11 @@ static mt_status train_loop(memory_run *r, int check_every, double t0, const vol
     while (!s && r->all_ok_checks < 2 && r->step < r->o.steps) {
         s = train_step(r, loss);
         r->last_loss = *loss;
-        if (!s && !r->o.quiet && r->step % 10 == 0) fprintf(stderr, "\rmemtune: step %ld loss %.5f   ", r->step, *loss);
+        double now = mt_now_seconds();
+        mt_progress p = {.kind = MT_PROGRESS_STEP, .step = r->step, .total_steps = r->o.steps, .loss = *loss,
+                         .lr = r->o.lr, .elapsed_s = r->seconds_before + now - t0,
+                         .tokens_per_s = r->tokens / fmax(r->seconds_before + now - t0, 1e-9), .logged = r->step % 10 == 0};
+        if (!s) mt_progress_emit(&p);
         if (!s && (r->step % check_every == 0 || r->step == r->o.steps)) {
             int all_ok;
             s = check(r, &all_ok, &r->n_ok);
@@ -896,8 +904,8 @@ static mt_status train_loop(memory_run *r, int check_every, double t0, const vol
         if (!s && (*stopped || (r->o.save_every > 0 && r->step % r->o.save_every == 0)))
             s = mt_memory_checkpoint_save(r, r->seconds_before + mt_now_seconds() - t0);
         if (!s && *stopped) {
-            if (!r->o.quiet)
-                fprintf(stderr, "\nmemtune: stopped at step %ld; checkpoint saved, continue with --resume\n", r->step);
+            mt_progress stopped_at = {.kind = MT_PROGRESS_STOPPED, .step = r->step, .total_steps = r->o.steps};
+            mt_progress_emit(&stopped_at);
             break;
         }
         test_hooks(r);
@@ -920,14 +928,14 @@ static mt_status finish(memory_run *r, double seconds, mt_train_result *res) {
     if (!s) s = mt_memory_best_restore(r, &restored);
     if (!s && restored) s = check_facts_memorised(r, &r->n_ok); /* the per-fact figures of the values kept */
     if (!s && restored && !r->o.quiet)
-        fprintf(stderr, "memtune: the last check (step %ld: %d exact, %d memorised, general perplexity %.4g) is worse than "
-                "step %ld's (%d exact, %d memorised, %.4g): the adapter keeps step %ld's values\n", r->step, last_exact,
+        mt_progress_message(MT_PROGRESS_INFO, "the last check (step %ld: %d exact, %d memorised, general perplexity %.4g) is worse than "
+                "step %ld's (%d exact, %d memorised, %.4g): the adapter keeps step %ld's values", r->step, last_exact,
                 last_ok, last_ppl, r->best.step, r->best.exact, r->best.memorised, r->best.ppl, r->best.step);
     if (!s) s = save_adapter(r);
     if (!s) s = final_answers(r, &recall, &mean_nll, &max_nll);
     if (!s) s = write_report(r, status, recall, mean_nll, max_nll, seconds, restored ? r->best.step : -1);
     if (!s && !r->o.quiet)
-        fprintf(stderr, "memtune: %s: recall %.4f (%d/%d memorised) after %ld steps in %.1f s; general perplexity %.4g -> %.4g\n",
+        mt_progress_message(MT_PROGRESS_INFO, "%s: recall %.4f (%d/%d memorised) after %ld steps in %.1f s; general perplexity %.4g -> %.4g",
                 status, recall, r->n_ok, r->n_facts, r->step, seconds, r->ppl_base, r->ppl_last);
     res->completed = r->all_ok_checks >= 2;
     res->recall = recall;
@@ -950,7 +958,7 @@ mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_opt
     }
     print_setup(&r);
     if (r.o.dry_run) {
-        printf("{\"facts\": %d, \"seq_len\": %d, \"batch\": %d, \"steps\": %d, \"experts\": %ld, \"parameters\": %zu}\n",
+        mt_progress_message(MT_PROGRESS_DRY_RUN, "{\"facts\": %d, \"seq_len\": %d, \"batch\": %d, \"steps\": %d, \"experts\": %ld, \"parameters\": %zu}",
                r.n_facts, r.T, r.B, r.o.steps, r.mome ? r.mome->n_experts : 0, mt_mome_param_count(r.mome));
         memory_free(&r);
         return MT_OK;

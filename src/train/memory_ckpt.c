@@ -6,6 +6,7 @@
 #include "core/file.h"
 #include "train/checkpoint.h"
 #include "train/memory_run.h"
+#include "train/progress.h"
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -250,7 +251,7 @@ mt_status mt_memory_checkpoint_resume(memory_run *r) {
     }
     if (!s && r->rows) mt_token_rows_sync(r->rows);
     if (!s && !r->o.quiet)
-        fprintf(stderr, "memtune: resumed from %s (step %lld, %d/%d facts memorised at the last check)\n", path,
+        mt_progress_message(MT_PROGRESS_INFO, "resumed from %s (step %lld, %d/%d facts memorised at the last check)", path,
                 (long long)r->step, r->n_ok, r->n_facts);
     blob_set_free(&bs, 1);
     json_decref(st);

@@ -1,5 +1,6 @@
 #include "train/train_log.h"
 #include "core/check.h"
+#include "train/progress.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
@@ -8,7 +9,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static int push(long **steps, double **vals, int *n, int *cap, long step, double v) {
     if (*n == *cap) {
@@ -81,32 +81,10 @@ mt_status mt_train_log_open(mt_train_log *l, const char *dir, long total_steps, 
     l->metrics = fopen(path, resume ? "a" : "w");
     mt_status s = l->metrics ? MT_OK : mt_error(MT_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
     free(path);
-    l->tty = isatty(2);
     l->quiet = quiet;
     l->total_steps = total_steps;
     l->start_time = mt_now_seconds();
     return s;
-}
-
-static void format_duration(char *buf, size_t n, double s) {
-    if (!(s >= 0) || s > 1e7) snprintf(buf, n, "?");
-    else if (s < 60) snprintf(buf, n, "%.0fs", s);
-    else if (s < 3600) snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
-    else snprintf(buf, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
-}
-
-void mt_train_log_progress(mt_train_log *l, long step, double loss, double tokens_per_s) {
-    if (l->quiet || !l->tty) return;
-    double elapsed = mt_now_seconds() - l->start_time;
-    char eta[32];
-    format_duration(eta, sizeof eta, step > 0 ? elapsed / step * (l->total_steps - step) : -1);
-    int width = 30, filled = l->total_steps ? (int)(width * step / l->total_steps) : 0;
-    char bar[64];
-    for (int i = 0; i < width; i++) bar[i] = i < filled ? '=' : i == filled ? '>' : ' ';
-    bar[width] = 0;
-    fprintf(stderr, "\r[%s] step %ld/%ld loss %.4f %.0f tok/s ETA %s   ", bar, step, l->total_steps, loss,
-            tokens_per_s, eta);
-    if (step == l->total_steps) fputc('\n', stderr);
 }
 
 void mt_train_log_step(mt_train_log *l, long step, double loss, float lr, double grad_norm,
@@ -122,9 +100,6 @@ void mt_train_log_step(mt_train_log *l, long step, double loss, float lr, double
                 mt_json_number(b[3], 32, "%.1f", tokens_per_s), elapsed);
         fflush(l->metrics);
     }
-    if (!l->quiet && !l->tty)
-        fprintf(stderr, "step %ld/%ld loss %.4f lr %.3g grad_norm %.3g %.0f tok/s\n", step, l->total_steps,
-                loss, lr, grad_norm, tokens_per_s);
 }
 
 void mt_train_log_eval(mt_train_log *l, long step, double eval_loss) {
@@ -134,7 +109,8 @@ void mt_train_log_eval(mt_train_log *l, long step, double eval_loss) {
         fprintf(l->metrics, "{\"step\": %ld, \"eval_loss\": %s}\n", step, mt_json_number(b, sizeof b, "%.6f", eval_loss));
         fflush(l->metrics);
     }
-    if (!l->quiet) fprintf(stderr, "%sstep %ld eval loss %.4f\n", l->tty ? "\n" : "", step, eval_loss);
+    mt_progress p = {.kind = MT_PROGRESS_EVAL, .step = step, .total_steps = l->total_steps, .eval_loss = eval_loss};
+    mt_progress_emit(&p);
 }
 
 static void svg_series(mt_atomic_file *f, const long *steps, const double *vals, int n, long max_step,

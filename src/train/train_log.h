@@ -1,6 +1,7 @@
-/* What a training run tells its user: a progress bar on a terminal (plain periodic lines
- * otherwise) on stderr, DIR/metrics.jsonl with a line per logged step and per eval, and
- * DIR/loss.svg plotting train and eval loss at the end. */
+/* What a training run records: DIR/metrics.jsonl with a line per logged step and per eval
+ * (evals also go to the progress callback), and DIR/loss.svg plotting train and eval loss at
+ * the end. The progress bar or lines are the caller's (the CLI draws them from the
+ * callback's step events). */
 #ifndef MT_TRAIN_TRAIN_LOG_H
 #define MT_TRAIN_TRAIN_LOG_H
 #include <stdio.h>
@@ -8,7 +9,7 @@
 
 typedef struct {
     FILE *metrics;        /* DIR/metrics.jsonl, appended to (a resumed run continues it) */
-    int tty, quiet;
+    int quiet;
     long total_steps;
     double start_time;
     long *train_step, *eval_step;
@@ -24,7 +25,6 @@ mt_status mt_train_log_open(mt_train_log *l, const char *dir, long total_steps, 
 void mt_train_log_step(mt_train_log *l, long step, double loss, float lr, double grad_norm,
                        double tokens_per_s, int write_line);
 void mt_train_log_eval(mt_train_log *l, long step, double eval_loss);
-void mt_train_log_progress(mt_train_log *l, long step, double loss, double tokens_per_s);
 /* Writes DIR/loss.svg (atomically) and closes the metrics file. */
 mt_status mt_train_log_close(mt_train_log *l, const char *dir);
 

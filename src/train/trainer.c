@@ -1,7 +1,9 @@
 /* The trainer: data -> packed rows -> forward/backward over micro-batches -> clipped AdamW
- * step on a schedule, with metrics, evals and atomic checkpoints, and a clean stop on
- * SIGINT/SIGTERM that saves first. It is independent of which parameters train: the
- * method decides the trainable tensors, the loop only follows the flags. */
+ * step on a schedule, with metrics, evals and atomic checkpoints, and a clean stop on the
+ * options' stop flag (or the progress callback's word) that saves first. It reports through
+ * the progress callback (train/progress.h) and never prints. It is independent of which
+ * parameters train: the method decides the trainable tensors, the loop only follows the
+ * flags. */
 #include "core/atomic_dir.h"
 #include "core/check.h"
 #include "core/error.h"
@@ -20,15 +22,12 @@
 #include "train/train_log.h"
 #include "train/trainer.h"
 #include "train/memory.h"
+#include "train/progress.h"
 #include <jansson.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static volatile sig_atomic_t stop_requested = 0;
-static void on_stop_signal(int sig) { (void)sig; stop_requested = 1; }
 
 void mt_train_options_default(mt_train_options *o) {
     memset(o, 0, sizeof *o);
@@ -82,11 +81,12 @@ static void trainer_free(mt_trainer *t) {
 
 static mt_status load_datasets(mt_trainer *t, const char *data_path) {
     const mt_train_options *o = &t->o;
-    mt_status s = mt_dataset_load_jsonl(&t->data, data_path, o->skip_bad_lines);
+    mt_status s = data_path ? mt_dataset_load_jsonl(&t->data, data_path, o->skip_bad_lines) : MT_OK;
+    if (s == MT_OK && o->data_text) s = mt_dataset_load_jsonl_text(&t->data, "examples", o->data_text, strlen(o->data_text), o->skip_bad_lines);
     for (int i = 0; s == MT_OK && i < o->n_data; i++) s = mt_dataset_load_jsonl(&t->data, o->data[i], o->skip_bad_lines);
     if (s == MT_OK && o->eval_data) s = mt_dataset_load_jsonl(&t->eval, o->eval_data, o->skip_bad_lines);
     if (s == MT_OK && t->data.n_skipped + t->eval.n_skipped > 0 && !o->quiet)
-        fprintf(stderr, "memtune: skipped %d bad lines\n", t->data.n_skipped + t->eval.n_skipped);
+        mt_progress_message(MT_PROGRESS_INFO, "skipped %d bad lines", t->data.n_skipped + t->eval.n_skipped);
     return s;
 }
 
@@ -135,7 +135,7 @@ static mt_status prepare_data(mt_trainer *t) {
         return mt_error(MT_ERR_ARG, "EOS (id %d) is never a trained target: a tuned model would not learn to "
                         "stop (does the tokenizer define EOS?)", t->builder.eos_id);
     if (t->packed.n_truncated && !t->o.quiet)
-        fprintf(stderr, "memtune: warning: %ld of %d examples are longer than --seq-len %d and were cut\n",
+        mt_progress_message(MT_PROGRESS_WARNING, "%ld of %d examples are longer than --seq-len %d and were cut",
                 t->packed.n_truncated, t->packed.n_seqs, t->seq_len);
     t->pad_id = choose_pad(t);
     s = mt_epoch_plan_build(&t->packed, t->o.seed, 0, t->o.shuffle, &t->plan);
@@ -175,11 +175,11 @@ static size_t memory_plan(const mt_trainer *t, size_t *acts) {
 static void print_dry_run(const mt_trainer *t) {
     size_t acts, total = memory_plan(t, &acts), params = mt_model_weight_bytes(t->m);
     size_t trained = trainable_count(t);
-    printf("{\"examples\": %d, \"eval_examples\": %d, \"skipped_lines\": %d, \"tokens\": %ld, "
+    mt_progress_message(MT_PROGRESS_DRY_RUN, "{\"examples\": %d, \"eval_examples\": %d, \"skipped_lines\": %d, \"tokens\": %ld, "
            "\"target_tokens\": %ld, \"truncated_examples\": %ld, \"seq_len\": %d, \"rows_per_epoch\": %ld, "
            "\"steps\": %ld, \"parameters\": %zu, \"trainable_parameters\": %zu,\n"
            " \"memory\": {\"weights\": %zu, \"gradients_and_activations\": %zu, \"optimizer\": %zu, "
-           "\"total\": %zu}}\n",
+           "\"total\": %zu}}",
            t->data.n, t->eval.n, t->data.n_skipped + t->eval.n_skipped, t->packed.tokens_total,
            t->packed.targets_total, t->packed.n_truncated, t->seq_len, t->rows_per_epoch, t->total_steps,
            mt_model_param_count(t->m), trained, params, acts, 2 * trained * sizeof(float), total);
@@ -412,7 +412,7 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
         t->opt.step = json_long(st, "adam_step");
         t->rows_opt.step = t->opt.step;
         mt_token_rows_sync(t->rows);
-        if (!t->o.quiet) fprintf(stderr, "memtune: resumed from %s (step %ld)\n", path, t->step);
+        if (!t->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "resumed from %s (step %ld)", path, t->step);
     }
     json_decref(st);
     free(json);
@@ -475,9 +475,10 @@ static mt_status setup_token_rows(mt_trainer *t) {
     t->own_rows = 1;
     if ((s = mt_model_attach_token_rows(t->m, t->rows))) return s;
     if (!t->o.quiet) {
-        fprintf(stderr, "memtune: trainable token rows:");
-        for (int i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
-        fprintf(stderr, " (%d parameters)\n", (1 + t->rows->untied) * n * t->m->cfg.dim);
+        char list[MAX_AUTO_ROWS * 12] = "";
+        for (int i = 0, len = 0; i < n; i++) len += snprintf(list + len, sizeof list - (size_t)len, " %d", ids[i]);
+        mt_progress_message(MT_PROGRESS_INFO, "trainable token rows:%s (%d parameters)", list,
+                            (1 + t->rows->untied) * n * t->m->cfg.dim);
     }
     return MT_OK;
 }
@@ -529,20 +530,20 @@ static mt_status setup_lora(mt_trainer *t) {
         if ((s = mt_model_set_lora(t->m, t->lora))) return s;
     }
     if (!t->o.quiet) {
-        fprintf(stderr, "memtune: LoRA r=%d alpha=%g%s dropout %g on %s%s%s: %zu trainable parameters (%.3f%% of %zu)\n",
+        mt_progress_message(MT_PROGRESS_INFO, "LoRA r=%d alpha=%g%s dropout %g on %s%s%s: %zu trainable parameters (%.3f%% of %zu)",
                 t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", t->lora->dropout,
                 mt_lora_targets_text(t->lora->targets), t->o.lora_layers && t->own_lora ? " of layers " : "",
                 t->o.lora_layers && t->own_lora ? t->o.lora_layers : "",
                 t->lora->n_params, 100.0 * t->lora->n_params / (double)mt_model_param_count(t->m), mt_model_param_count(t->m));
         if (t->m->base)
-            fprintf(stderr, "memtune: frozen base linear layers held as %s: weights take %.1f MB (f32: %.1f MB)\n",
+            mt_progress_message(MT_PROGRESS_INFO, "frozen base linear layers held as %s: weights take %.1f MB (f32: %.1f MB)",
                     mt_model_base_dtype(t->m), mt_model_weight_bytes(t->m) / 1e6, mt_model_param_count(t->m) * 4 / 1e6);
         int twin;
         if (!rows_train_stop_token(t) && stop_token_untrained(t, &twin))
-            fprintf(stderr, "memtune: warning: the stop token (id %d) was never trained: its output row equals that of "
+            mt_progress_message(MT_PROGRESS_WARNING, "the stop token (id %d) was never trained: its output row equals that of "
                     "id %d. The base (and its head) stay frozen with LoRA, so the adapter cannot make the model stop "
                     "after an answer; expect answers that run on. Fine-tune with --method full, or use a chat template "
-                    "that ends answers with a token the model already emits (README: LoRA and the stop token).\n", t->builder.eos_id, twin);
+                    "that ends answers with a token the model already emits (README: LoRA and the stop token).", t->builder.eos_id, twin);
     }
     return MT_OK;
 }
@@ -556,7 +557,7 @@ static mt_status setup(mt_trainer *t, const char *data_path) {
         return mt_error(MT_ERR_ARG, "--method full with an adapter attached: merge it first (mt_lora_merge)");
     t->seq_len = t->o.seq_len > 0 ? t->o.seq_len : (c->max_seq_len < 512 ? c->max_seq_len : 512);
     if (t->seq_len > c->max_seq_len && !t->o.quiet)
-        fprintf(stderr, "memtune: warning: --seq-len %d exceeds the model's context length %d\n", t->seq_len, c->max_seq_len);
+        mt_progress_message(MT_PROGRESS_WARNING, "--seq-len %d exceeds the model's context length %d", t->seq_len, c->max_seq_len);
     mt_status s = mt_schedule_parse(t->o.schedule ? t->o.schedule : "cosine", &t->sched);
     if (s == MT_OK) s = load_datasets(t, data_path);
     if (s == MT_OK) s = setup_template(t);
@@ -595,10 +596,10 @@ static mt_status maybe_eval(mt_trainer *t, mt_train_log *log, int force) {
     return s;
 }
 
-static void crash_hook(const mt_trainer *t) {
-    /* Test hook: die by SIGKILL right after this step, as a crash would. */
-    const char *at = getenv("MEMTUNE_TEST_KILL_AFTER_STEP");
-    if (at && atol(at) == t->step) raise(SIGKILL);
+/* The step is done, its checkpoint written: a safe point (the CLI's crash test kills here). */
+static void step_end(const mt_trainer *t) {
+    mt_progress p = {.kind = MT_PROGRESS_STEP_END, .step = t->step, .total_steps = t->total_steps};
+    mt_progress_emit(&p);
 }
 
 static mt_status train_loop(mt_trainer *t, mt_train_log *log, mt_train_result *res) {
@@ -616,21 +617,26 @@ static mt_status train_loop(mt_trainer *t, mt_train_log *log, mt_train_result *r
         window_tokens += t->tokens - tokens_before;
         double now = mt_now_seconds(), tps = window_tokens / fmax(now - t_window, 1e-9);
         int log_now = t->step % (t->o.log_every > 0 ? t->o.log_every : 1) == 0 || t->step == t->total_steps;
-        mt_train_log_progress(log, t->step, loss, tps);
+        mt_progress p = {.kind = MT_PROGRESS_STEP, .step = t->step, .total_steps = t->total_steps, .loss = loss,
+                         .lr = lr, .tokens_per_s = tps, .elapsed_s = now - log->start_time, .logged = log_now};
         if (log_now) {
             res->train_loss = t->window_loss / t->window_steps;
             mt_train_log_step(log, t->step, res->train_loss, lr, gnorm, tps, 1);
             t->window_loss = 0, t->window_steps = 0, window_tokens = 0, t_window = now;
+            p.window_loss = res->train_loss, p.grad_norm = gnorm;
         }
+        mt_progress_emit(&p);
         s = maybe_eval(t, log, 0);
-        if (s == MT_OK && (stop_requested || (t->o.save_every > 0 && t->step % t->o.save_every == 0)))
+        int stop = mt_progress_stop_requested();
+        if (s == MT_OK && (stop || (t->o.save_every > 0 && t->step % t->o.save_every == 0)))
             s = save_checkpoint(t);
-        if (s == MT_OK && stop_requested) {
+        if (s == MT_OK && stop) {
             res->interrupted = 1;
-            if (!t->o.quiet) fprintf(stderr, "\nmemtune: stopped at step %ld; checkpoint saved, continue with --resume\n", t->step);
+            mt_progress emitted = {.kind = MT_PROGRESS_STOPPED, .step = t->step, .total_steps = t->total_steps};
+            mt_progress_emit(&emitted);
             break;
         }
-        crash_hook(t);
+        step_end(t);
     }
     return s;
 }
@@ -657,7 +663,7 @@ static mt_status finish(mt_trainer *t, mt_train_log *log) {
         if (s == MT_OK) s = mt_atomic_dir_commit(&out);
         else mt_atomic_dir_abort(&out);
     }
-    if (s == MT_OK && !t->o.quiet) fprintf(stderr, "memtune: saved %s\n", dir);
+    if (s == MT_OK && !t->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "saved %s", dir);
     free(dir);
     return s;
 }
@@ -676,7 +682,7 @@ static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res)
     mt_train_log log;
     if ((s = mt_train_log_open(&log, t->o.out_dir, t->total_steps, t->o.quiet, t->o.resume, t->step))) return s;
     if (!t->o.quiet)
-        fprintf(stderr, "memtune: %d examples, %ld target tokens, %ld rows of %d per epoch, %ld steps from step %ld\n",
+        mt_progress_message(MT_PROGRESS_INFO, "%d examples, %ld target tokens, %ld rows of %d per epoch, %ld steps from step %ld",
                 t->data.n, t->packed.targets_total, t->rows_per_epoch, t->seq_len, t->total_steps, t->step);
     if (!t->o.resume) s = maybe_eval(t, &log, 1);
     double t0 = mt_now_seconds();
@@ -691,7 +697,8 @@ static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res)
 static mt_status resolve_method(mt_train_options *o, const char *data_path) {
     if (o->method && strcmp(o->method, "auto")) return MT_OK;
     mt_dataset ds = {0};
-    mt_status s = mt_dataset_load_jsonl(&ds, data_path, o->skip_bad_lines);
+    mt_status s = data_path ? mt_dataset_load_jsonl(&ds, data_path, o->skip_bad_lines) : MT_OK;
+    if (!s && o->data_text) s = mt_dataset_load_jsonl_text(&ds, "examples", o->data_text, strlen(o->data_text), o->skip_bad_lines);
     for (int i = 0; !s && i < o->n_data; i++) s = mt_dataset_load_jsonl(&ds, o->data[i], o->skip_bad_lines);
     int facts = !s && ds.n > 0;
     for (int i = 0; facts && i < ds.n; i++) facts = ds.items[i].is_fact;
@@ -709,20 +716,18 @@ mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_option
     mt_trainer t = {.m = m, .last_eval = NAN};
     if (opts) t.o = *opts;
     else mt_train_options_default(&t.o);
+    if (!data_path && !t.o.data_text) return mt_error(MT_ERR_ARG, "no training data: give a JSONL file or examples in memory");
     mt_status rs = mt_train_options_validate(m, &t.o);
     if (rs == MT_OK) rs = resolve_method(&t.o, data_path);
     if (rs) return rs;
     int memory = !strcmp(t.o.method, "memory");
     if (!memory && t.o.lr == 0) t.o.lr = 1e-4f;
+    int threads_before = mt_kernels_threads();
     if (t.o.threads) mt_set_threads(t.o.threads);
-    struct sigaction sa = {.sa_handler = on_stop_signal}, old_int, old_term;
-    sigemptyset(&sa.sa_mask);
-    stop_requested = 0;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-    mt_status s = memory ? mt_memory_train(m, data_path, &t.o, res, &stop_requested) : run(&t, data_path, res);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    mt_progress_begin(&t.o);
+    mt_status s = memory ? mt_memory_train(m, data_path, &t.o, res, mt_progress_stop_flag()) : run(&t, data_path, res);
+    mt_progress_end();
+    if (t.o.threads) mt_set_threads(threads_before);
     if (!memory) {
         res->steps = t.step;
         res->tokens = t.tokens;
