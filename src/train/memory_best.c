@@ -56,6 +56,10 @@ static mt_status reserve_rows(memory_run *r, long n) {
 
 mt_status mt_memory_best_consider(memory_run *r) {
     if (!within_limit(r) || (r->best.have && !beats(r->n_exact, r->n_ok, r->best.exact, r->best.memorised))) return MT_OK;
+    return mt_memory_best_snapshot(r);
+}
+
+mt_status mt_memory_best_snapshot(memory_run *r) {
     if (!r->best.dense && !(r->best.dense = malloc(mt_memory_dense_size(r) * sizeof(float) + 1)))
         return mt_error(MT_ERR_NOMEM, "out of memory for the best check's values");
     copy_dense(r, r->best.dense, 1);
