@@ -30,7 +30,7 @@ static mt_rng rng;
 enum { KT = 5 };
 static const mt_mome_shape ksh = {.C = 6, .n1 = 5, .n2 = 4, .H = 2, .K = 3, .dk = 4, .Cx = 3};
 #define KN 20L
-static double kscratch[KT * 2 * (5 + 4)]; /* mt_mome_scratch_size(&ksh, KT) */
+static double kscratch[KT * (2 * (5 + 4) + 2 * 3)]; /* mt_mome_scratch_size(&ksh, KT) */
 
 typedef struct {
     double *x, *router, *bank, *w; /* w: fixed weights of the loss Σ w·out */
