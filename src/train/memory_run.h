@@ -62,7 +62,7 @@ typedef struct {
     mt_mome_options mome_opts; /* what made r->mome (recreates its initial bank) */
     char auto_sites[128];      /* the default sites' list (mome_opts.sites may point here) */
     /* The best check so far with general perplexity within the limit: most facts exact, then
-     * most memorised (the earlier check wins a tie: a copy costs about 0.7 s at 274k rows). Its trained values: the dense parts (router,
+     * most memorised (the later check wins a tie: then the last check is often the best, stored once). Its trained values: the dense parts (router,
      * token rows, LoRA) whole, the bank's rows that had changed by then. */
     struct {
         int have, exact, memorised;

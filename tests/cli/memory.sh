@@ -32,9 +32,8 @@ for i in range(6):
 RUN="--model $M --data $TMP/facts.jsonl --experts 1024 --expert-k 4 --expert-heads 2 --check-every 10 --threads 2 --seed 3"
 
 # A finished run, resumed, ends as it did: the last check's exact count comes from the
-# checkpoint (with --margin 1000 nothing is ever memorised, so checks tie on memorised and the
-# keep-best choice rests on the exact count; read as 0 it rolled the adapter back to an earlier
-# check). Ctrl-C during the final greedy recall stops between two facts (exit 130, no
+# checkpoint (with --margin 1000 nothing is ever memorised, so the keep-best choice rests on the
+# exact count alone; read as 0, a resumed run compared the best check with "0 exact"). Ctrl-C during the final greedy recall stops between two facts (exit 130, no
 # facts.jsonl or report.json written) and --resume finishes the run.
 resume_and_interrupt() { # DIR STEPS FLAGS...
   local d=$1 steps=$2; shift 2
