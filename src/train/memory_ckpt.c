@@ -37,7 +37,9 @@ static void blob_set_free(blob_set *bs, int loading) {
 static int best_is_current(const memory_run *r) { return r->best.have && r->best.step == r->step; }
 
 static mt_status add_best(memory_run *r, int loading, blob_set *bs) {
-    if (!r->best.have || best_is_current(r)) return MT_OK; /* the current values are the best's */
+    /* saving: the current values are the best's; loading: prepare_best sized r->best only when
+     * the file holds it (r->step is not restored yet) */
+    if (!r->best.have || (!loading && best_is_current(r))) return MT_OK;
     size_t n = (size_t)r->best.n_rows, width = r->mome ? 2 * (size_t)r->mome->shape.C : 0;
     if (!(bs->best_ids = malloc(n * sizeof(int64_t) + 1))) return mt_error(MT_ERR_NOMEM, "out of memory");
     for (size_t i = 0; !loading && i < n; i++) bs->best_ids[i] = r->best.row_ids[i];
