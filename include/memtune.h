@@ -334,16 +334,17 @@ typedef struct {
      * schedule, memory experts + token rows (+ LoRA with memory_lora); writes
      * <out_dir>/adapter, <out_dir>/report.json and <out_dir>/facts.jsonl. --steps caps the run
      * (default 2000); lr 0 = the method's default (1e-4 full/lora, 3e-3 memory) */
-    long experts;              /* memory experts per site; default 65536; 0 = none */
+    long experts;              /* memory experts per site; default -1: from the facts and the
+                                  model (README: Memory tuning, the bank); 0 = none */
     int expert_k;              /* experts chosen per head per token; default 8 */
     int expert_heads;          /* routing heads; default 4 */
     const char *expert_sites;  /* layers whose MLP output gets experts ("2,4", "last", "all");
-                                  NULL = all */
+                                  NULL = all of at most 8 layers, else 8 spread evenly */
     int freeze_router;         /* keep the router at its initialisation; default 0 (trains) */
     int expert_context;        /* routing context values per decay (mt_mome_options.context_dim);
                                   default 32; 0 = none */
     int memory_lora;           /* also train a LoRA adapter (lora_rank, ...); default 1 */
-    float tau;                 /* memorised: greedy exact and every answer-token NLL <= tau; 0.05 */
+    float tau;                 /* with margin: also every answer-token NLL <= tau; default 0 = off */
     const char *general;       /* general text for the perplexity guard; NULL = text sampled
                                   from the base model before tuning */
     float general_limit;       /* allowed perplexity ratio to the base; default 1.05; above it
@@ -353,6 +354,9 @@ typedef struct {
                                   default 1; 0 = off until the guard trips */
     int check_every;           /* steps between checks of all facts; 0 = about one pass */
     float rehearsal_weight;    /* loss weight of memorised facts rehearsed; default 0.25 */
+    float margin;              /* memorised (recalled robustly): at every answer position the
+                                  stored token's logit leads the runner-up by >= margin;
+                                  default 2 (README: Memory tuning, completion) */
     /* progress, stopping, data in memory (py24) */
     mt_progress_callback progress; /* NULL: nothing is reported (the result still is) */
     void *progress_user;

@@ -132,7 +132,7 @@ TEST(train_options_out_of_range_are_refused_by_name) {
     EXPECT_TRAIN(weight_decay, NAN, "--weight-decay nan");
     EXPECT_TRAIN(clip, NAN, "--clip nan");
     EXPECT_TRAIN(save_every, -1, "--save-every -1: must be an integer in [0, ");
-    EXPECT_TRAIN(experts, -1, "--experts -1");
+    EXPECT_TRAIN(experts, -2, "--experts -2");
     EXPECT_TRAIN(threads, -1, "--threads -1: must be an integer in [0, 1024]");
     EXPECT_TRAIN(threads, 10000, "--threads 10000");
     EXPECT_TRAIN(batch, 0, "--batch 0: must be an integer in [1, ");

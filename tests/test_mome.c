@@ -8,6 +8,9 @@
 #include "test.h"
 #include "model_batch.h"
 #include <unistd.h>
+#include <sys/stat.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
@@ -27,7 +30,7 @@ static mt_rng rng;
 enum { KT = 5 };
 static const mt_mome_shape ksh = {.C = 6, .n1 = 5, .n2 = 4, .H = 2, .K = 3, .dk = 4, .Cx = 3};
 #define KN 20L
-static double kscratch[KT * 2 * (5 + 4)]; /* mt_mome_scratch_size(&ksh, KT) */
+static double kscratch[KT * (2 * (5 + 4) + 2 * 3)]; /* mt_mome_scratch_size(&ksh, KT) */
 
 typedef struct {
     double *x, *router, *bank, *w; /* w: fixed weights of the loss Σ w·out */
@@ -510,6 +513,77 @@ TEST(bank_is_mapped_on_load_or_read_when_it_cannot_be) {
     mt_model_free(m);
 }
 
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* Trains (as if) rows `rows` of every site: b no longer zero. */
+static void touch_rows(mt_mome *mm, const long *rows, int n) {
+    for (int site = 0; site < mm->n_sites; site++)
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < 2 * mm->shape.C; c++)
+                mm->bank[site * mm->bank_size + (size_t)rows[i] * 2 * mm->shape.C + c] = (float)(0.5 * mt_rng_normal(&rng));
+}
+
+/* The size rule: an adapter file holds the router and the rows that can change the output (b !=
+ * 0) with their ids, so it grows with the rows touched (exactly 2C floats + one id per row and
+ * site) and not with the bank (N = 1024 and N = 16384 with the same rows: the same bank bytes);
+ * loading it gives the same logits; a bank almost all touched keeps the dense layout. */
+TEST(adapter_files_grow_with_touched_rows_not_with_the_bank) {
+    mt_config cfg = small_config();
+    mt_model *m = random_model(&cfg);
+    if (!m) return;
+    const long rows[6] = {3, 17, 100, 511, 700, 1000};
+    long size[2][2], router_bytes[2];
+    const long experts[2] = {1024, 16384};
+    const char *dir = "build/tests/tmp_mome_sparse", *file = "build/tests/tmp_mome_sparse/mome.safetensors";
+    int ids[6] = {1, 5, 3, 9, 12, 4};
+    size_t V = (size_t)cfg.vocab_size;
+    float *l0 = malloc(6 * V * sizeof(float)), *l1 = malloc(6 * V * sizeof(float));
+    for (int b = 0; b < 2; b++)
+        for (int t = 0; t < 2; t++) {
+            mt_mome_options o = small_options(4);
+            o.experts = experts[b], o.k = 4;
+            mt_mome *mm = NULL, *back = NULL;
+            CHECK_OK(mt_mome_create(m, &o, &mm));
+            if (!mm) continue;
+            touch_rows(mm, rows, t ? 6 : 3);
+            router_bytes[b] = (long)(mm->n_sites * mm->router_size * sizeof(float));
+            CHECK_OK(mt_mome_save(mm, dir));
+            size[b][t] = file_size(file);
+            CHECK_OK(mt_model_attach_mome(m, mm));
+            CHECK_OK(mt_model_logits(m, ids, 6, l0));
+            CHECK_OK(mt_mome_load(m, dir, &back));
+            if (back) {
+                CHECK(back->bank_file.data == NULL); /* sparse: read, not mapped */
+                CHECK_OK(mt_model_attach_mome(m, back));
+                CHECK_OK(mt_model_logits(m, ids, 6, l1));
+                CHECK_MSG(memcmp(l0, l1, 6 * V * sizeof(float)) == 0, "logits differ after a sparse save -> load");
+            }
+            CHECK_OK(mt_model_attach_mome(m, NULL));
+            mt_mome_free(back), mt_mome_free(mm);
+        }
+    long row_bytes = 2 * cfg.dim * (long)sizeof(float) + (long)sizeof(int32_t), sites = 2;
+    fprintf(stderr, "  files: N=1024: %ld, %ld bytes; N=16384: %ld, %ld bytes (3, 6 rows touched)\n", size[0][0],
+            size[0][1], size[1][0], size[1][1]);
+    CHECK_INT_EQ(size[0][1] - size[0][0], 3 * sites * row_bytes); /* 3 more rows per site */
+    CHECK_INT_EQ(size[1][1] - size[1][0], 3 * sites * row_bytes);
+    CHECK(llabs((size[1][0] - router_bytes[1]) - (size[0][0] - router_bytes[0])) < 512); /* header names aside */
+    CHECK(size[1][0] < router_bytes[1] + 6 * sites * row_bytes + 4096); /* not 16384 rows */
+    /* all rows touched: the dense layout, mapped on load */
+    mt_mome *full = small_mome(m, 1), *back = NULL;
+    if (full) {
+        CHECK_OK(mt_mome_save(full, dir));
+        CHECK_OK(mt_mome_load(m, dir, &back));
+        CHECK(back && back->bank_file.data != NULL);
+        mt_mome_free(back);
+    }
+    mt_mome_free(full);
+    free(l0), free(l1);
+    mt_model_free(m);
+}
+
 /* ---- the bank's optimizer ------------------------------------------------------------- */
 
 enum { SA_ROWS = 10, SA_W = 3 };
@@ -597,6 +671,7 @@ int main(void) {
     RUN(kv_cache_decoding_equals_the_whole_sequence);
     RUN(bad_shapes_and_files_are_refused);
     RUN(bank_is_mapped_on_load_or_read_when_it_cannot_be);
+    RUN(adapter_files_grow_with_touched_rows_not_with_the_bank);
     RUN(sparse_adam_matches_per_row_adamw_and_restores_exactly);
     TEST_MAIN_END();
 }

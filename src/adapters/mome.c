@@ -213,9 +213,90 @@ static float *part_data(const mt_mome *mm, int site, int k, long *rows, int *col
     return (in_bank ? mm->bank + site * mm->bank_size : mm->router + site * mm->router_size) + off;
 }
 
+/* Whether row e of a site's bank can change the output: b_e != 0 (an expert with b = 0 adds
+ * exactly zero, whatever a_e is, so such rows are implicit in files). */
+static int row_used(const float *row, int C) {
+    for (int c = 0; c < C; c++)
+        if (row[C + c] != 0) return 1;
+    return 0;
+}
+
+/* The rows of each site that can change the output: ids [Σ counts] ascending per site. */
+static int32_t *used_rows(const mt_mome *mm, long *count) {
+    int C = mm->shape.C;
+    long total = 0;
+    for (int site = 0; site < mm->n_sites; site++) {
+        count[site] = 0;
+        for (long e = 0; e < mm->n_experts; e++)
+            count[site] += row_used(mm->bank + site * mm->bank_size + (size_t)e * 2 * C, C);
+        total += count[site];
+    }
+    int32_t *ids = malloc((size_t)total * sizeof(int32_t) + 1);
+    for (int site = 0, at = 0; ids && site < mm->n_sites; site++)
+        for (long e = 0; e < mm->n_experts; e++)
+            if (row_used(mm->bank + site * mm->bank_size + (size_t)e * 2 * C, C)) ids[at++] = (int32_t)e;
+    return ids;
+}
+
+/* The sparse layout: every site's router parts, then per site .expert_ids [n] (I32, ascending)
+ * and .expert_rows [n, 2C] of the rows used; the rest of the bank is implicit (b = 0). */
+static mt_status save_sparse(const mt_mome *mm, const char *wpath, const long *count, const int32_t *ids) {
+    int nr = n_parts(mm) - 1, n = mm->n_sites * (nr + 2), C = mm->shape.C;
+    static const int router_parts[MAX_PARTS - 1] = {0, 1, 2, 4};
+    mt_st_desc *d = calloc((size_t)n, sizeof *d);
+    char (*names)[96] = calloc((size_t)n, sizeof *names);
+    float *row = malloc(2 * (size_t)C * sizeof(float));
+    mt_status s = d && names && row ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
+    for (int i = 0; !s && i < n; i++) {
+        long rows;
+        int cols;
+        if (i < mm->n_sites * nr) {
+            int site = i / nr, part = router_parts[i % nr];
+            part_data(mm, site, part, &rows, &cols);
+            snprintf(names[i], sizeof names[i], "model.layers.%d.mome.%s", mm->layers[site], part_name[part]);
+            d[i] = (mt_st_desc){.name = names[i], .dtype = "F32", .n_dims = 2, .shape = {rows, cols}};
+        } else {
+            int j = i - mm->n_sites * nr, site = j / 2;
+            snprintf(names[i], sizeof names[i], "model.layers.%d.mome.%s", mm->layers[site], j % 2 ? "expert_rows" : "expert_ids");
+            d[i] = j % 2 ? (mt_st_desc){.name = names[i], .dtype = "F32", .n_dims = 2, .shape = {count[site], 2 * C}}
+                         : (mt_st_desc){.name = names[i], .dtype = "I32", .n_dims = 1, .shape = {count[site]}};
+        }
+    }
+    mt_st_writer w;
+    const char *meta[] = {"format", "memtune-mome", NULL};
+    if (!s && !(s = mt_st_writer_open(&w, wpath, d, n, meta))) {
+        for (int i = 0; !s && i < mm->n_sites * nr; i++) {
+            long rows;
+            int cols;
+            const float *p = part_data(mm, i / nr, router_parts[i % nr], &rows, &cols);
+            s = mt_st_writer_put_f32(&w, p, (size_t)rows * cols);
+        }
+        const int32_t *site_ids = ids;
+        for (int site = 0; !s && site < mm->n_sites; site++) {
+            s = mt_st_writer_put(&w, site_ids, (size_t)count[site] * sizeof(int32_t));
+            for (long k = 0; !s && k < count[site]; k++)
+                s = mt_st_writer_put_f32(&w, mm->bank + site * mm->bank_size + (size_t)site_ids[k] * 2 * C, 2 * (size_t)C);
+            site_ids += count[site];
+        }
+        if (!s) s = mt_st_writer_commit(&w);
+        else mt_st_writer_abort(&w);
+    }
+    free(d), free(names), free(row);
+    return s;
+}
+
 mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
     mt_status s = mt_mkdir_p(dir);
     if (s) return s;
+    /* sparse when smaller: only rows with b != 0 (ids + rows), else the whole banks (mapped on load) */
+    long *count = calloc((size_t)mm->n_sites, sizeof(long)), total = 0;
+    int32_t *ids = count ? used_rows(mm, count) : NULL;
+    if (!ids) {
+        free(count);
+        return mt_error(MT_ERR_NOMEM, "out of memory");
+    }
+    for (int site = 0; site < mm->n_sites; site++) total += count[site];
+    int sparse = (size_t)total * (2 * mm->shape.C + 1) < (size_t)mm->n_sites * mm->n_experts * 2 * mm->shape.C;
     int np = n_parts(mm), n = mm->n_sites * np;
     mt_st_desc *d = calloc((size_t)n, sizeof *d);
     char (*names)[96] = calloc((size_t)n, sizeof *names);
@@ -223,10 +304,11 @@ mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
     json_t *layers = json_array();
     for (int i = 0; i < mm->n_sites; i++) json_array_append_new(layers, json_integer(mm->layers[i]));
     const mt_mome_shape *sh = &mm->shape;
-    json_t *o = json_pack("{s:s, s:I, s:i, s:i, s:i, s:i, s:i, s:o, s:i, s:i, s:s, s:s, s:b}", "type", "memtune-mome",
-                          "experts", (json_int_t)mm->n_experts, "n1", sh->n1, "n2", sh->n2, "heads", sh->H, "k", sh->K,
-                          "query_dim", sh->dk, "layers", layers, "dim", sh->C, "n_layers", mm->n_layers,
-                          "site", "mlp_output", "activation", "silu", "router_frozen", mm->freeze_router);
+    json_t *o = json_pack("{s:s, s:I, s:i, s:i, s:i, s:i, s:i, s:o, s:i, s:i, s:s, s:s, s:b, s:s, s:I}", "type",
+                          "memtune-mome", "experts", (json_int_t)mm->n_experts, "n1", sh->n1, "n2", sh->n2, "heads", sh->H,
+                          "k", sh->K, "query_dim", sh->dk, "layers", layers, "dim", sh->C, "n_layers", mm->n_layers,
+                          "site", "mlp_output", "activation", "silu", "router_frozen", mm->freeze_router,
+                          "bank", sparse ? "sparse" : "dense", "rows_stored", (json_int_t)(sparse ? total : mm->n_sites * mm->n_experts));
     if (o && mm->shape.Cx) {
         json_t *decays = json_array();
         for (int i = 0; i < mm->context.n_decays; i++) json_array_append_new(decays, json_real(mm->context.decays[i]));
@@ -245,7 +327,8 @@ mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
     }
     mt_st_writer w;
     const char *meta[] = {"format", "memtune-mome", NULL};
-    if (!s && !(s = mt_st_writer_open(&w, wpath, d, n, meta))) {
+    if (!s && sparse) s = save_sparse(mm, wpath, count, ids);
+    else if (!s && !(s = mt_st_writer_open(&w, wpath, d, n, meta))) {
         for (int i = 0, site, part; !s && i < n; i++) {
             long rows;
             int cols;
@@ -257,7 +340,7 @@ mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
         else mt_st_writer_abort(&w);
     }
     if (!s) s = mt_write_file_atomic(cpath, text, strlen(text));
-    free(d), free(names), free(wpath), free(cpath), free(text);
+    free(d), free(names), free(wpath), free(cpath), free(text), free(count), free(ids);
     return s;
 }
 
@@ -375,6 +458,44 @@ static mt_status map_banks(mt_mome *mm, const mt_safetensors *st, const char *pa
     return MT_OK;
 }
 
+/* The sparse layout (see save_sparse): the bank stays zero (calloc: untouched pages cost no
+ * memory) but for the rows stored, which are checked (ids ascending, in range, values finite)
+ * and put in place. *sparse = 0 when the file has the dense layout. */
+static mt_status read_sparse_banks(mt_mome *mm, const mt_safetensors *st, const char *path, int *sparse) {
+    char name[96];
+    int C = mm->shape.C;
+    snprintf(name, sizeof name, "model.layers.%d.mome.expert_ids", mm->layers[0]);
+    *sparse = mt_safetensors_find(st, name) != NULL;
+    mt_status s = MT_OK;
+    for (int site = 0; *sparse && !s && site < mm->n_sites; site++) {
+        snprintf(name, sizeof name, "model.layers.%d.mome.expert_ids", mm->layers[site]);
+        const mt_st_tensor *ti = mt_safetensors_find(st, name);
+        snprintf(name, sizeof name, "model.layers.%d.mome.expert_rows", mm->layers[site]);
+        const mt_st_tensor *tr = mt_safetensors_find(st, name);
+        if (!ti || !tr)
+            return mt_error(MT_ERR_MISMATCH, "%s: layer %d lacks expert_ids or expert_rows", path, mm->layers[site]);
+        long n = ti->n_dims == 1 ? (long)ti->shape[0] : -1;
+        if (strcmp(ti->dtype, "I32") || n < 0 || n > mm->n_experts || tr->n_dims != 2 || tr->shape[0] != n ||
+            tr->shape[1] != 2 * C)
+            return mt_error(MT_ERR_FORMAT, "%s: layer %d: expert_ids must be I32 [n <= %ld] and expert_rows [n, %d]", path,
+                            mm->layers[site], mm->n_experts, 2 * C);
+        float *rows = malloc((size_t)n * 2 * C * sizeof(float) + 1);
+        if (!rows) return mt_error(MT_ERR_NOMEM, "out of memory");
+        if (!(s = mt_safetensors_read_f32(st, tr, rows, (size_t)n * 2 * C))) s = check_finite(rows, (size_t)n * 2 * C, path, name);
+        for (long k = 0, prev = -1; !s && k < n; k++) {
+            int32_t e;
+            memcpy(&e, ti->data + (size_t)k * sizeof e, sizeof e);
+            if (e <= prev || e >= mm->n_experts)
+                s = mt_error(MT_ERR_FORMAT, "%s: layer %d: expert id %d out of order or range [0, %ld)", path,
+                             mm->layers[site], (int)e, mm->n_experts);
+            else memcpy(mm->bank + site * mm->bank_size + (size_t)e * 2 * C, rows + (size_t)k * 2 * C, 2 * C * sizeof(float));
+            prev = e;
+        }
+        free(rows);
+    }
+    return s;
+}
+
 mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out) {
     *out = NULL;
     char *cpath = mt_path_join(dir, "mome_config.json"), *wpath = mt_path_join(dir, "mome.safetensors");
@@ -385,7 +506,8 @@ mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out) {
     if (!s && !(s = mt_safetensors_open(wpath, &st))) open = 1;
     char name[96];
     int np = s ? 0 : n_parts(mm), mapped = 0;
-    if (!s) s = map_banks(mm, &st, wpath, &mapped);
+    if (!s) s = read_sparse_banks(mm, &st, wpath, &mapped); /* in place: "mapped" skips the dense read */
+    if (!s && !mapped) s = map_banks(mm, &st, wpath, &mapped);
     for (int i = 0; !s && i < mm->n_sites * np; i++) {
         long rows;
         int cols;

@@ -32,7 +32,7 @@ size_t mt_mome_context_offset(const mt_mome_shape *sh) {
 }
 size_t mt_mome_scratch_size(const mt_mome_shape *sh, int T) {
     size_t scores = (size_t)sh->H * (sh->n1 + sh->n2), dq = (size_t)sh->H * sh->dk;
-    return (size_t)T * (scores > dq ? scores : dq);
+    return (size_t)T * ((scores > dq ? scores : dq) + (size_t)sh->H * sh->K); /* backward: dq, then ds */
 }
 
 size_t mt_mome_router_size(const mt_mome_shape *sh) {
@@ -161,10 +161,11 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
     }
 }
 
-/* The backward of one (token, head): expert slots, gates, scores, sub-keys and query. dq is
- * the query gradient of this head (written). */
-static void R(head_backward)(real *dx, real *dk1, real *dk2, real *dq, real *slot_grads, const real *dy,
-                             const real *x, const real *q, const int *idx, const real *gate, const real *z,
+/* The backward of one (token, head): expert slots, gates, scores and query. dq is the query
+ * gradient of this head (written), ds [K] the chosen scores' gradients (written; the sub-keys'
+ * gradients follow from them, head by head, in mt_mome_backward). */
+static void R(head_backward)(real *dx, real *ds, real *dq, real *slot_grads, const real *dy,
+                             const real *x, const int *idx, const real *gate, const real *z,
                              const real *k1, const real *k2, const real *bank, const mt_mome_shape *sh) {
     int C = sh->C, K = sh->K, half = sh->dk / 2, n2 = sh->n2;
     real dgate[MOME_MAX_K], wsum = 0;
@@ -183,17 +184,15 @@ static void R(head_backward)(real *dx, real *dk1, real *dk2, real *dq, real *slo
         dgate[k] = act * by;
         wsum += gate[k] * dgate[k];
     }
-    if (!dk1) return;
+    if (!ds) return;
     memset(dq, 0, (size_t)sh->dk * sizeof(real));
     for (int k = 0; k < K; k++) {
         /* softmax backward, then score = s1[i] + s2[j] with s1[i] = K1[i]·q1, s2[j] = K2[j]·q2 */
-        real ds = gate[k] * (dgate[k] - wsum);
+        ds[k] = gate[k] * (dgate[k] - wsum);
         int i = idx[k] / n2, j = idx[k] % n2;
         for (int c = 0; c < half; c++) {
-            dk1[(size_t)i * half + c] += ds * q[c];
-            dk2[(size_t)j * half + c] += ds * q[half + c];
-            dq[c] += ds * k1[(size_t)i * half + c];
-            dq[half + c] += ds * k2[(size_t)j * half + c];
+            dq[c] += ds[k] * k1[(size_t)i * half + c];
+            dq[half + c] += ds[k] * k2[(size_t)j * half + c];
         }
     }
 }
@@ -207,17 +206,37 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
     real *dwq = drouter, *dk1 = drouter ? drouter + (size_t)H * dk * C : NULL;
     real *dk2 = drouter ? dk1 + (size_t)H * sh->n1 * half : NULL;
     real *dq = drouter ? scratch : NULL; /* head_backward writes each head's part whole */
-    /* token by token: the sub-key gradients of different tokens meet in the same rows */
+    real *ds = drouter ? scratch + (size_t)T * H * dk : NULL; /* [T, H, K] */
+    /* tokens in parallel: each writes its own slots, dx row, dq and ds */
+#pragma omp parallel for if (T > 1)
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
             size_t slot = ((size_t)t * H + h) * K;
             size_t h1 = (size_t)h * sh->n1 * half, h2 = (size_t)h * sh->n2 * half;
-            R(head_backward)(dx ? dx + (size_t)t * C : NULL, dk1 ? dk1 + h1 : NULL, dk2 ? dk2 + h2 : NULL,
+            R(head_backward)(dx ? dx + (size_t)t * C : NULL, ds ? ds + slot : NULL,
                              dq ? dq + (size_t)t * H * dk + (size_t)h * dk : NULL, slot_grads + slot * 2 * C,
-                             dout + (size_t)t * C, x + (size_t)t * C, q + (size_t)t * H * dk + (size_t)h * dk,
-                             idx + slot, gate + slot, z + slot, k1 + h1, k2 + h2, bank, sh);
+                             dout + (size_t)t * C, x + (size_t)t * C, idx + slot, gate + slot, z + slot, k1 + h1,
+                             k2 + h2, bank, sh);
         }
     if (!dq) return;
+    /* the sub-keys' gradients, heads in parallel (each owns its sub-key rows); within a head,
+     * tokens in order, so every row sums in the same order as a serial pass */
+#pragma omp parallel for if (H > 1 && T > 1)
+    for (int h = 0; h < H; h++) {
+        real *g1 = dk1 + (size_t)h * sh->n1 * half, *g2 = dk2 + (size_t)h * sh->n2 * half;
+        for (int t = 0; t < T; t++) {
+            size_t slot = ((size_t)t * H + h) * K;
+            const real *qt = q + (size_t)t * H * dk + (size_t)h * dk;
+            for (int k = 0; k < K; k++) {
+                int i = idx[slot + k] / sh->n2, j = idx[slot + k] % sh->n2;
+                real d = ds[slot + k];
+                for (int c = 0; c < half; c++) {
+                    g1[(size_t)i * half + c] += d * qt[c];
+                    g2[(size_t)j * half + c] += d * qt[half + c];
+                }
+            }
+        }
+    }
     /* q = x·Wq^T: dWq[H*dk, C] += dq^T·x;  dx += dq·Wq */
     r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, C, T, 1, dq, H * dk, x, C, 1, dwq, C);
     if (sh->Cx) /* dWx += dq^T·ctx (ctx has no gradient) */

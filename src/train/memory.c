@@ -199,8 +199,26 @@ static double fill_step(memory_run *r, long *n_targets) {
 
 /* ---- checks ------------------------------------------------------------------------------ */
 
-/* One teacher-forced pass over all facts: memorised = argmax is every next answer token and
- * every answer-token NLL <= tau. Returns the number memorised. */
+/* The stored token's logit minus the best other token's at one position: > 0 exactly when
+ * greedy decoding picks it (a tie goes to neither). */
+static double logit_margin(const float *logits, int V, int target) {
+    float rival = -INFINITY;
+    for (int v = 0; v < V; v++)
+        if (v != target && logits[v] > rival) rival = logits[v];
+    return (double)logits[target] - rival;
+}
+
+/* The completion rule (README: Memory tuning): a fact is memorised, recalled robustly, when at
+ * every answer position its token leads the runner-up by at least --margin logits (greedy
+ * decoding then returns it, and keeps returning it under changes to the logits smaller than
+ * the margin: more training, rounding, the KV-cache path), and, with --tau > 0, every
+ * answer-token NLL is at most tau. */
+static int robust(const memory_run *r, double min_margin, double max_nll) {
+    return min_margin > 0 && min_margin >= r->o.margin && (r->o.tau <= 0 || max_nll <= r->o.tau);
+}
+
+/* One teacher-forced pass over all facts: exact = the argmax is every next answer token;
+ * memorised = robust() above. Returns the number memorised. */
 static mt_status check_facts_memorised(memory_run *r, int *n_ok) {
     const int V = r->m->cfg.vocab_size;
     *n_ok = 0, r->n_exact = 0;
@@ -219,20 +237,21 @@ static mt_status check_facts_memorised(memory_run *r, int *n_ok) {
         mt_status s = mt_train_forward(r->state, r->inputs, r->targets, r->pos, r->doc, 1.0, NULL, NULL);
         for (int f = first; s == MT_OK && f < next; f++) {
             const mt_token_seq *q = &r->facts[f];
-            double sum = 0, worst = 0;
-            int exact = 1, n = 0;
+            double sum = 0, worst = 0, margin = INFINITY;
+            int n = 0;
             for (int k = 0; k + 1 < q->n; k++) {
                 if (!q->learn[k + 1]) continue;
                 const float *row_logits = r->state->logits + (size_t)(where[f] + k) * V;
                 double nll = r->state->lse[where[f] + k] - row_logits[q->ids[k + 1]];
                 sum += nll, n++;
                 worst = fmax(worst, nll);
-                if (mt_argmax(row_logits, V) != q->ids[k + 1]) exact = 0;
+                margin = fmin(margin, logit_margin(row_logits, V, q->ids[k + 1]));
             }
-            int ok = exact && worst <= r->o.tau;
+            int exact = margin > 0, ok = robust(r, margin, worst);
             r->memorised[f] = (unsigned char)ok;
             r->fact_nll[f] = n ? sum / n : 0;
             r->fact_max_nll[f] = worst;
+            r->fact_margin[f] = n ? margin : 0;
             *n_ok += ok;
             r->n_exact += exact;
         }
@@ -525,13 +544,53 @@ static mt_status setup_rows(memory_run *r) {
     return s;
 }
 
+/* The default bank (--experts -1, --expert-sites unset), sized from the facts and the model:
+ *  - sites: every layer of a model of at most 8 layers, else 8 layers evenly spread (the
+ *    last among them);
+ *  - experts per site N: the facts' answer positions P (answer tokens + EOS) each route H·K
+ *    slots per site; N = P·H·K/2 rounded up to a power of two (two slots per expert: the load
+ *    at which 200 random labels were all learnt with 65,536 experts), at least 4,096 and at
+ *    most 131,072;
+ *  - then halved (down to 4,096) while the banks would pass BANK_BUDGET bytes (sites·N·2C
+ *    floats): a smollm-135m-shaped model (30 layers of width 576) gets 8 sites of 32,768.
+ * Either flag given keeps its value. */
+#define BANK_BUDGET (2.0 * (1 << 30))
+#define MIN_AUTO_EXPERTS 4096L
+#define MAX_AUTO_EXPERTS (1L << 17)
+static void auto_bank(const memory_run *r, long *experts, char *sites, size_t cap, int *n_sites) {
+    const mt_config *c = &r->m->cfg;
+    int L = c->n_layers;
+    *n_sites = L;
+    if (!r->o.expert_sites && L > 8) {
+        size_t at = 0;
+        *n_sites = 8;
+        for (int i = 0; i < 8 && at + 8 < cap; i++) at += (size_t)snprintf(sites + at, cap - at, i ? ",%d" : "%d", ((i + 1) * L + 7) / 8 - 1);
+    }
+    if (r->o.experts >= 0) {
+        *experts = r->o.experts;
+        return;
+    }
+    long P = 0;
+    for (int f = 0; f < r->n_facts; f++)
+        for (int k = 1; k < r->facts[f].n; k++) P += r->facts[f].learn[k];
+    long want = P * r->o.expert_heads * r->o.expert_k / 2, n = MIN_AUTO_EXPERTS;
+    while (n < want && n < MAX_AUTO_EXPERTS) n *= 2;
+    while (n > MIN_AUTO_EXPERTS && (double)*n_sites * n * 2 * c->dim * sizeof(float) > BANK_BUDGET) n /= 2;
+    *experts = n;
+}
+
 static mt_status setup_trainables(memory_run *r) {
     mt_status s = setup_rows(r);
-    if (!s && r->o.experts > 0) {
+    long experts;
+    int n_sites;
+    char *sites = r->auto_sites; /* r->mome_opts keeps pointing at it */
+    auto_bank(r, &experts, sites, sizeof r->auto_sites, &n_sites);
+    if (!s && experts > 0) {
         mt_mome_options mo;
         mt_mome_options_default(&mo);
-        mo.experts = r->o.experts, mo.k = r->o.expert_k, mo.heads = r->o.expert_heads;
-        mo.sites = r->o.expert_sites, mo.freeze_router = r->o.freeze_router, mo.seed = r->o.seed;
+        mo.experts = experts, mo.k = r->o.expert_k, mo.heads = r->o.expert_heads;
+        mo.sites = r->o.expert_sites ? r->o.expert_sites : sites[0] ? sites : NULL;
+        mo.freeze_router = r->o.freeze_router, mo.seed = r->o.seed;
         mo.context_dim = r->o.expert_context;
         r->mome_opts = mo;
         if (!(s = mt_mome_create(r->m, &mo, &r->mome))) s = mt_model_attach_mome(r->m, r->mome);
@@ -556,9 +615,10 @@ static mt_status allocate(memory_run *r) {
     r->memorised = calloc((size_t)r->n_facts, 1);
     r->fact_nll = calloc((size_t)r->n_facts, sizeof(double));
     r->fact_max_nll = calloc((size_t)r->n_facts, sizeof(double));
+    r->fact_margin = calloc((size_t)r->n_facts, sizeof(double));
     r->order = malloc((size_t)r->n_facts * sizeof(int));
     if (!r->inputs || !r->targets || !r->pos || !r->doc || !r->weight || !r->memorised || !r->fact_nll ||
-        !r->fact_max_nll || !r->order)
+        !r->fact_max_nll || !r->fact_margin || !r->order)
         return mt_error(MT_ERR_NOMEM, "out of memory");
     for (int i = 0; i < r->n_facts; i++) r->order[i] = i;
     for (int i = r->n_facts - 1; i > 0; i--) { /* seeded Fisher-Yates */
@@ -583,13 +643,23 @@ static mt_status allocate(memory_run *r) {
 /* ---- one step ------------------------------------------------------------------------------ */
 
 /* The expert rows a step used, summed per expert: row [a_e | b_e] of site k has id k·N + e,
- * matching the per-slot (da, db) gradients the backward wrote. */
+ * matching the per-slot (da, db) gradients the backward wrote. Only a fact's answer positions
+ * (where a target is learnt) bring rows into training; every other position (the prompt, the
+ * distilled general text, padding) reaches only rows that already train. So the rows that
+ * change, and with them the adapter and the checkpoints, follow the facts: the general row
+ * alone touched most of the bank (the quick start: 228,900 of 327,680 rows in 150 steps, as
+ * Adam moves a row by ~lr whatever its gradient's size) while its distillation only needs to
+ * hold back the rows the facts move. */
 static mt_status gather_bank_grads(memory_run *r) {
     const mt_mome *mm = r->mome;
-    size_t per_site = (size_t)r->B * r->T * mm->shape.H * mm->shape.K;
+    int per_pos = mm->shape.H * mm->shape.K;
+    size_t per_site = (size_t)r->B * r->T * per_pos;
     for (int site = 0; site < mm->n_sites; site++)
-        for (size_t i = 0; i < per_site; i++)
-            r->slot_ids[site * per_site + i] = (long)site * mm->n_experts + r->state->mome_idx[site * per_site + i];
+        for (size_t i = 0; i < per_site; i++) {
+            long id = (long)site * mm->n_experts + r->state->mome_idx[site * per_site + i];
+            int answer = r->targets[i / per_pos] >= 0;
+            r->slot_ids[site * per_site + i] = answer || mt_sparse_adam_has(&r->bank_opt, id) ? id : -1;
+        }
     return mt_sparse_rows_gather(&r->gathered, r->slot_ids, r->state->mome_slot_grads, (long)(mm->n_sites * per_site),
                                  2 * mm->shape.C);
 }
@@ -666,14 +736,30 @@ static mt_status train_step(memory_run *r, double *loss) {
 
 /* ---- report ------------------------------------------------------------------------------ */
 
-/* Answers every fact by real greedy decoding; writes DIR/facts.jsonl; returns the recall. */
-static mt_status final_answers(memory_run *r, double *recall, double *mean_nll, double *max_nll) {
+/* Test hook: a Ctrl-C arrives after the n-th fact of the final recall is answered. */
+static void recall_hook(int answered) {
+    const char *at = getenv("MEMTUNE_TEST_INT_IN_RECALL");
+    if (at && atoi(at) == answered) raise(SIGINT);
+}
+
+/* Answers every fact by real greedy decoding; writes DIR/facts.jsonl; returns the recall. A stop
+ * request ends it between two facts (*stopped = 1): facts.jsonl is then left as it was. */
+static mt_status final_answers(memory_run *r, double *recall, double *mean_nll, double *max_nll,
+                               const volatile sig_atomic_t *stop, int *stopped) {
     char *path = mt_path_join(r->o.out_dir, "facts.jsonl");
     mt_atomic_file f;
     mt_status s = path ? mt_atomic_open(&f, path) : mt_error(MT_ERR_NOMEM, "out of memory");
     int exact_n = 0;
     *mean_nll = 0, *max_nll = 0;
     for (int i = 0; s == MT_OK && i < r->n_facts; i++) {
+        recall_hook(i);
+        if (stop && *stop) {
+            *stopped = 1;
+            if (!r->o.quiet)
+                fprintf(stderr, "memtune: stopped during the final recall (%d/%d facts answered); the adapter and the "
+                        "checkpoint are saved: --resume finishes the run\n", i, r->n_facts);
+            break;
+        }
         char *produced = NULL;
         int exact = 0;
         const mt_example *e = &r->data.items[i];
@@ -682,17 +768,17 @@ static mt_status final_answers(memory_run *r, double *recall, double *mean_nll, 
         exact_n += exact;
         *mean_nll += r->fact_nll[i] / r->n_facts;
         *max_nll = fmax(*max_nll, r->fact_max_nll[i]);
-        json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:b, s:f, s:f}", "index", i + 1, "input", fact_input(e),
+        json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:b, s:f, s:f, s:f}", "index", i + 1, "input", fact_input(e),
                               "expected", fact_output(e), "produced", produced, "exact", exact,
-                              "memorised", exact && r->fact_max_nll[i] <= r->o.tau, "nll", r->fact_nll[i],
-                              "max_token_nll", r->fact_max_nll[i]);
+                              "memorised", exact && robust(r, r->fact_margin[i], r->fact_max_nll[i]), "nll", r->fact_nll[i],
+                              "max_token_nll", r->fact_max_nll[i], "min_margin", r->fact_margin[i]);
         char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
         s = line ? mt_atomic_printf(&f, "%s\n", line) : mt_error(MT_ERR_NOMEM, "out of memory");
         free(line);
         json_decref(o);
         free(produced);
     }
-    if (path && s == MT_OK) s = mt_atomic_commit(&f);
+    if (path && s == MT_OK && !*stopped) s = mt_atomic_commit(&f);
     else if (path) mt_atomic_abort(&f);
     free(path);
     *recall = r->n_facts ? (double)exact_n / r->n_facts : 0;
@@ -702,10 +788,13 @@ static mt_status final_answers(memory_run *r, double *recall, double *mean_nll, 
 static mt_status write_report(memory_run *r, const char *status, double recall, double mean_nll, double max_nll,
                               double seconds, long restored_step) {
     const mt_mome *mm = r->mome;
-    json_t *o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:f, s:{s:f, s:f, s:f, s:f, s:s?, s:I, s:f, s:f, s:i}, "
+    double min_margin = INFINITY;
+    for (int f = 0; f < r->n_facts; f++) min_margin = fmin(min_margin, r->fact_margin[f]);
+    json_t *o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:f, s:{s:f, s:f, s:f, s:f, s:s?, s:I, s:f, s:f, s:i}, "
                           "s:{s:I, s:i, s:i, s:i, s:b, s:i, s:I}, s:i, s:f}",
                           "status", status, "facts", r->n_facts, "memorised", r->n_ok, "recall", recall,
                           "mean_answer_nll", mean_nll, "max_answer_nll", max_nll, "tau", (double)r->o.tau,
+                          "margin", (double)r->o.margin, "min_answer_margin", min_margin,
                           "steps", (json_int_t)r->step, "seconds", seconds, "tokens", (json_int_t)r->tokens,
                           "tokens_per_s", seconds > 0 ? r->tokens / seconds : 0.0,
                           "perplexity", "before", r->ppl_base, "after", r->ppl_last, "ratio", r->ppl_last / r->ppl_base,
@@ -749,10 +838,11 @@ static mt_status setup(memory_run *r, const char *data_path) {
     if (!r->m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
     if (r->m->lora || r->m->mome || r->m->token_rows)
         return mt_error(MT_ERR_ARG, "memory tuning makes its own adapter: detach the one attached first");
-    if (o->batch < 1 || o->steps < 0 || !(o->lr >= 0) || !(o->tau > 0) || !(o->general_limit >= 1) ||
-        o->rehearsal_weight < 0 || o->warmup < 0)
-        return mt_error(MT_ERR_ARG, "memory tuning needs batch >= 1, steps >= 0, tau > 0, a general limit >= 1, a "
-                        "rehearsal weight >= 0 and warmup >= 0");
+    if (o->experts < -1) return mt_error(MT_ERR_ARG, "--experts %ld: give N > 0, 0 (none) or -1 (sized from the facts)", o->experts);
+    if (o->batch < 1 || o->steps < 0 || !(o->lr >= 0) || !(o->tau >= 0) || !(o->margin >= 0) || isinf(o->margin) ||
+        !(o->general_limit >= 1) || o->rehearsal_weight < 0 || o->warmup < 0)
+        return mt_error(MT_ERR_ARG, "memory tuning needs batch >= 1, steps >= 0, tau >= 0, a finite margin >= 0, a general "
+                        "limit >= 1, a rehearsal weight >= 0 and warmup >= 0");
     if (o->lr == 0) o->lr = DEFAULT_LR;
     mt_status ps = mt_schedule_parse(o->schedule ? o->schedule : "constant", &r->sched);
     if (ps) return ps;
@@ -795,7 +885,7 @@ static void memory_free(memory_run *r) {
     if (r->tpl) mt_chat_template_free(r->tpl);
     mt_dataset_free(&r->data);
     free(r->inputs), free(r->targets), free(r->pos), free(r->doc), free(r->weight);
-    free(r->memorised), free(r->fact_nll), free(r->fact_max_nll), free(r->order), free(r->slot_ids);
+    free(r->memorised), free(r->fact_nll), free(r->fact_max_nll), free(r->fact_margin), free(r->order), free(r->slot_ids);
     free(r->general_ids);
     if (r->distill_owned) free(r->distill_ids);
     free(r->base_ids), free(r->base_p), free(r->soft_ids), free(r->soft_p);
@@ -807,8 +897,8 @@ static void memory_free(memory_run *r) {
 
 static void print_setup(const memory_run *r) {
     if (r->o.quiet) return;
-    mt_progress_message(MT_PROGRESS_INFO, "memory tuning %d facts; rows of %d x %d; lr %g; tau %g", r->n_facts, r->B, r->T,
-            (double)r->o.lr, (double)r->o.tau);
+    mt_progress_message(MT_PROGRESS_INFO, "memory tuning %d facts; rows of %d x %d; lr %g; margin %g, tau %g", r->n_facts, r->B,
+            r->T, (double)r->o.lr, (double)r->o.margin, (double)r->o.tau);
     if (r->mome)
         mt_progress_message(MT_PROGRESS_INFO, "memory experts: %ld per site at %d layer(s), k=%d, heads=%d, routing context %d, "
                 "router %s: %zu parameters", r->mome->n_experts, r->mome->n_sites, r->mome->shape.K, r->mome->shape.H,
@@ -838,9 +928,22 @@ static void adjust_general_weight(memory_run *r, double ratio) {
     if (r->distill_weight != was) mt_progress_emit(&p);
 }
 
+/* Measurement hook (MEMTUNE_MARGIN_LOG=FILE, bench/memory_margin.sh): a line per check with
+ * every fact's smallest answer margin, from which the completion margin was chosen. */
+static void log_margins(const memory_run *r) {
+    const char *path = getenv("MEMTUNE_MARGIN_LOG");
+    FILE *f = path ? fopen(path, "a") : NULL;
+    if (!f) return;
+    fprintf(f, "{\"step\": %ld, \"margin\": [", r->step);
+    for (int i = 0; i < r->n_facts; i++) fprintf(f, "%s%.4f", i ? ", " : "", r->fact_margin[i]);
+    fprintf(f, "]}\n");
+    fclose(f);
+}
+
 /* Checks all facts (and the general text); returns whether every fact is memorised. */
 static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     mt_status s = check_facts_memorised(r, n_ok);
+    if (!s) log_margins(r);
     if (!s) s = general_perplexity(r, &r->ppl_last);
     if (s) return s;
     *all_ok = *n_ok == r->n_facts;
@@ -915,9 +1018,10 @@ static mt_status train_loop(memory_run *r, int check_every, double t0, const vol
 
 /* The end of a run: a checkpoint (so --resume with more --steps continues), the adapter,
  * every fact answered by greedy decoding, the report. */
-static mt_status finish(memory_run *r, double seconds, mt_train_result *res) {
+static mt_status finish(memory_run *r, double seconds, mt_train_result *res, const volatile sig_atomic_t *stop,
+                        int *stopped) {
     double recall = 0, mean_nll = 0, max_nll = 0;
-    const char *status = r->all_ok_checks >= 2 ? "completed" : "partially_completed";
+
     char *last = mt_checkpoint_path(r->ckpt_dir, r->step);
     mt_status s = last ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s && mt_checkpoint_verify(last) != MT_OK) s = mt_memory_checkpoint_save(r, seconds);
@@ -932,12 +1036,17 @@ static mt_status finish(memory_run *r, double seconds, mt_train_result *res) {
                 "step %ld's (%d exact, %d memorised, %.4g): the adapter keeps step %ld's values", r->step, last_exact,
                 last_ok, last_ppl, r->best.step, r->best.exact, r->best.memorised, r->best.ppl, r->best.step);
     if (!s) s = save_adapter(r);
-    if (!s) s = final_answers(r, &recall, &mean_nll, &max_nll);
+    if (!s) s = final_answers(r, &recall, &mean_nll, &max_nll, stop, stopped);
+    if (!s && *stopped) return MT_OK;
+    /* completed: every fact memorised at the last two checks and answered exactly by the
+     * decoding users run (the two agree unless a margin is below rounding) */
+    int completed = r->all_ok_checks >= 2 && recall == 1.0;
+    const char *status = completed ? "completed" : "partially_completed";
     if (!s) s = write_report(r, status, recall, mean_nll, max_nll, seconds, restored ? r->best.step : -1);
     if (!s && !r->o.quiet)
         mt_progress_message(MT_PROGRESS_INFO, "%s: recall %.4f (%d/%d memorised) after %ld steps in %.1f s; general perplexity %.4g -> %.4g",
                 status, recall, r->n_ok, r->n_facts, r->step, seconds, r->ppl_base, r->ppl_last);
-    res->completed = r->all_ok_checks >= 2;
+    res->completed = completed;
     res->recall = recall;
     res->perplexity_ratio = r->ppl_last / r->ppl_base;
     return s;
@@ -976,7 +1085,7 @@ mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_opt
     if (!s && !r.o.resume && !(s = check(&r, &all_ok, &r.n_ok))) r.all_ok_checks = all_ok;
     if (!s) s = train_loop(&r, check_every, t0, stop, &stopped, &loss);
     double seconds = r.seconds_before + mt_now_seconds() - t0;
-    if (!s && !stopped) s = finish(&r, seconds, res);
+    if (!s && !stopped) s = finish(&r, seconds, res, stop, &stopped);
     res->steps = r.step;
     res->tokens = r.tokens;
     res->seconds = seconds;

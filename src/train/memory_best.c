@@ -55,7 +55,13 @@ static mt_status reserve_rows(memory_run *r, long n) {
 }
 
 mt_status mt_memory_best_consider(memory_run *r) {
-    if (!within_limit(r) || (r->best.have && !beats(r->n_exact, r->n_ok, r->best.exact, r->best.memorised))) return MT_OK;
+    /* the later check wins a tie: the copy is small now that only the rows the facts touch
+     * train, and a run whose last check is its best then checkpoints those values once */
+    if (!within_limit(r) || (r->best.have && beats(r->best.exact, r->best.memorised, r->n_exact, r->n_ok))) return MT_OK;
+    return mt_memory_best_snapshot(r);
+}
+
+mt_status mt_memory_best_snapshot(memory_run *r) {
     if (!r->best.dense && !(r->best.dense = malloc(mt_memory_dense_size(r) * sizeof(float) + 1)))
         return mt_error(MT_ERR_NOMEM, "out of memory for the best check's values");
     copy_dense(r, r->best.dense, 1);

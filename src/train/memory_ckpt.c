@@ -35,8 +35,12 @@ static void blob_set_free(blob_set *bs, int loading) {
 }
 
 /* The best check's values (r->best sized by the caller when loading). */
+static int best_is_current(const memory_run *r) { return r->best.have && r->best.step == r->step; }
+
 static mt_status add_best(memory_run *r, int loading, blob_set *bs) {
-    if (!r->best.have) return MT_OK;
+    /* saving: the current values are the best's; loading: prepare_best sized r->best only when
+     * the file holds it (r->step is not restored yet) */
+    if (!r->best.have || (!loading && best_is_current(r))) return MT_OK;
     size_t n = (size_t)r->best.n_rows, width = r->mome ? 2 * (size_t)r->mome->shape.C : 0;
     if (!(bs->best_ids = malloc(n * sizeof(int64_t) + 1))) return mt_error(MT_ERR_NOMEM, "out of memory");
     for (size_t i = 0; !loading && i < n; i++) bs->best_ids[i] = r->best.row_ids[i];
@@ -56,6 +60,7 @@ static mt_status make_blobs(memory_run *r, long bank_rows, int loading, blob_set
     add(bs, "memorised", r->memorised, nf);
     add(bs, "fact_nll", r->fact_nll, nf * sizeof(double));
     add(bs, "fact_max_nll", r->fact_max_nll, nf * sizeof(double));
+    add(bs, "fact_margin", r->fact_margin, nf * sizeof(double));
     if (r->rows) {
         size_t bytes = r->rows_opt.n * sizeof(float);
         add(bs, "token_rows", r->rows->values, bytes);
@@ -114,19 +119,19 @@ static char *facts_fingerprint(const memory_run *r) {
 static char *state_json(memory_run *r, double seconds, long bank_rows) {
     char *fp = facts_fingerprint(r);
     const mt_mome *mm = r->mome;
-    json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:i, s:f, s:i, s:i, s:f, s:f, s:I, s:i, s:i, s:s?, s:I, s:i, "
-                          "s:I, s:I, s:I, s:I, s:b, s:I, s:i, s:i, s:f, s:I}",
+    json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:i, s:f, s:i, s:i, s:i, s:f, s:f, s:I, s:i, s:i, s:s?, s:I, s:i, "
+                          "s:I, s:I, s:I, s:I, s:b, s:I, s:i, s:i, s:f, s:I, s:b}",
                           "method", "memory", "step", (json_int_t)r->step, "tokens", (json_int_t)r->tokens,
                           "cursor", r->cursor, "distill_cursor", r->distill_cursor, "guard_trips", r->guard_trips,
                           "distill_weight", (double)r->distill_weight, "all_ok_checks", r->all_ok_checks,
-                          "memorised_at_last_check", r->n_ok, "perplexity_last", r->ppl_last, "seconds", seconds,
+                          "memorised_at_last_check", r->n_ok, "exact_at_last_check", r->n_exact, "perplexity_last", r->ppl_last, "seconds", seconds,
                           "seed", (json_int_t)r->o.seed, "batch", r->B, "seq_len", r->T, "facts_fingerprint", fp,
                           "experts", (json_int_t)(mm ? mm->n_experts : 0), "sites", mm ? mm->n_sites : 0,
                           "bank_state_rows", (json_int_t)bank_rows, "token_rows_adam_step", (json_int_t)r->rows_opt.step,
                           "router_adam_step", (json_int_t)r->router_opt.step, "lora_adam_step", (json_int_t)r->lora_opt.step,
                           "best_have", r->best.have, "best_step", (json_int_t)r->best.step, "best_exact", r->best.exact,
                           "best_memorised", r->best.memorised, "best_perplexity", r->best.ppl,
-                          "best_rows", (json_int_t)r->best.n_rows);
+                          "best_rows", (json_int_t)r->best.n_rows, "best_is_current", best_is_current(r));
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     free(fp);
@@ -173,12 +178,14 @@ static mt_status check_settings(memory_run *r, json_t *st, const char *path) {
 /* Scalars of the schedule and the moments' step counts, checked for sense. */
 static mt_status restore_scalars(memory_run *r, json_t *st, const char *path) {
     json_int_t step = get_int(st, "step"), cursor = get_int(st, "cursor"), dc = get_int(st, "distill_cursor");
-    json_int_t ok = get_int(st, "memorised_at_last_check");
+    json_int_t ok = get_int(st, "memorised_at_last_check"), exact = get_int(st, "exact_at_last_check");
     if (step < 0 || cursor < 0 || cursor >= r->n_facts || dc < 0 || (r->n_distill_rows > 0 && dc >= r->n_distill_rows) ||
-        ok < 0 || ok > r->n_facts)
-        return mt_error(MT_ERR_FORMAT, "%s: schedule position out of range (step %lld, cursor %lld)", path, step, cursor);
+        ok < 0 || ok > r->n_facts || exact < ok || exact > r->n_facts)
+        return mt_error(MT_ERR_FORMAT, "%s: schedule position or last check out of range (step %lld, cursor %lld, %lld "
+                        "memorised, %lld exact)", path, step, cursor, ok, exact);
     r->step = step, r->tokens = get_int(st, "tokens");
-    r->cursor = (int)cursor, r->distill_cursor = (int)dc, r->n_ok = (int)ok;
+    /* the last check's counts: the closing message and the keep-best choice compare with them */
+    r->cursor = (int)cursor, r->distill_cursor = (int)dc, r->n_ok = (int)ok, r->n_exact = (int)exact;
     r->guard_trips = (int)get_int(st, "guard_trips"), r->all_ok_checks = (int)get_int(st, "all_ok_checks");
     r->distill_weight = (float)json_number_value(json_object_get(st, "distill_weight"));
     r->ppl_last = json_number_value(json_object_get(st, "perplexity_last"));
@@ -194,7 +201,8 @@ static mt_status restore_scalars(memory_run *r, json_t *st, const char *path) {
 /* Sizes r->best for the checkpoint's best check (its values arrive with the blobs). */
 static mt_status prepare_best(memory_run *r, json_t *st, const char *path) {
     mt_memory_best_free(r);
-    if (!json_is_true(json_object_get(st, "best_have"))) return MT_OK;
+    if (!json_is_true(json_object_get(st, "best_have")) || json_is_true(json_object_get(st, "best_is_current")))
+        return MT_OK; /* none, or taken from the restored state (mt_memory_checkpoint_resume) */
     json_int_t n = get_int(st, "best_rows");
     if (n < 0 || (!r->mome && n > 0) || (r->mome && n > (json_int_t)r->mome->n_sites * r->mome->n_experts))
         return mt_error(MT_ERR_FORMAT, "%s: %lld rows in the best check", path, (long long)n);
@@ -250,9 +258,13 @@ mt_status mt_memory_checkpoint_resume(memory_run *r) {
             s = mt_error(MT_ERR_FORMAT, "%s: best check row id %lld out of range", path, (long long)bs.best_ids[i]);
     }
     if (!s && r->rows) mt_token_rows_sync(r->rows);
+    if (!s && json_is_true(json_object_get(st, "best_have")) && json_is_true(json_object_get(st, "best_is_current"))) {
+        s = mt_memory_best_snapshot(r); /* the checkpoint's own step was its best check */
+        r->best.ppl = json_number_value(json_object_get(st, "best_perplexity"));
+    }
     if (!s && !r->o.quiet)
-        mt_progress_message(MT_PROGRESS_INFO, "resumed from %s (step %lld, %d/%d facts memorised at the last check)", path,
-                (long long)r->step, r->n_ok, r->n_facts);
+        mt_progress_message(MT_PROGRESS_INFO, "resumed from %s (step %lld, %d/%d facts memorised, %d exact at the last check)", path,
+                (long long)r->step, r->n_ok, r->n_facts, r->n_exact);
     blob_set_free(&bs, 1);
     json_decref(st);
     free(json), free(json2), free(path);

@@ -25,6 +25,7 @@ typedef struct {
     int n_facts, T, B;
     unsigned char *memorised;  /* at the last check */
     double *fact_nll, *fact_max_nll;
+    double *fact_margin;       /* the smallest logit margin over its answer positions (< 0: not exact) */
     int *order, cursor;        /* seeded shuffle of the facts, the next to visit */
     mt_rng rng;
     mt_train_state *state;
@@ -59,8 +60,9 @@ typedef struct {
     double t0, last_loss;     /* when this process started the run; the last step's loss */
     double seconds_before;    /* spent before a resume */
     mt_mome_options mome_opts; /* what made r->mome (recreates its initial bank) */
+    char auto_sites[128];      /* the default sites' list (mome_opts.sites may point here) */
     /* The best check so far with general perplexity within the limit: most facts exact, then
-     * most memorised (the earlier check wins a tie: a copy costs about 0.7 s at 274k rows). Its trained values: the dense parts (router,
+     * most memorised (the later check wins a tie: then the last check is often the best, stored once). Its trained values: the dense parts (router,
      * token rows, LoRA) whole, the bank's rows that had changed by then. */
     struct {
         int have, exact, memorised;
@@ -77,6 +79,9 @@ typedef struct {
 size_t mt_memory_dense_size(const memory_run *r);
 /* After a check: keeps the state as the best when it is (see above). */
 mt_status mt_memory_best_consider(memory_run *r);
+/* Keeps the current state and last check as the best (a checkpoint whose best check is its
+ * own step stores it once: the resume takes it from the restored state). */
+mt_status mt_memory_best_snapshot(memory_run *r);
 /* At the end: when the best check beats the last one on recall, puts its values back (rows
  * changed after it return to their initial values) and its general perplexity; *restored = 1.
  * The caller then re-checks the facts (per-fact figures, exact and memorised counts). */

@@ -70,6 +70,8 @@ static long state_slot(mt_sparse_adam *o, long key) {
     return o->used++;
 }
 
+int mt_sparse_adam_has(const mt_sparse_adam *o, long id) { return o->keys[bucket(o, id)] == id; }
+
 void mt_sparse_adam_ids(const mt_sparse_adam *o, long *ids) {
     for (long b = 0; b < o->cap; b++)
         if (o->keys[b] != -1) ids[o->slot_of[b]] = o->keys[b];
@@ -108,11 +110,13 @@ mt_status mt_sparse_rows_gather(mt_sparse_rows *r, const long *ids, const float 
             return mt_error(MT_ERR_NOMEM, "out of memory for sparse gradients");
         }
     }
-    for (long i = 0; i < n_slots; i++) r->order[i] = i;
+    long kept = 0;
+    for (long i = 0; i < n_slots; i++)
+        if (ids[i] >= 0) r->order[kept++] = i;
     sort_keys = ids;
-    qsort(r->order, (size_t)n_slots, sizeof(long), by_key);
+    qsort(r->order, (size_t)kept, sizeof(long), by_key);
     r->n = 0;
-    for (long k = 0; k < n_slots; k++) {
+    for (long k = 0; k < kept; k++) {
         long s = r->order[k];
         const float *g = slot_grads + (size_t)s * width;
         if (r->n == 0 || r->ids[r->n - 1] != ids[s]) {

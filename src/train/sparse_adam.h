@@ -25,6 +25,8 @@ mt_status mt_sparse_adam_init(mt_sparse_adam *o, int width);
 void mt_sparse_adam_free(mt_sparse_adam *o);
 /* rows that have state (were ever updated) */
 long mt_sparse_adam_rows(const mt_sparse_adam *o);
+/* Whether row id has state (was ever updated). */
+int mt_sparse_adam_has(const mt_sparse_adam *o, long id);
 /* The row id of each state slot, in slot order (ids[mt_sparse_adam_rows(o)]); the moments
  * are o->m and o->v in the same order. */
 void mt_sparse_adam_ids(const mt_sparse_adam *o, long *ids);
@@ -40,7 +42,8 @@ typedef struct {
     long *order;            /* scratch */
 } mt_sparse_rows;
 
-/* ids[n_slots] (row ids, any order, repeats allowed) and grads[n_slots, width] -> rows. */
+/* ids[n_slots] (row ids, any order, repeats allowed; a negative id drops its slot) and
+ * grads[n_slots, width] -> rows. */
 mt_status mt_sparse_rows_gather(mt_sparse_rows *r, const long *ids, const float *slot_grads, long n_slots, int width);
 void mt_sparse_rows_free(mt_sparse_rows *r);
 

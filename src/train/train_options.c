@@ -41,11 +41,12 @@ mt_status mt_train_options_validate(const mt_model *m, const mt_train_options *o
     CHECK_INT("--rank", o->lora_rank, 1, 65536);
     CHECK_REAL("--alpha", o->lora_alpha, 0, 1e6);
     CHECK_REAL("--dropout", o->lora_dropout, 0, 0.99);
-    CHECK_INT("--experts", o->experts, 0, MT_MAX_EXPERTS);
+    CHECK_INT("--experts", o->experts, -1, MT_MAX_EXPERTS); /* -1: sized from the facts */
     CHECK_INT("--expert-k", o->expert_k, 1, 1024);
     CHECK_INT("--expert-heads", o->expert_heads, 1, 256);
     CHECK_INT("--expert-context", o->expert_context, 0, 4096);
-    CHECK_REAL("--tau", o->tau, 1e-6, 100);
+    CHECK_REAL("--tau", o->tau, 0, 100); /* 0: off */
+    CHECK_REAL("--margin", o->margin, 0, 1000);
     CHECK_REAL("--general-limit", o->general_limit, 1, 1000);
     CHECK_REAL("--general-weight", o->general_weight, 0, 1000);
     CHECK_INT("--check-every", o->check_every, 0, INT_MAX);
@@ -82,7 +83,7 @@ static const named_option options[] = {
     OPT("experts", T_LONG, experts), OPT("expert-k", T_INT, expert_k), OPT("expert-heads", T_INT, expert_heads),
     OPT("expert-sites", T_STRING, expert_sites), OPT("freeze-router", T_FLAG, freeze_router),
     OPT("expert-context", T_INT, expert_context), OPT("no-memory-lora", T_NOT_FLAG, memory_lora),
-    OPT("tau", T_FLOAT, tau), OPT("general", T_STRING, general), OPT("general-limit", T_FLOAT, general_limit),
+    OPT("tau", T_FLOAT, tau), OPT("margin", T_FLOAT, margin), OPT("general", T_STRING, general), OPT("general-limit", T_FLOAT, general_limit),
     OPT("general-weight", T_FLOAT, general_weight), OPT("check-every", T_INT, check_every),
     OPT("rehearsal-weight", T_FLOAT, rehearsal_weight),
 };

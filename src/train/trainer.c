@@ -47,11 +47,12 @@ void mt_train_options_default(mt_train_options *o) {
     o->eval_every = -1; /* -1: choose (10 evals per run) */
     o->lora_rank = 8;
     o->lora_alpha = 16;
-    o->experts = 1L << 16;
+    o->experts = -1; /* memory: sized from the facts and the model */
     o->expert_k = 8;
     o->expert_heads = 4;
     o->expert_context = 32;
-    o->tau = 0.05f;
+    o->tau = 0; /* memory: the NLL bound is off; the margin decides */
+    o->margin = 2.0f;
     o->general_limit = 1.05f;
     o->general_weight = 1.0f;
     o->rehearsal_weight = 0.25f;

@@ -55,7 +55,7 @@ expect_refused "--batch 0: must be an integer in [1, 65536]" $T --batch 0
 expect_refused "--threads 10000: must be an integer in [0, 1024]" $T --threads 10000
 expect_refused "--rank 0: must be an integer in [1, 65536]" $T --method lora --rank 0
 expect_refused "--dropout 1: must be a finite number in [0, 0.99]" $T --method lora --dropout 1
-expect_refused "--experts -1: must be an integer in [0, 67108864]" train -m "$M" --data "$TMP/facts.jsonl" --out "$TMP/mem" --quiet --experts -1
+expect_refused "--experts -2: must be an integer in [-1, 67108864]" train -m "$M" --data "$TMP/facts.jsonl" --out "$TMP/mem" --quiet --experts -2
 expect_refused "--tau nan" train -m "$M" --data "$TMP/facts.jsonl" --out "$TMP/mem" --quiet --tau nan
 # a billion-token row: refused against the model's context before any buffer is sized (it
 # used to ask for ~16 GB first; the 4 GB ulimit above turns that into a failure)
