@@ -51,13 +51,13 @@ void mt_bf16_decode(const uint8_t *src, size_t n, float *dst) {
 }
 
 void mt_q8_0_encode_rows(const float *src, size_t rows, size_t cols, uint8_t *dst) {
-    size_t n = rows * cols;
+    size_t n = rows * cols, row_bytes = mt_q8_0_row_bytes(cols);
 #pragma omp parallel for if (n > MT_PARALLEL_MIN)
-    for (size_t r = 0; r < rows; r++) q8_encode_row(src + r * cols, cols, dst + r * mt_q8_0_row_bytes(cols));
+    for (size_t r = 0; r < rows; r++) q8_encode_row(src + r * cols, cols, dst + r * row_bytes);
 }
 
 void mt_q8_0_decode_rows(const uint8_t *src, size_t rows, size_t cols, float *dst) {
-    size_t n = rows * cols;
+    size_t n = rows * cols, row_bytes = mt_q8_0_row_bytes(cols);
 #pragma omp parallel for if (n > MT_PARALLEL_MIN)
-    for (size_t r = 0; r < rows; r++) q8_decode_row(src + r * mt_q8_0_row_bytes(cols), cols, dst + r * cols);
+    for (size_t r = 0; r < rows; r++) q8_decode_row(src + r * row_bytes, cols, dst + r * cols);
 }

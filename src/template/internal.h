@@ -295,14 +295,13 @@ typedef struct {
     int sort_keys, ensure_ascii;
 } json_style;
 
+/* What one file defines and others use; hidden so the shared library does not export it
+ * (the tpl_ prefix keeps it apart from a static link's other symbols). */
+#pragma GCC visibility push(hidden)
 /* Bytes held by the values alive in this thread's current render (value.c). */
 extern _Thread_local size_t tpl_live_bytes;
 /* The loop variable's attributes, indexed by LK_* (value.c). */
 extern const char *const tpl_loop_keys[N_LOOP_KEYS];
-
-/* Functions one file defines and others call; hidden so the shared library does not
- * export them (the tpl_ prefix keeps them apart from a static link's other symbols). */
-#pragma GCC visibility push(hidden)
 value tpl_v_ref(value v);
 void tpl_v_drop(value v);
 const char *tpl_type_name(value v);
