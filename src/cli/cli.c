@@ -153,6 +153,8 @@ int cli_load_model(const char *path, const char *tokenizer, mt_model **m) {
     return 0;
 }
 
+#define CLI_MAX_ADAPTER_SCALE 1000.0
+
 int cli_take_adapters(int *argc, char **argv, cli_adapters *a) {
     memset(a, 0, sizeof *a);
     int k = 0;
@@ -178,8 +180,13 @@ int cli_take_adapters(int *argc, char **argv, cli_adapters *a) {
         }
         char *end;
         float s = strtof(v, &end);
-        if (*end || end == v || !isfinite(s) || a->n_scales == CLI_MAX_ADAPTERS) {
-            fprintf(stderr, "memtune: invalid value '%s' for --adapter-scale\n", v);
+        if (*end || end == v || !isfinite(s) || fabsf(s) > CLI_MAX_ADAPTER_SCALE) {
+            fprintf(stderr, "memtune: --adapter-scale %s: must be a finite number in [-%g, %g]\n", v,
+                    CLI_MAX_ADAPTER_SCALE, CLI_MAX_ADAPTER_SCALE);
+            return 1;
+        }
+        if (a->n_scales == CLI_MAX_ADAPTERS) {
+            fprintf(stderr, "memtune: at most %d --adapter-scale options\n", CLI_MAX_ADAPTERS);
             return 1;
         }
         a->scale[a->n_scales++] = s;

@@ -70,7 +70,7 @@ expect_refused "--max-new-tokens -1: must be an integer in [1, 2147483647]" eval
 expect_refused "--context -1: must be an integer in [0, 4194304]" info -m "$M" --context -1
 expect_refused "--max-row-facts -1: must be an integer in [0, 2147483647]" data --db x.db --out "$TMP/x.jsonl" --max-row-facts -1
 expect_refused "--sql-timeout nan: must be a finite number in [0.001, 86400]" data --db x.db --out "$TMP/x.jsonl" --sql-timeout nan
-expect_refused "--adapter-scale" generate -m "$M" --adapter x --adapter-scale nan
+expect_refused "--adapter-scale nan: must be a finite number in [-1000, 1000]" generate -m "$M" --adapter x --adapter-scale nan
 
 # HF config fields: the field, its value and the range
 cfg() { printf '{"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 512, %s}\n' "$1" > "$TMP/config.json"; }
