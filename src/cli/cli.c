@@ -75,7 +75,8 @@ static int parse_value(const cli_opt *o, const char *flag, const char *v) {
 static int table_complete(const cli_opt *opts) {
     for (const cli_opt *o = opts; o->name; o++)
         if (o->target && o->type != OPT_FLAG && o->type != OPT_STRING && !has_range(o) && !(isnan(o->min) && isnan(o->max))) {
-            fprintf(stderr, "memtune: internal error: option %s has no range\n", o->name);
+            fprintf(stderr, "memtune: internal error: option %s has no range (give its row in the option table a "
+                    "min and max, or CLI_LIBRARY_RANGE when a library validator checks it)\n", o->name);
             return 0;
         }
     return 1;

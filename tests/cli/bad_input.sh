@@ -32,6 +32,12 @@ expect_refused() {
 printf '{"text": "Once upon a time there was a cat."}\n' > "$TMP/d.jsonl"
 printf '{"input": "Who was Lily?", "output": "A girl."}\n' > "$TMP/facts.jsonl"
 
+# every command's option table gives each numeric option a range (cli_parse refuses to run
+# a command whose table does not, so a new option cannot forget it)
+for c in generate tokenize info eval data convert train merge init; do
+  check "$c: every numeric option has a range" "$MT $c --help > /dev/null 2> $TMP/e_help && [ ! -s $TMP/e_help ]"
+done
+
 # generate
 expect_refused "--temperature inf: must be a finite number in [0, 1000]" generate -m "$M" -t inf
 expect_refused "--temperature nan: must be a finite number in [0, 1000]" generate -m "$M" -t nan
