@@ -27,6 +27,10 @@ run "$MT" train --model "$TMP/hf" --data "$TMP/d.jsonl" --eval "$TMP/d.jsonl" --
 run "$MT" train --model "$TMP/hf" --data "$TMP/d.jsonl" --out "$TMP/run" --steps 6 --save-every 2 --seq-len 32 --batch 2 --quiet --threads 1 --resume
 run "$MT" eval --model "$TMP/run/model" --data "$TMP/d.jsonl" --report "$TMP/report.jsonl"
 run "$MT" eval --model "$M/stories260K.bin" --text "$TMP/d.jsonl"
+# an error path that leaked (issue 26 item 12): exit 1 is the expected refusal, 97 a leak
+printf '{"index": 1, "verdict": "match"}\n' > "$TMP/ra.jsonl"; printf 'nonsense\n' > "$TMP/rb.jsonl"
+$VG "$MT" eval --compare "$TMP/ra.jsonl" "$TMP/rb.jsonl" > "$TMP/out" 2> "$TMP/err"; rc=$?
+if [ $rc -eq 1 ]; then echo "ok   eval --compare with a bad report"; else echo "FAIL (exit $rc) eval --compare with a bad report"; cat "$TMP/err"; fail=1; fi
 printf '{"input": "Code 1?", "output": "x7"}\n{"input": "Code 2?", "output": "q9"}\n' > "$TMP/facts.jsonl"
 run "$MT" train --model "$TMP/hf" --data "$TMP/facts.jsonl" --out "$TMP/mem" --experts 64 --expert-k 2 --expert-heads 1 --seq-len 32 --batch 2 --general "$TMP/d.jsonl" --dry-run --quiet --threads 1
 # memory tuning for real (2 steps, checks, general guard, adapter files), then the adapter in eval

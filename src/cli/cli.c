@@ -75,7 +75,8 @@ static int parse_value(const cli_opt *o, const char *flag, const char *v) {
 static int table_complete(const cli_opt *opts) {
     for (const cli_opt *o = opts; o->name; o++)
         if (o->target && o->type != OPT_FLAG && o->type != OPT_STRING && !has_range(o) && !(isnan(o->min) && isnan(o->max))) {
-            fprintf(stderr, "memtune: internal error: option %s has no range\n", o->name);
+            fprintf(stderr, "memtune: internal error: option %s has no range (give its row in the option table a "
+                    "min and max, or CLI_LIBRARY_RANGE when a library validator checks it)\n", o->name);
             return 0;
         }
     return 1;
@@ -163,6 +164,8 @@ int cli_load_model(const char *path, const char *tokenizer, mt_model **m) {
     return 0;
 }
 
+#define CLI_MAX_ADAPTER_SCALE 1000.0
+
 int cli_take_adapters(int *argc, char **argv, cli_adapters *a) {
     memset(a, 0, sizeof *a);
     int k = 0;
@@ -188,8 +191,13 @@ int cli_take_adapters(int *argc, char **argv, cli_adapters *a) {
         }
         char *end;
         float s = strtof(v, &end);
-        if (*end || end == v || !isfinite(s) || a->n_scales == CLI_MAX_ADAPTERS) {
-            fprintf(stderr, "memtune: invalid value '%s' for --adapter-scale\n", v);
+        if (*end || end == v || !isfinite(s) || fabsf(s) > CLI_MAX_ADAPTER_SCALE) {
+            fprintf(stderr, "memtune: --adapter-scale %s: must be a finite number in [-%g, %g]\n", v,
+                    CLI_MAX_ADAPTER_SCALE, CLI_MAX_ADAPTER_SCALE);
+            return 1;
+        }
+        if (a->n_scales == CLI_MAX_ADAPTERS) {
+            fprintf(stderr, "memtune: at most %d --adapter-scale options\n", CLI_MAX_ADAPTERS);
             return 1;
         }
         a->scale[a->n_scales++] = s;

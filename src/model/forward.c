@@ -7,6 +7,7 @@
 #include "model/adapter.h"
 #include "model/mome.h"
 #include "model/base_store.h"
+#include "core/check.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include <math.h>
@@ -26,7 +27,8 @@ int mt_infer_context(const mt_model *m) {
 }
 
 mt_status mt_model_set_context(mt_model *m, int n) {
-    if (n < 0 || n > (1 << 22)) return mt_error(MT_ERR_ARG, "context length %d out of range", n);
+    mt_status cs = mt_check_int("--context", n, 0, MT_MAX_CONTEXT);
+    if (cs) return cs;
     mt_infer_free(m);
     m->context_override = n;
     return MT_OK;

@@ -819,7 +819,11 @@ static mt_status write_report(memory_run *r, const char *status, double recall, 
 static mt_status save_adapter(memory_run *r) {
     char *dir = mt_path_join(r->o.out_dir, "adapter"), *part;
     mt_atomic_dir staged = {0}; /* whole or absent, even on a full disk (core/atomic_dir.h) */
-    mt_status s = dir ? mt_atomic_dir_open(&staged, dir) : mt_error(MT_ERR_NOMEM, "out of memory");
+    mt_status s = dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
+    /* the loss guard runs before each update; this one sees the last (core/check.h) */
+    if (!s && r->lora) s = mt_check_finite_weights(r->lora->params, r->lora->n_params, r->step);
+    if (!s && r->rows) s = mt_check_finite_weights(r->rows->values, (size_t)(1 + r->rows->untied) * r->rows->n * r->rows->dim, r->step);
+    if (!s) s = mt_atomic_dir_open(&staged, dir);
     part = staged.tmp_path;
     if (!s && r->rows) s = mt_token_rows_save(r->rows, part);
     if (!s && r->mome) s = mt_mome_save(r->mome, part);

@@ -16,12 +16,16 @@ TMP="$BUILD/tmp/cli_bad_input"; rm -rf "$TMP"; mkdir -p "$TMP"
 fail=0
 check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
 
+# a 4 GB address-space cap, so that a refusal that came after a large allocation fails here
+# rather than swapping; not under ASan, whose shadow memory needs terabytes of address space
+VMEM=4000000
+ldd "$MT" 2>/dev/null | grep -q libasan && VMEM=
 # expect_refused "expected stderr text" memtune-args...: exit 2 (or $RC), the text on stderr,
 # nothing on stdout, within 10 s (a refused option must not load or allocate anything first)
 expect_refused() {
   local want=$1; shift
   local start=$SECONDS
-  ( ulimit -v 4000000; timeout 60 "$MT" "$@" ) > "$TMP/out" 2> "$TMP/err"; local rc=$?
+  ( [ -n "$VMEM" ] && ulimit -v "$VMEM"; timeout 60 "$MT" "$@" ) > "$TMP/out" 2> "$TMP/err"; local rc=$?
   if [ $rc -eq "${RC:-2}" ] && grep -qF -- "$want" "$TMP/err" && [ ! -s "$TMP/out" ] && [ $((SECONDS - start)) -le 10 ]; then
     echo "ok   $* -> $want"
   else
@@ -31,6 +35,12 @@ expect_refused() {
 
 printf '{"text": "Once upon a time there was a cat."}\n' > "$TMP/d.jsonl"
 printf '{"input": "Who was Lily?", "output": "A girl."}\n' > "$TMP/facts.jsonl"
+
+# every command's option table gives each numeric option a range (cli_parse refuses to run
+# a command whose table does not, so a new option cannot forget it)
+for c in generate tokenize info eval data convert train merge init; do
+  check "$c: every numeric option has a range" "$MT $c --help > /dev/null 2> $TMP/e_help && [ ! -s $TMP/e_help ]"
+done
 
 # generate
 expect_refused "--temperature inf: must be a finite number in [0, 1000]" generate -m "$M" -t inf
@@ -58,7 +68,7 @@ expect_refused "--dropout 1: must be a finite number in [0, 0.99]" $T --method l
 expect_refused "--experts -2: must be an integer in [-1, 67108864]" train -m "$M" --data "$TMP/facts.jsonl" --out "$TMP/mem" --quiet --experts -2
 expect_refused "--tau nan" train -m "$M" --data "$TMP/facts.jsonl" --out "$TMP/mem" --quiet --tau nan
 # a billion-token row: refused against the model's context before any buffer is sized (it
-# used to ask for ~16 GB first; the 4 GB ulimit above turns that into a failure)
+# used to ask for ~16 GB first; the 4 GB cap above turns that into a failure)
 expect_refused "--seq-len 1000000000: must be an integer in [0, 4194304]" $T --seq-len 1000000000
 # past the model's own context: refused once the model is loaded, still before allocating
 RC=1 expect_refused "train: --seq-len 100000: must be an integer in [0, 512]" $T --seq-len 100000
@@ -70,7 +80,7 @@ expect_refused "--max-new-tokens -1: must be an integer in [1, 2147483647]" eval
 expect_refused "--context -1: must be an integer in [0, 4194304]" info -m "$M" --context -1
 expect_refused "--max-row-facts -1: must be an integer in [0, 2147483647]" data --db x.db --out "$TMP/x.jsonl" --max-row-facts -1
 expect_refused "--sql-timeout nan: must be a finite number in [0.001, 86400]" data --db x.db --out "$TMP/x.jsonl" --sql-timeout nan
-expect_refused "--adapter-scale" generate -m "$M" --adapter x --adapter-scale nan
+expect_refused "--adapter-scale nan: must be a finite number in [-1000, 1000]" generate -m "$M" --adapter x --adapter-scale nan
 
 # HF config fields: the field, its value and the range
 cfg() { printf '{"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 512, %s}\n' "$1" > "$TMP/config.json"; }

@@ -106,7 +106,7 @@ check "dropout runs repeat exactly and differ from no dropout" "cmp -s $TMP/d/ad
 "$MT" train $COMMON --layers 3-9 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
 check "layers outside the model are refused" "[ $rc -ne 0 ] && grep -q \"layer 9 is outside the model's 5 layers\" $TMP/bad.err"
 "$MT" train $COMMON --dropout 1 --steps 1 --out "$TMP/bad" --quiet 2> "$TMP/bad.err"; rc=$?
-check "dropout 1 is refused" "[ $rc -ne 0 ] && grep -q 'dropout 1 must be in' $TMP/bad.err"
+check "dropout 1 is refused" "[ $rc -ne 0 ] && grep -qF -- '--dropout 1: must be a finite number in [0, 0.99]' $TMP/bad.err"
 
 # a Q8_0 frozen base: trains, merges in f32 and re-quantises with the largest change reported
 "$MT" train $COMMON --steps 3 --base-dtype q8_0 --out "$TMP/q8" 2> "$TMP/q8.err"
