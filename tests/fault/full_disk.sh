@@ -13,7 +13,7 @@ if [ -z "${FAULT_IN_NAMESPACE:-}" ]; then
   # a private mount namespace, so the tmpfs is gone when the test ends, whatever happens
   for how in "-m" "-r -m"; do
     if unshare $how true 2> /dev/null; then
-      FAULT_IN_NAMESPACE=1 exec unshare $how --propagation private bash "$0"
+      FAULT_IN_NAMESPACE=1 exec unshare $how --propagation private bash "$ROOT/tests/fault/full_disk.sh"
     fi
   done
   echo "SKIP: cannot make a mount namespace here (needs root or unprivileged user namespaces) to mount a small tmpfs"
