@@ -8,7 +8,9 @@
  * so no multiply-add is fused here and the roundings match ggml's baseline x86-64 build. */
 #include "kernels/quant.h"
 #include "formats/dtype.h"
+#include "kernels/simd.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #define QK_K 256
@@ -485,4 +487,53 @@ void mt_quantize_rows(uint32_t type, const float *src, uint8_t *dst, size_t rows
     size_t row_bytes = mt_qtype_bytes(type, cols);
 #pragma omp parallel for schedule(dynamic, 16) if (rows * cols > 65536)
     for (size_t r = 0; r < rows; r++) mt_quantize(type, src + r * cols, dst + r * row_bytes, cols);
+}
+
+/* ---- matrix-vector products on the blocks (decoding) ---- */
+
+/* Σ_i row[i]·x[i] for one row of n values: each block is dequantized into registers-sized
+ * scratch (exactly mt_dequantize's values) and multiplied there, so the f32 matrix never
+ * exists; the sum runs in 8 lanes (AVX2/FMA in the x86-64-v3 clone). */
+static inline float block_dot(const float *restrict y, const float *restrict x, int n) {
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += y[i] * x[i];
+    return s;
+}
+
+static float row_dot(uint32_t type, const uint8_t *row, const float *x, size_t n) {
+    mt_qtype_size qs = mt_qtype_size_of(type);
+    float y[QK_K], sum = 0;
+    for (size_t b = 0; b < n / qs.block; b++) {
+        const uint8_t *blk = row + b * qs.bytes;
+        switch (type) {
+        case MT_QTYPE_Q4_0: dequant_q4_0(blk, y); break;
+        case MT_QTYPE_Q4_1: dequant_q4_1(blk, y); break;
+        case MT_QTYPE_Q5_0: dequant_q5_0(blk, y); break;
+        case MT_QTYPE_Q5_1: dequant_q5_1(blk, y); break;
+        case MT_QTYPE_Q8_0: dequant_q8_0(blk, y); break;
+        case MT_QTYPE_Q2_K: dequant_q2_k(blk, y); break;
+        case MT_QTYPE_Q3_K: dequant_q3_k(blk, y); break;
+        case MT_QTYPE_Q4_K: dequant_q4_k(blk, y); break;
+        case MT_QTYPE_Q5_K: dequant_q5_k(blk, y); break;
+        case MT_QTYPE_Q6_K: dequant_q6_k(blk, y); break;
+        default: mt_dequantize(type, blk, y, qs.block); break;
+        }
+        sum += block_dot(y, x + b * qs.block, (int)qs.block);
+    }
+    return sum;
+}
+
+MT_SIMD_CLONES
+static void rows_dot(uint32_t type, float *out, const float *x, const uint8_t *w, size_t K, int n0, int n1) {
+    size_t row_bytes = mt_qtype_bytes(type, K);
+    for (int n = n0; n < n1; n++) out[n] = row_dot(type, w + (size_t)n * row_bytes, x, K);
+}
+
+void mt_quant_matvec(uint32_t type, float *out, const float *x, const uint8_t *w, int K, int N) {
+#pragma omp parallel if ((size_t)N * K >= 65536)
+    {
+        int id = omp_get_thread_num(), nth = omp_get_num_threads();
+        rows_dot(type, out, x, w, (size_t)K, (int)((long)N * id / nth), (int)((long)N * (id + 1) / nth));
+    }
 }

@@ -141,6 +141,9 @@ static int mome_forward(const mt_model *m, infer_state *s, int l, const float *x
 }
 /* the f32 weight of site of this layer (dequantised into s->wbuf for a bf16/Q8_0 base) */
 #define W(site) mt_site_weight(m, l, site, s->wbuf)
+/* out = x·W(site)^T + bias; decoding one token from a GGUF-typed base multiplies on its blocks */
+#define LINEAR(site, out, x, bias, K, N) \
+    do { if (T != 1 || !mt_site_matvec(m, l, site, out, x, bias)) mt_matmul_forward(out, x, W(site), bias, T, K, N); } while (0)
 
 static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
     const mt_config *c = &m->cfg;
@@ -150,9 +153,9 @@ static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
     float *vc = s->v_cache + (size_t)l * s->n_ctx * kv_dim;
 
     mt_rmsnorm_forward(s->xn, s->x, L->attn_norm, T, c->dim, c->norm_eps);
-    mt_matmul_forward(s->q, s->xn, W(MT_SITE_Q), L->bq, T, c->dim, q_dim);
-    mt_matmul_forward(kc + (size_t)pos * kv_dim, s->xn, W(MT_SITE_K), L->bk, T, c->dim, kv_dim);
-    mt_matmul_forward(vc + (size_t)pos * kv_dim, s->xn, W(MT_SITE_V), L->bv, T, c->dim, kv_dim);
+    LINEAR(MT_SITE_Q, s->q, s->xn, L->bq, c->dim, q_dim);
+    LINEAR(MT_SITE_K, kc + (size_t)pos * kv_dim, s->xn, L->bk, c->dim, kv_dim);
+    LINEAR(MT_SITE_V, vc + (size_t)pos * kv_dim, s->xn, L->bv, c->dim, kv_dim);
     if (m->lora) {
         adapter_forward(m, s, l, MT_SITE_Q, s->q, s->xn, T);
         adapter_forward(m, s, l, MT_SITE_K, kc + (size_t)pos * kv_dim, s->xn, T);
@@ -163,20 +166,20 @@ static void layer_forward(mt_model *m, infer_state *s, int l, int T, int pos) {
                     c->rope_interleaved, s->rope_cos, s->rope_sin);
     mt_attention_cached_forward(s->att, s->q, kc, vc, T, pos, c->n_heads, c->n_kv_heads,
                                 c->head_dim, s->scratch);
-    mt_matmul_forward(s->xn, s->att, W(MT_SITE_O), NULL, T, q_dim, c->dim);
+    LINEAR(MT_SITE_O, s->xn, s->att, NULL, q_dim, c->dim);
     if (m->lora) adapter_forward(m, s, l, MT_SITE_O, s->xn, s->att, T);
     for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
 
     mt_rmsnorm_forward(s->xn, s->x, L->ffn_norm, T, c->dim, c->norm_eps);
-    mt_matmul_forward(s->gate, s->xn, W(MT_SITE_GATE), NULL, T, c->dim, c->hidden_dim);
-    mt_matmul_forward(s->up, s->xn, W(MT_SITE_UP), NULL, T, c->dim, c->hidden_dim);
+    LINEAR(MT_SITE_GATE, s->gate, s->xn, NULL, c->dim, c->hidden_dim);
+    LINEAR(MT_SITE_UP, s->up, s->xn, NULL, c->dim, c->hidden_dim);
     if (m->lora) {
         adapter_forward(m, s, l, MT_SITE_GATE, s->gate, s->xn, T);
         adapter_forward(m, s, l, MT_SITE_UP, s->up, s->xn, T);
     }
     int memory = m->mome && mome_forward(m, s, l, s->xn, T); /* reads xn before it is reused */
     mt_swiglu_forward(s->gate, s->gate, s->up, (size_t)T * c->hidden_dim);
-    mt_matmul_forward(s->xn, s->gate, W(MT_SITE_DOWN), NULL, T, c->hidden_dim, c->dim);
+    LINEAR(MT_SITE_DOWN, s->xn, s->gate, NULL, c->hidden_dim, c->dim);
     if (m->lora) adapter_forward(m, s, l, MT_SITE_DOWN, s->xn, s->gate, T);
     if (memory)
         for (size_t i = 0; i < (size_t)T * c->dim; i++) s->xn[i] += s->mome_y[i];
