@@ -12,7 +12,7 @@ static int print_text(const char *text, size_t len, void *user) {
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *tokenizer = NULL, *prompt = "";
-    int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0, context = 0;
+    int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0, context = 0, dequantize = 0;
     float temperature = 1.0f, top_p = 0.9f;
     uint64_t seed = 0;
     const cli_opt opts[] = {
@@ -31,6 +31,7 @@ int cmd_generate(int argc, char **argv) {
         {"--context", "-c", OPT_INT, &context, "context length (default: the model's, capped at 4096)"},
         {"--no-echo", NULL, OPT_FLAG, &no_echo, "do not print the prompt before the generated text"},
         {"--quiet", "-q", OPT_FLAG, &quiet, "no speed report on stderr"},
+        {"--dequantize", NULL, OPT_FLAG, &dequantize, "a quantized GGUF's weights as f32 (default: decode on its blocks)"},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
@@ -43,7 +44,8 @@ int cmd_generate(int argc, char **argv) {
     }
     mt_set_threads(threads);
     mt_model *m;
-    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
+    mt_load_options lo = {.tokenizer_path = tokenizer, .keep_quantized = !dequantize};
+    if (mt_model_load(cli_model_path(model, argv[0]), &lo, &m) != MT_OK) return cli_fail("cannot load model");
     if (cli_load_adapters(m, &ad)) return 1;
     if (context > 0 && mt_model_set_context(m, context) != MT_OK) {
         mt_model_free(m);

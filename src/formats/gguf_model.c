@@ -282,6 +282,17 @@ static int site_of_kind(int kind) {
 
 static int is_block_type(uint32_t t) { return t != MT_QTYPE_F32 && t != MT_QTYPE_F16 && t != MT_QTYPE_BF16; }
 
+/* once a kept tensor is copied its mapped pages go, so loading never holds it twice */
+typedef struct {
+    const mt_gguf *g;
+    const mt_gguf_tensor **kept;
+} release_ctx;
+
+static void release_copied(void *ctx, size_t site) {
+    release_ctx *rc = ctx;
+    mt_file_release(&rc->g->file, rc->kept[site]->data, rc->kept[site]->nbytes);
+}
+
 /* keep: linear sites whose every tensor is a block type stay as the file's blocks
  * (mt_load_options.keep_quantized); every other tensor is dequantized into the f32 block. */
 static mt_status read_weights(const mt_gguf *g, mt_model *m, int keep) {
@@ -311,8 +322,8 @@ static mt_status read_weights(const mt_gguf *g, mt_model *m, int keep) {
             types[k] = t->type, bytes[k] = t->data, kept[k] = t;
         } else s = mt_gguf_read_f32(g, t, refs[i].data, (size_t)refs[i].rows * refs[i].cols);
     }
-    if (!s && keep) s = mt_model_adopt_typed_sites(m, types, bytes);
-    for (size_t k = 0; !s && keep && k < n_sites; k++) mt_file_release(&g->file, kept[k]->data, kept[k]->nbytes);
+    release_ctx rc = {g, kept};
+    if (!s && keep) s = mt_model_adopt_typed_sites(m, types, bytes, release_copied, &rc);
     free(refs);
     free(types);
     free(bytes);

@@ -309,7 +309,8 @@ mt_status mt_model_set_base_dtype(mt_model *m, const char *dtype) {
     return MT_OK;
 }
 
-mt_status mt_model_adopt_typed_sites(mt_model *m, const uint32_t *types, const uint8_t *const *bytes) {
+mt_status mt_model_adopt_typed_sites(mt_model *m, const uint32_t *types, const uint8_t *const *bytes,
+                                     void (*copied)(void *ctx, size_t site), void *ctx) {
     mt_infer_free(m);
     mt_status s = m->base ? expand_f32(m) : MT_OK;
     if (s) return s;
@@ -327,6 +328,7 @@ mt_status mt_model_adopt_typed_sites(mt_model *m, const uint32_t *types, const u
         int in, o;
         mt_linear_site_shape(&m->cfg, (int)(i % MT_N_SITES), &in, &o);
         memcpy(b->site[i], bytes[i], site_bytes(MT_BASE_GGUF, types, i, in, o));
+        if (copied) copied(ctx, i);
     }
     compact_f32(m, refs, n, compact);
     free(refs);

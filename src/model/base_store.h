@@ -49,8 +49,10 @@ mt_status mt_site_weight_store(mt_model *m, int layer, int site, const float *w,
 int mt_site_matvec(const mt_model *m, int layer, int site, float *out, const float *x, const float *bias);
 /* Makes m's linear sites a GGUF-typed base holding copies of bytes[i] (type types[i], site i
  * = layer * MT_N_SITES + site, row-major [out, in]) and frees their f32 arrays, whose
- * contents are not read. */
-mt_status mt_model_adopt_typed_sites(mt_model *m, const uint32_t *types, const uint8_t *const *bytes);
+ * contents are not read. copied (may be NULL) is told after each site's bytes are copied, so
+ * a caller can drop the source pages at once (the GGUF loader releases its mapping's). */
+mt_status mt_model_adopt_typed_sites(mt_model *m, const uint32_t *types, const uint8_t *const *bytes,
+                                     void (*copied)(void *ctx, size_t site), void *ctx);
 /* Every f32 parameter plus the stored sites' bytes. */
 size_t mt_model_weight_bytes(const mt_model *m);
 
