@@ -68,6 +68,11 @@ typedef struct mt_tokenizer mt_tokenizer;
 
 typedef struct {
     const char *tokenizer_path; /* optional: llama2.c tokenizer .bin or tokenizer.json */
+    int keep_quantized;         /* GGUF whose linear weights (q, k, v, o, gate, up, down) are all
+                                   block types (Q4_K, Q8_0, ...): keep them as the file's blocks
+                                   (mt_model_base_dtype says "gguf"); decoding multiplies on the
+                                   blocks, longer inputs and LoRA training dequantize one matrix
+                                   at a time. 0: dequantize everything to f32 */
 } mt_load_options;
 
 /* path: llama2.c .bin, .gguf, or a directory with config.json + safetensors. */

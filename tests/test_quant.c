@@ -7,6 +7,8 @@
 #include "formats/gguf.h"
 #include "model/model.h"
 #include "formats/formats.h"
+#include "model/forward.h"
+#include "model/base_store.h"
 #include "tokenizer/tokenizer.h"
 #include <stdint.h>
 
@@ -384,6 +386,73 @@ TEST(test_gguf_writes_a_special_unk_of_bpe_as_control) {
     mt_model_free(m);
 }
 
+/* Decoding from a quantized GGUF kept in its blocks (mt_load_options.keep_quantized): one
+ * token at a time through the KV cache, the matrix-vector products run on the blocks, and
+ * the logits stay within 1e-3 (relative to their largest) of the same file dequantized to
+ * f32; a prompt of several tokens (dequantized per matrix) gives exactly the f32 logits. The
+ * weights take the file's bytes, not four per parameter. */
+TEST(test_decoding_on_kept_blocks_matches_the_dequantized_model) {
+    const char *dir = test_tmpdir("quant_keep");
+    mt_config cfg = small_config(256, 512, 2, 1);
+    mt_model *m = NULL;
+    CHECK_OK(mt_model_init(&cfg, 11, &m));
+    if (!m) return;
+    static const char *const types[] = {"q8_0", "q4_k", "q6_k", "q4_0"};
+    int ids[5] = {1, 17, 42, 99, 5};
+    size_t V = (size_t)cfg.vocab_size;
+    float *a = malloc(5 * V * sizeof(float)), *b = malloc(5 * V * sizeof(float));
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/m.%s.gguf", dir, types[k]);
+        CHECK_OK(mt_model_save_gguf(m, path, types[k]));
+        mt_model *f32 = NULL, *kept = NULL;
+        mt_load_options keep = {.keep_quantized = 1};
+        CHECK_OK(mt_model_load(path, NULL, &f32));
+        CHECK_OK(mt_model_load(path, &keep, &kept));
+        if (!f32 || !kept) continue;
+        CHECK_STR_EQ(mt_model_base_dtype(kept), "gguf");
+        CHECK_STR_EQ(mt_model_base_dtype(f32), "f32");
+        CHECK_MSG(mt_model_weight_bytes(kept) * 2 < mt_model_weight_bytes(f32), "%s: kept weights take %zu bytes, f32 %zu",
+                  types[k], mt_model_weight_bytes(kept), mt_model_weight_bytes(f32));
+        for (int t = 0; t < 5; t++) { /* decoding: T = 1 at positions 0..4 */
+            CHECK_OK(mt_forward(f32, &ids[t], 1, t, a + t * V, 0));
+            CHECK_OK(mt_forward(kept, &ids[t], 1, t, b + t * V, 0));
+        }
+        double d = 0, scale = 0;
+        for (size_t i = 0; i < 5 * V; i++) d = fmax(d, fabs(a[i] - b[i])), scale = fmax(scale, fabs(a[i]));
+        CHECK_MSG(d <= 1e-3 * scale, "%s: decoding on the blocks differs by %.3g (scale %.3g)", types[k], d, scale);
+        CHECK_OK(mt_model_logits(f32, ids, 5, a));
+        CHECK_OK(mt_model_logits(kept, ids, 5, b));
+        CHECK_MSG(memcmp(a, b, 5 * V * sizeof(float)) == 0, "%s: a prompt on the kept model differs", types[k]);
+        mt_model_free(f32);
+        mt_model_free(kept);
+    }
+    free(a);
+    free(b);
+    mt_model_free(m);
+}
+
+/* mt_quant_matvec against dot products with the dequantized rows, every block type. */
+TEST(test_quant_matvec_equals_dequantized_dot_products) {
+    for (size_t k = 0; k < N_TYPES; k++) {
+        char name[32];
+        size_t qlen;
+        snprintf(name, sizeof name, "%s.q", types[k].name);
+        uint8_t *q = read_file_or_die(name, &qlen);
+        int K = 256, N = N_TOTAL / 256;
+        float x[256], out[8], w[N_TOTAL];
+        for (int i = 0; i < K; i++) x[i] = (float)sin(0.37 * i);
+        mt_dequantize(types[k].type, q, w, N_TOTAL);
+        mt_quant_matvec(types[k].type, out, x, q, K, N);
+        for (int n = 0; n < N; n++) {
+            double want = 0, mag = 0;
+            for (int i = 0; i < K; i++) want += (double)w[n * K + i] * x[i], mag += fabs((double)w[n * K + i] * x[i]);
+            CHECK_MSG(fabs(out[n] - want) <= 1e-5 * mag + 1e-30, "%s row %d: %.9g vs %.9g", types[k].name, n, out[n], want);
+        }
+        free(q);
+    }
+}
+
 int main(void) {
     mt_set_threads(2);
     RUN(test_every_type_dequantizes_bit_for_bit_as_ggml);
@@ -394,5 +463,7 @@ int main(void) {
     RUN(test_gguf_writer_types_follow_llama_quantize_and_load_back);
     RUN(test_qwen2_is_written_as_arch_qwen2);
     RUN(test_gguf_writes_a_special_unk_of_bpe_as_control);
+    RUN(test_decoding_on_kept_blocks_matches_the_dequantized_model);
+    RUN(test_quant_matvec_equals_dequantized_dot_products);
     TEST_MAIN_END();
 }

@@ -23,6 +23,8 @@ run "$MT" generate --model "$M/stories260K.gguf" -t 0 -n 20 -q
 run "$MT" generate --model "$M/stories260K.bin" --prompt "Once" -t 0.8 -k 20 -s 1 -n 20 -q
 run "$MT" convert --model "$M/stories260K.bin" --out "$TMP/hf" --format hf
 run "$MT" generate --model "$TMP/hf" -t 0 -n 10 -q
+run "$MT" convert --model "$M/stories260K.bin" --out "$TMP/q4k.gguf" --format gguf --type q4_k
+run "$MT" generate --model "$TMP/q4k.gguf" -t 0 -n 10 -q
 run "$MT" train --model "$TMP/hf" --data "$TMP/d.jsonl" --eval "$TMP/d.jsonl" --out "$TMP/run" --steps 4 --save-every 2 --seq-len 32 --batch 2 --quiet --threads 1
 run "$MT" train --model "$TMP/hf" --data "$TMP/d.jsonl" --out "$TMP/run" --steps 6 --save-every 2 --seq-len 32 --batch 2 --quiet --threads 1 --resume
 run "$MT" eval --model "$TMP/run/model" --data "$TMP/d.jsonl" --report "$TMP/report.jsonl"

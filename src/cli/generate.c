@@ -14,7 +14,7 @@ static int print_text(const char *text, size_t len, void *user) {
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *tokenizer = NULL, *prompt = "", *grammar_path = NULL, *schema_path = NULL;
-    int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0, context = 0, samples = 1;
+    int n = 256, new_tokens = -1, top_k = 0, threads = 0, no_echo = 0, quiet = 0, context = 0, samples = 1, dequantize = 0;
     float temperature = 1.0f, top_p = 0.9f;
     uint64_t seed = 0;
     const cli_opt opts[] = {
@@ -36,6 +36,7 @@ int cmd_generate(int argc, char **argv) {
         {"--grammar", NULL, OPT_STRING, &grammar_path, "GBNF grammar file (llama.cpp syntax): the generated text always matches it"},
         {"--json-schema", NULL, OPT_STRING, &schema_path, "JSON Schema file: the generated text is JSON that validates against it"},
         {"--samples", NULL, OPT_INT, &samples, "draw N samples (seeds S, S+1, ...), each ended by a newline (default 1)", 1, INT_MAX},
+        {"--dequantize", NULL, OPT_FLAG, &dequantize, "a quantized GGUF's weights as f32 (default: decode on its blocks)"},
         {NULL, NULL, 0, NULL, NULL},
     };
     int code;
@@ -63,7 +64,13 @@ int cmd_generate(int argc, char **argv) {
     o.grammar = grammar;
     mt_set_threads(threads);
     mt_model *m;
-    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m) || cli_load_adapters(m, &ad)) {
+    mt_load_options lo = {.tokenizer_path = tokenizer, .keep_quantized = !dequantize};
+    if (mt_model_load(cli_model_path(model, argv[0]), &lo, &m) != MT_OK) {
+        cli_adapters_free(&ad);
+        mt_grammar_free(grammar);
+        return cli_fail("cannot load model");
+    }
+    if (cli_load_adapters(m, &ad)) {
         cli_adapters_free(&ad);
         mt_grammar_free(grammar);
         return 1;

@@ -12,6 +12,8 @@
 #include "formats/gguf.h"
 #include "core/error.h"
 #include "kernels/quant.h"
+#include "model/adapter.h"
+#include "model/base_store.h"
 #include "tokenizer/tokenizer.h"
 #include <libgen.h>
 #include <limits.h>
@@ -264,19 +266,68 @@ static mt_status check_shape(const char *path, const char *name, const mt_gguf_t
                     (unsigned long long)want[0], (unsigned long long)want[1]);
 }
 
-static mt_status read_weights(const mt_gguf *g, mt_model *m) {
+/* The linear site (model/adapter.h) a tensor kind is, or -1. */
+static int site_of_kind(int kind) {
+    switch (kind) {
+    case MT_T_WQ: return MT_SITE_Q;
+    case MT_T_WK: return MT_SITE_K;
+    case MT_T_WV: return MT_SITE_V;
+    case MT_T_WO: return MT_SITE_O;
+    case MT_T_GATE: return MT_SITE_GATE;
+    case MT_T_UP: return MT_SITE_UP;
+    case MT_T_DOWN: return MT_SITE_DOWN;
+    default: return -1;
+    }
+}
+
+static int is_block_type(uint32_t t) { return t != MT_QTYPE_F32 && t != MT_QTYPE_F16 && t != MT_QTYPE_BF16; }
+
+/* once a kept tensor is copied its mapped pages go, so loading never holds it twice */
+typedef struct {
+    const mt_gguf *g;
+    const mt_gguf_tensor **kept;
+} release_ctx;
+
+static void release_copied(void *ctx, size_t site) {
+    release_ctx *rc = ctx;
+    mt_file_release(&rc->g->file, rc->kept[site]->data, rc->kept[site]->nbytes);
+}
+
+/* keep: linear sites whose every tensor is a block type stay as the file's blocks
+ * (mt_load_options.keep_quantized); every other tensor is dequantized into the f32 block. */
+static mt_status read_weights(const mt_gguf *g, mt_model *m, int keep) {
     int n;
     mt_tensor_ref *refs = mt_model_tensor_list(m, &n);
-    mt_status s = refs ? MT_OK : MT_ERR_NOMEM;
+    size_t n_sites = (size_t)m->cfg.n_layers * MT_N_SITES;
+    uint32_t *types = calloc(n_sites + 1, sizeof *types);
+    const uint8_t **bytes = calloc(n_sites + 1, sizeof *bytes);
+    const mt_gguf_tensor **kept = calloc(n_sites + 1, sizeof *kept);
+    mt_status s = refs && types && bytes && kept ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n && !s && keep; i++) { /* keep only when every site can stay in blocks */
+        char name[128];
+        gguf_tensor_name(&refs[i], name, sizeof name);
+        const mt_gguf_tensor *t = mt_gguf_find_tensor(g, name);
+        int site = site_of_kind(refs[i].kind);
+        if (site >= 0 && (!t || !is_block_type(t->type) || !mt_qtype_size_of(t->type).block)) keep = 0;
+    }
     for (int i = 0; i < n && !s; i++) {
         char name[128];
         gguf_tensor_name(&refs[i], name, sizeof name);
         const mt_gguf_tensor *t = mt_gguf_find_tensor(g, name);
+        int site = site_of_kind(refs[i].kind);
         if (!t) s = mt_error(MT_ERR_FORMAT, "%s: missing tensor %s", g->file.path, name);
-        else if (!(s = check_shape(g->file.path, name, t, &refs[i])))
-            s = mt_gguf_read_f32(g, t, refs[i].data, (size_t)refs[i].rows * refs[i].cols);
+        else if ((s = check_shape(g->file.path, name, t, &refs[i]))) break;
+        else if (keep && site >= 0) {
+            size_t k = (size_t)refs[i].layer * MT_N_SITES + site;
+            types[k] = t->type, bytes[k] = t->data, kept[k] = t;
+        } else s = mt_gguf_read_f32(g, t, refs[i].data, (size_t)refs[i].rows * refs[i].cols);
     }
+    release_ctx rc = {g, kept};
+    if (!s && keep) s = mt_model_adopt_typed_sites(m, types, bytes, release_copied, &rc);
     free(refs);
+    free(types);
+    free(bytes);
+    free(kept);
     return s;
 }
 
@@ -410,7 +461,7 @@ mt_status mt_gguf_load_model(const char *path, const mt_load_options *opts, mt_m
     /* Q2_K, the smallest type memtune reads, takes 84 bytes per 256 values. */
     if (!s) s = mt_check_params_fit(path, &cfg, g.file.size - g.data_offset, 84.0 / 256.0);
     if (!s) s = mt_model_alloc(&cfg, &m);
-    if (!s) s = read_weights(&g, m);
+    if (!s) s = read_weights(&g, m, opts && opts->keep_quantized);
     if (!s) s = attach_tokenizer(m, &g, path, opts);
     mt_gguf_close(&g);
     if (s) mt_model_free(m);
@@ -561,8 +612,6 @@ static const gguf_out_type *find_out_type(const char *name) {
         if (!strcmp(out_types[i].name, name)) return &out_types[i];
     return NULL;
 }
-
-static int is_block_type(uint32_t t) { return t != MT_QTYPE_F32 && t != MT_QTYPE_F16 && t != MT_QTYPE_BF16; }
 
 /* llama-quantize's use_more_bits: the first and last eighth of the layers and every third
  * in between get more bits in Q4_K_M. */

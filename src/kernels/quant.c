@@ -8,10 +8,14 @@
  * so no multiply-add is fused here and the roundings match ggml's baseline x86-64 build. */
 #include "kernels/quant.h"
 #include "formats/dtype.h"
+#include "kernels/simd.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #define QK_K 256
+/* the block loops inline into each CPU-specific clone of rows_dot (kernels/simd.h) */
+#define HOT static inline __attribute__((always_inline))
 
 mt_qtype_size mt_qtype_size_of(uint32_t type) {
     switch (type) {
@@ -36,20 +40,22 @@ size_t mt_qtype_bytes(uint32_t type, size_t n) {
     return s.block ? n / s.block * s.bytes : 0;
 }
 
-static float f16_at(const uint8_t *p) { return mt_f16_to_f32(mt_load_u16(p)); }
+HOT float f16_at(const uint8_t *p) { return mt_f16_to_f32(mt_load_u16(p)); }
 
 /* ---- 32-value blocks ---- */
 
-static void dequant_q4_0(const uint8_t *b, float *y) {
+HOT void dequant_q4_0(const uint8_t *b, float *y) {
     float d = f16_at(b);
+#pragma omp simd
     for (int j = 0; j < 16; j++) {
         y[j] = (float)((b[2 + j] & 0x0f) - 8) * d;
         y[j + 16] = (float)((b[2 + j] >> 4) - 8) * d;
     }
 }
 
-static void dequant_q4_1(const uint8_t *b, float *y) {
+HOT void dequant_q4_1(const uint8_t *b, float *y) {
     float d = f16_at(b), m = f16_at(b + 2);
+#pragma omp simd
     for (int j = 0; j < 16; j++) {
         y[j] = (float)(b[4 + j] & 0x0f) * d + m;
         y[j + 16] = (float)(b[4 + j] >> 4) * d + m;
@@ -57,9 +63,10 @@ static void dequant_q4_1(const uint8_t *b, float *y) {
 }
 
 /* Q5_*: bit j of the u32 qh is the fifth bit of value j. */
-static void dequant_q5_0(const uint8_t *b, float *y) {
+HOT void dequant_q5_0(const uint8_t *b, float *y) {
     float d = f16_at(b);
     uint32_t qh = mt_load_u32(b + 2);
+#pragma omp simd
     for (int j = 0; j < 16; j++) {
         int h0 = ((qh >> j) << 4) & 0x10, h1 = (qh >> (j + 12)) & 0x10;
         y[j] = (float)(((b[6 + j] & 0x0f) | h0) - 16) * d;
@@ -67,9 +74,10 @@ static void dequant_q5_0(const uint8_t *b, float *y) {
     }
 }
 
-static void dequant_q5_1(const uint8_t *b, float *y) {
+HOT void dequant_q5_1(const uint8_t *b, float *y) {
     float d = f16_at(b), m = f16_at(b + 2);
     uint32_t qh = mt_load_u32(b + 4);
+#pragma omp simd
     for (int j = 0; j < 16; j++) {
         int h0 = ((qh >> j) << 4) & 0x10, h1 = (qh >> (j + 12)) & 0x10;
         y[j] = (float)((b[8 + j] & 0x0f) | h0) * d + m;
@@ -77,14 +85,15 @@ static void dequant_q5_1(const uint8_t *b, float *y) {
     }
 }
 
-static void dequant_q8_0(const uint8_t *b, float *y) {
+HOT void dequant_q8_0(const uint8_t *b, float *y) {
     float d = f16_at(b);
+#pragma omp simd
     for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)b[2 + j] * d;
 }
 
 /* ---- 256-value super-blocks ---- */
 
-static void dequant_q2_k(const uint8_t *b, float *y) {
+HOT void dequant_q2_k(const uint8_t *b, float *y) {
     const uint8_t *scales = b, *q = b + 16;
     float d = f16_at(b + 80), dmin = f16_at(b + 82);
     int is = 0;
@@ -93,12 +102,14 @@ static void dequant_q2_k(const uint8_t *b, float *y) {
             for (int half = 0; half < 2; half++) {
                 uint8_t sc = scales[is++];
                 float dl = d * (float)(sc & 0x0f), ml = dmin * (float)(sc >> 4);
-                for (int l = 0; l < 16; l++) *y++ = dl * (float)((q[16 * half + l] >> shift) & 3) - ml;
+#pragma omp simd
+                for (int l = 0; l < 16; l++) y[l] = dl * (float)((q[16 * half + l] >> shift) & 3) - ml;
+                y += 16;
             }
 }
 
 /* Q4_K/Q5_K: eight 6-bit scales and mins packed in 12 bytes. */
-static void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+HOT void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
     if (j < 4) {
         *sc = q[j] & 63;
         *m = q[j + 4] & 63;
@@ -109,7 +120,7 @@ static void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
 }
 
 /* Q3_K: sixteen 6-bit scales in 12 bytes: low nibbles in bytes 0-7, high 2-bit pairs in 8-11. */
-static void q3_k_scales(const uint8_t *packed, int8_t out[16]) {
+HOT void q3_k_scales(const uint8_t *packed, int8_t out[16]) {
     uint32_t aux[4];
     const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
     memcpy(aux, packed, 12);
@@ -121,7 +132,7 @@ static void q3_k_scales(const uint8_t *packed, int8_t out[16]) {
     memcpy(out, aux, 16);
 }
 
-static void dequant_q3_k(const uint8_t *b, float *y) {
+HOT void dequant_q3_k(const uint8_t *b, float *y) {
     const uint8_t *hm = b, *q = b + 32;
     float d_all = f16_at(b + 108);
     int8_t scales[16];
@@ -132,14 +143,16 @@ static void dequant_q3_k(const uint8_t *b, float *y) {
         for (int shift = 0; shift < 8; shift += 2, m <<= 1)
             for (int half = 0; half < 2; half++) {
                 float dl = d_all * (float)(scales[is++] - 32);
+#pragma omp simd
                 for (int l = 0; l < 16; l++) {
                     int k = 16 * half + l;
-                    *y++ = dl * (float)((int8_t)((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4));
+                    y[l] = dl * (float)((int8_t)((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4));
                 }
+                y += 16;
             }
 }
 
-static void dequant_q4_k(const uint8_t *b, float *y) {
+HOT void dequant_q4_k(const uint8_t *b, float *y) {
     float d = f16_at(b), dmin = f16_at(b + 2);
     const uint8_t *scales = b + 4, *q = b + 16;
     for (int j = 0; j < 8; j += 2, q += 32) {
@@ -148,12 +161,15 @@ static void dequant_q4_k(const uint8_t *b, float *y) {
         float d1 = d * (float)sc, m1 = dmin * (float)m;
         scale_min_k4(j + 1, scales, &sc, &m);
         float d2 = d * (float)sc, m2 = dmin * (float)m;
-        for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0x0f) - m1;
-        for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+#pragma omp simd
+        for (int l = 0; l < 32; l++) y[l] = d1 * (float)(q[l] & 0x0f) - m1;
+#pragma omp simd
+        for (int l = 0; l < 32; l++) y[32 + l] = d2 * (float)(q[l] >> 4) - m2;
+        y += 64;
     }
 }
 
-static void dequant_q5_k(const uint8_t *b, float *y) {
+HOT void dequant_q5_k(const uint8_t *b, float *y) {
     float d = f16_at(b), dmin = f16_at(b + 2);
     const uint8_t *scales = b + 4, *qh = b + 16, *ql = b + 48;
     uint8_t u1 = 1, u2 = 2;
@@ -163,16 +179,20 @@ static void dequant_q5_k(const uint8_t *b, float *y) {
         float d1 = d * (float)sc, m1 = dmin * (float)m;
         scale_min_k4(j + 1, scales, &sc, &m);
         float d2 = d * (float)sc, m2 = dmin * (float)m;
-        for (int l = 0; l < 32; l++) *y++ = d1 * (float)((ql[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
-        for (int l = 0; l < 32; l++) *y++ = d2 * (float)((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+#pragma omp simd
+        for (int l = 0; l < 32; l++) y[l] = d1 * (float)((ql[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
+#pragma omp simd
+        for (int l = 0; l < 32; l++) y[32 + l] = d2 * (float)((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+        y += 64;
     }
 }
 
-static void dequant_q6_k(const uint8_t *b, float *y) {
+HOT void dequant_q6_k(const uint8_t *b, float *y) {
     const uint8_t *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
     float d = f16_at(b + 208);
-    for (int n = 0; n < QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8)
+    for (int n = 0; n < QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+#pragma omp simd
         for (int l = 0; l < 32; l++) {
             int is = l / 16;
             int q1 = (int8_t)((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
@@ -184,6 +204,7 @@ static void dequant_q6_k(const uint8_t *b, float *y) {
             y[l + 64] = d * (float)sc[is + 4] * (float)q3;
             y[l + 96] = d * (float)sc[is + 6] * (float)q4;
         }
+    }
 }
 
 void mt_dequantize(uint32_t type, const uint8_t *src, float *dst, size_t n) {
@@ -485,4 +506,93 @@ void mt_quantize_rows(uint32_t type, const float *src, uint8_t *dst, size_t rows
     size_t row_bytes = mt_qtype_bytes(type, cols);
 #pragma omp parallel for schedule(dynamic, 16) if (rows * cols > 65536)
     for (size_t r = 0; r < rows; r++) mt_quantize(type, src + r * cols, dst + r * row_bytes, cols);
+}
+
+/* ---- matrix-vector products on the blocks (decoding) ---- */
+
+/* Σ_i row[i]·x[i] for one row of n values: each block is dequantized into registers-sized
+ * scratch (exactly mt_dequantize's values) and multiplied there, so the f32 matrix never
+ * exists; the sums run in 8 lanes, which the compiler turns into one AVX2 register in the
+ * x86-64-v3 clone (n is a multiple of 8: every block is). */
+#if defined(__GNUC__) && defined(__x86_64__)
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+#define HSUM8(a) ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
+HOT float block_dot(const float *restrict y, const float *restrict x, int n) {
+    v8f a = {0};
+    for (int i = 0; i < n; i += 8) {
+        v8f yv, xv;
+        memcpy(&yv, y + i, 32), memcpy(&xv, x + i, 32);
+        a += yv * xv;
+    }
+    return HSUM8(a);
+}
+/* the 8 int8 quants at q widened to floats */
+#define WIDEN8(q) __builtin_convertvector(((v8i){(int8_t)(q)[0], (int8_t)(q)[1], (int8_t)(q)[2], (int8_t)(q)[3], \
+                                                 (int8_t)(q)[4], (int8_t)(q)[5], (int8_t)(q)[6], (int8_t)(q)[7]}), v8f)
+#endif
+
+/* Q8_0 multiplies the int8 quants by x and scales the block's sum once. */
+HOT float row_dot_q8_0(const uint8_t *row, const float *x, size_t n) {
+    float sum = 0;
+    for (size_t b = 0; b < n / 32; b++, row += 34, x += 32) {
+        v8f a = {0};
+        for (int j = 0; j < 32; j += 8) {
+            v8f xv;
+            memcpy(&xv, x + j, 32);
+            a += WIDEN8(row + 2 + j) * xv;
+        }
+        sum += f16_at(row) * HSUM8(a);
+    }
+    return sum;
+}
+
+/* The other types: each block dequantized into y (L1-resident), then a vector dot. */
+#define ROW_DOT(name, dequant, BLOCK, BYTES)                                                                      \
+    HOT float name(const uint8_t *row, const float *x, size_t n) {                                 \
+        float y[BLOCK], sum = 0;                                                                              \
+        for (size_t b = 0; b < n / (BLOCK); b++) {                                                            \
+            dequant(row + b * (BYTES), y);                                                                    \
+            sum += block_dot(y, x + b * (BLOCK), BLOCK);                                                      \
+        }                                                                                                     \
+        return sum;                                                                                           \
+    }
+ROW_DOT(row_dot_q4_0, dequant_q4_0, 32, 18)
+ROW_DOT(row_dot_q4_1, dequant_q4_1, 32, 20)
+ROW_DOT(row_dot_q5_0, dequant_q5_0, 32, 22)
+ROW_DOT(row_dot_q5_1, dequant_q5_1, 32, 24)
+ROW_DOT(row_dot_q2_k, dequant_q2_k, QK_K, 84)
+ROW_DOT(row_dot_q3_k, dequant_q3_k, QK_K, 110)
+ROW_DOT(row_dot_q4_k, dequant_q4_k, QK_K, 144)
+ROW_DOT(row_dot_q5_k, dequant_q5_k, QK_K, 176)
+ROW_DOT(row_dot_q6_k, dequant_q6_k, QK_K, 210)
+
+HOT float row_dot(uint32_t type, const uint8_t *row, const float *x, size_t n) {
+    switch (type) {
+    case MT_QTYPE_Q8_0: return row_dot_q8_0(row, x, n);
+    case MT_QTYPE_Q4_0: return row_dot_q4_0(row, x, n);
+    case MT_QTYPE_Q4_1: return row_dot_q4_1(row, x, n);
+    case MT_QTYPE_Q5_0: return row_dot_q5_0(row, x, n);
+    case MT_QTYPE_Q5_1: return row_dot_q5_1(row, x, n);
+    case MT_QTYPE_Q2_K: return row_dot_q2_k(row, x, n);
+    case MT_QTYPE_Q3_K: return row_dot_q3_k(row, x, n);
+    case MT_QTYPE_Q4_K: return row_dot_q4_k(row, x, n);
+    case MT_QTYPE_Q5_K: return row_dot_q5_k(row, x, n);
+    case MT_QTYPE_Q6_K: return row_dot_q6_k(row, x, n);
+    default: return 0; /* F32/F16/BF16 sites never reach here: the loader keeps only block types */
+    }
+}
+
+MT_SIMD_CLONES
+static void rows_dot(uint32_t type, float *out, const float *x, const uint8_t *w, size_t K, int n0, int n1) {
+    size_t row_bytes = mt_qtype_bytes(type, K);
+    for (int n = n0; n < n1; n++) out[n] = row_dot(type, w + (size_t)n * row_bytes, x, K);
+}
+
+void mt_quant_matvec(uint32_t type, float *out, const float *x, const uint8_t *w, int K, int N) {
+#pragma omp parallel if ((size_t)N * K >= 65536)
+    {
+        int id = omp_get_thread_num(), nth = omp_get_num_threads();
+        rows_dot(type, out, x, w, (size_t)K, (int)((long)N * id / nth), (int)((long)N * (id + 1) / nth));
+    }
 }

@@ -54,4 +54,9 @@ void mt_quantize(uint32_t type, const float *src, uint8_t *dst, size_t n);
 /* The same for rows x cols values (cols a multiple of the block), rows in parallel. */
 void mt_quantize_rows(uint32_t type, const float *src, uint8_t *dst, size_t rows, size_t cols);
 
+/* out[N] = W[N, K]·x for W stored as N rows of K values of a block type (K a multiple of its
+ * block): decoding straight from the blocks, threaded over rows, AVX2/FMA by runtime dispatch
+ * (kernels/simd.h). Equals the dot products with mt_dequantize's values up to summation order. */
+void mt_quant_matvec(uint32_t type, float *out, const float *x, const uint8_t *w, int K, int N);
+
 #endif

@@ -6,6 +6,8 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "kernels/kernels.h"
+#include "formats/dtype.h"
+#include "kernels/quant.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +21,7 @@ mt_status mt_base_dtype_parse(const char *name, mt_base_dtype *out) {
 }
 
 const char *mt_base_dtype_name(mt_base_dtype d) {
-    return d == MT_BASE_BF16 ? "bf16" : d == MT_BASE_Q8_0 ? "q8_0" : "f32";
+    return d == MT_BASE_BF16 ? "bf16" : d == MT_BASE_Q8_0 ? "q8_0" : d == MT_BASE_GGUF ? "gguf" : "f32";
 }
 
 size_t mt_base_encoded_bytes(mt_base_dtype d, size_t rows, size_t cols) {
@@ -53,9 +55,22 @@ size_t mt_site_scratch_floats(const mt_config *c) {
 const float *mt_site_weight(const mt_model *m, int layer, int site, float *scratch) {
     if (!m->base) return mt_linear_site_weight(m, layer, site);
     int in, out;
+    size_t i = (size_t)layer * MT_N_SITES + site;
     mt_linear_site_shape(&m->cfg, site, &in, &out);
-    mt_base_decode(m->base->dtype, m->base->site[(size_t)layer * MT_N_SITES + site], (size_t)out, (size_t)in, scratch);
+    if (m->base->dtype == MT_BASE_GGUF) mt_dequantize(m->base->site_type[i], m->base->site[i], scratch, (size_t)in * out);
+    else mt_base_decode(m->base->dtype, m->base->site[i], (size_t)out, (size_t)in, scratch);
     return scratch;
+}
+
+int mt_site_matvec(const mt_model *m, int layer, int site, float *out, const float *x, const float *bias) {
+    if (!m->base || m->base->dtype != MT_BASE_GGUF) return 0;
+    int in, o;
+    size_t i = (size_t)layer * MT_N_SITES + site;
+    mt_linear_site_shape(&m->cfg, site, &in, &o);
+    mt_quant_matvec(m->base->site_type[i], out, x, m->base->site[i], in, o);
+    if (bias)
+        for (int n = 0; n < o; n++) out[n] += bias[n];
+    return 1;
 }
 
 mt_status mt_site_weight_store(mt_model *m, int layer, int site, const float *w, double *max_change) {
@@ -67,12 +82,20 @@ mt_status mt_site_weight_store(mt_model *m, int layer, int site, const float *w,
         memcpy(mt_linear_site_weight(m, layer, site), w, n * sizeof(float));
         return MT_OK;
     }
-    uint8_t *dst = m->base->site[(size_t)layer * MT_N_SITES + site];
-    mt_base_encode(m->base->dtype, w, (size_t)out, (size_t)in, dst);
+    size_t i = (size_t)layer * MT_N_SITES + site;
+    uint8_t *dst = m->base->site[i];
+    uint32_t type = m->base->site_type ? m->base->site_type[i] : 0;
+    if (m->base->dtype == MT_BASE_GGUF && !mt_qtype_can_quantize(type))
+        return mt_error(MT_ERR_UNSUPPORTED, "layer %d site %d is held as the file's %s blocks, which memtune does not "
+                        "re-quantize (it writes Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, F16, BF16)", layer, site,
+                        type == MT_QTYPE_Q4_1 ? "Q4_1" : type == MT_QTYPE_Q5_1 ? "Q5_1" : type == MT_QTYPE_Q2_K ? "Q2_K"
+                        : type == MT_QTYPE_Q3_K ? "Q3_K" : type == MT_QTYPE_Q5_K ? "Q5_K" : "other");
+    if (m->base->dtype == MT_BASE_GGUF) mt_quantize_rows(type, w, dst, (size_t)out, (size_t)in);
+    else mt_base_encode(m->base->dtype, w, (size_t)out, (size_t)in, dst);
     if (!max_change) return MT_OK;
     float *back = malloc(n * sizeof(float));
     if (!back) return mt_error(MT_ERR_NOMEM, "out of memory");
-    mt_base_decode(m->base->dtype, dst, (size_t)out, (size_t)in, back);
+    mt_site_weight(m, layer, site, back);
     double worst = 0;
     for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)back[i] - w[i]));
     *max_change = worst;
@@ -93,6 +116,7 @@ static int is_site_kind(int kind) {
 
 static void store_free(struct mt_base_store *b) {
     if (!b) return;
+    free(b->site_type);
     free(b->data);
     free(b->site);
     free(b);
@@ -104,18 +128,24 @@ void mt_model_free_base(mt_model *m) {
 }
 
 /* An empty store for m's sites in dtype d: every matrix's bytes in one allocation. */
-static mt_status store_alloc(const mt_model *m, mt_base_dtype d, struct mt_base_store **out) {
+static size_t site_bytes(mt_base_dtype d, const uint32_t *types, size_t i, int in, int o) {
+    return d == MT_BASE_GGUF ? mt_qtype_bytes(types[i], (size_t)in * o) : mt_base_encoded_bytes(d, (size_t)o, (size_t)in);
+}
+
+/* types: MT_BASE_GGUF's per-site ggml types (copied), else NULL */
+static mt_status store_alloc(const mt_model *m, mt_base_dtype d, const uint32_t *types, struct mt_base_store **out) {
     size_t n_sites = (size_t)m->cfg.n_layers * MT_N_SITES, total = 0;
     struct mt_base_store *b = calloc(1, sizeof *b);
     if (b) b->site = calloc(n_sites, sizeof *b->site);
+    if (b && types && (b->site_type = malloc(n_sites * sizeof *types))) memcpy(b->site_type, types, n_sites * sizeof *types);
     for (size_t i = 0; b && i < n_sites; i++) {
         int in, o;
         mt_linear_site_shape(&m->cfg, (int)(i % MT_N_SITES), &in, &o);
-        total += mt_base_encoded_bytes(d, (size_t)o, (size_t)in);
+        total += site_bytes(d, types, i, in, o);
         b->n_site_params += (size_t)in * o;
     }
     if (b && b->site) b->data = malloc(total ? total : 1);
-    if (!b || !b->site || !b->data) {
+    if (!b || !b->site || !b->data || (types && !b->site_type)) {
         store_free(b);
         return mt_error(MT_ERR_NOMEM, "out of memory for a %s base", mt_base_dtype_name(d));
     }
@@ -124,7 +154,7 @@ static mt_status store_alloc(const mt_model *m, mt_base_dtype d, struct mt_base_
         int in, o;
         mt_linear_site_shape(&m->cfg, (int)(i % MT_N_SITES), &in, &o);
         b->site[i] = p;
-        p += mt_base_encoded_bytes(d, (size_t)o, (size_t)in);
+        p += site_bytes(d, types, i, in, o);
     }
     b->bytes = total;
     b->dtype = d;
@@ -227,12 +257,39 @@ mt_status mt_model_set_base_dtype(mt_model *m, const char *dtype) {
     mt_tensor_ref *refs = malloc((size_t)n * sizeof *refs);
     if (refs) mt_model_tensors(m, refs, n);
     float *compact = refs ? malloc((compact_count(refs, n) + 1) * sizeof(float)) : NULL;
-    if (!compact || (s = store_alloc(m, d, &b))) {
+    if (!compact || (s = store_alloc(m, d, NULL, &b))) {
         free(refs);
         free(compact);
         return s ? s : mt_error(MT_ERR_NOMEM, "out of memory");
     }
     encode_sites(m, b);
+    compact_f32(m, refs, n, compact);
+    free(refs);
+    m->base = b;
+    return MT_OK;
+}
+
+mt_status mt_model_adopt_typed_sites(mt_model *m, const uint32_t *types, const uint8_t *const *bytes,
+                                     void (*copied)(void *ctx, size_t site), void *ctx) {
+    mt_infer_free(m);
+    mt_status s = m->base ? expand_f32(m) : MT_OK;
+    if (s) return s;
+    struct mt_base_store *b = NULL;
+    int n = mt_model_tensors(m, NULL, 0);
+    mt_tensor_ref *refs = malloc((size_t)n * sizeof *refs);
+    if (refs) mt_model_tensors(m, refs, n);
+    float *compact = refs ? malloc((compact_count(refs, n) + 1) * sizeof(float)) : NULL;
+    if (!compact || (s = store_alloc(m, MT_BASE_GGUF, types, &b))) {
+        free(refs);
+        free(compact);
+        return s ? s : mt_error(MT_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < (size_t)m->cfg.n_layers * MT_N_SITES; i++) {
+        int in, o;
+        mt_linear_site_shape(&m->cfg, (int)(i % MT_N_SITES), &in, &o);
+        memcpy(b->site[i], bytes[i], site_bytes(MT_BASE_GGUF, types, i, in, o));
+        if (copied) copied(ctx, i);
+    }
     compact_f32(m, refs, n, compact);
     free(refs);
     m->base = b;

@@ -230,12 +230,24 @@ static int mome_forward(const mt_context *s, int l, const float *xn, int T) {
  * bf16/Q8_0 base) */
 #define W(site) mt_site_weight(m, l, site, cs[0]->wbuf)
 
+/* linear() for a site of this layer: one token of one context from a GGUF-typed base is
+ * multiplied on its blocks (no dequantised copy); otherwise the f32 weight, W(site) */
+static void linear_site(const mt_model *m, int l, int site, float *wbuf, int B, int T, float *const *out,
+                        float *const *in, const float *bias, int K, int N);
+#define LINEAR(site, out, in, bias, K, N) linear_site(m, l, site, cs[0]->wbuf, B, T, out, in, bias, K, N)
+
 /* out_b = in_b·W^T (+ bias) for each context b: T rows of one context, or (B > 1) one row of
  * each of B contexts in one product that reads W once, with the same numbers as B separate
  * one-row products (so a batched step decodes exactly what one sequence alone decodes). */
 static void linear(int B, int T, float *const *out, float *const *in, const float *w, const float *bias, int K, int N) {
     if (B == 1) mt_matmul_forward(out[0], in[0], w, bias, T, K, N);
     else mt_matmul_forward_rows(out, (const float *const *)in, w, bias, B, K, N);
+}
+
+static void linear_site(const mt_model *m, int l, int site, float *wbuf, int B, int T, float *const *out,
+                        float *const *in, const float *bias, int K, int N) {
+    if (B == 1 && T == 1 && mt_site_matvec(m, l, site, out[0], in[0], bias)) return;
+    linear(B, T, out, in, mt_site_weight(m, l, site, wbuf), bias, K, N);
 }
 
 /* One layer for B contexts at once: T rows of one context, or one row of each of B > 1.
@@ -256,9 +268,9 @@ static void layer_forward(mt_context *const *cs, int B, int l, int T) {
         xn[b] = s->xn, q[b] = s->q, att[b] = s->att, gate[b] = s->gate, up[b] = s->up;
         mt_rmsnorm_forward(s->xn, s->x, L->attn_norm, T, c->dim, c->norm_eps);
     }
-    linear(B, T, q, xn, W(MT_SITE_Q), L->bq, c->dim, q_dim);
-    linear(B, T, kp, xn, W(MT_SITE_K), L->bk, c->dim, kv_dim);
-    linear(B, T, vp, xn, W(MT_SITE_V), L->bv, c->dim, kv_dim);
+    LINEAR(MT_SITE_Q, q, xn, L->bq, c->dim, q_dim);
+    LINEAR(MT_SITE_K, kp, xn, L->bk, c->dim, kv_dim);
+    LINEAR(MT_SITE_V, vp, xn, L->bv, c->dim, kv_dim);
     for (int b = 0; b < B; b++) {
         mt_context *s = cs[b];
         if (s->n_loras) {
@@ -271,15 +283,15 @@ static void layer_forward(mt_context *const *cs, int B, int l, int T) {
         mt_attention_cached_forward(s->att, s->q, kc[b], vc[b], T, s->at, c->n_heads, c->n_kv_heads, c->head_dim,
                                     s->scratch);
     }
-    linear(B, T, xn, att, W(MT_SITE_O), NULL, q_dim, c->dim);
+    LINEAR(MT_SITE_O, xn, att, NULL, q_dim, c->dim);
     for (int b = 0; b < B; b++) {
         mt_context *s = cs[b];
         if (s->n_loras) adapter_forward(s, l, MT_SITE_O, s->xn, s->att, T);
         for (size_t i = 0; i < (size_t)T * c->dim; i++) s->x[i] += s->xn[i];
         mt_rmsnorm_forward(s->xn, s->x, L->ffn_norm, T, c->dim, c->norm_eps);
     }
-    linear(B, T, gate, xn, W(MT_SITE_GATE), NULL, c->dim, c->hidden_dim);
-    linear(B, T, up, xn, W(MT_SITE_UP), NULL, c->dim, c->hidden_dim);
+    LINEAR(MT_SITE_GATE, gate, xn, NULL, c->dim, c->hidden_dim);
+    LINEAR(MT_SITE_UP, up, xn, NULL, c->dim, c->hidden_dim);
     for (int b = 0; b < B; b++) {
         mt_context *s = cs[b];
         if (s->n_loras) {
@@ -289,7 +301,7 @@ static void layer_forward(mt_context *const *cs, int B, int l, int T) {
         memory[b] = s->mome && mome_forward(s, l, s->xn, T); /* reads xn before it is reused */
         mt_swiglu_forward(s->gate, s->gate, s->up, (size_t)T * c->hidden_dim);
     }
-    linear(B, T, xn, gate, W(MT_SITE_DOWN), NULL, c->hidden_dim, c->dim);
+    LINEAR(MT_SITE_DOWN, xn, gate, NULL, c->hidden_dim, c->dim);
     for (int b = 0; b < B; b++) {
         mt_context *s = cs[b];
         if (s->n_loras) adapter_forward(s, l, MT_SITE_DOWN, s->xn, s->gate, T);

@@ -569,6 +569,7 @@ static mt_status setup(mt_trainer *t, const char *data_path) {
     if (!is_lora(t) && strcmp(bd, "f32"))
         return mt_error(MT_ERR_ARG, "--base-dtype %s needs --method lora (full fine-tuning trains the base in f32)", bd);
     if (is_lora(t) && (s = mt_model_set_base_dtype(t->m, bd))) return s;
+    if (!is_lora(t) && (s = mt_model_set_base_dtype(t->m, "f32"))) return s; /* a kept GGUF base trains as f32 */
     if (is_lora(t) && ((s = setup_token_rows(t)) || (s = setup_lora(t)))) return s;
     t->ckpt_dir = mt_path_join(t->o.out_dir, "checkpoints");
     return t->ckpt_dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
