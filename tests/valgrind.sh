@@ -66,7 +66,12 @@ if [ -f "$N/nba_roster.db" ]; then
   run "$MT" data --filter "$TMP/q40.jsonl" --db "$N/nba_roster.db" --out "$TMP/kept.jsonl"
   run "$MT" eval --model "$M/stories260K.bin" --data "$TMP/gold3.jsonl" --db "$N/nba_roster.db" --report "$TMP/sql.jsonl" --max-new-tokens 8
   run "$MT" eval --compare "$TMP/sql.jsonl" "$TMP/sql.jsonl"
+  # grammars: the database's SQL grammar, constrained eval and generation with a schema
+  run "$MT" data --grammar --db "$N/nba_roster.db" --out "$TMP/nba.gbnf"
+  run "$MT" eval --model "$M/stories260K.bin" --data "$TMP/gold3.jsonl" --db "$N/nba_roster.db" --grammar "$TMP/nba.gbnf" --max-new-tokens 8
 fi
+run "$MT" generate --model "$M/stories260K.bin" --json-schema tests/fixtures/schemas/strings.json --samples 2 -s 1 --max-new-tokens 200 -q
+run "$BUILD/tests/test_grammar"
 run "$BUILD/tests/test_sql"
 run "$BUILD/tests/test_datagen"
 # LoRA: a Q8_0 base with dropout and some layers, llama.cpp GGUF export, two adapters, merge

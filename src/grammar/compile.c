@@ -5,8 +5,11 @@
  * give the line and column of the problem. The input is untrusted: nesting, repetition
  * counts and the compiled size are capped. */
 #include "grammar/grammar.h"
+#include "tokenizer/tok_internal.h"
 #include "core/error.h"
 #include "core/file.h"
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,8 +60,6 @@ static void line_col(const parser *ps, const char *at, int *line, int *col) {
 #define FAIL_AT(ps, at, ...) fail_at(ps, at, __VA_ARGS__)
 __attribute__((format(printf, 3, 4))) static int fail_at(parser *ps, const char *at, const char *fmt, ...);
 
-#include <stdarg.h>
-#include <stdio.h>
 static int fail_at(parser *ps, const char *at, const char *fmt, ...) {
     if (ps->err) return -1;
     char msg[256];
@@ -153,18 +154,9 @@ static void skip_space(parser *ps, int newline_ok) {
 
 /* One UTF-8 code point from the source (validated). */
 static int read_utf8(parser *ps, uint32_t *cp) {
-    const unsigned char *s = (const unsigned char *)ps->p;
-    size_t left = (size_t)(ps->end - ps->p);
-    int n = s[0] < 0x80 ? 1 : (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3 : (s[0] & 0xF8) == 0xF0 ? 4 : 0;
-    if (n == 0 || (size_t)n > left) return FAIL_AT(ps, ps->p, "invalid UTF-8");
-    uint32_t v = n == 1 ? s[0] : s[0] & (0x7F >> n);
-    for (int i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) return FAIL_AT(ps, ps->p, "invalid UTF-8");
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if (v > 0x10FFFF) return FAIL_AT(ps, ps->p, "invalid UTF-8");
+    int n = mt_utf8_decode((const unsigned char *)ps->p, (size_t)(ps->end - ps->p), cp);
+    if (n == 0) return FAIL_AT(ps, ps->p, "invalid UTF-8");
     ps->p += n;
-    *cp = v;
     return 0;
 }
 

@@ -10,6 +10,8 @@
  * C(i) ::= "," kv(i) C(i+1), optional i adds the alternatives F(i+1) / C(i+1). */
 #include "core/error.h"
 #include "core/file.h"
+#include "grammar/text.h"
+#include "tokenizer/tok_internal.h"
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,35 +22,6 @@
 #define MAX_DEPTH 64
 #define MAX_COUNT 10000 /* minItems, maxLength, ... */
 
-typedef struct { char *s; size_t len, cap; int oom; } sbuf;
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap <= b->len + (size_t)n) cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
 typedef struct {
     char *ref;
     char name[48];
@@ -56,7 +29,7 @@ typedef struct {
 
 typedef struct {
     json_t *root;
-    sbuf rules;            /* finished rule definitions */
+    mt_gtext rules;            /* finished rule definitions */
     int counter;
     int need_string_char, need_value;
     ref_rule *refs;
@@ -77,16 +50,16 @@ static int fail(conv *c, const char *ptr, mt_status code, const char *fmt, ...) 
 }
 
 /* A GBNF string literal for the bytes s[0..n). */
-static void sb_literal(sbuf *b, const char *s, size_t n) {
-    sb_printf(b, "\"");
+static void sb_literal(mt_gtext *b, const char *s, size_t n) {
+    mt_gtext_printf(b, "\"");
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') sb_printf(b, "\\%c", ch);
-        else if (ch == '\n') sb_printf(b, "\\n");
-        else if (ch < 0x20 || ch == 0x7F) sb_printf(b, "\\x%02X", ch);
-        else sb_printf(b, "%c", ch);
+        if (ch == '"' || ch == '\\') mt_gtext_printf(b, "\\%c", ch);
+        else if (ch == '\n') mt_gtext_printf(b, "\\n");
+        else if (ch < 0x20 || ch == 0x7F) mt_gtext_printf(b, "\\x%02X", ch);
+        else mt_gtext_printf(b, "%c", ch);
     }
-    sb_printf(b, "\"");
+    mt_gtext_printf(b, "\"");
 }
 
 static void pointer_append(char *out, size_t cap, const char *base, const char *token) {
@@ -120,9 +93,9 @@ static int get_count(conv *c, json_t *schema, const char *key, const char *ptr, 
     return 1;
 }
 
-static void add_rule(conv *c, const char *name, const sbuf *body) {
+static void add_rule(conv *c, const char *name, const mt_gtext *body) {
     if (body->oom) c->rules.oom = 1;
-    sb_printf(&c->rules, "%s ::= %s\n", name, body->s ? body->s : "");
+    mt_gtext_printf(&c->rules, "%s ::= %s\n", name, body->s ? body->s : "");
 }
 
 /* ---- regex patterns ------------------------------------------------------------------- */
@@ -131,7 +104,7 @@ typedef struct { uint32_t lo, hi; } range;
 typedef struct {
     conv *c;
     const char *p, *end, *ptr;
-    sbuf *out;
+    mt_gtext *out;
     int depth;
 } pat;
 
@@ -142,16 +115,9 @@ static int pat_fail(pat *x, const char *msg) {
 }
 
 static int read_cp(pat *x, uint32_t *cp) {
-    const unsigned char *s = (const unsigned char *)x->p;
-    int n = s[0] < 0x80 ? 1 : (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3 : (s[0] & 0xF8) == 0xF0 ? 4 : 0;
-    if (!n || x->p + n > x->end) return pat_fail(x, "invalid UTF-8");
-    uint32_t v = n == 1 ? s[0] : s[0] & (0x7F >> n);
-    for (int i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) return pat_fail(x, "invalid UTF-8");
-        v = (v << 6) | (s[i] & 0x3F);
-    }
+    int n = mt_utf8_decode((const unsigned char *)x->p, (size_t)(x->end - x->p), cp);
+    if (n == 0) return pat_fail(x, "invalid UTF-8");
     x->p += n;
-    *cp = v;
     return 0;
 }
 
@@ -162,7 +128,7 @@ static int by_lo(const void *a, const void *b) {
 
 /* Emits the JSON-string form of "one character from these ranges": raw where JSON allows
  * the character raw, escaped ("\\\"", "\\\\", "\\n", "\\u00XX") where it must be. */
-static void emit_set(sbuf *b, range *r, int n, int negated) {
+static void emit_set(mt_gtext *b, range *r, int n, int negated) {
     qsort(r, (size_t)n, sizeof *r, by_lo);
     range pos[300];
     int m = 0;
@@ -177,13 +143,13 @@ static void emit_set(sbuf *b, range *r, int n, int negated) {
         for (int i = 0; i < n && m < 300; i++) pos[m++] = r[i];
     }
     int has_quote = 0, has_backslash = 0, n_alts = 0;
-    sbuf cls = {0}, esc = {0};
+    mt_gtext cls = {0}, esc = {0};
     for (int i = 0; i < m; i++) {
         uint32_t lo = pos[i].lo, hi = pos[i].hi;
         if (lo <= '"' && hi >= '"') has_quote = 1;
         if (lo <= '\\' && hi >= '\\') has_backslash = 1;
         for (uint32_t ch = lo; ch <= hi && ch < 0x20; ch++) {
-            sb_printf(&esc, "%s\"\\\\u%04X\"", n_alts++ ? " | " : "", ch);
+            mt_gtext_printf(&esc, "%s\"\\\\u%04X\"", n_alts++ ? " | " : "", ch);
         }
         if (hi < 0x20) continue;
         if (lo < 0x20) lo = 0x20;
@@ -192,17 +158,17 @@ static void emit_set(sbuf *b, range *r, int n, int negated) {
         uint32_t a = lo;
         for (int k = 0; k < 2; k++)
             if (cuts[k] >= a && cuts[k] <= hi) {
-                if (cuts[k] > a) sb_printf(&cls, "\\U%08X-\\U%08X", a, cuts[k] - 1);
+                if (cuts[k] > a) mt_gtext_printf(&cls, "\\U%08X-\\U%08X", a, cuts[k] - 1);
                 a = cuts[k] + 1;
             }
-        if (a <= hi) sb_printf(&cls, "\\U%08X-\\U%08X", a, hi);
+        if (a <= hi) mt_gtext_printf(&cls, "\\U%08X-\\U%08X", a, hi);
     }
-    if (has_quote) sb_printf(&esc, "%s\"\\\\\\\"\"", n_alts++ ? " | " : "");
-    if (has_backslash) sb_printf(&esc, "%s\"\\\\\\\\\"", n_alts++ ? " | " : "");
-    if (cls.len && !n_alts) sb_printf(b, "[%s]", cls.s);
-    else if (!cls.len && n_alts) sb_printf(b, "(%s)", esc.s);
-    else if (cls.len) sb_printf(b, "([%s] | %s)", cls.s, esc.s);
-    else sb_printf(b, "[^\\x00-\\U0010FFFF]");
+    if (has_quote) mt_gtext_printf(&esc, "%s\"\\\\\\\"\"", n_alts++ ? " | " : "");
+    if (has_backslash) mt_gtext_printf(&esc, "%s\"\\\\\\\\\"", n_alts++ ? " | " : "");
+    if (cls.len && !n_alts) mt_gtext_printf(b, "[%s]", cls.s);
+    else if (!cls.len && n_alts) mt_gtext_printf(b, "(%s)", esc.s);
+    else if (cls.len) mt_gtext_printf(b, "([%s] | %s)", cls.s, esc.s);
+    else mt_gtext_printf(b, "[^\\x00-\\U0010FFFF]");
     if (cls.oom || esc.oom) b->oom = 1;
     free(cls.s);
     free(esc.s);
@@ -251,12 +217,12 @@ static int pat_atom(pat *x) {
         x->p++;
         if (x->end - x->p >= 2 && x->p[0] == '?' && x->p[1] == ':') x->p += 2;
         else if (x->p < x->end && *x->p == '?') return pat_fail(x, "lookaround and named groups are not supported");
-        sb_printf(x->out, "(");
+        mt_gtext_printf(x->out, "(");
         if (pat_alt(x)) return -1;
         if (x->p >= x->end || *x->p != ')') return pat_fail(x, "unclosed group");
         x->p++;
         x->depth--;
-        sb_printf(x->out, ")");
+        mt_gtext_printf(x->out, ")");
         return 0;
     }
     if (ch == '[') {
@@ -333,7 +299,7 @@ static int pat_seq(pat *x) {
     int any = 0;
     while (x->p < x->end && *x->p != '|' && *x->p != ')') {
         if (*x->p == '$' && x->p + 1 == x->end) break;
-        sb_printf(x->out, any++ ? " " : "");
+        mt_gtext_printf(x->out, any++ ? " " : "");
         if (pat_atom(x)) return -1;
         while (x->p < x->end && strchr("*+?{", *x->p)) {
             const char *q = x->p;
@@ -351,17 +317,17 @@ static int pat_seq(pat *x) {
                     e = e2;
                 }
                 if (e >= x->end || *e != '}') return pat_fail(x, "bad {m,n}");
-                if (n < 0) sb_printf(x->out, "{%ld,}", m);
-                else sb_printf(x->out, "{%ld,%ld}", m, n);
+                if (n < 0) mt_gtext_printf(x->out, "{%ld,}", m);
+                else mt_gtext_printf(x->out, "{%ld,%ld}", m, n);
                 x->p = e + 1;
             } else {
-                sb_printf(x->out, "%c", *q);
+                mt_gtext_printf(x->out, "%c", *q);
                 x->p++;
             }
             if (x->p < x->end && (*x->p == '?' || *x->p == '+')) return pat_fail(x, "lazy and possessive quantifiers are not supported");
         }
     }
-    if (!any) sb_printf(x->out, "\"\"");
+    if (!any) mt_gtext_printf(x->out, "\"\"");
     return 0;
 }
 
@@ -369,24 +335,24 @@ static int pat_alt(pat *x) {
     if (pat_seq(x)) return -1;
     while (x->p < x->end && *x->p == '|') {
         x->p++;
-        sb_printf(x->out, " | ");
+        mt_gtext_printf(x->out, " | ");
         if (pat_seq(x)) return -1;
     }
     return 0;
 }
 
-static int gen_pattern(conv *c, const char *re, const char *ptr, sbuf *body) {
+static int gen_pattern(conv *c, const char *re, const char *ptr, mt_gtext *body) {
     pat x = {c, re, re + strlen(re), ptr, body, 0};
     int start = x.p < x.end && *x.p == '^';
     if (start) x.p++;
     size_t len = strlen(re);
     int end = len > 0 && re[len - 1] == '$' && !(len > 1 && re[len - 2] == '\\');
     c->need_string_char = 1;
-    sb_printf(body, "\"\\\"\" %s(", start ? "" : "string-char* ");
+    mt_gtext_printf(body, "\"\\\"\" %s(", start ? "" : "string-char* ");
     if (pat_alt(&x)) return -1;
     if (x.p < x.end && *x.p == ')') return pat_fail(&x, "unbalanced ')'");
     if (x.p < x.end && !(*x.p == '$' && x.p + 1 == x.end)) return pat_fail(&x, "unexpected character");
-    sb_printf(body, ")%s \"\\\"\"", end ? "" : " string-char*");
+    mt_gtext_printf(body, ")%s \"\\\"\"", end ? "" : " string-char*");
     return 0;
 }
 
@@ -438,14 +404,14 @@ static int gen_ref(conv *c, const char *ref, const char *ptr, int depth, char *n
     char inner[48], tptr[512];
     snprintf(tptr, sizeof tptr, "%s", ref + 1);
     if (gen(c, target, tptr, depth + 1, inner)) return -1;
-    sbuf body = {0};
-    sb_printf(&body, "%s", inner);
+    mt_gtext body = {0};
+    mt_gtext_printf(&body, "%s", inner);
     add_rule(c, name, &body);
     free(body.s);
     return 0;
 }
 
-static int gen_object(conv *c, json_t *schema, const char *ptr, int depth, sbuf *body) {
+static int gen_object(conv *c, json_t *schema, const char *ptr, int depth, mt_gtext *body) {
     json_t *props = json_object_get(schema, "properties"), *req = json_object_get(schema, "required");
     json_t *addl = json_object_get(schema, "additionalProperties");
     char p[512];
@@ -472,7 +438,7 @@ static int gen_object(conv *c, json_t *schema, const char *ptr, int depth, sbuf 
     size_t n = props ? json_object_size(props) : 0;
     if (n == 0) { /* no named properties: any object whose values follow additionalProperties */
         if (addl && json_is_false(addl)) {
-            sb_printf(body, "\"{\" ws \"}\"");
+            mt_gtext_printf(body, "\"{\" ws \"}\"");
             return 0;
         }
         char val[48] = "value";
@@ -483,7 +449,7 @@ static int gen_object(conv *c, json_t *schema, const char *ptr, int depth, sbuf 
             c->need_value = 1;
         }
         c->need_string_char = 1;
-        sb_printf(body, "\"{\" ws (string \":\" ws %s (\",\" ws string \":\" ws %s)*)? \"}\"", val, val);
+        mt_gtext_printf(body, "\"{\" ws (string \":\" ws %s (\",\" ws string \":\" ws %s)*)? \"}\"", val, val);
         return 0;
     }
     char base[48];
@@ -491,7 +457,7 @@ static int gen_object(conv *c, json_t *schema, const char *ptr, int depth, sbuf 
     const char *key;
     json_t *sub;
     size_t i = 0;
-    sbuf kv = {0};
+    mt_gtext kv = {0};
     /* each property's "key": value */
     char (*kvn)[96] = calloc(n, sizeof *kvn);
     int *required = calloc(n, sizeof *required);
@@ -521,27 +487,27 @@ static int gen_object(conv *c, json_t *schema, const char *ptr, int depth, sbuf 
         }
         sb_literal(&kv, quoted, strlen(quoted));
         free(quoted);
-        sb_printf(&kv, " ws \":\" ws %s", vn);
+        mt_gtext_printf(&kv, " ws \":\" ws %s", vn);
         add_rule(c, kvn[i], &kv);
         i++;
     }
     free(kv.s);
     if (rc == 0) { /* F(i) and C(i), i = n-1 .. 0 */
-        sbuf f = {0}, cm = {0};
+        mt_gtext f = {0}, cm = {0};
         for (size_t k = n; k-- > 0;) {
             f.len = cm.len = 0;
             int last = k + 1 == n;
-            sb_printf(&f, "%s", kvn[k]);
-            if (!last) sb_printf(&f, " %s-c%zu", base, k + 1);
-            sb_printf(&cm, "\",\" ws %s", kvn[k]);
-            if (!last) sb_printf(&cm, " %s-c%zu", base, k + 1);
+            mt_gtext_printf(&f, "%s", kvn[k]);
+            if (!last) mt_gtext_printf(&f, " %s-c%zu", base, k + 1);
+            mt_gtext_printf(&cm, "\",\" ws %s", kvn[k]);
+            if (!last) mt_gtext_printf(&cm, " %s-c%zu", base, k + 1);
             if (!required[k]) {
                 if (last) {
-                    sb_printf(&f, " | \"\"");
-                    sb_printf(&cm, " | \"\"");
+                    mt_gtext_printf(&f, " | \"\"");
+                    mt_gtext_printf(&cm, " | \"\"");
                 } else {
-                    sb_printf(&f, " | %s-f%zu", base, k + 1);
-                    sb_printf(&cm, " | %s-c%zu", base, k + 1);
+                    mt_gtext_printf(&f, " | %s-f%zu", base, k + 1);
+                    mt_gtext_printf(&cm, " | %s-c%zu", base, k + 1);
                 }
             }
             char fn[96], cn[96];
@@ -552,14 +518,14 @@ static int gen_object(conv *c, json_t *schema, const char *ptr, int depth, sbuf 
         }
         free(f.s);
         free(cm.s);
-        sb_printf(body, "\"{\" ws %s-f0 \"}\"", base);
+        mt_gtext_printf(body, "\"{\" ws %s-f0 \"}\"", base);
     }
     free(kvn);
     free(required);
     return rc;
 }
 
-static int gen_array(conv *c, json_t *schema, const char *ptr, int depth, sbuf *body) {
+static int gen_array(conv *c, json_t *schema, const char *ptr, int depth, mt_gtext *body) {
     json_t *items = json_object_get(schema, "items");
     char item[48] = "value", p[512];
     if (items) {
@@ -573,18 +539,18 @@ static int gen_array(conv *c, json_t *schema, const char *ptr, int depth, sbuf *
     if (get_count(c, schema, "minItems", ptr, &min) < 0 || get_count(c, schema, "maxItems", ptr, &max) < 0) return -1;
     if (max >= 0 && max < min) return fail(c, ptr, MT_ERR_FORMAT, "maxItems %ld is below minItems %ld: nothing matches", max, min);
     if (max == 0) {
-        sb_printf(body, "\"[\" ws \"]\"");
+        mt_gtext_printf(body, "\"[\" ws \"]\"");
         return 0;
     }
     long rmin = min > 0 ? min - 1 : 0;
-    sb_printf(body, "\"[\" ws %s%s (\",\" ws %s)", min == 0 ? "(" : "", item, item);
-    if (max < 0) sb_printf(body, "{%ld,}", rmin);
-    else sb_printf(body, "{%ld,%ld}", rmin, max - 1);
-    sb_printf(body, "%s \"]\"", min == 0 ? ")?" : "");
+    mt_gtext_printf(body, "\"[\" ws %s%s (\",\" ws %s)", min == 0 ? "(" : "", item, item);
+    if (max < 0) mt_gtext_printf(body, "{%ld,}", rmin);
+    else mt_gtext_printf(body, "{%ld,%ld}", rmin, max - 1);
+    mt_gtext_printf(body, "%s \"]\"", min == 0 ? ")?" : "");
     return 0;
 }
 
-static int gen_string(conv *c, json_t *schema, const char *ptr, sbuf *body) {
+static int gen_string(conv *c, json_t *schema, const char *ptr, mt_gtext *body) {
     long min = 0, max = -1;
     if (get_count(c, schema, "minLength", ptr, &min) < 0 || get_count(c, schema, "maxLength", ptr, &max) < 0) return -1;
     json_t *pattern = json_object_get(schema, "pattern");
@@ -598,20 +564,20 @@ static int gen_string(conv *c, json_t *schema, const char *ptr, sbuf *body) {
     }
     if (max >= 0 && max < min) return fail(c, ptr, MT_ERR_FORMAT, "maxLength %ld is below minLength %ld: nothing matches", max, min);
     c->need_string_char = 1;
-    if (min == 0 && max < 0) sb_printf(body, "string");
-    else if (max < 0) sb_printf(body, "\"\\\"\" string-char{%ld,} \"\\\"\"", min);
-    else sb_printf(body, "\"\\\"\" string-char{%ld,%ld} \"\\\"\"", min, max);
+    if (min == 0 && max < 0) mt_gtext_printf(body, "string");
+    else if (max < 0) mt_gtext_printf(body, "\"\\\"\" string-char{%ld,} \"\\\"\"", min);
+    else mt_gtext_printf(body, "\"\\\"\" string-char{%ld,%ld} \"\\\"\"", min, max);
     return 0;
 }
 
-static int gen_type(conv *c, json_t *schema, const char *type, const char *ptr, int depth, sbuf *body) {
+static int gen_type(conv *c, json_t *schema, const char *type, const char *ptr, int depth, mt_gtext *body) {
     if (!strcmp(type, "object")) return gen_object(c, schema, ptr, depth, body);
     if (!strcmp(type, "array")) return gen_array(c, schema, ptr, depth, body);
     if (!strcmp(type, "string")) return gen_string(c, schema, ptr, body);
-    if (!strcmp(type, "number")) sb_printf(body, "number");
-    else if (!strcmp(type, "integer")) sb_printf(body, "integer");
-    else if (!strcmp(type, "boolean")) sb_printf(body, "boolean");
-    else if (!strcmp(type, "null")) sb_printf(body, "null");
+    if (!strcmp(type, "number")) mt_gtext_printf(body, "number");
+    else if (!strcmp(type, "integer")) mt_gtext_printf(body, "integer");
+    else if (!strcmp(type, "boolean")) mt_gtext_printf(body, "boolean");
+    else if (!strcmp(type, "null")) mt_gtext_printf(body, "null");
     else {
         char p[512];
         pointer_append(p, sizeof p, ptr, "type");
@@ -656,7 +622,7 @@ static int gen(conv *c, json_t *schema, const char *ptr, int depth, char *name) 
         }
         return gen_ref(c, json_string_value(ref), p, depth, name);
     }
-    sbuf body = {0};
+    mt_gtext body = {0};
     int rc = 0;
     json_t *en = json_object_get(schema, "enum"), *cn = json_object_get(schema, "const"), *any = json_object_get(schema, "anyOf");
     json_t *type = json_object_get(schema, "type");
@@ -671,7 +637,7 @@ static int gen(conv *c, json_t *schema, const char *ptr, int depth, char *name) 
                 rc = fail(c, p, MT_ERR_NOMEM, "out of memory");
                 break;
             }
-            sb_printf(&body, "%s", i ? " | " : "");
+            mt_gtext_printf(&body, "%s", i ? " | " : "");
             sb_literal(&body, text, strlen(text));
             free(text);
         }
@@ -684,7 +650,7 @@ static int gen(conv *c, json_t *schema, const char *ptr, int depth, char *name) 
             char sp[560], sub[48];
             snprintf(sp, sizeof sp, "%s/%d", p, (int)i);
             rc = gen(c, json_array_get(any, i), sp, depth + 1, sub);
-            if (!rc) sb_printf(&body, "%s%s", i ? " | " : "", sub);
+            if (!rc) mt_gtext_printf(&body, "%s%s", i ? " | " : "", sub);
         }
     } else if (json_is_string(type)) {
         rc = gen_type(c, schema, json_string_value(type), ptr, depth, &body);
@@ -693,9 +659,9 @@ static int gen(conv *c, json_t *schema, const char *ptr, int depth, char *name) 
             json_t *t = json_array_get(type, i);
             snprintf(p, sizeof p, "%s/type/%zu", ptr, i);
             if (!json_is_string(t)) rc = fail(c, p, MT_ERR_FORMAT, "type must name a type");
-            sb_printf(&body, "%s(", i ? " | " : "");
+            mt_gtext_printf(&body, "%s(", i ? " | " : "");
             if (!rc) rc = gen_type(c, schema, json_string_value(t), ptr, depth, &body);
-            sb_printf(&body, ")");
+            mt_gtext_printf(&body, ")");
         }
     } else if (type) {
         pointer_append(p, sizeof p, ptr, "type");
@@ -704,7 +670,7 @@ static int gen(conv *c, json_t *schema, const char *ptr, int depth, char *name) 
         rc = gen_object(c, schema, ptr, depth, &body);
     } else {
         c->need_value = 1;
-        sb_printf(&body, "value");
+        mt_gtext_printf(&body, "value");
     }
     if (!rc) {
         new_name(c, name, ptr[0] ? strrchr(ptr, '/') + 1 : "root");
@@ -739,8 +705,8 @@ mt_status mt_json_schema_to_gbnf(const char *schema_json, size_t len, char **gbn
     int rc = gen(&c, root, "", 0, name);
     mt_status s = c.err;
     if (!rc && !s) {
-        sbuf out = {0};
-        sb_printf(&out, "root ::= ws %s ws\n%s%s%s", name, c.rules.s ? c.rules.s : "", PRIMITIVES, c.need_value ? VALUE : "");
+        mt_gtext out = {0};
+        mt_gtext_printf(&out, "root ::= ws %s ws\n%s%s%s", name, c.rules.s ? c.rules.s : "", PRIMITIVES, c.need_value ? VALUE : "");
         if (out.oom || c.rules.oom) {
             free(out.s);
             s = mt_error(MT_ERR_NOMEM, "JSON Schema: out of memory");

@@ -11,41 +11,13 @@
  * convention), so a query can still fail on a column of a table it did not select from, an
  * alias it did not define, or a keyword used as an alias. */
 #include "core/error.h"
+#include "grammar/text.h"
 #include <ctype.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct { char *s; size_t len, cap; int oom; } text;
-
-__attribute__((format(printf, 2, 3))) static void put(text *b, const char *fmt, ...) {
-    if (b->oom) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = 1;
-        return;
-    }
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + (size_t)n + 1) cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
 
 static int plain_identifier(const char *name) {
     static const char *const RESERVED[] = {"select", "from", "where", "group", "by", "having", "order", "limit", "offset",
@@ -62,31 +34,31 @@ static int plain_identifier(const char *name) {
 }
 
 /* A case-insensitive GBNF sequence for an ASCII word: [sS][eE]... */
-static void put_ci(text *b, const char *word) {
+static void put_ci(mt_gtext *b, const char *word) {
     for (const char *p = word; *p; p++) {
         unsigned char c = (unsigned char)*p;
-        if (isalpha(c)) put(b, "[%c%c]", tolower(c), toupper(c));
-        else put(b, "\"%c\"", c);
-        if (p[1]) put(b, " ");
+        if (isalpha(c)) mt_gtext_printf(b, "[%c%c]", tolower(c), toupper(c));
+        else mt_gtext_printf(b, "\"%c\"", c);
+        if (p[1]) mt_gtext_printf(b, " ");
     }
 }
 
 /* One alternative naming `name`: unquoted (any case) when it is a plain identifier, and
  * double-quoted exactly (quotes inside doubled, GBNF-escaped). */
-static void put_name(text *b, const char *name) {
+static void put_name(mt_gtext *b, const char *name) {
     if (plain_identifier(name)) {
-        put(b, "(");
+        mt_gtext_printf(b, "(");
         put_ci(b, name);
-        put(b, ") | ");
+        mt_gtext_printf(b, ") | ");
     }
-    put(b, "\"\\\"");
+    mt_gtext_printf(b, "\"\\\"");
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-        if (*p == '"') put(b, "\\\"\\\"");
-        else if (*p == '\\') put(b, "\\\\");
-        else if (*p < 0x20) put(b, "\\x%02X", *p);
-        else put(b, "%c", *p);
+        if (*p == '"') mt_gtext_printf(b, "\\\"\\\"");
+        else if (*p == '\\') mt_gtext_printf(b, "\\\\");
+        else if (*p < 0x20) mt_gtext_printf(b, "\\x%02X", *p);
+        else mt_gtext_printf(b, "%c", *p);
     }
-    put(b, "\\\"\"");
+    mt_gtext_printf(b, "\\\"\"");
 }
 
 static const char *const KEYWORDS[] = {"select", "distinct", "from", "where", "group", "by", "having", "order", "limit",
@@ -134,7 +106,7 @@ static const char GRAMMAR_BODY[] =
     "comma ::= ws? \",\" ws?\n"
     "ws ::= \" \"{1,3}\n";
 
-static mt_status list_schema(sqlite3 *db, const char *path, text *tables, text *columns) {
+static mt_status list_schema(sqlite3 *db, const char *path, mt_gtext *tables, mt_gtext *columns) {
     sqlite3_stmt *st = NULL;
     const char *q = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name";
     if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
@@ -158,7 +130,7 @@ static mt_status list_schema(sqlite3 *db, const char *path, text *tables, text *
     mt_status s = n_tables < 0 ? mt_error(MT_ERR_NOMEM, "out of memory") : MT_OK;
     if (!s && rc != SQLITE_DONE) s = mt_error(MT_ERR_SQL, "%s: cannot read the schema: %s", path, sqlite3_errmsg(db));
     for (int t = 0; !s && t < n_tables; t++) {
-        put(tables, "%s", t ? " | " : "");
+        mt_gtext_printf(tables, "%s", t ? " | " : "");
         put_name(tables, names[t]);
         if (sqlite3_prepare_v2(db, "SELECT name FROM pragma_table_info(?)", -1, &st, NULL) != SQLITE_OK) {
             s = mt_error(MT_ERR_SQL, "%s: cannot read the columns of %s: %s", path, names[t], sqlite3_errmsg(db));
@@ -172,7 +144,7 @@ static mt_status list_schema(sqlite3 *db, const char *path, text *tables, text *
             char probe[600];
             snprintf(probe, sizeof probe, "\"\\\"%s\\\"\"", col);
             if (columns->s && strstr(columns->s, probe)) continue;
-            put(columns, "%s", n_columns++ ? " | " : "");
+            mt_gtext_printf(columns, "%s", n_columns++ ? " | " : "");
             put_name(columns, col);
         }
         sqlite3_finalize(st);
@@ -192,29 +164,29 @@ mt_status mt_sql_grammar_from_db(const char *db_path, char **gbnf) {
         sqlite3_close(db);
         return s;
     }
-    text tables = {0}, columns = {0}, out = {0};
+    mt_gtext tables = {0}, columns = {0}, out = {0};
     mt_status s = list_schema(db, db_path, &tables, &columns);
     sqlite3_close(db);
     if (!s) {
-        put(&out, "# SQLite SELECT grammar for %s (memtune data --grammar)\n%s", db_path, GRAMMAR_BODY);
-        put(&out, "table ::= %s\ncolumn ::= %s\n", tables.s, columns.s);
-        put(&out, "aggregate ::= ");
+        mt_gtext_printf(&out, "# SQLite SELECT grammar for %s (memtune data --grammar)\n%s", db_path, GRAMMAR_BODY);
+        mt_gtext_printf(&out, "table ::= %s\ncolumn ::= %s\n", tables.s, columns.s);
+        mt_gtext_printf(&out, "aggregate ::= ");
         for (int i = 0; AGGREGATES[i]; i++) {
-            put(&out, "%s(", i ? " | " : "");
+            mt_gtext_printf(&out, "%s(", i ? " | " : "");
             put_ci(&out, AGGREGATES[i]);
-            put(&out, ")");
+            mt_gtext_printf(&out, ")");
         }
-        put(&out, "\nfunction ::= ");
+        mt_gtext_printf(&out, "\nfunction ::= ");
         for (int i = 0; FUNCTIONS[i]; i++) {
-            put(&out, "%s(", i ? " | " : "");
+            mt_gtext_printf(&out, "%s(", i ? " | " : "");
             put_ci(&out, FUNCTIONS[i]);
-            put(&out, ")");
+            mt_gtext_printf(&out, ")");
         }
-        put(&out, "\n");
+        mt_gtext_printf(&out, "\n");
         for (int i = 0; KEYWORDS[i]; i++) {
-            put(&out, "kw-%s ::= ", KEYWORDS[i]);
+            mt_gtext_printf(&out, "kw-%s ::= ", KEYWORDS[i]);
             put_ci(&out, KEYWORDS[i]);
-            put(&out, "\n");
+            mt_gtext_printf(&out, "\n");
         }
         if (out.oom || tables.oom || columns.oom) s = mt_error(MT_ERR_NOMEM, "out of memory");
     }
