@@ -170,7 +170,8 @@ mt_status mt_generate(mt_model *m, const char *prompt, const mt_generate_options
  * any thread. Calls that change a model (mt_model_set_lora, mt_model_attach_*,
  * mt_model_set_context, mt_model_set_base_dtype, mt_lora_merge, mt_train, mt_model_free)
  * must not overlap with any other use of it. A context, and the adapters it uses, is used by
- * one thread at a time. mt_last_error() is per thread.
+ * one thread at a time. mt_last_error() is per thread. mt_set_threads (call it before starting
+ * threads) sets the kernel threads every context uses, in whichever thread it runs.
  *
  * A context holds one sequence's KV cache and position, the adapters it applies (LoRA
  * unmerged with a weight each, memory experts with their routing context, trainable token

@@ -217,6 +217,9 @@ TEST(batched_decode_equals_single_decodes) {
 }
 
 int main(void) {
+    /* a thread that did not call mt_set_threads still runs kernels with its count (scratch sized for it) */
+    mt_set_threads(1);
+    RUN(two_contexts_in_two_threads_equal_generate);
     mt_set_threads(2);
     RUN(two_contexts_in_two_threads_equal_generate);
     RUN(context_adapters_equal_model_attached_adapters);

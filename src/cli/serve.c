@@ -69,10 +69,16 @@ int cmd_serve(int argc, char **argv) {
     if (cli_parse(argc, argv, opts, "usage: memtune serve [--model PATH] [--adapter NAME=DIR ...] [--host H] [--port P] ...", &code))
         return code;
     if (!api_key) api_key = getenv("MEMTUNE_API_KEY");
-    if (port < 0 || port > 65535 || parallel < 1 || parallel > 256 || queue < 0 || context < 0 || threads < 0 ||
-        max_adapters < 1 || max_body_mib < 1 || max_body_mib > 1024 || !(grace >= 0 && grace <= 3600)) {
-        fprintf(stderr, "memtune: --port must be in [0, 65535], --parallel in [1, 256], --max-body in [1, 1024] MiB, "
-                        "--grace in [0, 3600], --queue, --context, --threads >= 0, --max-adapters >= 1\n");
+    const char *bad = port < 0 || port > 65535 ? "--port must be in [0, 65535]"
+                      : parallel < 1 || parallel > 256 ? "--parallel must be in [1, 256]"
+                      : queue < 0 ? "--queue must be >= 0"
+                      : context < 0 ? "--context must be >= 0"
+                      : threads < 0 ? "--threads must be >= 0"
+                      : max_adapters < 1 ? "--max-adapters must be >= 1"
+                      : max_body_mib < 1 || max_body_mib > 1024 ? "--max-body must be in [1, 1024] MiB"
+                      : !(grace >= 0 && grace <= 3600) ? "--grace must be in [0, 3600] seconds" : NULL;
+    if (bad) {
+        fprintf(stderr, "memtune: serve: %s\n", bad);
         return 2;
     }
     mt_set_threads(threads);

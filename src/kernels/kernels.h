@@ -43,6 +43,10 @@ int mt_kernels_threads(void);
 
 /* out[N] = W[N, K]·x with our threads, for decoding (decode.c: bandwidth-bound, no BLAS) */
 void mt_matvec(float *out, const float *x, const float *w, int K, int N);
+/* Makes the calling thread's parallel regions use the thread count set by mt_set_threads
+ * (omp_set_num_threads only affects the thread that calls it, and contexts run in any
+ * thread) and returns it: call before kernels in a thread that may not be the one that set it. */
+int mt_kernels_enter(void);
 /* mt_matvec for B inputs at once: out[b] = W·x[b], each weight row read once for all of
  * them, every output the same number mt_matvec gives. */
 void mt_matvec_rows(float *const *out, const float *const *x, const float *w, int K, int N, int B);

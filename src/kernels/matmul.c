@@ -26,6 +26,12 @@ int mt_kernels_threads(void) {
 }
 
 void mt_set_threads(int n) { mt_kernels_set_threads(n); }
+
+int mt_kernels_enter(void) {
+    int n = mt_kernels_threads();
+    if (omp_get_max_threads() != n) omp_set_num_threads(n);
+    return n;
+}
 #endif
 
 #ifndef MT_REAL_DOUBLE

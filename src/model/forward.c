@@ -378,7 +378,7 @@ static void chunk_forward(mt_context *const *cs, int B, const int *const *ids, i
 
 /* the attention scratch for the thread count now and the adapters' scratch */
 static mt_status prepare(mt_context *s) {
-    int threads = mt_kernels_threads();
+    int threads = mt_kernels_enter();
     if (threads > s->scratch_threads) {
         /* sized here, not with the rest of the state: mt_set_threads may raise the count between calls */
         size_t n = mt_attention_cached_scratch(threads, s->n_ctx, s->m->cfg.n_heads, s->m->cfg.head_dim);

@@ -63,7 +63,7 @@ for _ in $(seq 100); do
 done
 check "the server starts and says where it listens" "[ -n '$PORT' ]"
 if [ -n "$PORT" ]; then
-  BASE_URL="http://127.0.0.1:$PORT" API_KEY="$KEY" EXPECT="$TMP/expect.json" timeout 120 node tests/serve/client.mjs || fail=1
+  BASE_URL="http://127.0.0.1:$PORT" API_KEY="$KEY" EXPECT="$TMP/expect.json" timeout 1200 node tests/serve/client.mjs || fail=1
 fi
 kill -TERM $SERVER 2>/dev/null
 wait $SERVER; rc=$?

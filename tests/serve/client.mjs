@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 
 const base = process.env.BASE_URL, key = process.env.API_KEY;
 const expect = JSON.parse(readFileSync(process.env.EXPECT, 'utf8'));
-const client = new OpenAI({ baseURL: base + '/v1', apiKey: key, maxRetries: 0, timeout: 60000 });
+const client = new OpenAI({ baseURL: base + '/v1', apiKey: key, maxRetries: 0, timeout: 900000 });
 let failures = 0;
 function check(name, ok, detail) {
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${ok ? '' : ': ' + detail}`);
