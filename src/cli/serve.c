@@ -50,18 +50,18 @@ int cmd_serve(int argc, char **argv) {
         {"--adapter", NULL, OPT_STRING, NULL, "NAME=DIR: an adapter directory callable as model NAME (loaded on first use); repeatable"},
         {"--tokenizer", "-z", OPT_STRING, &tokenizer, "tokenizer file (llama2.c .bin or tokenizer.json)"},
         {"--host", NULL, OPT_STRING, &host, "address to bind (default 127.0.0.1: this machine only)"},
-        {"--port", NULL, OPT_INT, &port, "port (default 8080; 0 = any free port, printed at start)"},
+        {"--port", NULL, OPT_INT, &port, "port (default 8080; 0 = any free port, printed at start)", 0, 65535},
         {"--api-key", NULL, OPT_STRING, &api_key, "require \"Authorization: Bearer KEY\" on /v1 (default $MEMTUNE_API_KEY)"},
         {"--name", NULL, OPT_STRING, &name, "the base model's id in /v1/models (default base)"},
-        {"--parallel", "-np", OPT_INT, &parallel, "sequences decoded at once (default 4)"},
-        {"--queue", NULL, OPT_INT, &queue, "requests waiting beyond those before 503 (default 64)"},
-        {"--context", "-c", OPT_INT, &context, "tokens per sequence (default: the model's, capped at 4096)"},
-        {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)"},
-        {"--max-adapters", NULL, OPT_INT, &max_adapters, "adapters kept loaded; the least recently used leave (default 8)"},
-        {"--max-body", NULL, OPT_INT, &max_body_mib, "request body limit in MiB (default 8)"},
+        {"--parallel", "-np", OPT_INT, &parallel, "sequences decoded at once (default 4)", 1, 256},
+        {"--queue", NULL, OPT_INT, &queue, "requests waiting beyond those before 503 (default 64)", 0, 1000000},
+        {"--context", "-c", OPT_INT, &context, "tokens per sequence (default: the model's, capped at 4096)", 0, MT_MAX_CONTEXT},
+        {"--threads", NULL, OPT_INT, &threads, "threads (default: all cores)", 0, MT_MAX_THREADS},
+        {"--max-adapters", NULL, OPT_INT, &max_adapters, "adapters kept loaded; the least recently used leave (default 8)", 1, 1024},
+        {"--max-body", NULL, OPT_INT, &max_body_mib, "request body limit in MiB (default 8)", 1, 1024},
         {"--no-adapter-upload", NULL, OPT_FLAG, &no_upload, "refuse POST /v1/adapters"},
         {"--no-batch", NULL, OPT_FLAG, &no_batch, "one forward per sequence per step instead of one batched forward"},
-        {"--grace", NULL, OPT_FLOAT, &grace, "seconds running requests may finish after SIGINT/SIGTERM (default 5)"},
+        {"--grace", NULL, OPT_FLOAT, &grace, "seconds running requests may finish after SIGINT/SIGTERM (default 5)", 0, 3600},
         {"--quiet", "-q", OPT_FLAG, &quiet, "no request log on stderr"},
         {NULL, NULL, 0, NULL, NULL},
     };
@@ -69,18 +69,6 @@ int cmd_serve(int argc, char **argv) {
     if (cli_parse(argc, argv, opts, "usage: memtune serve [--model PATH] [--adapter NAME=DIR ...] [--host H] [--port P] ...", &code))
         return code;
     if (!api_key) api_key = getenv("MEMTUNE_API_KEY");
-    const char *bad = port < 0 || port > 65535 ? "--port must be in [0, 65535]"
-                      : parallel < 1 || parallel > 256 ? "--parallel must be in [1, 256]"
-                      : queue < 0 ? "--queue must be >= 0"
-                      : context < 0 ? "--context must be >= 0"
-                      : threads < 0 ? "--threads must be >= 0"
-                      : max_adapters < 1 ? "--max-adapters must be >= 1"
-                      : max_body_mib < 1 || max_body_mib > 1024 ? "--max-body must be in [1, 1024] MiB"
-                      : !(grace >= 0 && grace <= 3600) ? "--grace must be in [0, 3600] seconds" : NULL;
-    if (bad) {
-        fprintf(stderr, "memtune: serve: %s\n", bad);
-        return 2;
-    }
     mt_set_threads(threads);
     mt_model *m;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
