@@ -753,11 +753,12 @@ static mt_status final_answers(memory_run *r, double *recall, double *mean_nll, 
     *mean_nll = 0, *max_nll = 0;
     for (int i = 0; s == MT_OK && i < r->n_facts; i++) {
         recall_hook(i);
-        if (stop && *stop) {
+        /* the flag memory tuning polls is refreshed by progress calls: ask for it afresh */
+        if ((stop && *stop) || mt_progress_stop_requested()) {
             *stopped = 1;
             if (!r->o.quiet)
-                fprintf(stderr, "memtune: stopped during the final recall (%d/%d facts answered); the adapter and the "
-                        "checkpoint are saved: --resume finishes the run\n", i, r->n_facts);
+                mt_progress_message(MT_PROGRESS_INFO, "stopped during the final recall (%d/%d facts answered); the adapter "
+                                    "and the checkpoint are saved: --resume finishes the run", i, r->n_facts);
             break;
         }
         char *produced = NULL;
