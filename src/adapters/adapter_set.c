@@ -46,23 +46,31 @@ mt_status mt_adapter_set_load(mt_model *m, const char *dir, mt_adapter_set **out
     return mt_adapter_set_load_scaled(m, dir, 1.0f, out);
 }
 
-mt_status mt_adapter_set_load_scaled(mt_model *m, const char *dir, float weight, mt_adapter_set **out) {
-    *out = NULL;
-    mt_adapter_set *a = calloc(1, sizeof *a);
-    if (!a) return mt_error(MT_ERR_NOMEM, "out of memory");
+/* Which kinds of adapter a directory (or .gguf file) holds; an error when none. */
+static mt_status adapter_kinds(const char *dir, int *lora, int *rows, int *mome) {
     int gguf = is_gguf_file(dir);
-    int lora = gguf || has_file(dir, "adapter_config.json"), rows = !gguf && mt_token_rows_present(dir);
-    int mome = !gguf && mt_mome_present(dir);
-    mt_status s = lora || rows || mome ? MT_OK
+    *lora = gguf || has_file(dir, "adapter_config.json");
+    *rows = !gguf && mt_token_rows_present(dir);
+    *mome = !gguf && mt_mome_present(dir);
+    return *lora || *rows || *mome ? MT_OK
         : mt_error(MT_ERR_IO, "%s: no adapter here (adapter_config.json, trainable_tokens.json, mome_config.json, "
                    "or a .gguf file)", dir);
+}
+
+mt_status mt_adapter_set_load_scaled(mt_model *m, const char *dir, float weight, mt_adapter_set **out) {
+    *out = NULL;
+    int lora, rows, mome;
+    mt_status s = adapter_kinds(dir, &lora, &rows, &mome);
     if (!s && rows && m->token_rows)
         s = mt_error(MT_ERR_ARG, "%s: trainable token rows from a second adapter (one set of rows at a time)", dir);
     if (!s && mome && m->mome)
         s = mt_error(MT_ERR_ARG, "%s: memory experts from a second adapter (one memory layer at a time)", dir);
-    if (!s && lora && !(s = mt_lora_load(m, dir, &a->lora))) s = mt_model_add_lora(m, a->lora, weight);
-    if (!s && rows && !(s = mt_token_rows_load(m, dir, &a->rows))) s = mt_model_attach_token_rows(m, a->rows);
-    if (!s && mome && !(s = mt_mome_load(m, dir, &a->mome))) s = mt_model_attach_mome(m, a->mome);
+    mt_adapter_set *a = NULL;
+    if (!s) s = mt_adapter_set_open(m, dir, &a);
+    if (s) return s;
+    if (a->lora) s = mt_model_add_lora(m, a->lora, weight);
+    if (!s && a->rows) s = mt_model_attach_token_rows(m, a->rows);
+    if (!s && a->mome) s = mt_model_attach_mome(m, a->mome);
     if (s) {
         if (a->lora) mt_model_drop_lora(m, a->lora);
         if (a->mome && m->mome == a->mome) mt_model_attach_mome(m, NULL);
@@ -75,15 +83,12 @@ mt_status mt_adapter_set_load_scaled(mt_model *m, const char *dir, float weight,
 
 mt_status mt_adapter_set_open(const mt_model *m, const char *dir, mt_adapter_set **out) {
     *out = NULL;
+    int lora, rows, mome;
+    mt_status s = adapter_kinds(dir, &lora, &rows, &mome);
+    if (s) return s;
     mt_adapter_set *a = calloc(1, sizeof *a);
     if (!a) return mt_error(MT_ERR_NOMEM, "out of memory");
-    int gguf = is_gguf_file(dir);
-    int lora = gguf || has_file(dir, "adapter_config.json"), rows = !gguf && mt_token_rows_present(dir);
-    int mome = !gguf && mt_mome_present(dir);
-    mt_status s = lora || rows || mome ? MT_OK
-        : mt_error(MT_ERR_IO, "%s: no adapter here (adapter_config.json, trainable_tokens.json, mome_config.json, "
-                   "or a .gguf file)", dir);
-    if (!s && lora) s = mt_lora_load(m, dir, &a->lora);
+    if (lora) s = mt_lora_load(m, dir, &a->lora);
     if (!s && rows) s = mt_token_rows_load(m, dir, &a->rows);
     if (!s && mome) s = mt_mome_load(m, dir, &a->mome);
     if (s) {
