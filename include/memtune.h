@@ -220,6 +220,7 @@ mt_status mt_adapter_set_open(const mt_model *m, const char *dir, mt_adapter_set
  * of them batched one token per step on the shared model. The server never prints: it logs
  * through the callback. The model must outlive the server and not change while it runs. */
 typedef struct mt_server mt_server;
+typedef struct mt_jobs mt_jobs; /* fine-tuning jobs (memtune_jobs.h) */
 typedef void (*mt_log_callback)(const char *message, void *user);
 
 typedef struct {
@@ -234,6 +235,8 @@ typedef struct {
     size_t max_body;           /* request body limit in bytes; default 8 MiB */
     int batched;               /* 1 (default): one batched forward per step; 0: one per sequence */
     int allow_adapter_upload;  /* POST /v1/adapters allowed; default 1 */
+    mt_jobs *jobs;             /* NULL: none; else /v1/files and /v1/fine_tuning/jobs run on
+                                  it (memtune_jobs.h) and every tuned model is served by name */
     mt_log_callback log;       /* NULL: silent */
     void *log_user;
 } mt_server_options;

@@ -72,5 +72,6 @@ int cmd_train(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_job_run(int argc, char **argv);
 
 #endif
