@@ -517,7 +517,9 @@ static int parse_limit(const char *text, long *limit, mt_serve_error *e) {
     char *end;
     errno = 0;
     long long v = strtoll(text, &end, 10);
-    if (errno || end == text || *end) v = -1;
+    if (errno || end == text || *end)
+        return mt_serve_fail(e, 400, "invalid_request_error", "limit", "invalid_value",
+                             "'limit' must be an integer in [1, 100] (got '%.32s')", text);
     if (mt_check_int("limit", v, 1, 100))
         return mt_serve_fail(e, 400, "invalid_request_error", "limit", "invalid_value", "%s", mt_last_error());
     *limit = (long)v;
