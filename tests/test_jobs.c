@@ -110,6 +110,12 @@ TEST(files_are_checked_by_line_and_jobs_listed_paged_and_cancelled) {
     CHECK_OK(mt_jobs_checkpoints(j, ids[0], NULL, 0, &json));
     CHECK_INT_EQ(list_count(json, NULL), 0);
     free(json);
+    /* a second store on the same directory is refused while this one is open */
+    mt_jobs_options o;
+    mt_jobs_options_default(&o);
+    o.state_dir = dir, o.model_path = "m.bin", o.trainer = "/bin/false", o.start_runner = 0;
+    mt_jobs *twice = NULL;
+    CHECK_ERR(mt_jobs_open(&o, &twice), MT_ERR_IO, "in use by another memtune server");
     mt_jobs_close(j, 0);
 
     /* all of it is there after a reopen; deleting the upload leaves the jobs their data */

@@ -22,6 +22,7 @@ struct mt_jobs {
     char *state_dir, *model_path, *tokenizer_path, *model_name, *trainer;
     char *files_dir, *jobs_dir;
     sqlite3 *db;
+    int lock_fd;               /* <state>/server.lock, held while open */
     pthread_mutex_t lock;
     pthread_cond_t wake;
     pthread_t thread;

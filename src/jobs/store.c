@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -186,6 +187,7 @@ mt_status mt_jobs_open(const mt_jobs_options *opts, mt_jobs **out) {
         return s;
     mt_jobs *j = calloc(1, sizeof *j);
     if (!j) return mt_error(MT_ERR_NOMEM, "out of memory");
+    j->lock_fd = -1;
     pthread_mutex_init(&j->lock, NULL);
     pthread_cond_init(&j->wake, NULL);
     j->state_dir = strdup(o.state_dir);
@@ -202,6 +204,13 @@ mt_status mt_jobs_open(const mt_jobs_options *opts, mt_jobs **out) {
                 (!o.tokenizer_path || j->tokenizer_path) ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s) s = mt_mkdir_p(j->files_dir);
     if (!s) s = mt_mkdir_p(j->jobs_dir);
+    /* one server per state directory: two would run the same jobs */
+    char *lock = s ? NULL : mt_path_join(o.state_dir, "server.lock");
+    if (!s && !lock) s = mt_error(MT_ERR_NOMEM, "out of memory");
+    if (!s && ((j->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0 || flock(j->lock_fd, LOCK_EX | LOCK_NB)))
+        s = mt_error(MT_ERR_IO, "%s: %s", o.state_dir,
+                     j->lock_fd >= 0 ? "in use by another memtune server (one server per state directory)" : strerror(errno));
+    free(lock);
     char *db = s ? NULL : mt_path_join(o.state_dir, "jobs.db");
     if (!s && !db) s = mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s && sqlite3_open_v2(db, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK)
@@ -232,6 +241,7 @@ void mt_jobs_close(mt_jobs *j, int grace_ms) {
     if (!j) return;
     mt_jobs_runner_stop(j, grace_ms);
     if (j->db) sqlite3_close(j->db);
+    if (j->lock_fd >= 0) close(j->lock_fd);
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->wake);
     for (int i = 0; i < MT_JOBS_MAX_RUNNING; i++) free(j->slots[i].run_dir);
