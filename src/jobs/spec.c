@@ -37,6 +37,7 @@ static char *string_of(json_t *v) {
     return strdup(json_string_value(v));
 }
 
+/* key: a string literal (it becomes the error's param, read after the body is freed) */
 static int get_string(json_t *o, const char *key, int required, size_t max, char **out, mt_serve_error *err) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return required ? BAD(key, "'%s' is required", key) : 0;
@@ -67,13 +68,13 @@ static int add_arg(mt_job_spec *sp, const char *name, const char *value, mt_serv
 static int value_text(json_t *v, const char *key, char *buf, size_t size, mt_serve_error *err) {
     if (json_is_integer(v)) snprintf(buf, size, "%lld", (long long)json_integer_value(v));
     else if (json_is_real(v)) {
-        if (!isfinite(json_real_value(v))) return BAD(key, "hyperparameter '%s' must be finite", key);
+        if (!isfinite(json_real_value(v))) return BAD("hyperparameters", "hyperparameter '%s' must be finite", key);
         snprintf(buf, size, "%.9g", json_real_value(v));
     } else if (json_is_boolean(v)) snprintf(buf, size, "%d", json_is_true(v));
     else if (json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v) && json_string_length(v) < size) {
         if (!strcmp(json_string_value(v), "auto")) return 1;
         snprintf(buf, size, "%s", json_string_value(v));
-    } else return BAD(key, "hyperparameter '%s' must be a number, a boolean or a short string", key);
+    } else return BAD("hyperparameters", "hyperparameter '%s' must be a number, a boolean or a short string", key);
     return 0;
 }
 
@@ -92,18 +93,18 @@ static int parse_hyperparameters(mt_job_spec *sp, json_t *h, mt_serve_error *err
         if (!strcmp(key, "n_epochs")) name = "epochs";
         else if (!strcmp(key, "batch_size")) name = "batch";
         else if (!strcmp(key, "learning_rate_multiplier")) {
-            if (!json_is_number(v)) return BAD(key, "'learning_rate_multiplier' must be a number or \"auto\"");
+            if (!json_is_number(v)) return BAD("hyperparameters", "'learning_rate_multiplier' must be a number or \"auto\"");
             lr_multiplier = json_number_value(v);
             if (mt_check_real("learning_rate_multiplier", lr_multiplier, 1e-6, 1000))
-                return BAD(key, "%s", mt_last_error());
+                return BAD("hyperparameters", "%s", mt_last_error());
             has_multiplier = 1;
             continue;
         } else if (!strcmp(key, "memory_lora") || !strcmp(key, "memory-lora")) {
-            if (!json_is_boolean(v)) return BAD(key, "'memory_lora' must be true or false");
+            if (!json_is_boolean(v)) return BAD("hyperparameters", "'memory_lora' must be true or false");
             if (json_is_false(v) && add_arg(sp, "no-memory-lora", "1", err)) return -1;
             continue;
         } else if (!(name = allowed_name(key)))
-            return BAD(key, "unknown hyperparameter '%s' (OpenAI's n_epochs, batch_size, learning_rate_multiplier, or a "
+            return BAD("hyperparameters", "unknown hyperparameter '%s' (OpenAI's n_epochs, batch_size, learning_rate_multiplier, or a "
                             "`memtune train` option such as steps, lr, rank, tau, experts)", key);
         if (add_arg(sp, name, text, err)) return -1;
     }

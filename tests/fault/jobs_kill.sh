@@ -54,6 +54,11 @@ wait_end() { # JOB: waits (up to 5 minutes) until the job has ended; prints its 
   done
   echo "$s (timed out)"
 }
+newest() { # RUN_DIR: the step of its newest checkpoint (0: none)
+  local n
+  n=$(ls "$1/checkpoints" 2> /dev/null | sed -n 's/^step-0*\([0-9][0-9]*\)\.ckpt$/\1/p' | sort -n | tail -1)
+  echo "${n:-0}"
+}
 integrity() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA integrity_check').fetchone()[0])" "$1/jobs.db"; }
 
 # the uninterrupted job
@@ -72,13 +77,21 @@ for k in $(seq "$runs"); do
   f=$(upload); job=$(create "$f")
   kills=$(( 1 + RANDOM % 2 )); what=""; trainer_gone=1; hit=0
   for _ in $(seq $kills); do
-    ms=$(( 150 + RANDOM % (ref_ms * 6 / 10) ))
-    sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+    # where: soon after the (re)start (queued, loading, before any step), or a random moment
+    # after a random checkpoint later than the newest one (mid-interval, or mid-write)
+    if [ $(( RANDOM % 4 )) = 0 ]; then
+      ms=$(( 50 + RANDOM % 600 )); sleep "$(printf '0.%03d' $((ms % 1000)))"; where="${ms} ms after the start"
+    else
+      have=$(newest "$state/jobs/$job"); want=$(( (have / 10 + 1 + RANDOM % 3) * 10 ))
+      [ $want -ge 100 ] && want=90
+      for _ in $(seq 2400); do [ "$(newest "$state/jobs/$job")" -ge $want ] && break; sleep 0.025; done
+      ms=$(( RANDOM % 400 )); sleep "$(printf '0.%03d' $ms)"; where="${ms} ms after checkpoint $want"
+    fi
     was=$(status "$job")
     case $was in succeeded|failed|cancelled) break ;; esac # ended first: no kill
     kill -9 $SERVER; wait $SERVER 2> /dev/null
     hit=$((hit + 1)); total_kills=$((total_kills + 1))
-    what="$what ${ms} ms ($was)"
+    what="$what $where ($was);"
     # the trainer dies with the server: its lock on the run directory is free at once
     flock -w 3 "$state/jobs/$job/lock" true || trainer_gone=0
     start "$state" "$log" || break
@@ -89,7 +102,7 @@ for k in $(seq "$runs"); do
   kill -TERM $SERVER; wait $SERVER
   if [ "$st" = succeeded ] && same_run "$REF" "$state/jobs/$job" memory && [ "$files" = 1 ] && [ "$jobs" = 1 ] &&
      [ $trainer_gone = 1 ] && [ "$(integrity "$state")" = ok ]; then
-    echo "ok   run $k: server killed $hit time(s) (after each start:${what:- none, the job ended first}), restarted: succeeded, identical to the uninterrupted job"
+    echo "ok   run $k: server killed $hit time(s) (${what:- none: the job ended first}) and restarted: succeeded, identical to the uninterrupted job"
   else
     echo "FAIL run $k: killed at$what: $st, $files file(s), $jobs job(s), trainer gone $trainer_gone, integrity $(integrity "$state")"
     why_differ "$REF" "$state/jobs/$job" memory; tail -5 "$log"; fail=1
