@@ -273,11 +273,13 @@ void mt_jobs_on_model(mt_jobs *j, mt_jobs_model_callback cb, void *user) {
 int mt_jobs_event_add(mt_jobs *j, const char *job_id, long long created, const char *level, const char *type,
                       const char *message, json_t *data) {
     json_t *step = data ? json_object_get(data, "step") : NULL;
+    int has_step = json_is_integer(step);
+    long long step_value = has_step ? json_integer_value(step) : 0;
     char *d = data ? json_dumps(data, JSON_COMPACT) : NULL;
     json_decref(data);
     sqlite3_stmt *st = prepare(j, "INSERT INTO events(job_id, created_at, level, type, step, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                "sisssss", job_id, created, level, type, NULL, message, d);
-    if (st && json_is_integer(step)) sqlite3_bind_int64(st, 5, json_integer_value(step));
+    if (st && has_step) sqlite3_bind_int64(st, 5, step_value);
     free(d);
     return run(j, st);
 }
