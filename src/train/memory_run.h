@@ -13,11 +13,11 @@
 #include "train/optimizer.h"
 #include "train/schedule.h"
 #include "train/sparse_adam.h"
+#include "train/loop.h"
 
 typedef struct {
     mt_model *m;
     mt_train_options o;
-    mt_schedule_kind sched;   /* lr over steps (decays to 0 at --steps) */
     mt_dataset data;
     mt_chat_template *tpl;
     mt_seq_builder b;
@@ -52,7 +52,8 @@ typedef struct {
     float distill_weight;
     double ppl_base, ppl_last;
     /* progress */
-    long step, tokens;
+    mt_loop loop;             /* step, tokens, the schedule (lr over steps, decays to 0 at --steps) */
+    int check_every;          /* steps between checks of all facts */
     int all_ok_checks, n_ok;  /* consecutive checks with every fact memorised; at the last check */
     int n_exact;              /* facts whose greedy answer was exact at the last check */
     char *ckpt_dir;           /* DIR/checkpoints */

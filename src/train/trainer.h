@@ -1,4 +1,5 @@
-/* The trainer's state (see trainer.c). Public entry points are mt_train/mt_train_run. */
+/* Full fine-tuning and LoRA over the training loop (see trainer.c); mt_train_run (train.c)
+ * calls mt_finetune_train for methods "full" and "lora". */
 #ifndef MT_TRAIN_TRAINER_H
 #define MT_TRAIN_TRAINER_H
 #include "memtune.h"
@@ -6,6 +7,8 @@
 #include "dataset/batch.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
+#include "train/loop.h"
+#include "train/train_log.h"
 
 #define MT_MAX_TENSORS 8192
 
@@ -20,15 +23,19 @@ typedef struct {
     mt_epoch_plan plan;
     int plan_epoch;
     int seq_len, pad_id;
-    long rows_per_epoch, total_steps, eval_every;
-    long step, rows_done, tokens;
+    long rows_per_epoch, eval_every;
+    mt_loop loop;               /* step, total steps, tokens, schedule, clip */
+    long rows_done;
     int data_epoch, data_row;   /* the data cursor: next row to train on */
     double last_eval;
     /* the metrics line's averaging window: losses summed since the last logged step; in the
      * checkpoint, so the line that spans a resume averages the same steps */
     double window_loss;
     int window_steps;
-    mt_schedule_kind sched;
+    long window_tokens;         /* tokens and start time of the window (this process) */
+    double window_start;
+    mt_train_log *log;          /* the run's metrics log */
+    mt_train_result *res;
     mt_train_state *state;
     mt_adamw opt;
     int *inputs, *targets, *pos, *doc; /* [grad_accum * batch * seq_len] */
@@ -39,5 +46,8 @@ typedef struct {
     int own_rows;
     mt_adamw rows_opt;          /* their AdamW moments */
 } mt_trainer;
+
+/* opts: resolved (method "full" or "lora", lr set); res is filled as mt_train_run documents. */
+mt_status mt_finetune_train(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res);
 
 #endif
