@@ -57,8 +57,6 @@
 
 /* ---- facts ----------------------------------------------------------------------------- */
 
-static const char *fact_input(const mt_example *e) { return e->messages[e->n_messages - 2].content; }
-static const char *fact_output(const mt_example *e) { return e->messages[e->n_messages - 1].content; }
 
 /* Every example must be a prompt with one answer; the same prompt with two answers is a
  * conflict (the model cannot return both); exact duplicates are kept once. */
@@ -208,14 +206,6 @@ static double logit_margin(const float *logits, int V, int target) {
     return (double)logits[target] - rival;
 }
 
-/* The completion rule (README: Memory tuning): a fact is memorised, recalled robustly, when at
- * every answer position its token leads the runner-up by at least --margin logits (greedy
- * decoding then returns it, and keeps returning it under changes to the logits smaller than
- * the margin: more training, rounding, the KV-cache path), and, with --tau > 0, every
- * answer-token NLL is at most tau. */
-static int robust(const memory_run *r, double min_margin, double max_nll) {
-    return min_margin > 0 && min_margin >= r->o.margin && (r->o.tau <= 0 || max_nll <= r->o.tau);
-}
 
 /* One teacher-forced pass over all facts: exact = the argmax is every next answer token;
  * memorised = robust() above. Returns the number memorised. */
@@ -719,107 +709,6 @@ static mt_status update(void *self, mt_loop *l, float lr) {
     return MT_OK;
 }
 
-/* ---- report ------------------------------------------------------------------------------ */
-
-/* Test hook: a Ctrl-C arrives after the n-th fact of the final recall is answered. */
-static void recall_hook(int answered) {
-    const char *at = getenv("MEMTUNE_TEST_INT_IN_RECALL");
-    if (at && atoi(at) == answered) raise(SIGINT);
-}
-
-/* Answers every fact by real greedy decoding; writes DIR/facts.jsonl; returns the recall. A stop
- * request ends it between two facts (*stopped = 1): facts.jsonl is then left as it was. */
-static mt_status final_answers(memory_run *r, double *recall, double *mean_nll, double *max_nll, int *stopped) {
-    char *path = mt_path_join(r->o.out_dir, "facts.jsonl");
-    mt_atomic_file f;
-    mt_status s = path ? mt_atomic_open(&f, path) : mt_error(MT_ERR_NOMEM, "out of memory");
-    int exact_n = 0;
-    *mean_nll = 0, *max_nll = 0;
-    for (int i = 0; s == MT_OK && i < r->n_facts; i++) {
-        recall_hook(i);
-        /* the flag memory tuning polls is refreshed by progress calls: ask for it afresh */
-        if (mt_progress_stop_requested()) {
-            *stopped = 1;
-            if (!r->o.quiet)
-                mt_progress_message(MT_PROGRESS_INFO, "stopped during the final recall (%d/%d facts answered); the adapter "
-                                    "and the checkpoint are saved: --resume finishes the run", i, r->n_facts);
-            break;
-        }
-        char *produced = NULL;
-        int exact = 0;
-        const mt_example *e = &r->data.items[i];
-        s = mt_eval_greedy_example(r->m, &r->b, e, &produced, &exact);
-        if (s) break;
-        exact_n += exact;
-        *mean_nll += r->fact_nll[i] / r->n_facts;
-        *max_nll = fmax(*max_nll, r->fact_max_nll[i]);
-        json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:b, s:f, s:f, s:f}", "index", i + 1, "input", fact_input(e),
-                              "expected", fact_output(e), "produced", produced, "exact", exact,
-                              "memorised", exact && robust(r, r->fact_margin[i], r->fact_max_nll[i]), "nll", r->fact_nll[i],
-                              "max_token_nll", r->fact_max_nll[i], "min_margin", r->fact_margin[i]);
-        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        s = line ? mt_atomic_printf(&f, "%s\n", line) : mt_error(MT_ERR_NOMEM, "out of memory");
-        free(line);
-        json_decref(o);
-        free(produced);
-    }
-    if (path && s == MT_OK && !*stopped) s = mt_atomic_commit(&f);
-    else if (path) mt_atomic_abort(&f);
-    free(path);
-    *recall = r->n_facts ? (double)exact_n / r->n_facts : 0;
-    return s;
-}
-
-static mt_status write_report(memory_run *r, const char *status, double recall, double mean_nll, double max_nll,
-                              double seconds, long restored_step) {
-    const mt_mome *mm = r->mome;
-    double min_margin = INFINITY;
-    for (int f = 0; f < r->n_facts; f++) min_margin = fmin(min_margin, r->fact_margin[f]);
-    json_t *o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:f, s:{s:f, s:f, s:f, s:f, s:s?, s:I, s:f, s:f, s:i}, "
-                          "s:{s:I, s:i, s:i, s:i, s:b, s:i, s:I}, s:i, s:f}",
-                          "status", status, "facts", r->n_facts, "memorised", r->n_ok, "recall", recall,
-                          "mean_answer_nll", mean_nll, "max_answer_nll", max_nll, "tau", (double)r->o.tau,
-                          "margin", (double)r->o.margin, "min_answer_margin", min_margin,
-                          "steps", (json_int_t)r->loop.step, "seconds", seconds, "tokens", (json_int_t)r->loop.tokens,
-                          "tokens_per_s", seconds > 0 ? r->loop.tokens / seconds : 0.0,
-                          "perplexity", "before", r->ppl_base, "after", r->ppl_last, "ratio", r->ppl_last / r->ppl_base,
-                          "limit", (double)r->o.general_limit, "general", r->o.general,
-                          "distilled_tokens", (json_int_t)r->n_distill_rows * r->T, "distill_weight",
-                          (double)r->o.general_weight, "distill_weight_final", (double)r->distill_weight,
-                          "guard_trips", r->guard_trips,
-                          "experts", "per_site", (json_int_t)(mm ? mm->n_experts : 0), "sites", mm ? mm->n_sites : 0,
-                          "k", mm ? mm->shape.K : 0, "heads", mm ? mm->shape.H : 0,
-                          "router_trained", mm && !mm->freeze_router, "context", mm ? mm->context.dim : 0,
-                          "rows_with_optimizer_state", (json_int_t)(mm ? mt_sparse_adam_rows(&r->bank_opt) : 0),
-                          "trainable_token_rows", r->rows ? r->rows->n : 0, "lr", (double)r->o.lr);
-    if (o) json_object_set_new(o, "restored_from_step", restored_step >= 0 ? json_integer(restored_step) : json_null());
-    char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
-    json_decref(o);
-    char *path = mt_path_join(r->o.out_dir, "report.json");
-    mt_status s = text && path ? mt_write_file_atomic(path, text, strlen(text)) : mt_error(MT_ERR_NOMEM, "out of memory");
-    free(text), free(path);
-    return s;
-}
-
-static mt_status save_adapter(memory_run *r) {
-    char *dir = mt_path_join(r->o.out_dir, "adapter"), *part;
-    mt_atomic_dir staged = {0}; /* whole or absent, even on a full disk (core/atomic_dir.h) */
-    mt_status s = dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
-    /* the loss guard runs before each update; this one sees the last (core/check.h) */
-    if (!s && r->lora) s = mt_check_finite_weights(r->lora->params, r->lora->n_params, r->loop.step);
-    if (!s && r->rows) s = mt_check_finite_weights(r->rows->values, (size_t)(1 + r->rows->untied) * r->rows->n * r->rows->dim, r->loop.step);
-    if (!s) s = mt_atomic_dir_open(&staged, dir);
-    part = staged.tmp_path;
-    if (!s && r->rows) s = mt_token_rows_save(r->rows, part);
-    if (!s && r->mome) s = mt_mome_save(r->mome, part);
-    if (!s && r->lora) s = mt_lora_save(r->lora, r->m, part, NULL);
-    if (part && s) mt_atomic_dir_abort(&staged);
-    else if (part) s = mt_atomic_dir_commit(&staged);
-    if (!s && !r->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "saved %s", dir);
-    free(dir);
-    return s;
-}
-
 /* ---- the run ------------------------------------------------------------------------------- */
 
 static mt_status setup(memory_run *r, const char *data_path) {
@@ -917,22 +806,9 @@ static void adjust_general_weight(memory_run *r, double ratio) {
     if (r->distill_weight != was) mt_progress_emit(&p);
 }
 
-/* Measurement hook (MEMTUNE_MARGIN_LOG=FILE, bench/memory_margin.sh): a line per check with
- * every fact's smallest answer margin, from which the completion margin was chosen. */
-static void log_margins(const memory_run *r) {
-    const char *path = getenv("MEMTUNE_MARGIN_LOG");
-    FILE *f = path ? fopen(path, "a") : NULL;
-    if (!f) return;
-    fprintf(f, "{\"step\": %ld, \"margin\": [", r->loop.step);
-    for (int i = 0; i < r->n_facts; i++) fprintf(f, "%s%.4f", i ? ", " : "", r->fact_margin[i]);
-    fprintf(f, "]}\n");
-    fclose(f);
-}
-
 /* Checks all facts (and the general text); returns whether every fact is memorised. */
 static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     mt_status s = check_facts_memorised(r, n_ok);
-    if (!s) log_margins(r);
     if (!s) s = general_perplexity(r, &r->ppl_last);
     if (s) return s;
     *all_ok = *n_ok == r->n_facts;
@@ -942,7 +818,8 @@ static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     double elapsed = r->seconds_before + mt_now_seconds() - r->t0;
     mt_progress p = {.kind = MT_PROGRESS_CHECK, .step = r->loop.step, .total_steps = r->o.steps, .loss = r->last_loss,
                      .facts = r->n_facts, .facts_memorised = *n_ok, .facts_exact = r->n_exact, .general_perplexity = r->ppl_last,
-                     .base_perplexity = r->ppl_base, .general_weight = r->distill_weight, .elapsed_s = elapsed};
+                     .base_perplexity = r->ppl_base, .general_weight = r->distill_weight, .elapsed_s = elapsed,
+                     .fact_margins = r->fact_margin};
     mt_progress_emit(&p);
     if (r->metrics) {
         char b[2][32]; /* JSON has no NaN or inf (core/check.h) */
@@ -1035,14 +912,14 @@ static mt_status finish(memory_run *r, double seconds, mt_train_result *res, int
         mt_progress_message(MT_PROGRESS_INFO, "the last check (step %ld: %d exact, %d memorised, general perplexity %.4g) is worse than "
                 "step %ld's (%d exact, %d memorised, %.4g): the adapter keeps step %ld's values", r->loop.step, last_exact,
                 last_ok, last_ppl, r->best.step, r->best.exact, r->best.memorised, r->best.ppl, r->best.step);
-    if (!s) s = save_adapter(r);
-    if (!s) s = final_answers(r, &recall, &mean_nll, &max_nll, stopped);
+    if (!s) s = mt_memory_save_adapter(r);
+    if (!s) s = mt_memory_final_answers(r, &recall, &mean_nll, &max_nll, stopped);
     if (!s && *stopped) return MT_OK;
     /* completed: every fact memorised at the last two checks and answered exactly by the
      * decoding users run (the two agree unless a margin is below rounding) */
     int completed = r->all_ok_checks >= 2 && recall == 1.0;
     const char *status = completed ? "completed" : "partially_completed";
-    if (!s) s = write_report(r, status, recall, mean_nll, max_nll, seconds, restored ? r->best.step : -1);
+    if (!s) s = mt_memory_write_report(r, status, recall, mean_nll, max_nll, seconds, restored ? r->best.step : -1);
     if (!s && !r->o.quiet)
         mt_progress_message(MT_PROGRESS_INFO, "%s: recall %.4f (%d/%d memorised) after %ld steps in %.1f s; general perplexity %.4g -> %.4g",
                 status, recall, r->n_ok, r->n_facts, r->loop.step, seconds, r->ppl_base, r->ppl_last);

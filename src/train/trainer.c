@@ -1,9 +1,9 @@
-/* The trainer: data -> packed rows -> forward/backward over micro-batches -> clipped AdamW
- * step on a schedule, with metrics, evals and atomic checkpoints, and a clean stop on the
- * options' stop flag (or the progress callback's word) that saves first. It reports through
- * the progress callback (train/progress.h) and never prints. It is independent of which
- * parameters train: the method decides the trainable tensors, the loop only follows the
- * flags. */
+/* Supervised fine-tuning (methods full and LoRA) over the training loop (loop.c): data ->
+ * packed rows -> forward/backward over micro-batches each step, with the metrics log, evals,
+ * atomic checkpoints and the end's save. What trains, its gradients, its optimizer update and
+ * what the end writes come from the method: full.c (the whole model) or lora.c (an adapter
+ * and token rows). It reports through the progress callback (train/progress.h) and never
+ * prints. */
 #include "core/atomic_dir.h"
 #include "core/check.h"
 #include "core/error.h"
@@ -128,10 +128,8 @@ static void plan_steps(mt_trainer *t) {
     t->eval_every = t->o.eval_every >= 0 ? t->o.eval_every : (t->loop.total_steps >= 10 ? t->loop.total_steps / 10 : 1);
 }
 
-static int is_lora(const mt_trainer *t) { return !strcmp(t->o.method, "lora"); }
-
 /* the parameters the optimizer updates */
-static size_t trainable_count(const mt_trainer *t) { return t->lora ? t->lora->n_params : t->m->n_params; }
+size_t mt_finetune_trainable_count(const mt_trainer *t) { return t->lora ? t->lora->n_params : t->m->n_params; }
 
 static int state_flags(const mt_trainer *t) { return t->o.recompute ? MT_TRAIN_RECOMPUTE : 0; }
 
@@ -143,14 +141,14 @@ static size_t memory_plan(const mt_trainer *t, size_t *acts) {
     *acts = mt_train_state_bytes_flags(c, t->o.batch, t->seq_len, state_flags(t)) + adapter +
             (t->lora ? 2 * (size_t)t->o.batch * t->seq_len * t->lora->rank * sizeof(float) + adapter : 0);
     if (t->lora) *acts -= mt_config_param_count(c) * sizeof(float);
-    size_t params = mt_model_weight_bytes(t->m), trained = trainable_count(t) * sizeof(float);
+    size_t params = mt_model_weight_bytes(t->m), trained = mt_finetune_trainable_count(t) * sizeof(float);
     /* weights + activations/grads state + two AdamW moments + batch buffers */
     return params + *acts + 2 * trained + (size_t)4 * t->o.grad_accum * t->o.batch * t->seq_len * sizeof(int);
 }
 
 static void print_dry_run(const mt_trainer *t) {
     size_t acts, total = memory_plan(t, &acts), params = mt_model_weight_bytes(t->m);
-    size_t trained = trainable_count(t);
+    size_t trained = mt_finetune_trainable_count(t);
     mt_progress_message(MT_PROGRESS_DRY_RUN, "{\"examples\": %d, \"eval_examples\": %d, \"skipped_lines\": %d, \"tokens\": %ld, "
            "\"target_tokens\": %ld, \"truncated_examples\": %ld, \"seq_len\": %d, \"rows_per_epoch\": %ld, "
            "\"steps\": %ld, \"parameters\": %zu, \"trainable_parameters\": %zu,\n"
@@ -215,39 +213,6 @@ static mt_status eval_loss(mt_trainer *t, double *out) {
     return s;
 }
 
-/* AdamW on the trainable tensors; weight decay on matrices only (not norms or biases). */
-static void optimizer_step(mt_trainer *t) {
-    if (t->rows) {
-        mt_adamw_begin_step(&t->rows_opt);
-        t->rows_opt.lr = t->opt.lr;
-        mt_adamw_update(&t->rows_opt, t->rows->values, t->state->row_grads, 0, t->rows_opt.n, 0.0f);
-        mt_token_rows_sync(t->rows);
-    }
-    if (t->lora) { /* only the adapter trains; every adapter tensor is a matrix */
-        mt_adamw_begin_step(&t->opt);
-        mt_adamw_update(&t->opt, t->lora->params, t->state->lora_grads, 0, t->lora->n_params, t->o.weight_decay);
-        return;
-    }
-    mt_tensor_ref refs[MT_MAX_TENSORS];
-    int n = mt_model_tensors(t->m, refs, MT_MAX_TENSORS);
-    mt_adamw_begin_step(&t->opt);
-    for (int i = 0; i < n && i < MT_MAX_TENSORS; i++) {
-        if (!t->state->trainable[i]) continue;
-        size_t begin = (size_t)(refs[i].data - t->m->params), len = (size_t)refs[i].rows * refs[i].cols;
-        float wd = refs[i].is_vector ? 0.0f : t->o.weight_decay;
-        mt_adamw_update(&t->opt, t->m->params, t->state->grads, begin, begin + len, wd);
-    }
-}
-
-/* Every trained gradient (adapter or model, token rows), in the order their norms add up. */
-static int trained_gradients(void *self, mt_grad_span *g, int cap) {
-    mt_trainer *t = self;
-    (void)cap;
-    g[0] = (mt_grad_span){t->lora ? t->state->lora_grads : t->state->grads, trainable_count(t)};
-    g[1] = (mt_grad_span){t->rows ? t->state->row_grads : NULL, t->rows ? t->rows_opt.n : 0};
-    return 2;
-}
-
 /* A step's gradients over grad_accum micro-batches, the loss normalised by the target
  * tokens of all of them, so accumulation equals one larger batch. */
 static mt_status compute_gradients(void *self, mt_loop *l, double *loss) {
@@ -280,14 +245,6 @@ static mt_status compute_gradients(void *self, mt_loop *l, double *loss) {
     return MT_OK;
 }
 
-static mt_status update(void *self, mt_loop *l, float lr) {
-    mt_trainer *t = self;
-    (void)l;
-    t->opt.lr = lr;
-    optimizer_step(t);
-    return MT_OK;
-}
-
 /* ---- checkpoints ------------------------------------------------------------------------ */
 
 static char *state_json(const mt_trainer *t) {
@@ -308,7 +265,7 @@ static char *state_json(const mt_trainer *t) {
 
 /* What a checkpoint holds: the trained parameters and their AdamW moments. Returns the count. */
 static int checkpoint_blobs(mt_trainer *t, mt_ckpt_blob b[MAX_BLOBS]) {
-    size_t bytes = trainable_count(t) * sizeof(float);
+    size_t bytes = mt_finetune_trainable_count(t) * sizeof(float);
     if (t->lora) b[0] = (mt_ckpt_blob){"lora", t->lora->params, bytes};
     else b[0] = (mt_ckpt_blob){"params", t->m->params, bytes};
     b[1] = (mt_ckpt_blob){"adam_m", t->opt.m, bytes};
@@ -325,7 +282,7 @@ static int checkpoint_blobs(mt_trainer *t, mt_ckpt_blob b[MAX_BLOBS]) {
 
 static mt_status save_checkpoint(mt_trainer *t) {
     /* the loss guard runs before each update; this one sees the last update too */
-    mt_status s = mt_check_finite_weights(t->lora ? t->lora->params : t->m->params, trainable_count(t), t->loop.step);
+    mt_status s = mt_check_finite_weights(t->lora ? t->lora->params : t->m->params, mt_finetune_trainable_count(t), t->loop.step);
     if (s == MT_OK && t->rows) s = mt_check_finite_weights(t->rows->values, t->rows_opt.n, t->loop.step);
     if (s == MT_OK) s = mt_mkdir_p(t->ckpt_dir);
     if (s) return s;
@@ -390,133 +347,24 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
 
 /* ---- the run ---------------------------------------------------------------------------- */
 
-/* ---- trainable token rows ---------------------------------------------------------------- */
-
-/* "auto": EOS and every control/user-defined token in the rendered data except BOS (which
- * starts every text, so changing it would change the model everywhere). */
-static int auto_token_ids(const mt_trainer *t, int *ids, int cap) {
-    int n = 0, bos = t->builder.bos_id;
-    if (t->builder.eos_id >= 0) n = mt_token_ids_add(ids, n, t->builder.eos_id);
-    for (int i = 0; i < t->packed.n_seqs && n < cap; i++) {
-        const mt_token_seq *q = &t->packed.seqs[i];
-        for (int k = 0; k < q->n && n < cap; k++) {
-            int type = mt_tokenizer_type(t->m->tok, q->ids[k]);
-            if (q->ids[k] != bos && (type == MT_TOKTYPE_CONTROL || type == MT_TOKTYPE_USER_DEFINED))
-                n = mt_token_ids_add(ids, n, q->ids[k]);
-        }
-    }
-    return n;
-}
-
-#define MAX_AUTO_ROWS MT_MAX_TOKEN_ROW_IDS
-
-static mt_status setup_token_rows(mt_trainer *t) {
-    const char *spec = t->o.trainable_tokens ? t->o.trainable_tokens : "auto";
-    if (!strcmp(spec, "none")) return MT_OK;
-    int ids[MAX_AUTO_ROWS], n;
-    mt_status s = MT_OK;
-    if (!strcmp(spec, "auto")) n = auto_token_ids(t, ids, MAX_AUTO_ROWS);
-    else s = mt_parse_token_ids(spec, ids, MAX_AUTO_ROWS, &n);
-    if (s || n == 0) return s;
-    if ((s = mt_token_rows_create(t->m, ids, n, &t->rows))) return s;
-    t->own_rows = 1;
-    if ((s = mt_model_attach_token_rows(t->m, t->rows))) return s;
-    if (!t->o.quiet) {
-        char list[MAX_AUTO_ROWS * 12] = "";
-        for (int i = 0, len = 0; i < n; i++) len += snprintf(list + len, sizeof list - (size_t)len, " %d", ids[i]);
-        mt_progress_message(MT_PROGRESS_INFO, "trainable token rows:%s (%d parameters)", list,
-                            (1 + t->rows->untied) * n * t->m->cfg.dim);
-    }
-    return MT_OK;
-}
-
-static int rows_train_stop_token(const mt_trainer *t) {
-    for (int i = 0; t->rows && i < t->rows->n; i++)
-        if (t->rows->ids[i] == t->builder.eos_id) return 1;
-    return 0;
-}
-
-/* The answer-stopping token's output row is (to 1e-3 of its size) the row of another token:
- * it was never trained (stories260K's EOS, see README), and with the base frozen and the
- * head tied to the embedding, an adapter cannot make it likelier than that twin. */
-static int stop_token_untrained(const mt_trainer *t, int *twin) {
-    const mt_config *c = &t->m->cfg;
-    int eos = t->builder.eos_id;
-    if (eos < 0 || eos >= c->vocab_size) return 0;
-    const float *row = t->m->output + (size_t)eos * c->dim;
-    float size = 0;
-    for (int j = 0; j < c->dim; j++) size = fmaxf(size, fabsf(row[j]));
-    for (int i = 0; i < c->vocab_size; i++) {
-        const float *other = t->m->output + (size_t)i * c->dim;
-        float d = 0;
-        for (int j = 0; j < c->dim && i != eos; j++) d = fmaxf(d, fabsf(row[j] - other[j]));
-        if (i != eos && d <= 1e-3f * size) {
-            *twin = i;
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static mt_status setup_lora(mt_trainer *t) {
-    if (t->m->lora) {
-        t->lora = t->m->lora; /* the caller's adapter: trained in place, left attached */
-    } else {
-        mt_lora_options lo;
-        mt_lora_options_default(&lo);
-        lo.rank = t->o.lora_rank;
-        lo.alpha = t->o.lora_alpha;
-        lo.rslora = t->o.lora_rslora;
-        lo.targets = t->o.lora_targets;
-        lo.layers = t->o.lora_layers;
-        lo.dropout = t->o.lora_dropout;
-        lo.seed = t->o.seed;
-        mt_status s = mt_lora_create(t->m, &lo, &t->lora);
-        if (s) return s;
-        t->own_lora = 1;
-        if ((s = mt_model_set_lora(t->m, t->lora))) return s;
-    }
-    if (!t->o.quiet) {
-        mt_progress_message(MT_PROGRESS_INFO, "LoRA r=%d alpha=%g%s dropout %g on %s%s%s: %zu trainable parameters (%.3f%% of %zu)",
-                t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", t->lora->dropout,
-                mt_lora_targets_text(t->lora->targets), t->o.lora_layers && t->own_lora ? " of layers " : "",
-                t->o.lora_layers && t->own_lora ? t->o.lora_layers : "",
-                t->lora->n_params, 100.0 * t->lora->n_params / (double)mt_model_param_count(t->m), mt_model_param_count(t->m));
-        if (t->m->base)
-            mt_progress_message(MT_PROGRESS_INFO, "frozen base linear layers held as %s: weights take %.1f MB (f32: %.1f MB)",
-                    mt_model_base_dtype(t->m), mt_model_weight_bytes(t->m) / 1e6, mt_model_param_count(t->m) * 4 / 1e6);
-        int twin;
-        if (!rows_train_stop_token(t) && stop_token_untrained(t, &twin))
-            mt_progress_message(MT_PROGRESS_WARNING, "the stop token (id %d) was never trained: its output row equals that of "
-                    "id %d. The base (and its head) stay frozen with LoRA, so the adapter cannot make the model stop "
-                    "after an answer; expect answers that run on. Fine-tune with --method full, or use a chat template "
-                    "that ends answers with a token the model already emits (README: LoRA and the stop token).", t->builder.eos_id, twin);
-    }
-    return MT_OK;
-}
-
 static mt_status setup(mt_trainer *t, const char *data_path) {
     mt_config *c = &t->m->cfg;
     if (!t->m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
-    if (strcmp(t->o.method, "full") && !is_lora(t))
+    t->what = !strcmp(t->o.method, "full") ? &mt_finetune_full : !strcmp(t->o.method, "lora") ? &mt_finetune_lora : NULL;
+    if (!t->what)
         return mt_error(MT_ERR_UNSUPPORTED, "unknown --method '%s' (this build trains: full, lora, memory)", t->o.method);
-    if (!is_lora(t) && t->m->lora)
-        return mt_error(MT_ERR_ARG, "--method full with an adapter attached: merge it first (mt_lora_merge)");
+    mt_status s = t->what->check ? t->what->check(t) : MT_OK;
+    if (s) return s;
     t->seq_len = t->o.seq_len > 0 ? t->o.seq_len : (c->max_seq_len < 512 ? c->max_seq_len : 512);
     if (t->seq_len > c->max_seq_len && !t->o.quiet)
         mt_progress_message(MT_PROGRESS_WARNING, "--seq-len %d exceeds the model's context length %d", t->seq_len, c->max_seq_len);
-    mt_status s = mt_schedule_parse(t->o.schedule ? t->o.schedule : "cosine", &t->loop.sched);
+    s = mt_schedule_parse(t->o.schedule ? t->o.schedule : "cosine", &t->loop.sched);
     if (s == MT_OK) s = load_datasets(t, data_path);
     if (s == MT_OK) s = setup_template(t);
     if (s == MT_OK) s = prepare_data(t);
     if (s) return s;
     plan_steps(t);
-    const char *bd = t->o.base_dtype ? t->o.base_dtype : "f32";
-    if (!is_lora(t) && strcmp(bd, "f32"))
-        return mt_error(MT_ERR_ARG, "--base-dtype %s needs --method lora (full fine-tuning trains the base in f32)", bd);
-    if (is_lora(t) && (s = mt_model_set_base_dtype(t->m, bd))) return s;
-    if (!is_lora(t) && (s = mt_model_set_base_dtype(t->m, "f32"))) return s; /* a kept GGUF base trains as f32 */
-    if (is_lora(t) && ((s = setup_token_rows(t)) || (s = setup_lora(t)))) return s;
+    if ((s = t->what->setup(t))) return s;
     t->ckpt_dir = mt_path_join(t->o.out_dir, "checkpoints");
     return t->ckpt_dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
 }
@@ -530,7 +378,7 @@ static mt_status allocate(mt_trainer *t) {
     if (!t->inputs || !t->targets || !t->pos || !t->doc) return mt_error(MT_ERR_NOMEM, "out of memory for batches");
     mt_status s = mt_train_create_flags(t->m, t->o.batch, t->seq_len, state_flags(t), &t->state);
     if (s == MT_OK && t->lora) s = mt_train_set_trainable(t->state, NULL, 0); /* frozen base */
-    if (s == MT_OK) s = mt_adamw_init(&t->opt, trainable_count(t), t->o.lr, 0.9f, 0.999f, 1e-8f, t->o.weight_decay);
+    if (s == MT_OK) s = mt_adamw_init(&t->opt, mt_finetune_trainable_count(t), t->o.lr, 0.9f, 0.999f, 1e-8f, t->o.weight_decay);
     if (s == MT_OK && t->rows)
         s = mt_adamw_init(&t->rows_opt, (size_t)(1 + t->rows->untied) * t->rows->n * t->rows->dim, t->o.lr, 0.9f,
                           0.999f, 1e-8f, 0.0f);
@@ -570,33 +418,16 @@ static mt_status checkpoint(void *self, mt_loop *l) {
     return save_checkpoint(self);
 }
 
-static const mt_train_method finetune_method = {
-    .name = "finetune",
-    .compute_gradients = compute_gradients,
-    .gradients = trained_gradients,
-    .update = update,
-    .after_step = after_step,
-    .save_checkpoint = checkpoint,
-};
-
 static mt_status finish(mt_trainer *t, mt_train_log *log) {
     mt_status s = MT_OK;
     if (t->eval.n > 0 && t->loop.step % (t->eval_every > 0 ? t->eval_every : 1) != 0) s = maybe_eval(t, log, 1);
     if (s == MT_OK) s = save_checkpoint(t);
-    /* the template used in training travels with the model */
-    if (s == MT_OK && !t->lora && !t->m->chat_template && !(t->m->chat_template = strdup(t->template_source)))
-        s = mt_error(MT_ERR_NOMEM, "out of memory");
     /* DIR/adapter or DIR/model appears whole (or keeps its previous state) even if the disk
      * fills or the process dies mid-save: written beside it, then renamed into place */
-    char *dir = s ? NULL : mt_path_join(t->o.out_dir, t->lora ? "adapter" : "model");
+    char *dir = s ? NULL : mt_path_join(t->o.out_dir, t->what->out_name);
     mt_atomic_dir out = {0};
     if (s == MT_OK) s = dir ? mt_atomic_dir_open(&out, dir) : mt_error(MT_ERR_NOMEM, "out of memory");
-    if (s == MT_OK && t->lora) {
-        s = mt_lora_save(t->lora, t->m, out.tmp_path, NULL);
-        if (s == MT_OK && t->rows) s = mt_token_rows_save(t->rows, out.tmp_path);
-    } else if (s == MT_OK) {
-        s = mt_model_save(t->m, out.tmp_path, MT_FORMAT_HF);
-    }
+    if (s == MT_OK) s = t->what->save(t, out.tmp_path);
     if (out.tmp_path) {
         if (s == MT_OK) s = mt_atomic_dir_commit(&out);
         else mt_atomic_dir_abort(&out);
@@ -627,7 +458,10 @@ static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res)
     t->log = &log;
     t->res = res;
     t->window_start = t0;
-    if (s == MT_OK) s = mt_loop_run(&t->loop, &finetune_method, t);
+    /* the loop over this file's step and reports, with what trains from full.c or lora.c */
+    mt_train_method method = {.name = t->what->name, .compute_gradients = compute_gradients, .gradients = t->what->gradients,
+                              .update = t->what->update, .after_step = after_step, .save_checkpoint = checkpoint};
+    if (s == MT_OK) s = mt_loop_run(&t->loop, &method, t);
     res->interrupted = t->loop.interrupted;
     res->seconds = mt_now_seconds() - t0;
     if (s == MT_OK && !res->interrupted) s = finish(t, &log);

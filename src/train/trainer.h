@@ -1,5 +1,6 @@
-/* Full fine-tuning and LoRA over the training loop (see trainer.c); mt_train_run (train.c)
- * calls mt_finetune_train for methods "full" and "lora". */
+/* Supervised fine-tuning over the training loop (trainer.c), with what trains from a method:
+ * full.c (the whole model) or lora.c (an adapter and token rows). mt_train_run (train.c) calls
+ * mt_finetune_train for methods "full" and "lora". */
 #ifndef MT_TRAIN_TRAINER_H
 #define MT_TRAIN_TRAINER_H
 #include "memtune.h"
@@ -12,8 +13,11 @@
 
 #define MT_MAX_TENSORS 8192
 
+typedef struct mt_finetune_method mt_finetune_method;
+
 typedef struct {
     mt_model *m;
+    const mt_finetune_method *what; /* full or lora */
     mt_train_options o;
     mt_dataset data, eval;
     mt_chat_template *tpl;
@@ -46,6 +50,25 @@ typedef struct {
     int own_rows;
     mt_adamw rows_opt;          /* their AdamW moments */
 } mt_trainer;
+
+/* What trains in supervised fine-tuning; trainer.c does the rest. */
+struct mt_finetune_method {
+    const char *name;      /* the method: "full" or "lora" */
+    const char *out_name;  /* what the end writes under out_dir: "model" or "adapter" */
+    /* before the data loads: refuses what the method cannot train (may be NULL) */
+    mt_status (*check)(mt_trainer *t);
+    /* after the data is ready: the base's dtype, and what trains made and attached */
+    mt_status (*setup)(mt_trainer *t);
+    /* the loop's gradients and optimizer update (loop.h) */
+    int (*gradients)(void *self, mt_grad_span *g, int cap);
+    mt_status (*update)(void *self, mt_loop *l, float lr);
+    /* writes what trained into the (staged) directory dir */
+    mt_status (*save)(mt_trainer *t, const char *dir);
+};
+extern const mt_finetune_method mt_finetune_full, mt_finetune_lora;
+
+/* The parameters the optimizer updates: the model's, or the adapter's. */
+size_t mt_finetune_trainable_count(const mt_trainer *t);
 
 /* opts: resolved (method "full" or "lora", lr set); res is filled as mt_train_run documents. */
 mt_status mt_finetune_train(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res);
