@@ -21,7 +21,6 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
-#include "dataset/greedy.h"
 #include "model/adapter.h"
 #include "model/model.h"
 #include "model/mome.h"
@@ -41,7 +40,6 @@
 #include <jansson.h>
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
