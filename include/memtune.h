@@ -85,7 +85,7 @@ size_t mt_model_param_count(const mt_model *m);
 size_t mt_model_inference_bytes(const mt_model *m, int n_ctx);
 
 /* Context length for inference (KV cache size). By default the model's own context length,
- * capped at 4096 (env MEMTUNE_CTX overrides the cap); n > 0 sets it explicitly, for example
+ * capped at 4096 (the memtune command's env MEMTUNE_CTX changes the cap); n > 0 sets it explicitly, for example
  * to run past a context length a converter wrote too small. Frees any KV cache. */
 mt_status mt_model_set_context(mt_model *m, int n);
 
@@ -273,6 +273,9 @@ typedef enum {
     MT_PROGRESS_STOPPED,   /* stopped on request at step after saving a checkpoint */
     MT_PROGRESS_STEP_END,  /* step is done, its checkpoint (if any) written: a safe point */
     MT_PROGRESS_DRY_RUN,   /* message: the dry run's token counts and memory plan (JSON) */
+    MT_PROGRESS_RECALL,    /* memory: the final recall (greedy decoding of every fact) has answered
+                              facts_answered of facts; sent before each fact (a stop request
+                              then ends it there) */
 } mt_progress_kind;
 
 typedef struct {
@@ -285,6 +288,9 @@ typedef struct {
     double eval_loss;
     int facts, facts_memorised, facts_exact;
     double general_perplexity, base_perplexity, general_ratio, general_limit, general_weight;
+    int facts_answered;        /* RECALL */
+    const double *fact_margins; /* CHECK: [facts] each fact's smallest answer margin (the stored
+                                   token's logit minus the runner-up's), valid during the call */
 } mt_progress;
 
 /* Called on the training thread; return non-zero to stop the run (it saves a checkpoint first,
