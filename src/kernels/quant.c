@@ -10,7 +10,7 @@
 #include "formats/dtype.h"
 #include "kernels/simd.h"
 #include <math.h>
-#include <omp.h>
+#include "kernels/pool.h"
 #include <string.h>
 
 #define QK_K 256
@@ -502,10 +502,28 @@ void mt_quantize(uint32_t type, const float *src, uint8_t *dst, size_t n) {
     for (size_t b = 0; b < n / s.block; b++) block(src + b * s.block, dst + b * s.bytes);
 }
 
+typedef struct {
+    uint32_t type;
+    const float *src, *x;
+    uint8_t *dst;
+    const uint8_t *w;
+    float *out;
+    size_t rows, cols;
+} quant_job;
+
+#define QUANT_ROWS 16 /* rows a task */
+
+static void quantize_task(void *p, int task, int tid) {
+    const quant_job *j = p;
+    (void)tid;
+    size_t row_bytes = mt_qtype_bytes(j->type, j->cols), r1 = ((size_t)task + 1) * QUANT_ROWS;
+    for (size_t r = (size_t)task * QUANT_ROWS; r < r1 && r < j->rows; r++)
+        mt_quantize(j->type, j->src + r * j->cols, j->dst + r * row_bytes, j->cols);
+}
+
 void mt_quantize_rows(uint32_t type, const float *src, uint8_t *dst, size_t rows, size_t cols) {
-    size_t row_bytes = mt_qtype_bytes(type, cols);
-#pragma omp parallel for schedule(dynamic, 16) if (rows * cols > 65536)
-    for (size_t r = 0; r < rows; r++) mt_quantize(type, src + r * cols, dst + r * row_bytes, cols);
+    quant_job j = {.type = type, .src = src, .dst = dst, .rows = rows, .cols = cols};
+    mt_parallel_if(rows * cols > 65536, (int)((rows + QUANT_ROWS - 1) / QUANT_ROWS), quantize_task, &j);
 }
 
 /* ---- matrix-vector products on the blocks (decoding) ---- */
@@ -589,10 +607,13 @@ static void rows_dot(uint32_t type, float *out, const float *x, const uint8_t *w
     for (int n = n0; n < n1; n++) out[n] = row_dot(type, w + (size_t)n * row_bytes, x, K);
 }
 
+static void quant_matvec_task(void *p, size_t n0, size_t n1, int tid) {
+    const quant_job *j = p;
+    (void)tid;
+    rows_dot(j->type, j->out, j->x, j->w, j->cols, (int)n0, (int)n1);
+}
+
 void mt_quant_matvec(uint32_t type, float *out, const float *x, const uint8_t *w, int K, int N) {
-#pragma omp parallel if ((size_t)N * K >= 65536)
-    {
-        int id = omp_get_thread_num(), nth = omp_get_num_threads();
-        rows_dot(type, out, x, w, (size_t)K, (int)((long)N * id / nth), (int)((long)N * (id + 1) / nth));
-    }
+    quant_job j = {.type = type, .out = out, .x = x, .w = w, .cols = (size_t)K};
+    mt_parallel_range((size_t)N, (size_t)N * K >= 65536, quant_matvec_task, &j);
 }
