@@ -67,7 +67,7 @@ if [[ " $ONLY " == *" decode-135m "* || " $ONLY " == *" train-135m "* ]] && [[ !
 fi
 
 # ---- workloads: job BIN DIR [--threads N] runs one job, its log in DIR/log; rate DIR prints tokens/s
-steps() { echo $(($1 * SCALE)); }
+steps() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s + 0.5); print v < 1 ? 1 : v }'; }
 job() {
     local wl=$1 bin=$2 dir=$3; shift 3
     rm -rf "$dir" && mkdir -p "$dir"

@@ -3,6 +3,7 @@
  * thread settings shared by every kernel. Compiled in float here and in double by
  * kernels_f64.c (see real.h). */
 #include "kernels/kernels.h"
+#include <omp.h>
 #include <sched.h>
 #include <unistd.h>
 #include "kernels/pool.h"
@@ -24,8 +25,20 @@ void mt_kernels_set_threads(int n) {
     if (n <= 0) n = 1;
     if (n > MT_MAX_THREADS) n = MT_MAX_THREADS; /* a void setter: clamp what the options check refuses */
     kernel_threads = n;
-    /* OpenBLAS runs serial: r_gemm splits GEMMs over our pool (pool.c), one set of threads */
+    mt_blas_serial();
+}
+
+/* OpenBLAS runs serial: r_gemm splits GEMMs over our pool (pool.c), one set of threads.
+ * Debian's OpenMP build of OpenBLAS takes its thread count from the calling thread's
+ * omp_get_max_threads() (and resets its global count to it), so every thread that calls BLAS
+ * (the pool's workers, a context's thread) sets its own to 1 first; otherwise OpenBLAS opens
+ * libgomp teams from our threads, which spin. */
+void mt_blas_serial(void) {
+    static _Thread_local int done;
+    if (done) return;
+    omp_set_num_threads(1);
     openblas_set_num_threads(1);
+    done = 1;
 }
 
 int mt_kernels_threads(void) {
@@ -74,6 +87,7 @@ void R(mt_gemm)(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M
                 const real *A, int lda, const real *B, int ldb, real beta, real *C, int ldc) {
     int nth = mt_kernels_threads(), by_rows = M >= N, dim = by_rows ? M : N;
     int pieces = nth * 2 < dim / GEMM_GRAIN ? nth * 2 : dim / GEMM_GRAIN;
+    mt_blas_serial();
     if (order != CblasRowMajor || pieces < 2 || (double)M * N * K < GEMM_PARALLEL_MIN || mt_pool_nested()) {
         r_blas_gemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
@@ -88,6 +102,7 @@ void R(mt_gemm)(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M
 #define MATVEC_MIN 65536
 
 static void matvec(float *out, const float *x, const float *w, int K, int N) {
+    mt_blas_serial();
     if ((size_t)N * K < MATVEC_MIN)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1, w, K, x, 1, 0, out, 1);
     else
@@ -95,6 +110,7 @@ static void matvec(float *out, const float *x, const float *w, int K, int N) {
 }
 #else
 static void matvec(double *out, const double *x, const double *w, int K, int N) {
+    mt_blas_serial();
     cblas_dgemv(CblasRowMajor, CblasNoTrans, N, K, 1, w, K, x, 1, 0, out, 1);
 }
 #endif
@@ -112,6 +128,7 @@ void R(mt_matmul_forward)(real *out, const real *x, const real *w, const real *b
 #ifndef MT_REAL_DOUBLE
 void mt_matmul_forward_rows(float *const *out, const float *const *x, const float *w, const float *bias, int B,
                             int K, int N) {
+    mt_blas_serial();
     if ((size_t)N * K < MATVEC_MIN) /* small: cached anyway; the same sgemv as matvec() */
         for (int b = 0; b < B; b++) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1, w, K, x[b], 1, 0, out[b], 1);
     else

@@ -123,6 +123,7 @@ static void *worker_main(void *p) {
     int tid = a->tid;
     uint32_t seen = a->seen;
     in_pool = 1;
+    mt_blas_serial();
     for (;;) {
         wait_change(&P.wake, seen, &P.sleepers, tid < atomic_load_explicit(&P.team, memory_order_relaxed));
         seen = atomic_load_explicit(&P.wake, memory_order_acquire);

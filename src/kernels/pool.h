@@ -34,6 +34,8 @@ static inline void mt_parallel_if(int cond, int n, mt_task_fn fn, void *ctx) {
     else
         for (int i = 0; i < n; i++) fn(ctx, i, 0);
 }
+/* makes the calling thread's BLAS calls serial (matmul.c); every pool thread calls it */
+void mt_blas_serial(void);
 /* 1 in a pool task (a nested parallel call would run inline) */
 int mt_pool_nested(void);
 
