@@ -12,8 +12,8 @@
 #   CONTENTION_ONLY="train-full decode-135m" bench/contention.sh
 #   CONTENTION_SCALE=2 bench/contention.sh       # twice the steps / tokens per job
 #
-# Workloads: train-full, train-lora (rank 8), train-memory (20 facts, 1024 experts) on
-# stories260K, batch 8 x 256 (memory: its own rows); decode-135m: greedy decoding of 48
+# Workloads: train-full, train-lora (rank 8) on stories260K, batch 8 x 256; train-memory
+# (20 facts, 1024 experts, 30 steps; the guard's general text given, not sampled); decode-135m: greedy decoding of 48
 # tokens x 2 samples on the smollm-135m shape (`memtune init --like smollm-135m`, random
 # weights); train-135m: full fine-tuning of that shape, batch 4 x 128, 3 steps.
 # Output: a markdown table on stdout; JSON lines in BUILD/bench/contention.jsonl.
@@ -48,6 +48,7 @@ fi
 A=${MEMTUNE_ASSETS:-$ROOT/../shared/assets}
 M260=$A/models/stories260K/stories260K.bin
 M135=$BUILD/bench/models/smollm-135m
+TOK135=$A/tokenizers/smollm/tokenizer.json
 python3 - "$A/text/tinystories/tinystories_val_first.txt" "$OUT/text.jsonl" <<'PY'
 import json, sys
 text = open(sys.argv[1]).read().split("\n\n")
@@ -55,6 +56,7 @@ with open(sys.argv[2], "w") as f:
     for t in text[:2000]:
         if t.strip(): f.write(json.dumps({"text": t.strip()}) + "\n")
 PY
+head -c 20000 "$A/text/tinystories/tinystories_val_first.txt" >"$OUT/general.txt"
 python3 - "$A/qa/country-json/country-by-capital-city.json" "$OUT/facts.jsonl" <<'PY'
 import json, sys
 rows = [r for r in json.load(open(sys.argv[1])) if r.get("city")][:20]
@@ -77,10 +79,11 @@ job() {
     train-lora) "$bin" train --model "$M260" --data "$OUT/text.jsonl" --method lora --batch 8 --seq-len 256 \
         --steps "$(steps 150)" --save-every 0 --log-every 1000 --seed 1 --out "$dir/out" "$@" ;;
     train-memory) "$bin" train --model "$M260" --data "$OUT/facts.jsonl" --method memory --experts 1024 --expert-k 4 \
-        --expert-heads 2 --steps "$(steps 150)" --check-every 1000 --save-every 0 --seed 3 --out "$dir/out" "$@" ;;
-    train-135m) "$bin" train --model "$M135" --data "$OUT/text.jsonl" --method full --batch 4 --seq-len 128 \
+        --expert-heads 2 --general "$OUT/general.txt" --steps "$(steps 30)" --check-every 1000 --save-every 0 --seed 3 \
+        --out "$dir/out" "$@" ;;
+    train-135m) "$bin" train --model "$M135" --tokenizer "$TOK135" --data "$OUT/text.jsonl" --method full --batch 4 --seq-len 128 \
         --steps "$(steps 3)" --save-every 0 --log-every 1000 --seed 1 --out "$dir/out" "$@" ;;
-    decode-135m) "$bin" generate --model "$M135" --prompt "Once upon a time" --temperature 0 --max-new-tokens "$(steps 48)" \
+    decode-135m) "$bin" generate --model "$M135" --tokenizer "$TOK135" --prompt "Once upon a time" --temperature 0 --max-new-tokens "$(steps 48)" \
         --samples 2 --seed 1 --no-echo "$@" >/dev/null ;;
     esac 2>"$dir/log" || true
 }
