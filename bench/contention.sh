@@ -12,10 +12,12 @@
 #   CONTENTION_ONLY="train-full decode-135m" bench/contention.sh
 #   CONTENTION_SCALE=2 bench/contention.sh       # twice the steps / tokens per job
 #
-# Workloads: train-full, train-lora (rank 8) on stories260K, batch 8 x 256; train-memory
-# (20 facts, 1024 experts, 30 steps; the guard's general text given, not sampled); decode-135m: greedy decoding of 48
-# tokens x 2 samples on the smollm-135m shape (`memtune init --like smollm-135m`, random
-# weights); train-135m: full fine-tuning of that shape, batch 4 x 128, 3 steps.
+# Workloads: `memtune train` of stories260K: train-full, train-lora (rank 8), batch 8 x 256;
+# train-memory (20 facts, 1024 experts, 30 steps; the guard's general text given, not
+# sampled). On the smollm-135m shape (`memtune init --like smollm-135m`, random weights),
+# through the bench programs next to each memtune binary (BIN_DIR/bench/): decode-135m,
+# greedy decoding of 48 tokens after a 16-token prompt (bench_decode, 2 repetitions, median);
+# train-135m, full fine-tuning, batch 4 x 128 (bench_train, 1 + 3 steps, median).
 # Output: a markdown table on stdout; JSON lines in BUILD/bench/contention.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +50,6 @@ fi
 A=${MEMTUNE_ASSETS:-$ROOT/../shared/assets}
 M260=$A/models/stories260K/stories260K.bin
 M135=$BUILD/bench/models/smollm-135m
-TOK135=$A/tokenizers/smollm/tokenizer.json
 python3 - "$A/text/tinystories/tinystories_val_first.txt" "$OUT/text.jsonl" <<'PY'
 import json, sys
 text = open(sys.argv[1]).read().split("\n\n")
@@ -72,6 +73,8 @@ fi
 steps() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s + 0.5); print v < 1 ? 1 : v }'; }
 job() {
     local wl=$1 bin=$2 dir=$3; shift 3
+    local threads=0 # the bench programs take the thread count as an argument (0 = all cores)
+    [[ "${1:-}" == --threads ]] && threads=$2
     rm -rf "$dir" && mkdir -p "$dir"
     case $wl in
     train-full) "$bin" train --model "$M260" --data "$OUT/text.jsonl" --method full --batch 8 --seq-len 256 \
@@ -81,17 +84,16 @@ job() {
     train-memory) "$bin" train --model "$M260" --data "$OUT/facts.jsonl" --method memory --experts 1024 --expert-k 4 \
         --expert-heads 2 --general "$OUT/general.txt" --steps "$(steps 30)" --check-every 1000 --save-every 0 --seed 3 \
         --out "$dir/out" "$@" ;;
-    train-135m) "$bin" train --model "$M135" --tokenizer "$TOK135" --data "$OUT/text.jsonl" --method full --batch 4 --seq-len 128 \
-        --steps "$(steps 3)" --save-every 0 --log-every 1000 --seed 1 --out "$dir/out" "$@" ;;
-    decode-135m) "$bin" generate --model "$M135" --tokenizer "$TOK135" --prompt "Once upon a time" --temperature 0 --max-new-tokens "$(steps 48)" \
-        --samples 2 --seed 1 --no-echo "$@" >/dev/null ;;
+    train-135m) "$(dirname "$bin")/bench/bench_train" "$M135" "$threads" 4 128 1 "$(steps 3)" >"$dir/out.json" ;;
+    decode-135m) "$(dirname "$bin")/bench/bench_decode" "$M135" "$threads" 16 "$(steps 48)" 0 2 >"$dir/out.json" ;;
     esac 2>"$dir/log" || true
 }
 rate() {
     local wl=$1 dir=$2
     case $wl in
     train-memory) python3 -c "import json,sys; print('%.0f' % json.load(open(sys.argv[1]))['tokens_per_s'])" "$dir/out/report.json" 2>/dev/null || echo 0 ;;
-    decode-*) sed -n 's/.*generated [0-9]* tokens at \([0-9.]*\) tokens\/s.*/\1/p' "$dir/log" | tail -1 ;;
+    decode-135m) python3 -c "import json,sys; print('%.1f' % json.load(open(sys.argv[1]))['decode_tok_s'])" "$dir/out.json" 2>/dev/null || echo 0 ;;
+    train-135m) python3 -c "import json,sys; print('%.1f' % json.load(open(sys.argv[1]))['tok_s'])" "$dir/out.json" 2>/dev/null || echo 0 ;;
     *) sed -n 's/.*(\([0-9.]*\) tokens\/s).*/\1/p' "$dir/log" | tail -1 ;;
     esac
 }
@@ -129,7 +131,8 @@ for wl in $ONLY; do
 import sys
 wl, label, solo, one, a, b, hog = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
 pct = lambda x, ref: "%.0f%%" % (100 * x / ref) if ref else "-"
-print("| %s | %s | %.0f | %.0f | %.0f + %.0f (%s, %s) | %.0f (%s) |" % (wl, label, solo, one, a, b, pct(a, solo), pct(b, solo), hog, pct(hog, one)))
+f = lambda x: "%.0f" % x if x >= 100 else "%.1f" % x
+print("| %s | %s | %s | %s | %s + %s (%s, %s) | %s (%s) |" % (wl, label, f(solo), f(one), f(a), f(b), pct(a, solo), pct(b, solo), f(hog), pct(hog, one)))
 PY
     done
 done
