@@ -37,7 +37,8 @@ if [[ -n "${BEFORE:-}" ]]; then
         log "building $BEFORE in $dir"
         rm -rf "$dir" && mkdir -p "$dir"
         git archive "$BEFORE" | tar -x -C "$dir"
-        make -C "$dir" -j"$(nproc)" BUILD=rel OPT="-O3 -march=native -Wno-error" rel/memtune >"$dir/build.log" 2>&1
+        make -C "$dir" -j"$(nproc)" BUILD=rel OPT="-O3 -march=native -Wno-error" rel/memtune \
+            rel/bench/bench_decode rel/bench/bench_train >"$dir/build.log" 2>&1
     fi
     BINS=("before=$dir/rel/memtune" "${BINS[@]}")
 fi
