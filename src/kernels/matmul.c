@@ -58,6 +58,9 @@ int mt_kernels_enter(void) { return mt_kernels_threads(); }
  * (OpenBLAS's own threshold for threading) it runs as one call. */
 #define GEMM_PARALLEL_MIN 262144.0
 #define GEMM_GRAIN 32 /* rows or columns per piece, at least */
+#ifndef GEMM_PIECES_PER_THREAD
+#define GEMM_PIECES_PER_THREAD 2
+#endif
 
 typedef struct {
     CBLAS_TRANSPOSE ta, tb;
@@ -86,7 +89,7 @@ static void R(gemm_piece)(void *p, int i, int tid) {
 void R(mt_gemm)(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, real alpha,
                 const real *A, int lda, const real *B, int ldb, real beta, real *C, int ldc) {
     int nth = mt_kernels_threads(), by_rows = M >= N, dim = by_rows ? M : N;
-    int pieces = nth * 2 < dim / GEMM_GRAIN ? nth * 2 : dim / GEMM_GRAIN;
+    int pieces = nth * GEMM_PIECES_PER_THREAD < dim / GEMM_GRAIN ? nth * GEMM_PIECES_PER_THREAD : dim / GEMM_GRAIN;
     mt_blas_serial();
     if (order != CblasRowMajor || pieces < 2 || (double)M * N * K < GEMM_PARALLEL_MIN || mt_pool_nested()) {
         r_blas_gemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -26,8 +26,12 @@
 #include "kernels/kernels.h"
 #include "memtune.h"
 
+#ifndef SPIN_NS
 #define SPIN_NS 30000     /* pause-spin this long before yielding */
+#endif
+#ifndef YIELD_NS
 #define YIELD_NS 300000   /* then yield up to this long before sleeping */
+#endif
 #define MAX_TASKS 0xffff
 
 static struct {
