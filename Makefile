@@ -13,10 +13,10 @@ else
   SANFLAGS =
 endif
 PKGS    = libpcre2-8 jansson sqlite3 libmicrohttpd
-# One thread pool: Debian's OpenMP build of OpenBLAS (libopenblas-openmp-dev) runs its GEMMs
-# on the same libgomp threads as our loops, so the two never oversubscribe the cores (the
-# pthread build keeps a second pool that spins against ours: bench/RESULTS.md). The rpath
-# picks that build at run time; without it installed, the default openblas is used.
+# One thread pool: the kernels' own (src/kernels/pool.c) runs every loop and splits the GEMMs,
+# each piece a serial OpenBLAS call. Debian's OpenMP build of OpenBLAS (libopenblas-openmp-dev)
+# is linked as before (its threads stay unused: every calling thread sets its OpenMP count to
+# 1); the rpath picks that build at run time; without it installed, the default openblas is used.
 OPENBLAS_OMP_PC ?= /usr/lib/$(shell $(CC) -print-multiarch)/openblas-openmp/pkgconfig
 BLAS_PKG = $(if $(wildcard $(OPENBLAS_OMP_PC)/openblas.pc),PKG_CONFIG_PATH=$(OPENBLAS_OMP_PC)) pkg-config
 BLAS_DIR = $(shell $(BLAS_PKG) --variable=libdir openblas)
