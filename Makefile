@@ -12,7 +12,7 @@ else
   BUILD  ?= build
   SANFLAGS =
 endif
-PKGS    = libpcre2-8 jansson sqlite3 libmicrohttpd
+PKGS    = libpcre2-8 jansson sqlite3 libmicrohttpd libcurl libcrypto
 # One thread pool: Debian's OpenMP build of OpenBLAS (libopenblas-openmp-dev) runs its GEMMs
 # on the same libgomp threads as our loops, so the two never oversubscribe the cores (the
 # pthread build keeps a second pool that spins against ours: bench/RESULTS.md). The rpath
