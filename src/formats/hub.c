@@ -258,7 +258,7 @@ done:
 typedef struct {
     const hub *h;
     long status;                 /* of the response being received */
-    char etag[160], linked_etag[160], commit[64];
+    char etag[160], linked_etag[160], commit[64], location[2048];
     long long linked_size, content_length;
     /* body into memory */
     char *buf;
@@ -304,6 +304,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *user) {
     } else if (IS("x-linked-size")) {
         header_value(val, sizeof val, v, vn);
         if (x->linked_size < 0) x->linked_size = strtoll(val, NULL, 10);
+    } else if (IS("location")) {
+        header_value(x->location, sizeof x->location, v, vn);
     } else if (IS("content-length")) {
         header_value(val, sizeof val, v, vn);
         x->content_length = strtoll(val, NULL, 10);
@@ -622,20 +624,40 @@ static mt_status fetch_file(const hub *h, const char *commit, const char *file) 
     char *url = enc ? mt_strdup_printf("%s/%s/resolve/%s/%s", h->endpoint, h->repo_id, commit, enc) : NULL;
     free(enc);
     if (!url) return mt_error(MT_ERR_NOMEM, "out of memory");
-    /* HEAD: the etag (the blob's name) and size, before any byte is fetched */
+    /* HEAD: the etag (the blob's name) and size, before any byte is fetched. As
+     * huggingface_hub does, redirects are not followed to another host: the Hub's answer
+     * carries X-Linked-Etag and X-Linked-Size for an LFS file, and the CDN address it points to
+     * is signed for GET only. A relative redirect (a renamed repository) is followed. */
     xfer x = {0};
     struct curl_slist *hd;
     char errbuf[CURL_ERROR_SIZE], what[1100];
     mt_status s = MT_OK;
-    CURL *c = request(h, url, &x, &hd, errbuf);
-    if (!c) s = mt_error(MT_ERR_NOMEM, "cannot start libcurl");
-    else curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    CURLcode rc = c ? curl_easy_perform(c) : CURLE_OK;
+    char *head_url = strdup(url);
     snprintf(what, sizeof what, "file %s", file);
-    if (s == MT_OK && rc != CURLE_OK) s = no_network(h, rc, errbuf);
-    else if (s == MT_OK && (x.status < 200 || x.status >= 300)) s = http_error(h, x.status, what);
-    if (c) curl_easy_cleanup(c);
-    curl_slist_free_all(hd);
+    for (int hop = 0; s == MT_OK; hop++) {
+        memset(&x, 0, sizeof x);
+        CURL *c = head_url ? request(h, head_url, &x, &hd, errbuf) : NULL;
+        if (!c) {
+            s = mt_error(MT_ERR_NOMEM, "cannot start libcurl");
+            break;
+        }
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+        CURLcode rc = curl_easy_perform(c);
+        curl_easy_cleanup(c);
+        curl_slist_free_all(hd);
+        if (rc != CURLE_OK) {
+            s = no_network(h, rc, errbuf);
+        } else if (x.status >= 300 && x.status < 400 && !x.linked_etag[0] && x.location[0] == '/' && hop < 5) {
+            free(head_url);
+            head_url = mt_strdup_printf("%s%s", h->endpoint, x.location);
+            continue;
+        } else if (x.status < 200 || x.status >= 400 || (x.status >= 300 && !x.linked_etag[0])) {
+            s = http_error(h, x.status, what);
+        }
+        break;
+    }
+    free(head_url);
     char *etag = x.linked_etag[0] ? x.linked_etag : x.etag;
     strip_etag(etag);
     long long size = x.linked_size >= 0 ? x.linked_size : x.content_length;

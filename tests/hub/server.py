@@ -6,6 +6,7 @@ Serves the repositories under ROOT (ROOT/ORG/NAME/<files>) as the Hub does:
   HEAD/GET /ORG/NAME/resolve/REV/FILE     -> the file; X-Repo-Commit and ETag (the git blob
        sha1); for LFS files (*.safetensors, *.gguf) a 302 to /cdn/<sha256> carrying
        X-Linked-Etag (the sha256) and X-Linked-Size, as the Hub answers before its CDN.
+The CDN answers HEAD with 403, as an address signed for GET does.
 REV is "main" or the repository's commit (the sha1 of its name). Byte ranges ("Range: bytes=N-")
 get a 206. Test switches:
   --gated ORG/NAME        answer 401 unless the request carries "Authorization: Bearer ..."
@@ -97,6 +98,8 @@ def main():
                                    "siblings": [{"rfilename": f} for f in files_of(repo)]}).encode()
                 return self.reply(200, body, [("Content-Type", "application/json")])
             if parts[0] == "cdn" and len(parts) == 4:
+                if self.command == "HEAD":  # as a CDN address signed for GET only
+                    return self.reply(403, b"SignatureDoesNotMatch")
                 return self.send_file("/".join(parts[1:3]), parts[3], [("ETag", '"cdn-%s"' % parts[3][:8])])
             if len(parts) >= 5 and parts[2] == "resolve":
                 repo = self.repo_of(parts)
