@@ -644,17 +644,22 @@ static mt_status fetch_file(const hub *h, const char *commit, const char *file) 
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
         curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
         CURLcode rc = curl_easy_perform(c);
+        char *next = NULL; /* the Location made absolute by libcurl */
+        if (rc == CURLE_OK && curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &next) == CURLE_OK && next)
+            next = strdup(next);
+        else
+            next = NULL;
         curl_easy_cleanup(c);
         curl_slist_free_all(hd);
-        if (rc != CURLE_OK) {
-            s = no_network(h, rc, errbuf);
-        } else if (x.status >= 300 && x.status < 400 && !x.linked_etag[0] && x.location[0] == '/' && hop < 5) {
+        int relative = x.status >= 300 && x.status < 400 && !x.linked_etag[0] && x.location[0] == '/';
+        if (rc == CURLE_OK && relative && next && hop < 5) {
             free(head_url);
-            head_url = mt_strdup_printf("%s%s", h->endpoint, x.location);
+            head_url = next;
             continue;
-        } else if (x.status < 200 || x.status >= 400 || (x.status >= 300 && !x.linked_etag[0])) {
-            s = http_error(h, x.status, what);
         }
+        free(next);
+        if (rc != CURLE_OK) s = no_network(h, rc, errbuf);
+        else if (x.status < 200 || x.status >= 400 || (x.status >= 300 && !x.linked_etag[0])) s = http_error(h, x.status, what);
         break;
     }
     free(head_url);

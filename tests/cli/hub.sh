@@ -37,7 +37,8 @@ SIZE=$(stat -c %s "$TMP/hf/model.safetensors"); CUT=$((SIZE / 2))
 
 LOG="$TMP/server.log"; : > "$LOG"
 python3 tests/hub/server.py --root "$R" --port-file "$TMP/port" --log "$LOG" --gated test-org/gated \
-  --corrupt test-org/corrupt/model.safetensors --cut "test-org/resume/model.safetensors:$CUT" 2> "$TMP/server.err" &
+  --corrupt test-org/corrupt/model.safetensors --cut "test-org/resume/model.safetensors:$CUT" \
+  --renamed test-org/old-name=test-org/tiny 2> "$TMP/server.err" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null' EXIT
 for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.1; done
@@ -136,7 +137,11 @@ check "the suffix matches case-insensitively (from the cache, offline)" "cmp -s 
 HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" gen --model test-org/tiny-GGUF:Q4_K_M > /dev/null 2> "$TMP/q3.err"; rc=$?
 check "a suffix no GGUF carries is refused, listing the GGUF files" "[ $rc -ne 0 ] && grep -q 'no GGUF file matches :Q4_K_M' $TMP/q3.err && grep -q 'tiny.F32.gguf' $TMP/q3.err"
 
-# 7. other errors, and paths before names
+# 7. a renamed repository (relative redirects, followed for the file list and each file)
+HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" gen --model test-org/old-name > "$TMP/m1.txt" 2> "$TMP/m1.err"
+check "a renamed repository is followed to its new name" "cmp -s $TMP/m1.txt $TMP/ref.txt && grep -q '^HEAD /test-org/old-name/resolve/' $LOG"
+
+# 8. other errors, and paths before names
 HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" gen --model test-org/missing > /dev/null 2> "$TMP/e1.err"; rc=$?
 check "no such repository: 404" "[ $rc -ne 0 ] && grep -q '404: no such repository' $TMP/e1.err"
 HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" gen --model test-org/tiny@v9 > /dev/null 2> "$TMP/e2.err"; rc=$?

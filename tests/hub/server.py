@@ -12,6 +12,7 @@ get a 206. Test switches:
   --gated ORG/NAME        answer 401 unless the request carries "Authorization: Bearer ..."
   --corrupt ORG/NAME/FILE serve FILE with one byte changed (its etag still the true sha256)
   --cut ORG/NAME/FILE:N   the first GET of FILE sends N bytes of it, then drops the connection
+  --renamed OLD=NEW       requests naming repository OLD get a relative 307 to NEW (a rename)
 Every request is logged to --log as one line: METHOD PATH RANGE BYTES_SENT.
 The port it listens on (127.0.0.1) is written to --port-file."""
 import argparse
@@ -34,6 +35,7 @@ def main():
     ap.add_argument("--gated", action="append", default=[])
     ap.add_argument("--corrupt", action="append", default=[])
     ap.add_argument("--cut", action="append", default=[])
+    ap.add_argument("--renamed", action="append", default=[])
     a = ap.parse_args()
     cuts = {}
     for c in a.cut:
@@ -84,6 +86,11 @@ def main():
 
         def do_GET(self):
             path = urllib.parse.urlparse(self.path).path
+            for r in a.renamed:
+                old, new = r.split("=")
+                for pre in ("/api/models/", "/"):
+                    if path.startswith(pre + old + "/"):
+                        return self.reply(307, b"", [("Location", pre + new + path[len(pre + old):])])
             parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")]
             if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "revision":
                 repo = self.repo_of(parts[2:])
