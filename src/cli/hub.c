@@ -75,5 +75,9 @@ const char *cli_hub_path(const char *name) {
         fprintf(stderr, "memtune: %s: no such file, and as a Hub model: %s\n", name, mt_last_error());
         exit(1);
     }
-    return path; /* kept for the life of the process */
+    /* kept for the life of the process, and reachable from here (a command resolves one) */
+    static char *resolved[8];
+    static int n_resolved;
+    if (n_resolved < 8) resolved[n_resolved++] = path;
+    return path;
 }
