@@ -52,6 +52,10 @@ int cli_hub_cache_dir(char *buf, size_t size) {
     return 1;
 }
 
+/* Resolved paths live as long as the process, reachable from here (a command resolves one). */
+static char *resolved[8];
+static int n_resolved;
+
 const char *cli_hub_path(const char *name) {
     char cache[4096];
     if (!cli_hub_cache_dir(cache, sizeof cache)) {
@@ -75,9 +79,6 @@ const char *cli_hub_path(const char *name) {
         fprintf(stderr, "memtune: %s: no such file, and as a Hub model: %s\n", name, mt_last_error());
         exit(1);
     }
-    /* kept for the life of the process, and reachable from here (a command resolves one) */
-    static char *resolved[8];
-    static int n_resolved;
     if (n_resolved < 8) resolved[n_resolved++] = path;
     return path;
 }
