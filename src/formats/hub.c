@@ -258,7 +258,7 @@ done:
 typedef struct {
     const hub *h;
     long status;                 /* of the response being received */
-    char etag[160], linked_etag[160], commit[64], location[2048];
+    char etag[160], linked_etag[160], commit[64], location[2048], error_code[64];
     long long linked_size, content_length;
     /* body into memory */
     char *buf;
@@ -304,6 +304,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *user) {
     } else if (IS("x-linked-size")) {
         header_value(val, sizeof val, v, vn);
         if (x->linked_size < 0) x->linked_size = strtoll(val, NULL, 10);
+    } else if (IS("x-error-code")) {
+        header_value(x->error_code, sizeof x->error_code, v, vn);
     } else if (IS("location")) {
         header_value(x->location, sizeof x->location, v, vn);
     } else if (IS("content-length")) {
@@ -383,12 +385,23 @@ static mt_status no_network(const hub *h, CURLcode rc, const char *errbuf) {
                     h->endpoint, *errbuf ? errbuf : curl_easy_strerror(rc), h->o->cache_dir);
 }
 
-/* The error for an HTTP status other than 2xx, what being "revision X" or "file X". */
-static mt_status http_error(const hub *h, long status, const char *what) {
-    if (status == 401 || status == 403)
+/* The error for an HTTP status other than 2xx, what being "revision X" or "file X". The Hub
+ * says which thing is missing in X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound,
+ * GatedRepo), and answers 401 for a repository that does not exist or is private when no token
+ * is given. */
+static mt_status http_error(const hub *h, const xfer *x, const char *what) {
+    long status = x->status;
+    const char *code = x->error_code, *tok = h->o->token && *h->o->token ? "the token given was refused" : "no token was given";
+    if (!strcmp(code, "RepoNotFound"))
+        return mt_error(MT_ERR_IO, "%s: HTTP %ld: no such repository on %s (or a private one: set HF_TOKEN to a token "
+                        "that may read it; %s)", h->repo_id, status, h->endpoint, tok);
+    if (!strcmp(code, "RevisionNotFound"))
+        return mt_error(MT_ERR_IO, "%s: HTTP %ld: no %s", h->repo_id, status, what);
+    if (!strcmp(code, "EntryNotFound"))
+        return mt_error(MT_ERR_IO, "%s: HTTP %ld: no %s", h->repo_id, status, what);
+    if (status == 401 || status == 403 || !strcmp(code, "GatedRepo"))
         return mt_error(MT_ERR_IO, "%s: HTTP %ld: access refused (a gated or private repository: accept its "
-                        "terms on the Hub and set HF_TOKEN to a token that may read it%s)", h->repo_id, status,
-                        h->o->token && *h->o->token ? "; the token given was refused" : "; no token was given");
+                        "terms on the Hub and set HF_TOKEN to a token that may read it; %s)", h->repo_id, status, tok);
     if (status == 404)
         return mt_error(MT_ERR_IO, "%s: HTTP 404: no such repository, %s on %s", h->repo_id, what, h->endpoint);
     return mt_error(MT_ERR_IO, "%s: %s: HTTP %ld from %s", h->repo_id, what, status, h->endpoint);
@@ -410,7 +423,7 @@ static mt_status repo_info(const hub *h, char **commit, strlist *files) {
     CURLcode rc = c ? curl_easy_perform(c) : CURLE_OK;
     snprintf(what, sizeof what, "revision %s", h->n.rev);
     if (s == MT_OK && rc != CURLE_OK) s = no_network(h, rc, errbuf);
-    else if (s == MT_OK && (x.status < 200 || x.status >= 300)) s = http_error(h, x.status, what);
+    else if (s == MT_OK && (x.status < 200 || x.status >= 300)) s = http_error(h, &x, what);
     if (c) curl_easy_cleanup(c);
     curl_slist_free_all(hd);
     json_t *root = NULL;
@@ -544,7 +557,7 @@ static mt_status download_blob(const hub *h, const char *url, const char *file, 
         if (x.status < 200 || x.status >= 300) {
             char what[1100];
             snprintf(what, sizeof what, "file %s", file);
-            s = http_error(h, x.status, what);
+            s = http_error(h, &x, what);
             goto out;
         }
     }
@@ -659,7 +672,7 @@ static mt_status fetch_file(const hub *h, const char *commit, const char *file) 
         }
         free(next);
         if (rc != CURLE_OK) s = no_network(h, rc, errbuf);
-        else if (x.status < 200 || x.status >= 400 || (x.status >= 300 && !x.linked_etag[0])) s = http_error(h, x.status, what);
+        else if (x.status < 200 || x.status >= 400 || (x.status >= 300 && !x.linked_etag[0])) s = http_error(h, &x, what);
         break;
     }
     free(head_url);

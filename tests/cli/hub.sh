@@ -143,7 +143,9 @@ check "a renamed repository is followed to its new name" "cmp -s $TMP/m1.txt $TM
 
 # 8. other errors, and paths before names
 HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" gen --model test-org/missing > /dev/null 2> "$TMP/e1.err"; rc=$?
-check "no such repository: 404" "[ $rc -ne 0 ] && grep -q '404: no such repository' $TMP/e1.err"
+check "no such repository (the Hub's 401 + RepoNotFound without a token): says so, and names HF_TOKEN" "[ $rc -ne 0 ] && grep -q '401: no such repository' $TMP/e1.err && grep -q HF_TOKEN $TMP/e1.err"
+HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" HF_TOKEN=hf_test gen --model test-org/missing > /dev/null 2> "$TMP/e1b.err"; rc=$?
+check "with a token: 404 no such repository" "[ $rc -ne 0 ] && grep -q '404: no such repository' $TMP/e1b.err"
 HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" gen --model test-org/tiny@v9 > /dev/null 2> "$TMP/e2.err"; rc=$?
 check "no such revision: 404 naming it" "[ $rc -ne 0 ] && grep -q 'revision v9' $TMP/e2.err"
 HF_HUB_CACHE="$C" HF_ENDPOINT=$DEAD gen --model test-org/elsewhere > /dev/null 2> "$TMP/e3.err"; rc=$?

@@ -78,6 +78,9 @@ def main():
             repo = "/".join(parts[:2])
             return repo if len(parts) >= 2 and os.path.isdir(os.path.join(a.root, repo)) else None
 
+        def token(self):
+            return self.headers.get("Authorization", "").startswith("Bearer ")
+
         def allowed(self, repo):
             return repo not in a.gated or self.headers.get("Authorization", "").startswith("Bearer ")
 
@@ -95,12 +98,14 @@ def main():
             if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "revision":
                 repo = self.repo_of(parts[2:])
                 rev = "/".join(parts[5:])
-                if not repo:
-                    return self.reply(404, b'{"error":"Repository not found"}')
+                if not repo:  # as the Hub: 401 without a token (the repository might be private)
+                    return self.reply(404 if self.token() else 401, b'{"error":"Repository not found"}',
+                                      [("X-Error-Code", "RepoNotFound")])
                 if not self.allowed(repo):
-                    return self.reply(401, b'{"error":"Access to this model is restricted"}')
+                    return self.reply(401, b'{"error":"Access to this model is restricted"}',
+                                      [("X-Error-Code", "GatedRepo")])
                 if rev not in ("main", commit_of(repo)):
-                    return self.reply(404, b'{"error":"Revision not found"}')
+                    return self.reply(404, b'{"error":"Revision not found"}', [("X-Error-Code", "RevisionNotFound")])
                 body = json.dumps({"id": repo, "sha": commit_of(repo),
                                    "siblings": [{"rfilename": f} for f in files_of(repo)]}).encode()
                 return self.reply(200, body, [("Content-Type", "application/json")])
@@ -119,7 +124,7 @@ def main():
                 f = "/".join(parts[4:])
                 full = os.path.join(a.root, repo, f)
                 if not os.path.isfile(full):
-                    return self.reply(404, b"Entry not found")
+                    return self.reply(404, b"Entry not found", [("X-Error-Code", "EntryNotFound")])
                 data = open(full, "rb").read()
                 hdr = [("X-Repo-Commit", commit_of(repo))]
                 if f.endswith(LFS):
