@@ -124,7 +124,7 @@ HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" gen --model test-org/gated > /dev/null 2> "$
 check "a gated repository without a token: 401, naming HF_TOKEN" "[ $rc -ne 0 ] && grep -q '401' $TMP/t1.err && grep -q 'HF_TOKEN' $TMP/t1.err"
 HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" HF_TOKEN=hf_test gen --model test-org/gated > "$TMP/t2.txt" 2>/dev/null
 check "with HF_TOKEN it downloads" "cmp -s $TMP/t2.txt $TMP/ref.txt"
-check "the token went to the Hub only as a Bearer header (never in a URL)" "! grep -q hf_test $LOG"
+check "the token went to the Hub only as a Bearer header (never in a URL, never to the CDN host)" "! grep -q 'hf_test\|TOKEN-SENT-TO-CDN' $LOG && grep -q '^GET /cdn/test-org/gated/' $LOG"
 
 # 6. a GGUF repository and a quantization suffix
 HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" gen --model test-org/tiny-GGUF > /dev/null 2> "$TMP/q4.err"; rc=$?

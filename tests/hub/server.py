@@ -5,7 +5,8 @@ Serves the repositories under ROOT (ROOT/ORG/NAME/<files>) as the Hub does:
   GET  /api/models/ORG/NAME/revision/REV  -> {"id", "sha": commit, "siblings": [{"rfilename"}]}
   HEAD/GET /ORG/NAME/resolve/REV/FILE     -> the file; X-Repo-Commit and ETag (the git blob
        sha1); for LFS files (*.safetensors, *.gguf) a 302 to /cdn/<sha256> carrying
-       X-Linked-Etag (the sha256) and X-Linked-Size, as the Hub answers before its CDN.
+       X-Linked-Etag (the sha256) and X-Linked-Size, as the Hub answers before its CDN (named
+       localhost, another host name: a request there carrying a token is logged as a leak).
 The CDN answers HEAD with 403, as an address signed for GET does.
 REV is "main" or the repository's commit (the sha1 of its name). Byte ranges ("Range: bytes=N-")
 get a 206. Test switches:
@@ -110,6 +111,9 @@ def main():
                                    "siblings": [{"rfilename": f} for f in files_of(repo)]}).encode()
                 return self.reply(200, body, [("Content-Type", "application/json")])
             if parts[0] == "cdn" and len(parts) == 4:
+                if self.headers.get("Authorization"):
+                    with lock, open(a.log, "a") as f:
+                        f.write("TOKEN-SENT-TO-CDN %s\n" % self.path)
                 if self.command == "HEAD":  # as a CDN address signed for GET only
                     return self.reply(403, b"SignatureDoesNotMatch")
                 return self.send_file("/".join(parts[1:3]), parts[3], [("ETag", '"cdn-%s"' % parts[3][:8])])
@@ -131,7 +135,8 @@ def main():
                     sha = hashlib.sha256(data).hexdigest()
                     hdr += [("ETag", '"%s"' % hashlib.sha1(b"pointer " + data).hexdigest()),
                             ("X-Linked-Etag", '"%s"' % sha), ("X-Linked-Size", str(len(data))),
-                            ("Location", "/cdn/%s/%s" % (repo, sha))]
+                            # another host name, as the Hub's CDN is: a token must not follow
+                            ("Location", "http://localhost:%d/cdn/%s/%s" % (self.server.server_address[1], repo, sha))]
                     self.cdn[(repo, sha)] = f
                     return self.reply(302, b"", hdr)
                 blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
