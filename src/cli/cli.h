@@ -38,7 +38,7 @@ void cli_usage(const cli_opt *opts, const char *usage);
 const char *cli_model_path(const char *given, const char *argv0);
 /* A Hub model name resolved through mt_hub_resolve (src/cli/hub.c: the cache from HF_HUB_CACHE,
  * HF_HOME or ~/.cache/huggingface/hub; HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE; a progress line
- * on stderr when it is a terminal or MEMTUNE_PROGRESS is set). Prints the error and exits 1 on
+ * on stderr when it is a terminal or MEMTUNE_PROGRESS is set, else a line per file). Prints the error and exits 1 on
  * failure. */
 const char *cli_hub_path(const char *name);
 int cli_hub_cache_dir(char *buf, size_t size);

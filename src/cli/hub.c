@@ -1,6 +1,7 @@
 /* --model ORG/NAME[@REVISION][:QUANT]: the CLI side of mt_hub_resolve. It reads the
  * huggingface_hub environment (HF_HUB_CACHE, HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE)
- * and draws a progress line on stderr while files download. */
+ * and draws a progress line on stderr while files download (on a terminal, or with
+ * MEMTUNE_PROGRESS set; otherwise one line per file downloaded). */
 #include "cli/cli.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +13,7 @@
 typedef struct {
     double last;
     const char *file;
-    int drawn;
+    int drawn, live; /* live: redraw the line as bytes arrive (a terminal, or MEMTUNE_PROGRESS) */
 } progress_state;
 
 static double now_s(void) {
@@ -25,6 +26,10 @@ static int draw_progress(const char *file, uint64_t done, uint64_t total, void *
     progress_state *p = user;
     double t = now_s();
     int finished = total && done >= total;
+    if (!p->live) { /* a log: one line per finished file */
+        if (finished) fprintf(stderr, "memtune: downloaded %s (%.1f MB)\n", file, done / 1e6);
+        return 0;
+    }
     if (p->file == file && !finished && t - p->last < 0.2) return 0;
     if (p->file && p->file != file && p->drawn) fputc('\n', stderr);
     p->file = file, p->last = t, p->drawn = 1;
@@ -63,13 +68,13 @@ const char *cli_hub_path(const char *name) {
         exit(1);
     }
     const char *off = env("HF_HUB_OFFLINE");
-    progress_state ps = {0};
+    progress_state ps = {.live = isatty(2) || env("MEMTUNE_PROGRESS")};
     mt_hub_options o = {
         .cache_dir = cache,
         .endpoint = env("HF_ENDPOINT"),
         .token = env("HF_TOKEN"),
         .offline = off && strcmp(off, "0") && strcasecmp(off, "false"),
-        .progress = isatty(2) || env("MEMTUNE_PROGRESS") ? draw_progress : NULL,
+        .progress = draw_progress,
         .progress_user = &ps,
     };
     char *path = NULL;

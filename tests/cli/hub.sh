@@ -111,6 +111,7 @@ check "a cut download fails, keeping $CUT of $SIZE bytes to resume" "[ $rc -ne 0
 check "nothing of it appears under snapshots/" "! [ -e $C/models--test-org--resume/snapshots/*/model.safetensors ]"
 HF_HUB_CACHE="$C" HF_ENDPOINT="$EP" gen --model test-org/resume > "$TMP/r2.txt" 2> "$TMP/r2.err"
 check "the next run resumes and generates as the original" "cmp -s $TMP/r2.txt $TMP/ref.txt"
+check "(without a terminal, one line per file downloaded)" "grep -q '^memtune: downloaded model.safetensors (1.0 MB)' $TMP/r2.err"
 check "it asked for bytes=$CUT- and got only the $((SIZE - CUT)) missing bytes" "grep -q \"^GET /cdn/test-org/resume/$SHA bytes=$CUT- $((SIZE - CUT))\$\" $LOG"
 check "the whole file fetched once in all ($CUT + $((SIZE - CUT)))" "[ \$(grep '^GET /cdn/test-org/resume/' $LOG | awk '{s += \$4} END {print s}') -eq $SIZE ]"
 
