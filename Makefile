@@ -12,7 +12,7 @@ else
   BUILD  ?= build
   SANFLAGS =
 endif
-PKGS    = libpcre2-8 jansson sqlite3 libmicrohttpd
+PKGS    = libpcre2-8 jansson sqlite3 libmicrohttpd libcurl libcrypto
 # One thread pool: the kernels' own (src/kernels/pool.c) runs every loop and splits the GEMMs,
 # each piece a serial OpenBLAS call. Debian's OpenMP build of OpenBLAS (libopenblas-openmp-dev)
 # is linked as before (its threads stay unused: every calling thread sets its OpenMP count to

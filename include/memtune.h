@@ -786,6 +786,40 @@ mt_status mt_grammar_load_json_schema(const char *path, mt_grammar **out);
  * the database at db_path (opened read-only). */
 mt_status mt_sql_grammar_from_db(const char *db_path, char **gbnf);
 
+/* ---- Hugging Face Hub names and caches ------------------------------------------------ */
+
+/* A model named "ORG/NAME[@REVISION][:QUANT]" (a Hub repository, a branch, tag or commit,
+ * default "main", and for a repository of GGUF files the quantization its file name carries,
+ * "Q4_K_M") is found in, or downloaded into, the cache layout huggingface_hub writes:
+ * <cache_dir>/models--ORG--NAME/{refs/<rev>, snapshots/<commit>/<file> -> ../../blobs/<etag>}.
+ * The library reads no environment: the caller passes the cache directory ($HF_HUB_CACHE,
+ * else $HF_HOME/hub, else ~/.cache/huggingface/hub), the endpoint ($HF_ENDPOINT) and the
+ * token ($HF_TOKEN) in these options. */
+typedef struct {
+    const char *cache_dir; /* required */
+    const char *endpoint;  /* NULL: https://huggingface.co */
+    const char *token;     /* NULL: none (a gated repository answers 401/403) */
+    int offline;           /* 1: the cache only, never the network */
+    /* Called as a file downloads (done of total bytes, total 0 when unknown; done starts at
+     * the bytes a resumed download already had); return non-zero to stop (MT_ERR_IO, the
+     * partial file kept for a later resume). NULL: nothing is reported. */
+    int (*progress)(const char *file, uint64_t done, uint64_t total, void *user);
+    void *progress_user;
+} mt_hub_options;
+
+/* 1 when s has the shape of a Hub name (ORG/NAME[@REV][:QUANT], the characters the Hub
+ * allows), 0 when not. A path that exists should be used as a path whatever its shape. */
+int mt_hub_is_name(const char *s);
+/* Resolves name to a local path mt_model_load reads (*local_path malloc'd): the snapshot
+ * directory (config.json, tokenizer files, safetensors) or, with :QUANT, the GGUF file whose
+ * name carries QUANT (case-insensitive). A complete copy in the cache is used without the
+ * network; otherwise the needed files are downloaded (resuming <blob>.incomplete files with
+ * a Range request; LFS files checked against their sha256 etag; nothing appears under
+ * snapshots/ before it is whole). Errors name the repository and say what to do (401/403:
+ * gated, set a token; 404; no network and no cached copy; checksum mismatch; no GGUF
+ * matching QUANT, listing the GGUF files there are). */
+mt_status mt_hub_resolve(const char *name, const mt_hub_options *o, char **local_path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -128,10 +128,15 @@ static const char *const default_model_places[] = {
     "share/memtune/models/stories260K/stories260K.bin",
 };
 
+/* A name that is not a path on disk but has the shape ORG/NAME[@REV][:QUANT] is a Hub model. */
+static const char *path_or_hub(const char *p) {
+    return access(p, F_OK) != 0 && mt_hub_is_name(p) ? cli_hub_path(p) : p;
+}
+
 const char *cli_model_path(const char *given, const char *argv0) {
-    if (given) return given;
+    if (given) return path_or_hub(given);
     const char *env = getenv("MEMTUNE_MODEL");
-    if (env && *env) return env;
+    if (env && *env) return path_or_hub(env);
     static char path[PATH_MAX + 64];
     /* The binary sits in <root>/build (or build-asan) of a source tree, or in <prefix>/bin of
      * an install: the default is found from the binary's own location, wherever the tree or
