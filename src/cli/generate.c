@@ -89,13 +89,14 @@ int cmd_generate(int argc, char **argv) {
     if (samples > 1 && !seed) seed = (uint64_t)time(NULL);
     for (int i = 0; i < samples && s == MT_OK; i++) {
         o.seed = seed ? seed + (uint64_t)i : 0;
+        st = (mt_generate_stats){0};
         s = mt_generate(m, prompt, &o, print_text, NULL, &st);
         printf("\n");
         total.prompt_tokens += st.prompt_tokens;
         total.prompt_seconds += st.prompt_seconds;
         total.generated_tokens += st.generated_tokens;
         total.generate_seconds += st.generate_seconds;
-        if (st.stop_reason && !strcmp(st.stop_reason, "context"))
+        if (s == MT_OK && st.stop_reason && !strcmp(st.stop_reason, "context"))
             context_full = 1, ctx_used = st.prompt_tokens + st.generated_tokens;
     }
     st = total;

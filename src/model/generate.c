@@ -68,6 +68,7 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
     mt_generate_options o;
     if (opts) o = *opts;
     else mt_generate_options_default(&o);
+    if (stats) *stats = (mt_generate_stats){.stop_reason = "error"}; /* what a failure before the first token leaves */
     if (!m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
     int *ids = NULL, n_prompt = 0;
     mt_status s = mt_generate_options_validate(&o);
