@@ -42,7 +42,7 @@ static double kernel_loss(kernel_ctx *c) {
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
     (void)slots;
-    mt_mome_forward_f64(out, q, idx, gate, z, c->x, c->ctx, c->router, c->bank, KN, &ksh, KT, kscratch);
+    mt_mome_forward_f64(out, q, idx, gate, z, c->x, c->ctx, c->router, c->bank, NULL, &ksh, KT, kscratch);
     double s = 0;
     for (int i = 0; i < KT * ksh.C; i++) s += c->w[i] * out[i];
     return s;
@@ -77,7 +77,7 @@ TEST(product_key_routing_finds_the_global_top_k) {
     double *ctx = randn((size_t)KT * ksh.Cx, 1);
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
-    mt_mome_forward_f64(out, q, idx, gate, z, x, ctx, router, bank, KN, &ksh, KT, kscratch);
+    mt_mome_forward_f64(out, q, idx, gate, z, x, ctx, router, bank, NULL, &ksh, KT, kscratch);
     int half = ksh.dk / 2, bad = 0;
     const double *k1 = router + (size_t)ksh.H * ksh.dk * ksh.C, *k2 = k1 + (size_t)ksh.H * ksh.n1 * half;
     for (int t = 0; t < KT; t++)
@@ -125,10 +125,10 @@ TEST(mome_backward_matches_finite_differences) {
                     randn((size_t)KT * ksh.Cx, 1)};
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
-    mt_mome_forward_f64(out, q, idx, gate, z, c.x, c.ctx, c.router, c.bank, KN, &ksh, KT, kscratch);
+    mt_mome_forward_f64(out, q, idx, gate, z, c.x, c.ctx, c.router, c.bank, NULL, &ksh, KT, kscratch);
     double *dx = calloc((size_t)KT * ksh.C, sizeof(double)), *dr = calloc(rs, sizeof(double));
     double *sg = malloc(slots * 2 * ksh.C * sizeof(double)), *dbank = calloc(2 * KN * ksh.C, sizeof(double));
-    mt_mome_backward_f64(dx, dr, sg, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT, kscratch);
+    mt_mome_backward_f64(dx, dr, sg, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, NULL, &ksh, KT, kscratch);
     /* what the sparse optimizer does: sum the slots of each expert */
     for (size_t sl = 0; sl < slots; sl++)
         for (int j = 0; j < ksh.C; j++) {
@@ -145,7 +145,7 @@ TEST(mome_backward_matches_finite_differences) {
     CHECK(ex < FD_TOL && eq < FD_TOL && ek < FD_TOL && ec < FD_TOL && eb < FD_TOL);
     /* a frozen router: same input and expert gradients, no router work */
     double *dx2 = calloc((size_t)KT * ksh.C, sizeof(double)), *sg2 = malloc(slots * 2 * ksh.C * sizeof(double));
-    mt_mome_backward_f64(dx2, NULL, sg2, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT, kscratch);
+    mt_mome_backward_f64(dx2, NULL, sg2, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, NULL, &ksh, KT, kscratch);
     CHECK(memcmp(sg, sg2, slots * 2 * ksh.C * sizeof(double)) == 0);
     free(dx2), free(sg2);
     free(c.x), free(c.router), free(c.bank), free(c.w), free(c.ctx), free(dx), free(dr), free(sg), free(dbank);

@@ -115,6 +115,7 @@ int cmd_train(int argc, char **argv) {
         {"--expert-sites", NULL, OPT_STRING, &o.expert_sites, "memory: layers whose MLP output gets experts (default: all, at most 8 spread)"},
         {"--freeze-router", NULL, OPT_FLAG, &o.freeze_router, "memory: keep the router at its initialisation"},
         {"--expert-context", NULL, OPT_INT, &o.expert_context, "memory: routing context values per decay (default 32; 0 = route on the hidden state alone)", CLI_LIBRARY_RANGE},
+        {"--expert-match", NULL, OPT_FLOAT, &o.expert_match, "memory: an expert answers only where the routing context matches the one it learnt at, cosine >= N (default 0.99; 0 = off)", CLI_LIBRARY_RANGE},
         {"--no-memory-lora", NULL, OPT_FLAG, &no_memory_lora, "memory: no LoRA adapter beside the experts (default: LoRA --rank, --alpha, --targets)"},
         {"--tau", NULL, OPT_FLOAT, &o.tau, "memory: also a max answer-token NLL for a memorised fact (default 0 = off)", CLI_LIBRARY_RANGE},
         {"--margin", NULL, OPT_FLOAT, &o.margin, "memory: memorised = the stored token leads by this many logits at every answer position (default 2)", CLI_LIBRARY_RANGE},

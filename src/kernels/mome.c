@@ -38,6 +38,12 @@ size_t mt_mome_scratch_size(const mt_mome_shape *sh, int T) {
 size_t mt_mome_router_size(const mt_mome_shape *sh) {
     return mt_mome_context_offset(sh) + (size_t)sh->H * sh->dk * sh->Cx;
 }
+
+int mt_mome_key_matches(const float *key, const float *ctx, int Cx, float match) {
+    double kk = 0, kc = 0, cc = 0;
+    for (int c = 0; c < Cx; c++) kk += (double)key[c] * key[c], kc += (double)key[c] * ctx[c], cc += (double)ctx[c] * ctx[c];
+    return kk == 0 || kc >= match * sqrt(kk * cc);
+}
 #endif
 
 #define MOME_MAX_K 64
@@ -74,6 +80,16 @@ static real R(dot)(const real *a, const real *b, int n) {
     real s = 0;
     for (int i = 0; i < n; i++) s += a[i] * b[i];
     return s;
+}
+
+/* Whether expert e answers at a token of context ctx: always for unkeyed experts, else by
+ * mt_mome_key_matches (the same arithmetic in the float and the double build). */
+static int R(answers)(const float *keys, size_t e, const real *ctx, const mt_mome_shape *sh) {
+    if (!keys || !(sh->match > 0) || !ctx) return 1;
+    const float *k = keys + e * sh->Cx;
+    double kk = 0, kc = 0, cc = 0;
+    for (int c = 0; c < sh->Cx; c++) kk += (double)k[c] * k[c], kc += (double)k[c] * ctx[c], cc += (double)ctx[c] * ctx[c];
+    return kk == 0 || kc >= sh->match * sqrt(kk * cc);
 }
 
 /* Routes one token for head h from its sub-key scores s1 [n1], s2 [n2]: the K experts (idx)
@@ -129,11 +145,10 @@ void R(mt_mome_context)(real *ctx, real *acc, const int *ids, const int *pos, in
 }
 
 void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const real *x, const real *ctx,
-                        const real *router, const real *bank, long n_experts,
+                        const real *router, const real *bank, const float *keys,
                         const mt_mome_shape *sh, int T, real *scratch) {
     int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
-    (void)n_experts;
     /* q[T, H*dk] = x·Wq^T + ctx·Wx^T */
     r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, C, 1, x, C, wq, C, 0, q, H * dk);
     if (sh->Cx)
@@ -144,7 +159,7 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
     R(sub_key_scores)(scores, q, k1, k2, sh, T);
 #pragma omp parallel for if (T > 1)
     for (int t = 0; t < T; t++) {
-        const real *xt = x + (size_t)t * C;
+        const real *xt = x + (size_t)t * C, *ct = ctx ? ctx + (size_t)t * sh->Cx : NULL;
         real *ot = out + (size_t)t * C, sums[MOME_MAX_K * MOME_MAX_K];
         for (int h = 0; h < H; h++) {
             size_t slot = ((size_t)t * H + h) * K;
@@ -152,6 +167,10 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
             R(route)(s1, s1 + sh->n1, sh, idx + slot, gate + slot, sums);
             for (int k = 0; k < K; k++) {
                 size_t e = (size_t)idx[slot + k];
+                if (!R(answers)(keys, e, ct, sh)) { /* a keyed expert of another context: silent */
+                    z[slot + k] = 0;
+                    continue;
+                }
                 z[slot + k] = R(dot)(bank + e * 2 * C, xt, C);
                 real w = gate[slot + k] * R(silu)(z[slot + k]);
                 const real *be = bank + e * 2 * C + C;
@@ -165,14 +184,20 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
  * gradient of this head (written), ds [K] the chosen scores' gradients (written; the sub-keys'
  * gradients follow from them, head by head, in mt_mome_backward). */
 static void R(head_backward)(real *dx, real *ds, real *dq, real *slot_grads, const real *dy,
-                             const real *x, const int *idx, const real *gate, const real *z,
-                             const real *k1, const real *k2, const real *bank, const mt_mome_shape *sh) {
+                             const real *x, const real *ct, const int *idx, const real *gate, const real *z,
+                             const real *k1, const real *k2, const real *bank, const float *keys,
+                             const mt_mome_shape *sh) {
     int C = sh->C, K = sh->K, half = sh->dk / 2, n2 = sh->n2;
     real dgate[MOME_MAX_K], wsum = 0;
     for (int k = 0; k < K; k++) {
         size_t e = (size_t)idx[k];
         const real *ae = bank + e * 2 * C, *be = ae + C;
         real *da = slot_grads + (size_t)k * 2 * C, *db = da + C;
+        if (!R(answers)(keys, e, ct, sh)) { /* silent in the forward: no gradient */
+            memset(da, 0, 2 * (size_t)C * sizeof(real));
+            dgate[k] = 0;
+            continue;
+        }
         real by = R(dot)(be, dy, C), act = R(silu)(z[k]);
         real dz = gate[k] * by * R(silu_grad)(z[k]), w = gate[k] * act;
         for (int c = 0; c < C; c++) {
@@ -199,10 +224,9 @@ static void R(head_backward)(real *dx, real *ds, real *dq, real *slot_grads, con
 
 void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *dout, const real *x,
                          const real *ctx, const real *q, const int *idx, const real *gate, const real *z, const real *router,
-                         const real *bank, long n_experts, const mt_mome_shape *sh, int T, real *scratch) {
+                         const real *bank, const float *keys, const mt_mome_shape *sh, int T, real *scratch) {
     int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
-    (void)n_experts;
     real *dwq = drouter, *dk1 = drouter ? drouter + (size_t)H * dk * C : NULL;
     real *dk2 = drouter ? dk1 + (size_t)H * sh->n1 * half : NULL;
     real *dq = drouter ? scratch : NULL; /* head_backward writes each head's part whole */
@@ -215,8 +239,8 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
             size_t h1 = (size_t)h * sh->n1 * half, h2 = (size_t)h * sh->n2 * half;
             R(head_backward)(dx ? dx + (size_t)t * C : NULL, ds ? ds + slot : NULL,
                              dq ? dq + (size_t)t * H * dk + (size_t)h * dk : NULL, slot_grads + slot * 2 * C,
-                             dout + (size_t)t * C, x + (size_t)t * C, idx + slot, gate + slot, z + slot, k1 + h1,
-                             k2 + h2, bank, sh);
+                             dout + (size_t)t * C, x + (size_t)t * C, ctx ? ctx + (size_t)t * sh->Cx : NULL,
+                             idx + slot, gate + slot, z + slot, k1 + h1, k2 + h2, bank, keys, sh);
         }
     if (!dq) return;
     /* the sub-keys' gradients, heads in parallel (each owns its sub-key rows); within a head,

@@ -22,6 +22,7 @@ typedef struct {
     int64_t *bank_ids;   /* [bank_rows] row id site·N + e of each slot */
     float *bank_values;  /* [bank_rows, 2C] those rows of the bank */
     float *bank_m, *bank_v; /* loading: [bank_rows, 2C] their moments (saving: the optimizer's) */
+    float *bank_keys;    /* keyed experts: [bank_rows, Cx] those rows' keys */
     int64_t *best_ids;   /* [r->best.n_rows] the best check's row ids */
 } blob_set;
 
@@ -30,7 +31,7 @@ static void add(blob_set *bs, const char *name, void *data, size_t bytes) {
 }
 
 static void blob_set_free(blob_set *bs, int loading) {
-    free(bs->bank_ids), free(bs->bank_values), free(bs->best_ids);
+    free(bs->bank_ids), free(bs->bank_values), free(bs->best_ids), free(bs->bank_keys);
     if (loading) free(bs->bank_m), free(bs->bank_v);
 }
 
@@ -93,6 +94,9 @@ static mt_status make_blobs(memory_run *r, long bank_rows, int loading, blob_set
     add(bs, "bank_rows", bs->bank_values, n * row_bytes);
     add(bs, "bank_adam_m", bs->bank_m, n * row_bytes);
     add(bs, "bank_adam_v", bs->bank_v, n * row_bytes);
+    size_t Cx = (size_t)mm->shape.Cx;
+    if (mm->keys && !(bs->bank_keys = malloc(n * Cx * sizeof(float) + 1))) return mt_error(MT_ERR_NOMEM, "out of memory");
+    if (mm->keys) add(bs, "bank_keys", bs->bank_keys, n * Cx * sizeof(float));
     if (loading || n == 0) return MT_OK;
     long *ids = malloc(n * sizeof(long));
     if (!ids) return mt_error(MT_ERR_NOMEM, "out of memory");
@@ -100,6 +104,7 @@ static mt_status make_blobs(memory_run *r, long bank_rows, int loading, blob_set
     for (size_t i = 0; i < n; i++) {
         bs->bank_ids[i] = ids[i];
         memcpy(bs->bank_values + i * width, mm->bank + (size_t)ids[i] * width, row_bytes);
+        if (mm->keys) memcpy(bs->bank_keys + i * Cx, mm->keys + (size_t)ids[i] * Cx, Cx * sizeof(float));
     }
     free(ids);
     return MT_OK;
@@ -227,8 +232,11 @@ static mt_status restore_bank(memory_run *r, const blob_set *bs, const char *pat
     if (!ids) return mt_error(MT_ERR_NOMEM, "out of memory");
     for (long i = 0; i < n; i++) ids[i] = (long)bs->bank_ids[i];
     mt_status s = mt_sparse_adam_restore(&r->bank_opt, ids, n, max_id, bs->bank_m, bs->bank_v);
-    for (long i = 0; !s && i < n; i++)
+    size_t Cx = (size_t)mm->shape.Cx;
+    for (long i = 0; !s && i < n; i++) {
         memcpy(mm->bank + (size_t)ids[i] * width, bs->bank_values + (size_t)i * width, width * sizeof(float));
+        if (mm->keys) memcpy(mm->keys + (size_t)ids[i] * Cx, bs->bank_keys + (size_t)i * Cx, Cx * sizeof(float));
+    }
     free(ids);
     return s ? mt_error_prefix(s, "%s: bank state", path) : MT_OK;
 }

@@ -51,6 +51,7 @@ void mt_train_options_default(mt_train_options *o) {
     o->expert_k = 8;
     o->expert_heads = 4;
     o->expert_context = 32;
+    o->expert_match = 0.99f;
     o->tau = 0; /* memory: the NLL bound is off; the margin decides */
     o->margin = 2.0f;
     o->general_limit = 1.05f;
