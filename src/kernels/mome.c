@@ -93,22 +93,40 @@ static int R(answers)(const float *keys, size_t e, const real *ctx, const mt_mom
 }
 
 /* Routes one token for head h from its sub-key scores s1 [n1], s2 [n2]: the K experts (idx)
- * and their softmax gates. sums: scratch of K² reals. */
-static void R(route)(const real *s1, const real *s2, const mt_mome_shape *sh, int *idx, real *gate, real *sums) {
+ * and their softmax gates. sums: scratch of K² reals. Keyed experts (keys, sh->match > 0):
+ * the K best of the K² candidates that answer at this context (keys unset or matching it),
+ * so a context never spends its slots on experts other contexts own, and a token of general
+ * text reaches only experts that add nothing; slots left over (fewer than K answer) name a
+ * candidate that does not answer, with gate 0. */
+static void R(route)(const real *s1, const real *s2, const mt_mome_shape *sh, int *idx, real *gate, real *sums,
+                     const float *keys, const real *ctx) {
     int n1 = sh->n1, n2 = sh->n2, K = sh->K;
-    int t1[MOME_MAX_K], t2[MOME_MAX_K], best[MOME_MAX_K];
+    int t1[MOME_MAX_K], t2[MOME_MAX_K], best[MOME_MAX_K * MOME_MAX_K];
     R(top_k)(s1, n1, K, t1);
     R(top_k)(s2, n2, K, t2);
     for (int a = 0; a < K; a++)
         for (int b = 0; b < K; b++) sums[a * K + b] = s1[t1[a]] + s2[t2[b]];
-    R(top_k)(sums, K * K, K, best);
-    real mx = sums[best[0]], total = 0;
+    int got = K, filler = -1;
+    if (!keys || !(sh->match > 0) || !ctx) {
+        R(top_k)(sums, K * K, K, best);
+    } else {
+        int order[MOME_MAX_K * MOME_MAX_K];
+        R(top_k)(sums, K * K, K * K, order);
+        got = 0;
+        for (int c = 0; c < K * K && got < K; c++) {
+            int e = t1[order[c] / K] * n2 + t2[order[c] % K];
+            if (R(answers)(keys, (size_t)e, ctx, sh)) best[got++] = order[c];
+            else if (filler < 0) filler = order[c];
+        }
+    }
+    real mx = got ? sums[best[0]] : 0, total = 0;
     for (int k = 0; k < K; k++) {
-        idx[k] = t1[best[k] / K] * n2 + t2[best[k] % K];
-        gate[k] = r_exp(sums[best[k]] - mx);
+        int c = k < got ? best[k] : filler;
+        idx[k] = t1[c / K] * n2 + t2[c % K];
+        gate[k] = k < got ? r_exp(sums[c] - mx) : 0;
         total += gate[k];
     }
-    for (int k = 0; k < K; k++) gate[k] /= total;
+    for (int k = 0; k < got; k++) gate[k] /= total;
 }
 
 /* Sub-key scores of every token and head as GEMMs: scores[t][h] = [K1_h·q1 (n1) | K2_h·q2 (n2)] */
@@ -164,7 +182,7 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
         for (int h = 0; h < H; h++) {
             size_t slot = ((size_t)t * H + h) * K;
             const real *s1 = scores + t * per_token + (size_t)h * (sh->n1 + sh->n2);
-            R(route)(s1, s1 + sh->n1, sh, idx + slot, gate + slot, sums);
+            R(route)(s1, s1 + sh->n1, sh, idx + slot, gate + slot, sums, keys, ct);
             for (int k = 0; k < K; k++) {
                 size_t e = (size_t)idx[slot + k];
                 if (!R(answers)(keys, e, ct, sh)) { /* a keyed expert of another context: silent */
