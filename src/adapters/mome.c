@@ -61,7 +61,7 @@ int mt_mome_claim(mt_mome *mm, int site, long e, const float *ctx, int claim) {
     int unset = 1;
     for (int c = 0; c < Cx && unset; c++) unset = key[c] == 0;
     if (!unset) return mt_mome_key_matches(key, ctx, Cx, mm->shape.match);
-    if (claim) memcpy(key, ctx, (size_t)Cx * sizeof(float));
+    for (int c = 0; claim && c < Cx; c++) key[c] = mt_bf16_to_f32(mt_f32_to_bf16(ctx[c])); /* bf16: stored exactly */
     return claim;
 }
 

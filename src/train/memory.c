@@ -565,6 +565,7 @@ static mt_status setup_rows(memory_run *r) {
 #define BANK_BUDGET (2.0 * (1 << 30))
 #define MIN_AUTO_EXPERTS 4096L
 #define MAX_AUTO_EXPERTS (1L << 17)
+#define MAX_KEYED_EXPERTS (1L << 19)
 static void auto_bank(const memory_run *r, long *experts, char *sites, size_t cap, int *n_sites) {
     const mt_config *c = &r->m->cfg;
     int L = c->n_layers;
@@ -581,8 +582,11 @@ static void auto_bank(const memory_run *r, long *experts, char *sites, size_t ca
     long P = 0;
     for (int f = 0; f < r->n_facts; f++)
         for (int k = 1; k < r->facts[f].n; k++) P += r->facts[f].learn[k];
-    long want = P * r->o.expert_heads * r->o.expert_k / 2, n = MIN_AUTO_EXPERTS;
-    while (n < want && n < MAX_AUTO_EXPERTS) n *= 2;
+    /* keyed experts belong to one context each: room for every slot twice over */
+    int keyed = r->o.expert_match > 0 && r->o.expert_context > 0;
+    long want = keyed ? 2 * P * r->o.expert_heads * r->o.expert_k : P * r->o.expert_heads * r->o.expert_k / 2;
+    long n = MIN_AUTO_EXPERTS, most = keyed ? MAX_KEYED_EXPERTS : MAX_AUTO_EXPERTS;
+    while (n < want && n < most) n *= 2;
     while (n > MIN_AUTO_EXPERTS && (double)*n_sites * n * 2 * c->dim * sizeof(float) > BANK_BUDGET) n /= 2;
     *experts = n;
 }
