@@ -647,6 +647,7 @@ static mt_status allocate(memory_run *r) {
     if (!s && r->mome && !r->mome->freeze_router)
         s = mt_adamw_init(&r->router_opt, r->mome->n_sites * r->mome->router_size, lr, 0.9f, 0.999f, 1e-8f, 0);
     if (!s && r->mome) s = mt_sparse_adam_init(&r->bank_opt, 2 * r->mome->shape.C);
+    if (!s && r->mome) r->bank_opt.bf16_moments = r->mome->keys != NULL; /* keyed: checkpoints hold them in bf16 */
     if (!s && r->mome) {
         size_t slots = (size_t)r->mome->n_sites * n * r->mome->shape.H * r->mome->shape.K;
         if (!(r->slot_ids = malloc(slots * sizeof(long)))) s = mt_error(MT_ERR_NOMEM, "out of memory");
