@@ -31,7 +31,7 @@ LDLIBS  += $(shell $(BLAS_PKG) --libs openblas) -Wl,-rpath,$(BLAS_DIR) \
            $(shell pkg-config --libs $(PKGS)) -lm -pthread -fopenmp
 LDFLAGS += $(SANFLAGS)
 
-LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/template/*.c src/dataset/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/sqlgen/*.c src/grammar/*.c src/serve/*.c)
+LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/template/*.c src/dataset/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/sqlgen/*.c src/grammar/*.c src/serve/*.c src/jobs/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -81,7 +81,7 @@ install: $(BUILD)/memtune $(BUILD)/libmemtune.a $(BUILD)/libmemtune.so
 	install -m 755 $(BUILD)/memtune $(DESTDIR)$(PREFIX)/bin/memtune
 	install -m 644 $(BUILD)/libmemtune.a $(DESTDIR)$(PREFIX)/lib/libmemtune.a
 	install -m 755 $(BUILD)/libmemtune.so $(DESTDIR)$(PREFIX)/lib/libmemtune.so
-	install -m 644 include/memtune.h $(DESTDIR)$(PREFIX)/include/memtune.h
+	install -m 644 include/memtune.h include/memtune_jobs.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(INSTALL_MODEL) $(DESTDIR)$(PREFIX)/share/memtune/models/stories260K/
 
 clean:

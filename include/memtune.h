@@ -85,7 +85,7 @@ size_t mt_model_param_count(const mt_model *m);
 size_t mt_model_inference_bytes(const mt_model *m, int n_ctx);
 
 /* Context length for inference (KV cache size). By default the model's own context length,
- * capped at 4096 (env MEMTUNE_CTX overrides the cap); n > 0 sets it explicitly, for example
+ * capped at 4096 (the memtune command's env MEMTUNE_CTX changes the cap); n > 0 sets it explicitly, for example
  * to run past a context length a converter wrote too small. Frees any KV cache. */
 mt_status mt_model_set_context(mt_model *m, int n);
 
@@ -154,6 +154,9 @@ typedef struct {
     int generated_tokens;
     double prompt_seconds;
     double generate_seconds;
+    const char *stop_reason;   /* why generation ended (a static string): "eos" (a stop token),
+                                  "max_tokens", "context" (the context window is full),
+                                  "grammar" (the grammar's match is complete), "callback" */
 } mt_generate_stats;
 
 /* Called with each newly completed UTF-8 text fragment; return non-zero to stop. */
@@ -220,6 +223,7 @@ mt_status mt_adapter_set_open(const mt_model *m, const char *dir, mt_adapter_set
  * of them batched one token per step on the shared model. The server never prints: it logs
  * through the callback. The model must outlive the server and not change while it runs. */
 typedef struct mt_server mt_server;
+typedef struct mt_jobs mt_jobs; /* fine-tuning jobs (memtune_jobs.h) */
 typedef void (*mt_log_callback)(const char *message, void *user);
 
 typedef struct {
@@ -234,6 +238,8 @@ typedef struct {
     size_t max_body;           /* request body limit in bytes; default 8 MiB */
     int batched;               /* 1 (default): one batched forward per step; 0: one per sequence */
     int allow_adapter_upload;  /* POST /v1/adapters allowed; default 1 */
+    mt_jobs *jobs;             /* NULL: none; else /v1/files and /v1/fine_tuning/jobs run on
+                                  it (memtune_jobs.h) and every tuned model is served by name */
     mt_log_callback log;       /* NULL: silent */
     void *log_user;
 } mt_server_options;
@@ -267,6 +273,9 @@ typedef enum {
     MT_PROGRESS_STOPPED,   /* stopped on request at step after saving a checkpoint */
     MT_PROGRESS_STEP_END,  /* step is done, its checkpoint (if any) written: a safe point */
     MT_PROGRESS_DRY_RUN,   /* message: the dry run's token counts and memory plan (JSON) */
+    MT_PROGRESS_RECALL,    /* memory: the final recall (greedy decoding of every fact) has answered
+                              facts_answered of facts; sent before each fact (a stop request
+                              then ends it there) */
 } mt_progress_kind;
 
 typedef struct {
@@ -279,6 +288,9 @@ typedef struct {
     double eval_loss;
     int facts, facts_memorised, facts_exact;
     double general_perplexity, base_perplexity, general_ratio, general_limit, general_weight;
+    int facts_answered;        /* RECALL */
+    const double *fact_margins; /* CHECK: [facts] each fact's smallest answer margin (the stored
+                                   token's logit minus the runner-up's), valid during the call */
 } mt_progress;
 
 /* Called on the training thread; return non-zero to stop the run (it saves a checkpoint first,

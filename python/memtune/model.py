@@ -34,7 +34,7 @@ class Interrupted(KeyboardInterrupt):
 
 class Progress:
     """One event of a training run (see mt_progress in memtune.h): .kind is "info",
-    "warning", "step", "eval", "check", "guard", "stopped", "step_end" or "dry_run"."""
+    "warning", "step", "eval", "check", "guard", "stopped", "step_end", "dry_run" or "recall"."""
 
     def __init__(self, c):
         self.kind = _lib.PROGRESS_KINDS[c.kind] if 0 <= c.kind < len(_lib.PROGRESS_KINDS) else str(c.kind)
@@ -320,7 +320,8 @@ class Model:
         _check(self._lib.mt_generate(self._model(), prompt.encode("utf-8"), byref(o), cb, None, byref(stats)))
         self.last_generate_stats = {"prompt_tokens": stats.prompt_tokens, "generated_tokens": stats.generated_tokens,
                                     "prompt_seconds": stats.prompt_seconds,
-                                    "generate_seconds": stats.generate_seconds}
+                                    "generate_seconds": stats.generate_seconds,
+                                    "stop_reason": stats.stop_reason.decode() if stats.stop_reason else None}
         return b"".join(pieces).decode("utf-8", "replace")
 
     def answer(self, prompt, max_new_tokens=0):

@@ -158,9 +158,16 @@ int cli_fail(const char *what) {
     return 1;
 }
 
+void cli_context_from_env(mt_model *m) {
+    const char *env = getenv("MEMTUNE_CTX");
+    int cap = env ? atoi(env) : 0, n = mt_model_config(m)->max_seq_len;
+    if (cap > 0) mt_model_set_context(m, n < cap ? n : cap); /* within [1, the context length]: cannot fail */
+}
+
 int cli_load_model(const char *path, const char *tokenizer, mt_model **m) {
     mt_load_options lo = {.tokenizer_path = tokenizer};
     if (mt_model_load(path, &lo, m) != MT_OK) return cli_fail("cannot load model");
+    cli_context_from_env(*m);
     return 0;
 }
 

@@ -40,6 +40,9 @@ int cli_fail(const char *what); /* prints "memtune: what: <last error>", returns
  * error>" and returns 2 (a usage error, as a bad option value in cli_parse). */
 int cli_bad_option(void);
 int cli_load_model(const char *path, const char *tokenizer, mt_model **m);
+/* MEMTUNE_CTX=N: the inference context capped at N instead of the library's 4096 (an explicit
+ * --context, set after, still wins); cli_load_model applies it. */
+void cli_context_from_env(mt_model *m);
 /* Adapters named on the command line: "--adapter DIR" (repeatable) and "--adapter-scale S"
  * (repeatable; the i-th scale belongs to the i-th adapter, default 1). */
 #define CLI_MAX_ADAPTERS 16
@@ -72,5 +75,6 @@ int cmd_train(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_job_run(int argc, char **argv);
 
 #endif

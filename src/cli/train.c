@@ -2,7 +2,8 @@
  * callback; this file prints it (a progress bar on a terminal, periodic lines otherwise),
  * turns SIGINT/SIGTERM into the run's stop flag, and drives the fault-injection hooks the
  * CLI tests use (MEMTUNE_TEST_KILL_AFTER_STEP, MEMTUNE_TEST_FORGET_AFTER_STEP,
- * MEMTUNE_TEST_CKPT_DELAY_MS). */
+ * MEMTUNE_TEST_CKPT_DELAY_MS, MEMTUNE_TEST_INT_IN_RECALL) and the measurement hook
+ * MEMTUNE_MARGIN_LOG. */
 #include "cli/cli.h"
 #include <math.h>
 #include <signal.h>
@@ -19,7 +20,20 @@ static void on_stop_signal(int sig) { (void)sig; stop_requested = 1; }
 typedef struct {
     int quiet, tty;
     long kill_after_step; /* test hook: die by SIGKILL after this step, as a crash would */
+    long int_in_recall;   /* test hook: SIGINT once the final recall has answered this many facts (-1: off) */
+    const char *margin_log; /* measurement hook: a line per check with every fact's smallest margin */
 } progress_printer;
+
+/* MEMTUNE_MARGIN_LOG=FILE (bench/memory_margin.sh): a line per check with every fact's smallest
+ * answer margin, from which the completion margin was chosen. */
+static void log_margins(const char *path, const mt_progress *p) {
+    FILE *f = path && p->fact_margins ? fopen(path, "a") : NULL;
+    if (!f) return;
+    fprintf(f, "{\"step\": %ld, \"margin\": [", p->step);
+    for (int i = 0; i < p->facts; i++) fprintf(f, "%s%.4f", i ? ", " : "", p->fact_margins[i]);
+    fprintf(f, "]}\n");
+    fclose(f);
+}
 
 static void format_duration(char *buf, size_t n, double s) {
     if (!(s >= 0) || s > 1e7) snprintf(buf, n, "?");
@@ -54,6 +68,8 @@ static void print_step(const progress_printer *pp, const mt_progress *p) {
 static int on_progress(const mt_progress *p, void *user) {
     progress_printer *pp = user;
     if (p->kind == MT_PROGRESS_STEP_END && p->step == pp->kill_after_step) raise(SIGKILL);
+    if (p->kind == MT_PROGRESS_RECALL && p->facts_answered == pp->int_in_recall) raise(SIGINT);
+    if (p->kind == MT_PROGRESS_CHECK) log_margins(pp->margin_log, p);
     if (p->kind == MT_PROGRESS_DRY_RUN) {
         printf("%s\n", p->message);
         return 0;
@@ -172,7 +188,9 @@ int cmd_train(int argc, char **argv) {
     if (mt_train_options_validate(NULL, &o)) return cli_bad_option(); /* before loading the model */
     mt_model *m;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
-    progress_printer pp = {.quiet = o.quiet, .tty = isatty(2), .kill_after_step = env_long("MEMTUNE_TEST_KILL_AFTER_STEP")};
+    progress_printer pp = {.quiet = o.quiet, .tty = isatty(2), .kill_after_step = env_long("MEMTUNE_TEST_KILL_AFTER_STEP"),
+                           .int_in_recall = getenv("MEMTUNE_TEST_INT_IN_RECALL") ? env_long("MEMTUNE_TEST_INT_IN_RECALL") : -1,
+                           .margin_log = getenv("MEMTUNE_MARGIN_LOG")};
     o.progress = on_progress;
     o.progress_user = &pp;
     o.stop = &stop_requested;

@@ -42,7 +42,11 @@ def gen(prompt, *extra):
     return t[:-1]
 prompts = ["Once upon a time", "Lily and Tom went", "The cat sat", "One day, a little", "Sam had a big",
            "The sun was", "There was a dog", "Mom said"]
+schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}
+json.dump(schema, open(out + ".schema.json", "w"))
 e = {"max_tokens": n, "prompts": prompts, "base": [gen(p) for p in prompts],
+     "schema": schema, "schema_text": gen("Lily has a cat.", "--json-schema", out + ".schema.json"),
      "chat_user": "Lily had a red ball.", "chat_text": gen("Lily had a red ball.\n"),
      "adapter": {"dir": ad, "prompt": "Who made item 3?\n", "text": gen("Who made item 3?\n", "--adapter", ad),
                  "base_text": gen("Who made item 3?\n")}}
@@ -51,7 +55,7 @@ PY
 [ -s "$TMP/expect.json" ] || { echo "FAIL computing the CLI's outputs"; exit 1; }
 
 KEY="test-key-$$"
-"$MT" serve --model "$M" --port 0 --threads 2 --parallel 8 --context 4096 --api-key "$KEY" \
+"$MT" serve --model "$M" --port 0 --no-jobs --threads 2 --parallel 8 --context 4096 --api-key "$KEY" \
   --adapter tiny="$AD" --adapter tiny2="$AD" --max-adapters 2 --grace 2 2> "$TMP/server.log" &
 SERVER=$!
 PORT=""
@@ -70,7 +74,7 @@ wait $SERVER; rc=$?
 check "SIGTERM stops the server with exit code 0" "[ $rc -eq 0 ] && grep -q 'SIGTERM: stopping' $TMP/server.log"
 
 # a full server answers 503 with Retry-After; SIGTERM cuts a running stream cleanly
-"$MT" serve --model "$M" --port 0 --threads 1 --parallel 1 --queue 0 --context 4096 --grace 0.2 2> "$TMP/small.log" &
+"$MT" serve --model "$M" --port 0 --no-jobs --threads 1 --parallel 1 --queue 0 --context 4096 --grace 0.2 2> "$TMP/small.log" &
 SMALL=$!
 PORT=""
 for _ in $(seq 100); do
