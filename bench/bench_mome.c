@@ -37,7 +37,7 @@ static double run_forward(void *p) {
     bench *b = p;
     double t0 = mt_now_seconds();
     memset(b->out, 0, (size_t)b->T * b->sh.C * sizeof(float));
-    mt_mome_forward(b->out, b->q, b->idx, b->gate, b->z, b->x, b->ctx, b->router, b->bank, b->N, &b->sh, b->T, b->scratch);
+    mt_mome_forward(b->out, b->q, b->idx, b->gate, b->z, b->x, b->ctx, b->router, b->bank, NULL, &b->sh, b->T, b->scratch);
     return mt_now_seconds() - t0;
 }
 
@@ -45,9 +45,9 @@ static double run_train(void *p) {
     bench *b = p;
     double t0 = mt_now_seconds();
     memset(b->out, 0, (size_t)b->T * b->sh.C * sizeof(float));
-    mt_mome_forward(b->out, b->q, b->idx, b->gate, b->z, b->x, b->ctx, b->router, b->bank, b->N, &b->sh, b->T, b->scratch);
+    mt_mome_forward(b->out, b->q, b->idx, b->gate, b->z, b->x, b->ctx, b->router, b->bank, NULL, &b->sh, b->T, b->scratch);
     memset(b->dx, 0, (size_t)b->T * b->sh.C * sizeof(float));
-    mt_mome_backward(b->dx, b->drouter, b->sg, b->dout, b->x, b->ctx, b->q, b->idx, b->gate, b->z, b->router, b->bank, b->N,
+    mt_mome_backward(b->dx, b->drouter, b->sg, b->dout, b->x, b->ctx, b->q, b->idx, b->gate, b->z, b->router, b->bank, NULL,
                      &b->sh, b->T, b->scratch);
     long slots = (long)b->T * b->sh.H * b->sh.K;
     for (long i = 0; i < slots; i++) b->ids[i] = b->idx[i];

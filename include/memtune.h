@@ -361,6 +361,8 @@ typedef struct {
     int freeze_router;         /* keep the router at its initialisation; default 0 (trains) */
     int expert_context;        /* routing context values per decay (mt_mome_options.context_dim);
                                   default 32; 0 = none */
+    float expert_match;        /* keyed experts (mt_mome_options.match): an expert answers only
+                                  where the routing context matches the one it was trained at */
     int memory_lora;           /* also train a LoRA adapter (lora_rank, ...); default 1 */
     float tau;                 /* with margin: also every answer-token NLL <= tau; default 0 = off */
     const char *general;       /* general text for the perplexity guard; NULL = text sampled
@@ -520,6 +522,10 @@ typedef struct {
     int context_dim;     /* routing context: values per decay added to the router's query
                             (decayed codes of the document's tokens so far, decays 0.5 and
                             0.9); default 32; 0 = route on the hidden state alone */
+    float match;         /* keyed experts (needs a context): an expert trained at a token keeps
+                            that token's routing context as its key and answers only where
+                            the context matches it, cosine >= match (README: Memory tuning);
+                            default 0 = off (every expert answers wherever it is routed) */
     uint64_t seed;       /* initialisation; default 1 */
 } mt_mome_options;
 

@@ -37,12 +37,13 @@ typedef struct {
     double *ctx;                   /* the routing context (no gradient) */
 } kernel_ctx;
 
+static const mt_mome_shape *kcur = &ksh; /* the shape and keys kernel_loss uses */
+static const float *kkeys;
+
 static double kernel_loss(kernel_ctx *c) {
-    size_t slots = (size_t)KT * ksh.H * ksh.K;
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
-    (void)slots;
-    mt_mome_forward_f64(out, q, idx, gate, z, c->x, c->ctx, c->router, c->bank, KN, &ksh, KT, kscratch);
+    mt_mome_forward_f64(out, q, idx, gate, z, c->x, c->ctx, c->router, c->bank, kkeys, kcur, KT, kscratch);
     double s = 0;
     for (int i = 0; i < KT * ksh.C; i++) s += c->w[i] * out[i];
     return s;
@@ -77,7 +78,7 @@ TEST(product_key_routing_finds_the_global_top_k) {
     double *ctx = randn((size_t)KT * ksh.Cx, 1);
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
-    mt_mome_forward_f64(out, q, idx, gate, z, x, ctx, router, bank, KN, &ksh, KT, kscratch);
+    mt_mome_forward_f64(out, q, idx, gate, z, x, ctx, router, bank, NULL, &ksh, KT, kscratch);
     int half = ksh.dk / 2, bad = 0;
     const double *k1 = router + (size_t)ksh.H * ksh.dk * ksh.C, *k2 = k1 + (size_t)ksh.H * ksh.n1 * half;
     for (int t = 0; t < KT; t++)
@@ -125,10 +126,10 @@ TEST(mome_backward_matches_finite_differences) {
                     randn((size_t)KT * ksh.Cx, 1)};
     double out[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], z[KT * 2 * 3];
     int idx[KT * 2 * 3];
-    mt_mome_forward_f64(out, q, idx, gate, z, c.x, c.ctx, c.router, c.bank, KN, &ksh, KT, kscratch);
+    mt_mome_forward_f64(out, q, idx, gate, z, c.x, c.ctx, c.router, c.bank, NULL, &ksh, KT, kscratch);
     double *dx = calloc((size_t)KT * ksh.C, sizeof(double)), *dr = calloc(rs, sizeof(double));
     double *sg = malloc(slots * 2 * ksh.C * sizeof(double)), *dbank = calloc(2 * KN * ksh.C, sizeof(double));
-    mt_mome_backward_f64(dx, dr, sg, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT, kscratch);
+    mt_mome_backward_f64(dx, dr, sg, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, NULL, &ksh, KT, kscratch);
     /* what the sparse optimizer does: sum the slots of each expert */
     for (size_t sl = 0; sl < slots; sl++)
         for (int j = 0; j < ksh.C; j++) {
@@ -145,10 +146,58 @@ TEST(mome_backward_matches_finite_differences) {
     CHECK(ex < FD_TOL && eq < FD_TOL && ek < FD_TOL && ec < FD_TOL && eb < FD_TOL);
     /* a frozen router: same input and expert gradients, no router work */
     double *dx2 = calloc((size_t)KT * ksh.C, sizeof(double)), *sg2 = malloc(slots * 2 * ksh.C * sizeof(double));
-    mt_mome_backward_f64(dx2, NULL, sg2, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, KN, &ksh, KT, kscratch);
+    mt_mome_backward_f64(dx2, NULL, sg2, c.w, c.x, c.ctx, q, idx, gate, z, c.router, c.bank, NULL, &ksh, KT, kscratch);
     CHECK(memcmp(sg, sg2, slots * 2 * ksh.C * sizeof(double)) == 0);
     free(dx2), free(sg2);
     free(c.x), free(c.router), free(c.bank), free(c.w), free(c.ctx), free(dx), free(dr), free(sg), free(dbank);
+}
+
+/* Keyed experts: unset keys change nothing; an expert keyed to one token's context is routed
+ * to from that context alone (other tokens pick the next candidates instead), an expert whose
+ * key matches no token is never chosen, so with every expert keyed elsewhere a token gets no
+ * output at all; the backward still matches finite differences. */
+TEST(keyed_experts_answer_only_their_context) {
+    mt_mome_shape kk = ksh;
+    kk.match = 0.99f;
+    size_t rs = mt_mome_router_size(&ksh), slots = (size_t)KT * ksh.H * ksh.K;
+    kernel_ctx c = {randn((size_t)KT * ksh.C, 1), randn(rs, 0.8), randn(2 * KN * ksh.C, 0.7), randn((size_t)KT * ksh.C, 1),
+                    randn((size_t)KT * ksh.Cx, 1)};
+    float keys[KN * 3] = {0};
+    double out[KT * 6] = {0}, out2[KT * 6] = {0}, q[KT * 2 * 4], gate[KT * 2 * 3], gate2[KT * 2 * 3], z[KT * 2 * 3];
+    int idx[KT * 2 * 3], idx2[KT * 2 * 3];
+    mt_mome_forward_f64(out, q, idx, gate, z, c.x, c.ctx, c.router, c.bank, NULL, &ksh, KT, kscratch);
+    mt_mome_forward_f64(out2, q, idx2, gate2, z, c.x, c.ctx, c.router, c.bank, keys, &kk, KT, kscratch);
+    CHECK(memcmp(out, out2, sizeof out) == 0 && memcmp(idx, idx2, sizeof idx) == 0); /* no key set: unkeyed */
+    /* token 0 claims its experts (both heads) */
+    for (int k = 0; k < ksh.H * ksh.K; k++)
+        for (int j = 0; j < ksh.Cx; j++) keys[idx[k] * ksh.Cx + j] = (float)c.ctx[j];
+    memset(out2, 0, sizeof out2);
+    mt_mome_forward_f64(out2, q, idx2, gate2, z, c.x, c.ctx, c.router, c.bank, keys, &kk, KT, kscratch);
+    CHECK(memcmp(out2, out, ksh.C * sizeof(double)) == 0 && memcmp(idx2, idx, ksh.H * ksh.K * sizeof(int)) == 0);
+    int foreign = 0;
+    for (size_t sl = (size_t)ksh.H * ksh.K; sl < slots; sl++)
+        for (int k = 0; k < ksh.H * ksh.K; k++) foreign += gate2[sl] > 0 && idx2[sl] == idx[k];
+    CHECK_MSG(foreign == 0, "%d slots of other tokens chose experts keyed to token 0", foreign);
+    /* the backward with keys matches finite differences (input and expert rows) */
+    double *dx = calloc((size_t)KT * ksh.C, sizeof(double)), *sg = malloc(slots * 2 * ksh.C * sizeof(double));
+    double *dbank = calloc(2 * KN * ksh.C, sizeof(double)), *dr = calloc(rs, sizeof(double));
+    mt_mome_backward_f64(dx, dr, sg, c.w, c.x, c.ctx, q, idx2, gate2, z, c.router, c.bank, keys, &kk, KT, kscratch);
+    for (size_t sl = 0; sl < slots; sl++)
+        for (int j = 0; j < 2 * ksh.C; j++) dbank[(size_t)idx2[sl] * 2 * ksh.C + j] += sg[sl * 2 * ksh.C + j];
+    kcur = &kk, kkeys = keys;
+    double ex = fd_all(&c, c.x, (size_t)KT * ksh.C, dx), eb = fd_all(&c, c.bank, 2 * KN * ksh.C, dbank);
+    fprintf(stderr, "  keyed: rel err input %.2e, expert rows %.2e\n", ex, eb);
+    CHECK(ex < FD_TOL && eb < FD_TOL);
+    /* every expert keyed to a context no token has: no output anywhere */
+    for (long e = 0; e < KN; e++)
+        for (int j = 0; j < ksh.Cx; j++) keys[e * ksh.Cx + j] = (float)mt_rng_normal(&rng);
+    memset(out2, 0, sizeof out2);
+    mt_mome_forward_f64(out2, q, idx2, gate2, z, c.x, c.ctx, c.router, c.bank, keys, &kk, KT, kscratch);
+    double most = 0;
+    for (int i = 0; i < KT * ksh.C; i++) most = fmax(most, fabs(out2[i]));
+    CHECK_NEAR(most, 0, 0);
+    kcur = &ksh, kkeys = NULL;
+    free(c.x), free(c.router), free(c.bank), free(c.w), free(c.ctx), free(dx), free(sg), free(dbank), free(dr);
 }
 
 /* The routing context: decayed sums of fixed token codes, restarted at position 0, the same
@@ -665,6 +714,7 @@ int main(void) {
     mt_rng_seed(&rng, 777);
     RUN(product_key_routing_finds_the_global_top_k);
     RUN(mome_backward_matches_finite_differences);
+    RUN(keyed_experts_answer_only_their_context);
     RUN(routing_context_codes_the_document_so_far);
     RUN(model_memory_expert_gradients_match_finite_differences_with_frozen_base);
     RUN(fresh_layer_is_the_base_and_training_forward_equals_inference);

@@ -16,6 +16,7 @@
 #include "core/file.h"
 #include "core/json.h"
 #include "core/rng.h"
+#include "formats/dtype.h"
 #include "formats/safetensors.h"
 #include <math.h>
 #include <stdint.h>
@@ -41,6 +42,7 @@ void mt_mome_free(mt_mome *mm) {
     free(mm->layers);
     free(mm->site_of_layer);
     free(mm->router);
+    free(mm->keys);
     if (mm->bank_file.data) mt_file_unmap(&mm->bank_file);
     else free(mm->bank);
     free(mm);
@@ -51,6 +53,17 @@ size_t mt_mome_param_count(const mt_mome *mm) {
     return mm ? mm->n_sites * (mm->router_size + mm->bank_size) : 0;
 }
 mt_status mt_model_attach_mome(mt_model *m, mt_mome *mm) { return mt_model_set_mome(m, mm); }
+
+int mt_mome_claim(mt_mome *mm, int site, long e, const float *ctx, int claim) {
+    if (!mm->keys) return 1;
+    int Cx = mm->shape.Cx;
+    float *key = mm->keys + ((size_t)site * mm->n_experts + (size_t)e) * Cx;
+    int unset = 1;
+    for (int c = 0; c < Cx && unset; c++) unset = key[c] == 0;
+    if (!unset) return mt_mome_key_matches(key, ctx, Cx, mm->shape.match);
+    for (int c = 0; claim && c < Cx; c++) key[c] = mt_bf16_to_f32(mt_f32_to_bf16(ctx[c])); /* bf16: stored exactly */
+    return claim;
+}
 
 /* "all", "last", or a comma list of layer indices; NULL = every layer */
 static mt_status parse_sites(const char *list, int n_layers, unsigned char *on) {
@@ -97,7 +110,7 @@ static mt_mome_context_spec default_context(int dim) {
 
 /* Allocates a layer with zeroed parameters (the context spec is already checked). */
 static mt_status mome_alloc(const mt_config *cfg, long n_experts, int k, int heads, int dk,
-                            const mt_mome_context_spec *cs, const unsigned char *on, mt_mome **out) {
+                            const mt_mome_context_spec *cs, float match, const unsigned char *on, mt_mome **out) {
     *out = NULL;
     int n2 = split_experts(n_experts);
     mt_status s = check_shape(n_experts, n2, k, heads, dk);
@@ -106,7 +119,7 @@ static mt_status mome_alloc(const mt_config *cfg, long n_experts, int k, int hea
     if (!mm) return mt_error(MT_ERR_NOMEM, "out of memory");
     mm->context = *cs;
     mm->shape = (mt_mome_shape){.C = cfg->dim, .n1 = (int)(n_experts / n2), .n2 = n2, .H = heads, .K = k, .dk = dk,
-                                .Cx = mt_mome_context_width(&mm->context)};
+                                .Cx = mt_mome_context_width(&mm->context), .match = match};
     mm->n_experts = n_experts;
     mm->n_layers = cfg->n_layers;
     mm->layers = malloc((size_t)cfg->n_layers * sizeof(int));
@@ -123,7 +136,8 @@ static mt_status mome_alloc(const mt_config *cfg, long n_experts, int k, int hea
     mm->bank_size = 2 * (size_t)n_experts * cfg->dim;
     mm->router = calloc(mm->n_sites * mm->router_size, sizeof(float));
     mm->bank = calloc(mm->n_sites * mm->bank_size, sizeof(float));
-    if (!mm->router || !mm->bank) {
+    if (match > 0) mm->keys = calloc(mm->n_sites * (size_t)n_experts * mm->shape.Cx + 1, sizeof(float));
+    if (!mm->router || !mm->bank || (match > 0 && !mm->keys)) {
         size_t bytes = mm->n_sites * (mm->router_size + mm->bank_size) * sizeof(float);
         mt_mome_free(mm);
         return mt_error(MT_ERR_NOMEM, "out of memory for %ld memory experts (%zu bytes)", n_experts, bytes);
@@ -147,8 +161,12 @@ mt_status mt_mome_create(const mt_model *m, const mt_mome_options *opts, mt_mome
     mt_status s = parse_sites(o.sites, c->n_layers, on);
     if (!s && (o.context_dim < 0 || o.context_dim > 1024))
         s = mt_error(MT_ERR_ARG, "--expert-context %d must be in [0, 1024]", o.context_dim);
+    if (!s && !(o.match >= 0 && o.match <= 1))
+        s = mt_error(MT_ERR_ARG, "--expert-match %g must be in [0, 1]", (double)o.match);
+    if (!s && o.match > 0 && o.context_dim == 0)
+        s = mt_error(MT_ERR_ARG, "--expert-match needs a routing context (--expert-context > 0)");
     mt_mome_context_spec cs = default_context(o.context_dim);
-    if (!s) s = mome_alloc(c, o.experts, o.k, o.heads, dk, &cs, on, out);
+    if (!s) s = mome_alloc(c, o.experts, o.k, o.heads, dk, &cs, o.match, on, out);
     free(on);
     if (s) return s;
     mt_mome *mm = *out;
@@ -221,6 +239,22 @@ static int row_used(const float *row, int C) {
     return 0;
 }
 
+static void round_bf16(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = mt_bf16_to_f32(mt_f32_to_bf16(p[i]));
+}
+
+void mt_mome_round_stored(mt_mome *mm) {
+    int C = mm->shape.C, Cx = mm->shape.Cx;
+    if (!mm->keys) return; /* unkeyed layers store f32 */
+    for (int site = 0; site < mm->n_sites; site++)
+        for (long e = 0; e < mm->n_experts; e++) {
+            float *row = mm->bank + site * mm->bank_size + (size_t)e * 2 * C;
+            if (!row_used(row, C)) continue;
+            round_bf16(row, 2 * (size_t)C);
+            if (mm->keys) round_bf16(mm->keys + ((size_t)site * mm->n_experts + e) * Cx, (size_t)Cx);
+        }
+}
+
 /* The rows of each site that can change the output: ids [Σ counts] ascending per site. */
 static int32_t *used_rows(const mt_mome *mm, long *count) {
     int C = mm->shape.C;
@@ -241,7 +275,8 @@ static int32_t *used_rows(const mt_mome *mm, long *count) {
 /* The sparse layout: every site's router parts, then per site .expert_ids [n] (I32, ascending)
  * and .expert_rows [n, 2C] of the rows used; the rest of the bank is implicit (b = 0). */
 static mt_status save_sparse(const mt_mome *mm, const char *wpath, const long *count, const int32_t *ids) {
-    int nr = n_parts(mm) - 1, n = mm->n_sites * (nr + 2), C = mm->shape.C;
+    int keyed = mm->keys != NULL, per = 2 + keyed; /* expert_ids, expert_rows (, expert_keys) */
+    int nr = n_parts(mm) - 1, n = mm->n_sites * (nr + per), C = mm->shape.C, Cx = mm->shape.Cx;
     static const int router_parts[MAX_PARTS - 1] = {0, 1, 2, 4};
     mt_st_desc *d = calloc((size_t)n, sizeof *d);
     char (*names)[96] = calloc((size_t)n, sizeof *names);
@@ -256,10 +291,12 @@ static mt_status save_sparse(const mt_mome *mm, const char *wpath, const long *c
             snprintf(names[i], sizeof names[i], "model.layers.%d.mome.%s", mm->layers[site], part_name[part]);
             d[i] = (mt_st_desc){.name = names[i], .dtype = "F32", .n_dims = 2, .shape = {rows, cols}};
         } else {
-            int j = i - mm->n_sites * nr, site = j / 2;
-            snprintf(names[i], sizeof names[i], "model.layers.%d.mome.%s", mm->layers[site], j % 2 ? "expert_rows" : "expert_ids");
-            d[i] = j % 2 ? (mt_st_desc){.name = names[i], .dtype = "F32", .n_dims = 2, .shape = {count[site], 2 * C}}
-                         : (mt_st_desc){.name = names[i], .dtype = "I32", .n_dims = 1, .shape = {count[site]}};
+            int j = i - mm->n_sites * nr, site = j / per, kind = j % per;
+            static const char *const what[3] = {"expert_ids", "expert_rows", "expert_keys"};
+            snprintf(names[i], sizeof names[i], "model.layers.%d.mome.%s", mm->layers[site], what[kind]);
+            d[i] = kind == 0 ? (mt_st_desc){.name = names[i], .dtype = "I32", .n_dims = 1, .shape = {count[site]}}
+                             : (mt_st_desc){.name = names[i], .dtype = keyed ? "BF16" : "F32", .n_dims = 2,
+                                            .shape = {count[site], kind == 1 ? 2 * C : Cx}};
         }
     }
     mt_st_writer w;
@@ -276,6 +313,8 @@ static mt_status save_sparse(const mt_mome *mm, const char *wpath, const long *c
             s = mt_st_writer_put(&w, site_ids, (size_t)count[site] * sizeof(int32_t));
             for (long k = 0; !s && k < count[site]; k++)
                 s = mt_st_writer_put_f32(&w, mm->bank + site * mm->bank_size + (size_t)site_ids[k] * 2 * C, 2 * (size_t)C);
+            for (long k = 0; keyed && !s && k < count[site]; k++)
+                s = mt_st_writer_put_f32(&w, mm->keys + ((size_t)site * mm->n_experts + site_ids[k]) * Cx, (size_t)Cx);
             site_ids += count[site];
         }
         if (!s) s = mt_st_writer_commit(&w);
@@ -296,7 +335,8 @@ mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
         return mt_error(MT_ERR_NOMEM, "out of memory");
     }
     for (int site = 0; site < mm->n_sites; site++) total += count[site];
-    int sparse = (size_t)total * (2 * mm->shape.C + 1) < (size_t)mm->n_sites * mm->n_experts * 2 * mm->shape.C;
+    /* keyed experts: always sparse (their keys travel with their rows) */
+    int sparse = mm->keys || (size_t)total * (2 * mm->shape.C + 1) < (size_t)mm->n_sites * mm->n_experts * 2 * mm->shape.C;
     int np = n_parts(mm), n = mm->n_sites * np;
     mt_st_desc *d = calloc((size_t)n, sizeof *d);
     char (*names)[96] = calloc((size_t)n, sizeof *names);
@@ -309,6 +349,7 @@ mt_status mt_mome_save(const mt_mome *mm, const char *dir) {
                           "k", sh->K, "query_dim", sh->dk, "layers", layers, "dim", sh->C, "n_layers", mm->n_layers,
                           "site", "mlp_output", "activation", "silu", "router_frozen", mm->freeze_router,
                           "bank", sparse ? "sparse" : "dense", "rows_stored", (json_int_t)(sparse ? total : mm->n_sites * mm->n_experts));
+    if (o && mm->keys) json_object_set_new(o, "match", json_real(mm->shape.match));
     if (o && mm->shape.Cx) {
         json_t *decays = json_array();
         for (int i = 0; i < mm->context.n_decays; i++) json_array_append_new(decays, json_real(mm->context.decays[i]));
@@ -400,7 +441,12 @@ static mt_status read_config(const mt_model *m, const char *path, mt_mome **out)
     }
     mt_mome_context_spec cs = {0};
     if (!s) s = read_context(o, path, &cs);
-    if (!s && (s = mome_alloc(&m->cfg, experts, (int)k, (int)heads, (int)dk, &cs, on, out))) s = mt_error_prefix(s, path);
+    json_t *jm = json_object_get(o, "match"); /* absent: unkeyed experts (files from before) */
+    double match = json_is_number(jm) ? json_number_value(jm) : 0;
+    if (!s && (jm && (!json_is_number(jm) || !(match >= 0 && match <= 1) || (match > 0 && !cs.dim))))
+        s = mt_error(MT_ERR_FORMAT, "%s: \"match\" must be a number in [0, 1], above 0 only with a \"context\"", path);
+    if (!s && (s = mome_alloc(&m->cfg, experts, (int)k, (int)heads, (int)dk, &cs, (float)match, on, out)))
+        s = mt_error_prefix(s, path);
     if (!s) (*out)->freeze_router = json_is_true(json_object_get(o, "router_frozen"));
     free(on);
     json_decref(o);
@@ -479,6 +525,26 @@ static mt_status read_sparse_banks(mt_mome *mm, const mt_safetensors *st, const 
             tr->shape[1] != 2 * C)
             return mt_error(MT_ERR_FORMAT, "%s: layer %d: expert_ids must be I32 [n <= %ld] and expert_rows [n, %d]", path,
                             mm->layers[site], mm->n_experts, 2 * C);
+        int Cx = mm->shape.Cx;
+        const mt_st_tensor *tk = NULL;
+        if (mm->keys) {
+            snprintf(name, sizeof name, "model.layers.%d.mome.expert_keys", mm->layers[site]);
+            tk = mt_safetensors_find(st, name);
+            if (!tk || tk->n_dims != 2 || tk->shape[0] != n || tk->shape[1] != Cx)
+                return mt_error(MT_ERR_FORMAT, "%s: layer %d: keyed experts need expert_keys [%ld, %d]", path,
+                                mm->layers[site], n, Cx);
+            float *keys = mm->keys + (size_t)site * mm->n_experts * Cx, *got = malloc((size_t)n * Cx * sizeof(float) + 1);
+            if (!got) return mt_error(MT_ERR_NOMEM, "out of memory");
+            if (!(s = mt_safetensors_read_f32(st, tk, got, (size_t)n * Cx))) s = check_finite(got, (size_t)n * Cx, path, name);
+            for (long k = 0; !s && k < n; k++) {
+                int32_t e;
+                memcpy(&e, ti->data + (size_t)k * sizeof e, sizeof e);
+                if (e >= 0 && e < mm->n_experts) memcpy(keys + (size_t)e * Cx, got + (size_t)k * Cx, (size_t)Cx * sizeof(float));
+            }
+            free(got);
+            if (s) return s;
+            snprintf(name, sizeof name, "model.layers.%d.mome.expert_rows", mm->layers[site]);
+        }
         float *rows = malloc((size_t)n * 2 * C * sizeof(float) + 1);
         if (!rows) return mt_error(MT_ERR_NOMEM, "out of memory");
         if (!(s = mt_safetensors_read_f32(st, tr, rows, (size_t)n * 2 * C))) s = check_finite(rows, (size_t)n * 2 * C, path, name);
@@ -507,6 +573,7 @@ mt_status mt_mome_load(const mt_model *m, const char *dir, mt_mome **out) {
     char name[96];
     int np = s ? 0 : n_parts(mm), mapped = 0;
     if (!s) s = read_sparse_banks(mm, &st, wpath, &mapped); /* in place: "mapped" skips the dense read */
+    if (!s && mm->keys && !mapped) s = mt_error(MT_ERR_FORMAT, "%s: keyed experts are stored sparse (expert_ids, expert_rows, expert_keys)", wpath);
     if (!s && !mapped) s = map_banks(mm, &st, wpath, &mapped);
     for (int i = 0; !s && i < mm->n_sites * np; i++) {
         long rows;

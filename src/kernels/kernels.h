@@ -102,7 +102,12 @@ double mt_logsumexp(const float *x, int n);
  * added to the query (0 = none). */
 typedef struct {
     int C, n1, n2, H, K, dk, Cx;
+    /* keyed experts (> 0, needs Cx): an expert whose key [Cx] is set answers only where the
+     * routing context matches it, cos(ctx, key) >= match; an unset key (all zero) matches all */
+    float match;
 } mt_mome_shape;
+/* Whether an expert with key[Cx] answers at a token with routing context ctx[Cx] (see match). */
+int mt_mome_key_matches(const float *key, const float *ctx, int Cx, float match);
 /* elements of the router (query projection + both sub-key tables + context projection) of
  * one site */
 size_t mt_mome_router_size(const mt_mome_shape *sh);

@@ -39,6 +39,12 @@ size_t mt_mome_scratch_size(const mt_mome_shape *sh, int T) {
 size_t mt_mome_router_size(const mt_mome_shape *sh) {
     return mt_mome_context_offset(sh) + (size_t)sh->H * sh->dk * sh->Cx;
 }
+
+int mt_mome_key_matches(const float *key, const float *ctx, int Cx, float match) {
+    double kk = 0, kc = 0, cc = 0;
+    for (int c = 0; c < Cx; c++) kk += (double)key[c] * key[c], kc += (double)key[c] * ctx[c], cc += (double)ctx[c] * ctx[c];
+    return kk == 0 || kc >= match * sqrt(kk * cc);
+}
 #endif
 
 #define MOME_MAX_K 64
@@ -77,23 +83,51 @@ static real R(dot)(const real *a, const real *b, int n) {
     return s;
 }
 
+/* Whether expert e answers at a token of context ctx: always for unkeyed experts, else by
+ * mt_mome_key_matches (the same arithmetic in the float and the double build). */
+static int R(answers)(const float *keys, size_t e, const real *ctx, const mt_mome_shape *sh) {
+    if (!keys || !(sh->match > 0) || !ctx) return 1;
+    const float *k = keys + e * sh->Cx;
+    double kk = 0, kc = 0, cc = 0;
+    for (int c = 0; c < sh->Cx; c++) kk += (double)k[c] * k[c], kc += (double)k[c] * ctx[c], cc += (double)ctx[c] * ctx[c];
+    return kk == 0 || kc >= sh->match * sqrt(kk * cc);
+}
+
 /* Routes one token for head h from its sub-key scores s1 [n1], s2 [n2]: the K experts (idx)
- * and their softmax gates. sums: scratch of K² reals. */
-static void R(route)(const real *s1, const real *s2, const mt_mome_shape *sh, int *idx, real *gate, real *sums) {
+ * and their softmax gates. sums: scratch of K² reals. Keyed experts (keys, sh->match > 0):
+ * the K best of the K² candidates that answer at this context (keys unset or matching it),
+ * so a context never spends its slots on experts other contexts own, and a token of general
+ * text reaches only experts that add nothing; slots left over (fewer than K answer) name a
+ * candidate that does not answer, with gate 0. */
+static void R(route)(const real *s1, const real *s2, const mt_mome_shape *sh, int *idx, real *gate, real *sums,
+                     const float *keys, const real *ctx) {
     int n1 = sh->n1, n2 = sh->n2, K = sh->K;
-    int t1[MOME_MAX_K], t2[MOME_MAX_K], best[MOME_MAX_K];
+    int t1[MOME_MAX_K], t2[MOME_MAX_K], best[MOME_MAX_K * MOME_MAX_K];
     R(top_k)(s1, n1, K, t1);
     R(top_k)(s2, n2, K, t2);
     for (int a = 0; a < K; a++)
         for (int b = 0; b < K; b++) sums[a * K + b] = s1[t1[a]] + s2[t2[b]];
-    R(top_k)(sums, K * K, K, best);
-    real mx = sums[best[0]], total = 0;
+    int got = K, filler = -1;
+    if (!keys || !(sh->match > 0) || !ctx) {
+        R(top_k)(sums, K * K, K, best);
+    } else {
+        int order[MOME_MAX_K * MOME_MAX_K];
+        R(top_k)(sums, K * K, K * K, order);
+        got = 0;
+        for (int c = 0; c < K * K && got < K; c++) {
+            int e = t1[order[c] / K] * n2 + t2[order[c] % K];
+            if (R(answers)(keys, (size_t)e, ctx, sh)) best[got++] = order[c];
+            else if (filler < 0) filler = order[c];
+        }
+    }
+    real mx = got ? sums[best[0]] : 0, total = 0;
     for (int k = 0; k < K; k++) {
-        idx[k] = t1[best[k] / K] * n2 + t2[best[k] % K];
-        gate[k] = r_exp(sums[best[k]] - mx);
+        int c = k < got ? best[k] : filler;
+        idx[k] = t1[c / K] * n2 + t2[c % K];
+        gate[k] = k < got ? r_exp(sums[c] - mx) : 0;
         total += gate[k];
     }
-    for (int k = 0; k < K; k++) gate[k] /= total;
+    for (int k = 0; k < got; k++) gate[k] /= total;
 }
 
 /* Sub-key scores of every token and head as GEMMs: scores[t][h] = [K1_h·q1 (n1) | K2_h·q2 (n2)] */
@@ -134,7 +168,8 @@ typedef struct {
     real *out, *gate, *z, *dx, *slot_grads, *dq, *ds, *dk1, *dk2;
     int *idx;
     const int *cidx;
-    const real *x, *bank, *scores, *dout, *cgate, *cz, *k1, *k2, *q;
+    const real *x, *ctx, *bank, *scores, *dout, *cgate, *cz, *k1, *k2, *q;
+    const float *keys;
     const mt_mome_shape *sh;
     int T;
 } R(mome_job);
@@ -144,18 +179,18 @@ static void R(mome_backward_task)(void *p, size_t t0, size_t t1, int tid);
 static void R(mome_sub_key_task)(void *p, size_t h0, size_t h1, int tid);
 
 void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const real *x, const real *ctx,
-                        const real *router, const real *bank, long n_experts,
+                        const real *router, const real *bank, const float *keys,
                         const mt_mome_shape *sh, int T, real *scratch) {
     int C = sh->C, H = sh->H, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
-    (void)n_experts;
     /* q[T, H*dk] = x·Wq^T + ctx·Wx^T */
     r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, C, 1, x, C, wq, C, 0, q, H * dk);
     if (sh->Cx)
         r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, sh->Cx, 1, ctx, sh->Cx,
                router + mt_mome_context_offset(sh), sh->Cx, 1, q, H * dk);
     R(sub_key_scores)(scratch, q, k1, k2, sh, T);
-    R(mome_job) j = {.out = out, .idx = idx, .gate = gate, .z = z, .x = x, .bank = bank, .sh = sh, .scores = scratch};
+    R(mome_job) j = {.out = out, .idx = idx, .gate = gate, .z = z, .x = x, .ctx = ctx, .bank = bank, .keys = keys,
+                     .sh = sh, .scores = scratch};
     mt_parallel_range((size_t)T, T > 1, R(mome_forward_task), &j);
 }
 
@@ -167,17 +202,22 @@ static void R(mome_forward_task)(void *p, size_t t0, size_t t1, int tid) {
     int C = sh->C, H = sh->H, K = sh->K;
     real *out = j->out, *gate = j->gate, *z = j->z;
     int *idx = j->idx;
-    const real *x = j->x, *bank = j->bank, *scores = j->scores;
+    const real *x = j->x, *ctx = j->ctx, *bank = j->bank, *scores = j->scores;
+    const float *keys = j->keys;
     size_t per_token = (size_t)H * (sh->n1 + sh->n2);
     for (size_t t = t0; t < t1; t++) {
-        const real *xt = x + (size_t)t * C;
+        const real *xt = x + (size_t)t * C, *ct = ctx ? ctx + (size_t)t * sh->Cx : NULL;
         real *ot = out + (size_t)t * C, sums[MOME_MAX_K * MOME_MAX_K];
         for (int h = 0; h < H; h++) {
             size_t slot = ((size_t)t * H + h) * K;
             const real *s1 = scores + t * per_token + (size_t)h * (sh->n1 + sh->n2);
-            R(route)(s1, s1 + sh->n1, sh, idx + slot, gate + slot, sums);
+            R(route)(s1, s1 + sh->n1, sh, idx + slot, gate + slot, sums, keys, ct);
             for (int k = 0; k < K; k++) {
                 size_t e = (size_t)idx[slot + k];
+                if (!R(answers)(keys, e, ct, sh)) { /* a keyed expert of another context: silent */
+                    z[slot + k] = 0;
+                    continue;
+                }
                 z[slot + k] = R(dot)(bank + e * 2 * C, xt, C);
                 real w = gate[slot + k] * R(silu)(z[slot + k]);
                 const real *be = bank + e * 2 * C + C;
@@ -191,14 +231,20 @@ static void R(mome_forward_task)(void *p, size_t t0, size_t t1, int tid) {
  * gradient of this head (written), ds [K] the chosen scores' gradients (written; the sub-keys'
  * gradients follow from them, head by head, in mt_mome_backward). */
 static void R(head_backward)(real *dx, real *ds, real *dq, real *slot_grads, const real *dy,
-                             const real *x, const int *idx, const real *gate, const real *z,
-                             const real *k1, const real *k2, const real *bank, const mt_mome_shape *sh) {
+                             const real *x, const real *ct, const int *idx, const real *gate, const real *z,
+                             const real *k1, const real *k2, const real *bank, const float *keys,
+                             const mt_mome_shape *sh) {
     int C = sh->C, K = sh->K, half = sh->dk / 2, n2 = sh->n2;
     real dgate[MOME_MAX_K], wsum = 0;
     for (int k = 0; k < K; k++) {
         size_t e = (size_t)idx[k];
         const real *ae = bank + e * 2 * C, *be = ae + C;
         real *da = slot_grads + (size_t)k * 2 * C, *db = da + C;
+        if (!R(answers)(keys, e, ct, sh)) { /* silent in the forward: no gradient */
+            memset(da, 0, 2 * (size_t)C * sizeof(real));
+            dgate[k] = 0;
+            continue;
+        }
         real by = R(dot)(be, dy, C), act = R(silu)(z[k]);
         real dz = gate[k] * by * R(silu_grad)(z[k]), w = gate[k] * act;
         for (int c = 0; c < C; c++) {
@@ -225,17 +271,16 @@ static void R(head_backward)(real *dx, real *ds, real *dq, real *slot_grads, con
 
 void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *dout, const real *x,
                          const real *ctx, const real *q, const int *idx, const real *gate, const real *z, const real *router,
-                         const real *bank, long n_experts, const mt_mome_shape *sh, int T, real *scratch) {
+                         const real *bank, const float *keys, const mt_mome_shape *sh, int T, real *scratch) {
     int C = sh->C, H = sh->H, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
-    (void)n_experts;
     real *dwq = drouter, *dk1 = drouter ? drouter + (size_t)H * dk * C : NULL;
     real *dk2 = drouter ? dk1 + (size_t)H * sh->n1 * half : NULL;
     real *dq = drouter ? scratch : NULL; /* head_backward writes each head's part whole */
     real *ds = drouter ? scratch + (size_t)T * H * dk : NULL; /* [T, H, K] */
     /* tokens in parallel: each writes its own slots, dx row, dq and ds */
     R(mome_job) j = {.dx = dx, .slot_grads = slot_grads, .dq = dq, .ds = ds, .dk1 = dk1, .dk2 = dk2, .cidx = idx,
-                     .x = x, .bank = bank, .dout = dout, .cgate = gate, .cz = z, .k1 = k1, .k2 = k2, .q = q,
+                     .x = x, .ctx = ctx, .bank = bank, .keys = keys, .dout = dout, .cgate = gate, .cz = z, .k1 = k1, .k2 = k2, .q = q,
                      .sh = sh, .T = T};
     mt_parallel_range((size_t)T, T > 1, R(mome_backward_task), &j);
     if (!dq) return;
@@ -257,7 +302,9 @@ static void R(mome_backward_task)(void *p, size_t t0, size_t t1, int tid) {
     const mt_mome_shape *sh = j->sh;
     int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
     real *dx = j->dx, *ds = j->ds, *dq = j->dq, *slot_grads = j->slot_grads;
-    const real *dout = j->dout, *x = j->x, *gate = j->cgate, *z = j->cz, *k1 = j->k1, *k2 = j->k2, *bank = j->bank;
+    const real *dout = j->dout, *x = j->x, *ctx = j->ctx, *gate = j->cgate, *z = j->cz, *k1 = j->k1, *k2 = j->k2,
+               *bank = j->bank;
+    const float *keys = j->keys;
     const int *idx = j->cidx;
     for (size_t t = t0; t < t1; t++)
         for (int h = 0; h < H; h++) {
@@ -265,8 +312,8 @@ static void R(mome_backward_task)(void *p, size_t t0, size_t t1, int tid) {
             size_t h1 = (size_t)h * sh->n1 * half, h2 = (size_t)h * sh->n2 * half;
             R(head_backward)(dx ? dx + (size_t)t * C : NULL, ds ? ds + slot : NULL,
                              dq ? dq + (size_t)t * H * dk + (size_t)h * dk : NULL, slot_grads + slot * 2 * C,
-                             dout + (size_t)t * C, x + (size_t)t * C, idx + slot, gate + slot, z + slot, k1 + h1,
-                             k2 + h2, bank, sh);
+                             dout + (size_t)t * C, x + (size_t)t * C, ctx ? ctx + (size_t)t * sh->Cx : NULL,
+                             idx + slot, gate + slot, z + slot, k1 + h1, k2 + h2, bank, keys, sh);
         }
 }
 

@@ -36,11 +36,12 @@ void MT_OPS_FN(mt_lora_merge_weight)(REAL_ *w, const REAL_ *a, const REAL_ *b, d
 /* Product-key routing and rank-1 experts, for T tokens x[T, C] (see mome.c). The router is
  * wq [H*dk, C] | k1 [H, n1, dk/2] | k2 [H, n2, dk/2] | wx [H*dk, Cx] in one array; the bank
  * holds rows [a_e | b_e] of 2C each ([N, 2C]). ctx [T, Cx]: the routing context (NULL when
- * sh->Cx is 0). out[T, C] += Σ_h Σ_k gate·silu(a_e·x)·b_e. Saves q [T, H*dk], idx [T, H, K]
+ * sh->Cx is 0). keys [N, Cx] (NULL, or sh->match 0: every expert answers): an expert whose key
+ * is set and does not match the token's context adds nothing and gets no gradient. out[T, C] += Σ_h Σ_k gate·silu(a_e·x)·b_e. Saves q [T, H*dk], idx [T, H, K]
  * (expert ids), gate and z = a_e·x [T, H, K] for the backward. scratch: the caller's
  * mt_mome_scratch_size(sh, T) elements (no allocation inside, so no failure either). */
 void MT_OPS_FN(mt_mome_forward)(REAL_ *out, REAL_ *q, int *idx, REAL_ *gate, REAL_ *z, const REAL_ *x,
-                                const REAL_ *ctx, const REAL_ *router, const REAL_ *bank, long n_experts,
+                                const REAL_ *ctx, const REAL_ *router, const REAL_ *bank, const float *keys,
                                 const mt_mome_shape *sh, int T, REAL_ *scratch);
 /* dout = ∂loss/∂out. dx[T, C] += input gradient (may be NULL); drouter += router gradient
  * (NULL: a frozen router); slot_grads[T*H*K, 2C] = (da, db) of the expert each slot used
@@ -48,7 +49,7 @@ void MT_OPS_FN(mt_mome_forward)(REAL_ *out, REAL_ *q, int *idx, REAL_ *gate, REA
  * scratch as for the forward. */
 void MT_OPS_FN(mt_mome_backward)(REAL_ *dx, REAL_ *drouter, REAL_ *slot_grads, const REAL_ *dout,
                                  const REAL_ *x, const REAL_ *ctx, const REAL_ *q, const int *idx, const REAL_ *gate,
-                                 const REAL_ *z, const REAL_ *router, const REAL_ *bank, long n_experts,
+                                 const REAL_ *z, const REAL_ *router, const REAL_ *bank, const float *keys,
                                  const mt_mome_shape *sh, int T, REAL_ *scratch);
 
 /* The routing context (kernels.h) of T tokens of one sequence: ids[T], pos[T] (a token at

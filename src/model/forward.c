@@ -219,8 +219,8 @@ static int mome_forward(const mt_context *s, int l, const float *xn, int T) {
     if (site < 0) return 0;
     memset(s->mome_y, 0, (size_t)T * s->m->cfg.dim * sizeof(float));
     mt_mome_forward(s->mome_y, s->mome_q, s->mome_idx, s->mome_gate, s->mome_z, xn, s->mome_ctx,
-                    mm->router + site * mm->router_size, mm->bank + site * mm->bank_size, mm->n_experts,
-                    &mm->shape, T, s->mome_scratch);
+                    mm->router + site * mm->router_size, mm->bank + site * mm->bank_size,
+                    mm->keys ? mm->keys + (size_t)site * mm->n_experts * mm->shape.Cx : NULL, &mm->shape, T, s->mome_scratch);
     return 1;
 }
 /* the f32 weight of site of this layer (dequantised into the first context's wbuf for a

@@ -28,8 +28,20 @@ struct mt_mome {
     float *router;            /* [n_sites * router_size] */
     float *bank;              /* [n_sites * bank_size]; loaded: inside bank_file when it could be mapped */
     mt_mapped_file bank_file; /* the adapter file, mapped copy-on-write (data NULL: bank is malloc'd) */
+    float *keys;              /* keyed experts (shape.match > 0): [n_sites * n_experts, Cx], all zero
+                                 = not yet trained (answers everywhere, adds nothing: b = 0); else NULL */
     int freeze_router;        /* training leaves the router as it is */
 };
+
+/* Keyed experts (mm->keys): whether expert e of a site answers at a token of routing context
+ * ctx [Cx]. An expert not yet keyed takes ctx as its key when claim is set (training, at a
+ * token whose answer it learns: from then on it answers that context alone) and else does not
+ * answer. Unkeyed layers: always 1. */
+int mt_mome_claim(mt_mome *mm, int site, long e, const float *ctx, int claim);
+
+/* Keyed layers store their used rows and keys in bf16 (unkeyed ones in f32, as ever): rounds
+ * them in place, so the layer computes what a save and a load of it will. */
+void mt_mome_round_stored(mt_mome *mm);
 
 /* Attaches mm to m (NULL detaches); m does not own it. The KV cache is dropped.
  * MT_ERR_MISMATCH when it was made for another width or layer count. */

@@ -466,6 +466,11 @@ static void mome_slices(const train_state *s, int site, real **q, int **idx, rea
 }
 
 /* out[BT, C] += the experts' output for the MLP input xn of layer l */
+/* the keys of a site's keyed experts (float in both builds: never trained), else NULL */
+static const float *mome_keys(const struct mt_mome *mm, int site) {
+    return mm->keys ? mm->keys + (size_t)site * mm->n_experts * mm->shape.Cx : NULL;
+}
+
 static void mome_site_forward(train_state *s, int l, real *out, const real *xn) {
     const struct mt_mome *mm = s->mome;
     int site = mm->site_of_layer[l];
@@ -474,7 +479,7 @@ static void mome_site_forward(train_state *s, int l, real *out, const real *xn) 
     int *idx;
     mome_slices(s, site, &q, &idx, &gate, &z, &sg);
     R(mt_mome_forward)(out, q, idx, gate, z, xn, s->mome_ctx, s->mome_router + site * mm->router_size,
-                       s->mome_bank + site * mm->bank_size, mm->n_experts, &mm->shape, s->B * s->T, s->mome_scratch);
+                       s->mome_bank + site * mm->bank_size, mome_keys(mm, site), &mm->shape, s->B * s->T, s->mome_scratch);
 }
 
 /* dxn += the experts' input gradient; router grads +=; slot grads = per-slot (da, db) */
@@ -487,7 +492,7 @@ static void mome_site_backward(train_state *s, int l, real *dxn, const real *dou
     mome_slices(s, site, &q, &idx, &gate, &z, &sg);
     real *drouter = s->mome_router_grads ? s->mome_router_grads + site * mm->router_size : NULL;
     R(mt_mome_backward)(dxn, drouter, sg, dout, xn, s->mome_ctx, q, idx, gate, z, s->mome_router + site * mm->router_size,
-                        s->mome_bank + site * mm->bank_size, mm->n_experts, &mm->shape, s->B * s->T,
+                        s->mome_bank + site * mm->bank_size, mome_keys(mm, site), &mm->shape, s->B * s->T,
                         s->mome_scratch);
 }
 

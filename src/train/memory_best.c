@@ -89,8 +89,11 @@ static mt_status reset_later_rows(memory_run *r) {
     mt_status s = ids ? mt_mome_create(r->m, &r->mome_opts, &fresh) : mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s) {
         size_t width = row_width(r);
-        for (long i = r->best.n_rows; i < n; i++)
+        size_t Cx = (size_t)r->mome->shape.Cx;
+        for (long i = r->best.n_rows; i < n; i++) {
             memcpy(r->mome->bank + (size_t)ids[i] * width, fresh->bank + (size_t)ids[i] * width, width * sizeof(float));
+            if (r->mome->keys) memset(r->mome->keys + (size_t)ids[i] * Cx, 0, Cx * sizeof(float)); /* unclaimed again */
+        }
     }
     mt_mome_free(fresh);
     free(ids);

@@ -4,6 +4,7 @@
  * a checkpoint holds those rows' ids, values and moments, not the whole [N, 2C] table. */
 #include "core/error.h"
 #include "core/file.h"
+#include "formats/dtype.h"
 #include "train/checkpoint.h"
 #include "train/memory_run.h"
 #include "train/progress.h"
@@ -22,6 +23,8 @@ typedef struct {
     int64_t *bank_ids;   /* [bank_rows] row id site·N + e of each slot */
     float *bank_values;  /* [bank_rows, 2C] those rows of the bank */
     float *bank_m, *bank_v; /* loading: [bank_rows, 2C] their moments (saving: the optimizer's) */
+    uint16_t *bank_keys; /* keyed experts: [bank_rows, Cx] those rows' keys (bf16-exact) */
+    uint16_t *m16, *v16; /* keyed experts: the moments in bf16 (the optimizer keeps them bf16-exact) */
     int64_t *best_ids;   /* [r->best.n_rows] the best check's row ids */
 } blob_set;
 
@@ -30,7 +33,7 @@ static void add(blob_set *bs, const char *name, void *data, size_t bytes) {
 }
 
 static void blob_set_free(blob_set *bs, int loading) {
-    free(bs->bank_ids), free(bs->bank_values), free(bs->best_ids);
+    free(bs->bank_ids), free(bs->bank_values), free(bs->best_ids), free(bs->bank_keys), free(bs->m16), free(bs->v16);
     if (loading) free(bs->bank_m), free(bs->bank_v);
 }
 
@@ -91,8 +94,20 @@ static mt_status make_blobs(memory_run *r, long bank_rows, int loading, blob_set
         return mt_error(MT_ERR_NOMEM, "out of memory for the bank's checkpoint (%ld rows)", bank_rows);
     add(bs, "bank_ids", bs->bank_ids, n * sizeof(int64_t));
     add(bs, "bank_rows", bs->bank_values, n * row_bytes);
-    add(bs, "bank_adam_m", bs->bank_m, n * row_bytes);
-    add(bs, "bank_adam_v", bs->bank_v, n * row_bytes);
+    size_t Cx = (size_t)mm->shape.Cx;
+    if (mm->keys) { /* keys and moments are bf16-exact: stored in 2 bytes each */
+        bs->bank_keys = malloc(n * Cx * sizeof(uint16_t) + 1);
+        bs->m16 = malloc(n * width * sizeof(uint16_t) + 1), bs->v16 = malloc(n * width * sizeof(uint16_t) + 1);
+        if (!bs->bank_keys || !bs->m16 || !bs->v16) return mt_error(MT_ERR_NOMEM, "out of memory");
+        add(bs, "bank_adam_m", bs->m16, n * width * sizeof(uint16_t));
+        add(bs, "bank_adam_v", bs->v16, n * width * sizeof(uint16_t));
+        add(bs, "bank_keys", bs->bank_keys, n * Cx * sizeof(uint16_t));
+        for (size_t i = 0; !loading && i < n * width; i++)
+            bs->m16[i] = mt_f32_to_bf16(bs->bank_m[i]), bs->v16[i] = mt_f32_to_bf16(bs->bank_v[i]);
+    } else {
+        add(bs, "bank_adam_m", bs->bank_m, n * row_bytes);
+        add(bs, "bank_adam_v", bs->bank_v, n * row_bytes);
+    }
     if (loading || n == 0) return MT_OK;
     long *ids = malloc(n * sizeof(long));
     if (!ids) return mt_error(MT_ERR_NOMEM, "out of memory");
@@ -100,6 +115,7 @@ static mt_status make_blobs(memory_run *r, long bank_rows, int loading, blob_set
     for (size_t i = 0; i < n; i++) {
         bs->bank_ids[i] = ids[i];
         memcpy(bs->bank_values + i * width, mm->bank + (size_t)ids[i] * width, row_bytes);
+        for (size_t c = 0; mm->keys && c < Cx; c++) bs->bank_keys[i * Cx + c] = mt_f32_to_bf16(mm->keys[(size_t)ids[i] * Cx + c]);
     }
     free(ids);
     return MT_OK;
@@ -226,9 +242,14 @@ static mt_status restore_bank(memory_run *r, const blob_set *bs, const char *pat
     long *ids = malloc((size_t)n * sizeof(long) + 1);
     if (!ids) return mt_error(MT_ERR_NOMEM, "out of memory");
     for (long i = 0; i < n; i++) ids[i] = (long)bs->bank_ids[i];
+    for (size_t i = 0; bs->m16 && i < (size_t)n * width; i++)
+        bs->bank_m[i] = mt_bf16_to_f32(bs->m16[i]), bs->bank_v[i] = mt_bf16_to_f32(bs->v16[i]);
     mt_status s = mt_sparse_adam_restore(&r->bank_opt, ids, n, max_id, bs->bank_m, bs->bank_v);
-    for (long i = 0; !s && i < n; i++)
+    size_t Cx = (size_t)mm->shape.Cx;
+    for (long i = 0; !s && i < n; i++) {
         memcpy(mm->bank + (size_t)ids[i] * width, bs->bank_values + (size_t)i * width, width * sizeof(float));
+        for (size_t c = 0; mm->keys && c < Cx; c++) mm->keys[(size_t)ids[i] * Cx + c] = mt_bf16_to_f32(bs->bank_keys[(size_t)i * Cx + c]);
+    }
     free(ids);
     return s ? mt_error_prefix(s, "%s: bank state", path) : MT_OK;
 }

@@ -1,6 +1,7 @@
 /* Lazy AdamW state for the rows of a huge table (see sparse_adam.h). */
 #include "train/sparse_adam.h"
 #include "core/error.h"
+#include "formats/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,7 @@ mt_status mt_sparse_adam_update(mt_sparse_adam *o, float *table, const mt_sparse
         for (int j = 0; j < o->width; j++) {
             m[j] = o->beta1 * m[j] + (1 - o->beta1) * g[j];
             v[j] = o->beta2 * v[j] + (1 - o->beta2) * g[j] * g[j];
+            if (o->bf16_moments) m[j] = mt_bf16_to_f32(mt_f32_to_bf16(m[j])), v[j] = mt_bf16_to_f32(mt_f32_to_bf16(v[j]));
             p[j] -= lr * weight_decay * p[j];
             p[j] -= (float)(lr * (m[j] / bc1) / (sqrt(v[j] / bc2) + o->eps));
         }

@@ -19,6 +19,8 @@ typedef struct {
     float *m, *v;           /* [used rows, width] moments */
     long state_cap;
     float beta1, beta2, eps;
+    int bf16_moments;       /* keep m and v bf16-exact (rounded after each update): a checkpoint
+                               stores them in half the bytes, losslessly; default 0 */
 } mt_sparse_adam;
 
 mt_status mt_sparse_adam_init(mt_sparse_adam *o, int width);

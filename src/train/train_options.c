@@ -45,6 +45,7 @@ mt_status mt_train_options_validate(const mt_model *m, const mt_train_options *o
     CHECK_INT("--expert-k", o->expert_k, 1, 1024);
     CHECK_INT("--expert-heads", o->expert_heads, 1, 256);
     CHECK_INT("--expert-context", o->expert_context, 0, 4096);
+    CHECK_REAL("--expert-match", o->expert_match, 0, 1);
     CHECK_REAL("--tau", o->tau, 0, 100); /* 0: off */
     CHECK_REAL("--margin", o->margin, 0, 1000);
     CHECK_REAL("--general-limit", o->general_limit, 1, 1000);
@@ -82,7 +83,7 @@ static const named_option options[] = {
     OPT("base-dtype", T_STRING, base_dtype), OPT("trainable-tokens", T_STRING, trainable_tokens),
     OPT("experts", T_LONG, experts), OPT("expert-k", T_INT, expert_k), OPT("expert-heads", T_INT, expert_heads),
     OPT("expert-sites", T_STRING, expert_sites), OPT("freeze-router", T_FLAG, freeze_router),
-    OPT("expert-context", T_INT, expert_context), OPT("no-memory-lora", T_NOT_FLAG, memory_lora),
+    OPT("expert-context", T_INT, expert_context), OPT("expert-match", T_FLOAT, expert_match), OPT("no-memory-lora", T_NOT_FLAG, memory_lora),
     OPT("tau", T_FLOAT, tau), OPT("margin", T_FLOAT, margin), OPT("general", T_STRING, general), OPT("general-limit", T_FLOAT, general_limit),
     OPT("general-weight", T_FLOAT, general_weight), OPT("check-every", T_INT, check_every),
     OPT("rehearsal-weight", T_FLOAT, rehearsal_weight),
