@@ -78,6 +78,7 @@ static void trainer_free(mt_trainer *t) {
     if (t->own_lora) mt_lora_free(t->lora);
     mt_adamw_free(&t->rows_opt);
     if (t->own_rows) mt_token_rows_free(t->rows); /* detaches: the base rows come back */
+    mt_dist_grad_map_free(&t->gmap); /* dist */
 }
 
 static mt_status load_datasets(mt_trainer *t, const char *data_path) {
@@ -146,7 +147,7 @@ static mt_status prepare_data(mt_trainer *t) {
 }
 
 static void plan_steps(mt_trainer *t) {
-    long rows_per_step = (long)t->o.batch * t->o.grad_accum;
+    long rows_per_step = (long)t->o.batch * t->o.grad_accum * mt_dist_size(t->o.dist); /* dist: the global batch */
     if (t->o.steps > 0) t->total_steps = t->o.steps;
     else t->total_steps = (t->rows_per_epoch * t->o.epochs + rows_per_step - 1) / rows_per_step;
     if (t->total_steps < 1) t->total_steps = 1;
@@ -176,14 +177,23 @@ static size_t memory_plan(const mt_trainer *t, size_t *acts) {
 static void print_dry_run(const mt_trainer *t) {
     size_t acts, total = memory_plan(t, &acts), params = mt_model_weight_bytes(t->m);
     size_t trained = trainable_count(t);
+    /* dist: the memory plan is per rank; what a step exchanges */
+    char dist[512] = "";
+    int K = mt_dist_size(t->o.dist);
+    if (K > 1) {
+        size_t grad = (trainable_count(t) + (t->rows ? (size_t)(1 + t->rows->untied) * t->rows->n * t->rows->dim : 0)) * sizeof(float);
+        snprintf(dist, sizeof dist, ",\n \"dist\": {\"ranks\": %d, \"rows_per_step\": %ld, \"memory_per_rank\": %zu, "
+                 "\"gradient_bytes_per_step\": %zu, \"sent_bytes_per_rank_per_step\": %.0f}", K,
+                 (long)K * t->o.batch * t->o.grad_accum, total, grad, 2.0 * (K - 1) / K * (double)grad);
+    }
     mt_progress_message(MT_PROGRESS_DRY_RUN, "{\"examples\": %d, \"eval_examples\": %d, \"skipped_lines\": %d, \"tokens\": %ld, "
            "\"target_tokens\": %ld, \"truncated_examples\": %ld, \"seq_len\": %d, \"rows_per_epoch\": %ld, "
            "\"steps\": %ld, \"parameters\": %zu, \"trainable_parameters\": %zu,\n"
            " \"memory\": {\"weights\": %zu, \"gradients_and_activations\": %zu, \"optimizer\": %zu, "
-           "\"total\": %zu}}",
+           "\"total\": %zu}%s}",
            t->data.n, t->eval.n, t->data.n_skipped + t->eval.n_skipped, t->packed.tokens_total,
            t->packed.targets_total, t->packed.n_truncated, t->seq_len, t->rows_per_epoch, t->total_steps,
-           mt_model_param_count(t->m), trained, params, acts, 2 * trained * sizeof(float), total);
+           mt_model_param_count(t->m), trained, params, acts, 2 * trained * sizeof(float), total, dist);
 }
 
 /* ---- batches ---------------------------------------------------------------------------- */
@@ -205,6 +215,19 @@ static mt_status fill_rows(mt_trainer *t, int n_rows, int *inputs, int *targets,
         if (s) return s;
         size_t off = (size_t)r * t->seq_len;
         *n_targets += mt_fill_row(&t->packed, &t->plan, t->data_row, t->pad_id, inputs + off, targets + off, pos + off, doc + off);
+        if (++t->data_row >= t->plan.n_rows) {
+            t->data_epoch++;
+            t->data_row = 0;
+        }
+    }
+    return MT_OK;
+}
+
+/* dist: moves the data cursor over n rows (other ranks' share of a global micro-batch). */
+static mt_status skip_rows(mt_trainer *t, long n) {
+    for (long r = 0; r < n; r++) {
+        mt_status s = use_epoch_plan(t, t->data_epoch);
+        if (s) return s;
         if (++t->data_row >= t->plan.n_rows) {
             t->data_epoch++;
             t->data_row = 0;
@@ -287,14 +310,20 @@ static double clip_gradients(mt_trainer *t) {
  * tokens of all of them, so accumulation equals one larger batch. */
 static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, float *lr) {
     int B = t->o.batch, T = t->seq_len, G = t->o.grad_accum;
-    long total_targets = 0;
+    mt_dist *d = t->o.dist;
+    long total_targets = 0, before, after;
+    /* dist: this rank's B rows of each global micro-batch of K*B rows (the data cursor is global) */
+    mt_dist_shard(d, B, &before, &after);
     for (int g = 0; g < G; g++) {
         long n;
         size_t off = (size_t)g * B * T;
-        mt_status s = fill_rows(t, B, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, &n);
+        mt_status s = skip_rows(t, before);
+        if (s == MT_OK) s = fill_rows(t, B, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, &n);
+        if (s == MT_OK) s = skip_rows(t, after);
         if (s) return s;
         total_targets += n;
     }
+    mt_dist_sum_long(d, &total_targets, 1); /* dist: the loss is normalised over the global batch */
     mt_train_zero_grads(t->state);
     double scale = total_targets ? 1.0 / total_targets : 0.0, nll_sum = 0;
     for (int g = 0; g < G; g++) {
@@ -303,20 +332,33 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
         /* LoRA dropout: a fresh mask per micro-batch, a function of (seed, step, g) so a
          * resumed run draws the same masks */
         t->state->lora_dropout = t->lora ? t->lora->dropout : 0;
-        t->state->dropout_key = t->o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)t->step << 20) ^ (uint64_t)g;
+        t->state->dropout_key = t->o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)t->step << 20) ^ (uint64_t)g ^
+                                ((uint64_t)mt_dist_rank(d) << 48); /* dist: each rank its own masks */
+        /* dist: the last micro-batch's backward starts the all-reduce of what it finishes */
+        int hook = mt_dist_is_multi(d) && g == G - 1;
+        t->state->grads_ready = hook ? mt_dist_grads_ready : NULL;
+        t->state->grads_ready_user = hook ? &t->gmap : NULL;
         mt_status s = mt_train_forward(t->state, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, scale, &nll, NULL);
         if (s == MT_OK) s = mt_train_backward(t->state);
+        t->state->grads_ready = NULL;
         if (s) return s;
         nll_sum += nll;
+    }
+    /* dist: every rank's gradients (and token-row gradients) and losses summed */
+    if (mt_dist_is_multi(d)) {
+        mt_status s = mt_dist_exchange_finish(d, t->rows ? t->state->row_grads : NULL, t->rows ? t->rows_opt.n : 0);
+        if (s == MT_OK) s = mt_dist_sum_double(d, &nll_sum, 1);
+        if (s) return s;
     }
     *grad_norm = clip_gradients(t);
     *lr = mt_schedule_lr(t->sched, t->o.lr, t->step, t->o.warmup, t->total_steps);
     t->opt.lr = *lr;
     optimizer_step(t);
-    t->rows_done += (long)G * B;
+    t->rows_done += (long)G * B * mt_dist_size(d); /* dist: global rows and tokens */
     t->step++;
-    t->tokens += (long)G * B * T;
+    t->tokens += (long)G * B * T * mt_dist_size(d);
     *loss = total_targets ? nll_sum / total_targets : 0.0;
+    if (!isfinite(*loss)) mt_dist_error_shared(d, mt_dist_rank(d) == 0); /* dist: every rank sees the global loss */
     if (!isfinite(*loss)) return mt_error(MT_ERR_ARG, "loss became %f at step %ld: lower --lr", *loss, t->step);
     return MT_OK;
 }
@@ -325,13 +367,14 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
 
 static char *state_json(const mt_trainer *t) {
     /* a double's %.17g text (jansson's) reads back to the same bits */
-    json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:I, s:I, s:i, s:i, s:i, s:I, s:f, s:i}", "method", t->o.method,
+    json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:I, s:I, s:i, s:i, s:i, s:I, s:f, s:i, s:i}", "method", t->o.method,
                           "step", (json_int_t)t->step, "rows_done", (json_int_t)t->rows_done,
                           "data_epoch", t->data_epoch, "data_row", t->data_row,
                           "adam_step", (json_int_t)t->opt.step, "seed", (json_int_t)t->o.seed,
                           "batch", t->o.batch, "grad_accum", t->o.grad_accum, "seq_len", t->seq_len,
                           "n_params", (json_int_t)mt_model_param_count(t->m),
-                          "log_window_loss", t->window_loss, "log_window_steps", t->window_steps);
+                          "log_window_loss", t->window_loss, "log_window_steps", t->window_steps,
+                          "ranks", mt_dist_size(t->o.dist));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
@@ -360,8 +403,13 @@ static mt_status save_checkpoint(mt_trainer *t) {
     /* the loss guard runs before each update; this one sees the last update too */
     mt_status s = mt_check_finite_weights(t->lora ? t->lora->params : t->m->params, trainable_count(t), t->step);
     if (s == MT_OK && t->rows) s = mt_check_finite_weights(t->rows->values, t->rows_opt.n, t->step);
-    if (s == MT_OK) s = mt_mkdir_p(t->ckpt_dir);
-    if (s) return s;
+    if (s) {
+        mt_dist_error_shared(t->o.dist, mt_dist_rank(t->o.dist) == 0); /* the same weights on every rank */
+        return s;
+    }
+    if (mt_dist_rank(t->o.dist) != 0) return mt_dist_agree(t->o.dist, MT_OK); /* dist: rank 0 writes */
+    s = mt_mkdir_p(t->ckpt_dir);
+    if (s) return mt_dist_agree(t->o.dist, s);
     char *json = state_json(t), *path = mt_checkpoint_path(t->ckpt_dir, t->step);
     mt_ckpt_blob b[MAX_BLOBS];
     int nb = checkpoint_blobs(t, b);
@@ -369,27 +417,56 @@ static mt_status save_checkpoint(mt_trainer *t) {
     if (s == MT_OK) mt_checkpoint_prune(t->ckpt_dir, t->o.keep_checkpoints > 0 ? t->o.keep_checkpoints : 1);
     free(json);
     free(path);
-    return s;
+    return mt_dist_agree(t->o.dist, s);
 }
 
 static long json_long(json_t *o, const char *key) { return (long)json_integer_value(json_object_get(o, key)); }
 
 static mt_status check_resume_settings(const mt_trainer *t, json_t *st, const char *path) {
-    if (json_long(st, "batch") != t->o.batch || json_long(st, "grad_accum") != t->o.grad_accum ||
-        json_long(st, "seq_len") != t->seq_len || (uint64_t)json_long(st, "seed") != t->o.seed)
-        return mt_error(MT_ERR_MISMATCH, "%s: was written with --batch %ld --grad-accum %ld --seq-len %ld --seed %ld; "
-                        "resume with the same settings", path, json_long(st, "batch"), json_long(st, "grad_accum"),
-                        json_long(st, "seq_len"), json_long(st, "seed"));
+    /* dist: a run may resume on another number of ranks when a step still takes the same
+     * global rows (ranks x --batch x --grad-accum); checkpoints from before have no "ranks" */
+    long ranks = json_long(st, "ranks") > 0 ? json_long(st, "ranks") : 1, K = mt_dist_size(t->o.dist);
+    int same_rows = json_long(st, "batch") * json_long(st, "grad_accum") * ranks == (long)t->o.batch * t->o.grad_accum * K;
+    if ((K == 1 && ranks == 1 && (json_long(st, "batch") != t->o.batch || json_long(st, "grad_accum") != t->o.grad_accum)) ||
+        !same_rows || json_long(st, "seq_len") != t->seq_len || (uint64_t)json_long(st, "seed") != t->o.seed)
+        return mt_error(MT_ERR_MISMATCH, "%s: was written with --batch %ld --grad-accum %ld --seq-len %ld --seed %ld "
+                        "on %ld rank%s; resume with the same settings (or as many rows per step: ranks x --batch x "
+                        "--grad-accum = %ld)", path, json_long(st, "batch"), json_long(st, "grad_accum"),
+                        json_long(st, "seq_len"), json_long(st, "seed"), ranks, ranks > 1 ? "s" : "",
+                        json_long(st, "batch") * json_long(st, "grad_accum") * ranks);
+    return MT_OK;
+}
+
+/* dist: rank 0 reads the checkpoint and sends it to the others (no rank but 0 needs the
+ * output directory: hosts without a shared filesystem resume too). */
+static mt_status dist_read_checkpoint(mt_trainer *t, char **path, char **json, mt_ckpt_blob *b, int nb) {
+    mt_dist *d = t->o.dist;
+    mt_status s = MT_OK;
+    if (mt_dist_rank(d) == 0) {
+        s = mt_checkpoint_find_latest(t->ckpt_dir, path);
+        if (s == MT_OK) s = mt_checkpoint_read(*path, json, b, nb);
+    }
+    if ((s = mt_dist_agree(d, s)) || !mt_dist_is_multi(d)) return s;
+    long len[2] = {mt_dist_rank(d) == 0 ? (long)strlen(*json) : 0, mt_dist_rank(d) == 0 ? (long)strlen(*path) : 0};
+    mt_dist_bcast(d, len, sizeof len, 0);
+    if (mt_dist_rank(d) != 0) {
+        *json = calloc((size_t)len[0] + 1, 1);
+        *path = calloc((size_t)len[1] + 1, 1);
+    }
+    s = mt_dist_agree(d, *json && *path ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory"));
+    if (s) return s;
+    mt_dist_bcast(d, *json, (size_t)len[0], 0);
+    mt_dist_bcast(d, *path, (size_t)len[1], 0);
+    for (int i = 0; i < nb; i++) mt_dist_bcast(d, b[i].data, b[i].bytes, 0);
     return MT_OK;
 }
 
 static mt_status resume_from_checkpoint(mt_trainer *t) {
     char *path = NULL, *json = NULL;
-    mt_status s = mt_checkpoint_find_latest(t->ckpt_dir, &path);
-    if (s) return s;
     mt_ckpt_blob b[MAX_BLOBS];
     int nb = checkpoint_blobs(t, b);
-    s = mt_checkpoint_read(path, &json, b, nb);
+    mt_status s = dist_read_checkpoint(t, &path, &json, b, nb);
+    if (s) return s;
     json_error_t e;
     json_t *st = s == MT_OK ? json_loads(json, 0, &e) : NULL;
     if (s == MT_OK) s = check_resume_settings(t, st, path);
@@ -415,6 +492,7 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
         mt_token_rows_sync(t->rows);
         if (!t->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "resumed from %s (step %ld)", path, t->step);
     }
+    if (s) mt_dist_error_shared(t->o.dist, mt_dist_rank(t->o.dist) == 0); /* dist: the same checkpoint everywhere */
     json_decref(st);
     free(json);
     free(path);
@@ -612,8 +690,10 @@ static mt_status train_loop(mt_trainer *t, mt_train_log *log, mt_train_result *r
         double loss, gnorm;
         float lr;
         long tokens_before = t->tokens;
+        double t_step = mt_now_seconds();
         s = train_step(t, &loss, &gnorm, &lr);
         if (s) break;
+        mt_dist_count_step(t->o.dist, mt_now_seconds() - t_step); /* dist: the share spent communicating */
         t->window_loss += loss;
         t->window_steps++;
         window_tokens += t->tokens - tokens_before;
@@ -629,7 +709,7 @@ static mt_status train_loop(mt_trainer *t, mt_train_log *log, mt_train_result *r
         }
         mt_progress_emit(&p);
         s = maybe_eval(t, log, 0);
-        int stop = mt_progress_stop_requested();
+        int stop = mt_dist_max_int(t->o.dist, mt_progress_stop_requested()); /* dist: one rank's stop stops all */
         if (s == MT_OK && (stop || (t->o.save_every > 0 && t->step % t->o.save_every == 0)))
             s = save_checkpoint(t);
         if (s == MT_OK && stop) {
@@ -652,6 +732,7 @@ static mt_status finish(mt_trainer *t, mt_train_log *log) {
         s = mt_error(MT_ERR_NOMEM, "out of memory");
     /* DIR/adapter or DIR/model appears whole (or keeps its previous state) even if the disk
      * fills or the process dies mid-save: written beside it, then renamed into place */
+    if (s || mt_dist_rank(t->o.dist) != 0) return s ? s : mt_dist_agree(t->o.dist, MT_OK); /* dist: rank 0 writes */
     char *dir = s ? NULL : mt_path_join(t->o.out_dir, t->lora ? "adapter" : "model");
     mt_atomic_dir out = {0};
     if (s == MT_OK) s = dir ? mt_atomic_dir_open(&out, dir) : mt_error(MT_ERR_NOMEM, "out of memory");
@@ -667,22 +748,37 @@ static mt_status finish(mt_trainer *t, mt_train_log *log) {
     }
     if (s == MT_OK && !t->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "saved %s", dir);
     free(dir);
-    return s;
+    return mt_dist_agree(t->o.dist, s);
 }
 
 static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res) {
+    mt_dist *d = t->o.dist;
+    int root = mt_dist_rank(d) == 0;
     mt_status s = setup(t, data_path);
+    /* dist: every rank set up, with the same options, data and model as rank 0 */
+    s = mt_dist_agree(d, s);
+    if (s == MT_OK) s = mt_dist_check_run(d, &t->o, t->seq_len, &t->packed, &t->packed_eval, t->m, t->lora, t->rows);
     if (s) return s;
     if (t->o.dry_run) {
         print_dry_run(t);
         return MT_OK;
     }
-    if ((s = mt_mkdir_p(t->o.out_dir)) || (s = allocate(t))) return s;
-    t->o.resume = mt_checkpoint_start(t->ckpt_dir, t->o.resume);
+    s = root ? mt_mkdir_p(t->o.out_dir) : MT_OK; /* dist: rank 0 alone writes */
+    if (s == MT_OK) s = allocate(t);
+    if (s == MT_OK && mt_dist_is_multi(d))
+        s = mt_dist_grad_map_init(&t->gmap, d, t->m, t->lora, t->lora ? &t->state->lora_grads : &t->state->grads);
+    if ((s = mt_dist_agree(d, s))) return s;
+    t->o.resume = root ? mt_checkpoint_start(t->ckpt_dir, t->o.resume) : 0;
+    t->o.resume = mt_dist_max_int(d, t->o.resume);
     if (t->o.resume && (s = resume_from_checkpoint(t))) return s;
     mt_infer_free(t->m); /* weights change: any KV cache is stale */
     mt_train_log log;
-    if ((s = mt_train_log_open(&log, t->o.out_dir, t->total_steps, t->o.quiet, t->o.resume, t->step))) return s;
+    if (root) s = mt_train_log_open(&log, t->o.out_dir, t->total_steps, t->o.quiet, t->o.resume, t->step);
+    else memset(&log, 0, sizeof log), log.start_time = mt_now_seconds(), log.total_steps = t->total_steps;
+    if ((s = mt_dist_agree(d, s))) {
+        if (root) mt_train_log_close(&log, NULL);
+        return s;
+    }
     if (!t->o.quiet)
         mt_progress_message(MT_PROGRESS_INFO, "%d examples, %ld target tokens, %ld rows of %d per epoch, %ld steps from step %ld",
                 t->data.n, t->packed.targets_total, t->rows_per_epoch, t->seq_len, t->total_steps, t->step);
@@ -691,7 +787,7 @@ static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res)
     if (s == MT_OK) s = train_loop(t, &log, res);
     res->seconds = mt_now_seconds() - t0;
     if (s == MT_OK && !res->interrupted) s = finish(t, &log);
-    mt_status s2 = mt_train_log_close(&log, t->o.out_dir);
+    mt_status s2 = mt_train_log_close(&log, root ? t->o.out_dir : NULL);
     return s ? s : s2;
 }
 
@@ -718,11 +814,18 @@ mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_option
     mt_trainer t = {.m = m, .last_eval = NAN};
     if (opts) t.o = *opts;
     else mt_train_options_default(&t.o);
+    mt_dist_error_reset(t.o.dist);
     if (!data_path && !t.o.data_text) return mt_error(MT_ERR_ARG, "no training data: give a JSONL file or examples in memory");
     mt_status rs = mt_train_options_validate(m, &t.o);
+    if (rs) mt_dist_error_shared(t.o.dist, mt_dist_rank(t.o.dist) == 0); /* dist: the same options on every rank */
     if (rs == MT_OK) rs = resolve_method(&t.o, data_path);
     if (rs) return rs;
     int memory = !strcmp(t.o.method, "memory");
+    if (memory && mt_dist_is_multi(t.o.dist)) { /* dist: not yet */
+        mt_dist_error_shared(t.o.dist, mt_dist_rank(t.o.dist) == 0);
+        return mt_error(MT_ERR_UNSUPPORTED, "--method memory does not run on several ranks yet (data-parallel "
+                        "training covers --method full and lora): run it as one process");
+    }
     if (!memory && t.o.lr == 0) t.o.lr = 1e-4f;
     int threads_before = mt_kernels_threads();
     if (t.o.threads) mt_set_threads(t.o.threads);

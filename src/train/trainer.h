@@ -6,6 +6,7 @@
 #include "dataset/batch.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
+#include "train/dist_train.h"
 
 #define MT_MAX_TENSORS 8192
 
@@ -38,6 +39,8 @@ typedef struct {
     mt_token_rows *rows;        /* lora/memory: trainable token rows (attached to m) or NULL */
     int own_rows;
     mt_adamw rows_opt;          /* their AdamW moments */
+    /* dist (data-parallel training, o.dist): where the backward's finished gradients start */
+    mt_dist_grad_map gmap;
 } mt_trainer;
 
 #endif
