@@ -2,7 +2,8 @@
  * callback; this file prints it (a progress bar on a terminal, periodic lines otherwise),
  * turns SIGINT/SIGTERM into the run's stop flag, and drives the fault-injection hooks the
  * CLI tests use (MEMTUNE_TEST_KILL_AFTER_STEP, MEMTUNE_TEST_KILL_RANK, MEMTUNE_TEST_FORGET_AFTER_STEP,
- * MEMTUNE_TEST_CKPT_DELAY_MS).
+ * MEMTUNE_TEST_CKPT_DELAY_MS; MEMTUNE_TEST_EXACT_LOSS=1 prints every step's loss in full
+ * precision on stderr, "exact_loss STEP LOSS").
  *
  * Under mpirun or srun (the launcher's variables in the environment) it trains data-parallel:
  * it calls mt_dist_init before loading the model and mt_dist_finalize at the end, rank 0
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_DATA_FILES 64
@@ -25,6 +27,7 @@ typedef struct {
     int quiet, tty;
     long kill_after_step; /* test hook: die by SIGKILL after this step, as a crash would */
     int rank, kill_rank;  /* this process's MPI rank; the rank the hook kills (default 0) */
+    int exact_loss;       /* test hook: every step's loss as %.17g */
 } progress_printer;
 
 static void format_duration(char *buf, size_t n, double s) {
@@ -59,8 +62,16 @@ static void print_step(const progress_printer *pp, const mt_progress *p) {
 
 static int on_progress(const mt_progress *p, void *user) {
     progress_printer *pp = user;
-    if (p->kind == MT_PROGRESS_STEP_END && p->step == pp->kill_after_step && pp->rank == pp->kill_rank) raise(SIGKILL);
+    if (p->kind == MT_PROGRESS_STEP_END && p->step == pp->kill_after_step && pp->rank == pp->kill_rank) {
+        if (pp->exact_loss) { /* the MPI test times from here to the end of the job */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            fprintf(stderr, "killing rank %d at %.3f\n", pp->rank, ts.tv_sec + ts.tv_nsec / 1e9);
+        }
+        raise(SIGKILL);
+    }
     if (pp->rank != 0) return 0; /* rank 0 alone prints */
+    if (p->kind == MT_PROGRESS_STEP && pp->exact_loss) fprintf(stderr, "exact_loss %ld %.17g\n", p->step, p->loss);
     if (p->kind == MT_PROGRESS_DRY_RUN) {
         printf("%s\n", p->message);
         return 0;
@@ -223,7 +234,8 @@ int cmd_train(int argc, char **argv) {
     mt_model *m;
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return dist_end(dist, 1);
     progress_printer pp = {.quiet = o.quiet, .tty = isatty(2), .kill_after_step = env_long("MEMTUNE_TEST_KILL_AFTER_STEP"),
-                           .rank = rank, .kill_rank = (int)env_long("MEMTUNE_TEST_KILL_RANK")};
+                           .rank = rank, .kill_rank = (int)env_long("MEMTUNE_TEST_KILL_RANK"),
+                           .exact_loss = env_long("MEMTUNE_TEST_EXACT_LOSS") != 0};
     o.dist = dist;
     o.progress = on_progress;
     o.progress_user = &pp;
@@ -241,7 +253,7 @@ int cmd_train(int argc, char **argv) {
     mt_model_free(m);
     if (s) {
         if (!mt_dist_error_is_echo(dist)) {
-            if (mt_dist_size(dist) > 1) fprintf(stderr, "memtune: rank %d: train: %s\n", rank, mt_last_error());
+            if (rank != 0) fprintf(stderr, "memtune: rank %d: train: %s\n", rank, mt_last_error());
             else cli_fail("train");
         }
         return dist_end(dist, 1);
