@@ -115,8 +115,8 @@ static long launched_size(void) {
 
 /* Ends an MPI run: a rank whose failure the others share (or that succeeded) finalizes; one
  * that failed alone ends the job so no rank waits for it forever. */
-static int dist_end(mt_dist *d, int code) {
-    if (d && code != 0 && mt_dist_size(d) > 1 && !mt_dist_error_agreed(d)) mt_dist_abort(d, code);
+static int dist_end(mt_dist *d, int code, int failed) {
+    if (d && failed && mt_dist_size(d) > 1 && !mt_dist_error_agreed(d)) mt_dist_abort(d, code);
     mt_dist_finalize(d);
     return code;
 }
@@ -232,7 +232,7 @@ int cmd_train(int argc, char **argv) {
     }
     int rank = mt_dist_rank(dist);
     mt_model *m;
-    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return dist_end(dist, 1);
+    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return dist_end(dist, 1, 1);
     progress_printer pp = {.quiet = o.quiet, .tty = isatty(2), .kill_after_step = env_long("MEMTUNE_TEST_KILL_AFTER_STEP"),
                            .rank = rank, .kill_rank = (int)env_long("MEMTUNE_TEST_KILL_RANK"),
                            .exact_loss = env_long("MEMTUNE_TEST_EXACT_LOSS") != 0};
@@ -256,11 +256,11 @@ int cmd_train(int argc, char **argv) {
             if (rank != 0) fprintf(stderr, "memtune: rank %d: train: %s\n", rank, mt_last_error());
             else cli_fail("train");
         }
-        return dist_end(dist, 1);
+        return dist_end(dist, 1, 1);
     }
-    if (r.interrupted) return dist_end(dist, 130);
-    if (!o.dry_run && !isnan(r.perplexity_ratio)) return r.completed ? 0 : 3; /* memory: 3 = partially completed */
-    if (rank != 0) return dist_end(dist, 0);
+    if (r.interrupted) return dist_end(dist, 130, 0); /* every rank stopped at the same step */
+    if (!o.dry_run && !isnan(r.perplexity_ratio)) return dist_end(dist, r.completed ? 0 : 3, 0); /* memory: 3 = partially completed */
+    if (rank != 0) return dist_end(dist, 0, 0);
     if (!o.dry_run && !o.quiet && mt_dist_size(dist) > 1) print_dist_stats(dist);
     if (!o.dry_run && !o.quiet) {
         fprintf(stderr, "memtune: %ld steps, %ld tokens in %.1f s (%.0f tokens/s), last loss %.4f",
@@ -268,5 +268,5 @@ int cmd_train(int argc, char **argv) {
         if (!isnan(r.eval_loss)) fprintf(stderr, ", eval loss %.4f", r.eval_loss);
         fprintf(stderr, "\n");
     }
-    return dist_end(dist, 0);
+    return dist_end(dist, 0, 0);
 }
