@@ -50,8 +50,9 @@ import json, re, statistics, sys, time
 d, name, t0, like = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 tps = [json.loads(l)["tokens_per_s"] for l in open(d + "/metrics.jsonl") if '"loss"' in l][1:]
 err = open(d + ".err").read()
-m = re.search(r"MPI: .*?([0-9.]+) ms per step, ([0-9.]+)% of it in communication, ([0-9.]+)% waiting", err)
-extra = ", %s ms/step, %s%% of step time in MPI calls, %s%% waiting after the backward" % m.groups() if m else ""
+m = re.search(r"MPI: .*?([0-9.]+) ms per step, ([0-9.]+)% of it in communication, ([0-9.]+)% waiting.*?ran ([0-9.]+)%", err)
+extra = (", %s ms/step, %s%% of step time in MPI calls on the training thread, %s%% waiting after the backward, "
+         "overlapping all-reduce busy %s%% of step time" % m.groups()) if m else ""
 print("%-15s %s: median %.1f tokens/s over steps 2..%d (%s)%s; wall %.0f s" % (name, like, statistics.median(tps), len(tps) + 1,
       " ".join("%.1f" % t for t in tps), extra, time.time() - t0))
 PY

@@ -273,6 +273,8 @@ typedef struct {
     double step_s;             /* their wall time */
     double comm_s;             /* time spent inside MPI calls during them */
     double wait_s;             /* of which: waiting for the gradient exchange after the backward */
+    double background_s;       /* all-reduce time of the communication thread (overlap), hidden
+                                  behind the backward except for what wait_s shows */
     size_t grad_bytes_per_step;/* gradient bytes summed across ranks per step */
     size_t sent_bytes_per_step;/* bytes a rank sends per step in a ring all-reduce: 2 (K-1)/K of those */
 } mt_dist_stats;

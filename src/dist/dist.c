@@ -5,12 +5,14 @@
  *
  * Faults: MPI_COMM_WORLD keeps MPI_ERRORS_ARE_FATAL (a failed MPI call ends the job), and a
  * rank that dies makes mpirun/srun end the others; mt_dist_abort is MPI_Abort for a rank
- * that fails on its own. Calls are made from the thread that called mt_dist_init
- * (MPI_THREAD_FUNNELED), never from inside the kernels' OpenMP regions. */
+ * that fails on its own. Calls are made from the thread that called mt_dist_init, never from
+ * inside the kernels' OpenMP regions, or, during a gradient exchange with overlap, from the
+ * communication thread alone (MPI_THREAD_SERIALIZED). */
 #include "dist/dist.h"
 #include "core/check.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef MT_HAVE_MPI
@@ -18,6 +20,11 @@
 #endif
 
 #define MAX_REQS 4096
+
+struct range {
+    float *buf;
+    size_t lo, hi;
+};
 
 struct mt_dist {
     int rank, size;
@@ -29,10 +36,13 @@ struct mt_dist {
     float *buf;
     size_t n, launched;        /* buf[launched, n) has started its all-reduce */
     size_t ready;              /* buf[ready, n) is final */
-    int n_reqs;
-#ifdef MT_HAVE_MPI
-    MPI_Request reqs[MAX_REQS];
-#endif
+    /* the communication thread (overlap): a queue of ranges, q_done of q_len summed */
+    int thread_on, quit;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct range q[MAX_REQS];
+    int q_len, q_done;
 };
 
 void mt_dist_options_default(mt_dist_options *o) {
@@ -83,6 +93,8 @@ uint64_t mt_hash_bytes(uint64_t h, const void *p, size_t n) {
 
 #ifdef MT_HAVE_MPI
 
+static void *comm_main(void *arg);
+
 mt_status mt_dist_init(int *argc, char ***argv, const mt_dist_options *opts, mt_dist **out) {
     *out = NULL;
     mt_dist_options o;
@@ -92,7 +104,7 @@ mt_status mt_dist_init(int *argc, char ***argv, const mt_dist_options *opts, mt_
     if (s) return s;
     int inited = 0, provided = 0;
     MPI_Initialized(&inited);
-    if (!inited && MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    if (!inited && MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
         return mt_error(MT_ERR_IO, "MPI_Init_thread failed");
     if (inited) MPI_Query_thread(&provided);
     if (provided < MPI_THREAD_FUNNELED) return mt_error(MT_ERR_UNSUPPORTED, "the MPI library offers no MPI_THREAD_FUNNELED");
@@ -102,12 +114,28 @@ mt_status mt_dist_init(int *argc, char ***argv, const mt_dist_options *opts, mt_
     d->o = o;
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &d->size);
+    /* overlap needs a second thread that may call MPI; without SERIALIZED it stays off */
+    if (o.overlap && d->size > 1 && provided >= MPI_THREAD_SERIALIZED) {
+        pthread_mutex_init(&d->mu, NULL);
+        pthread_cond_init(&d->cv, NULL);
+        d->thread_on = pthread_create(&d->thread, NULL, comm_main, d) == 0;
+        if (!d->thread_on) pthread_mutex_destroy(&d->mu), pthread_cond_destroy(&d->cv);
+    }
     *out = d;
     return MT_OK;
 }
 
 void mt_dist_finalize(mt_dist *d) {
     if (!d) return;
+    if (d->thread_on) {
+        pthread_mutex_lock(&d->mu);
+        d->quit = 1;
+        pthread_cond_broadcast(&d->cv);
+        pthread_mutex_unlock(&d->mu);
+        pthread_join(d->thread, NULL);
+        pthread_mutex_destroy(&d->mu);
+        pthread_cond_destroy(&d->cv);
+    }
     free(d);
     int fin = 0;
     MPI_Finalized(&fin);
@@ -183,68 +211,95 @@ mt_status mt_dist_check_same(mt_dist *d, const uint64_t *hash, const char *const
     return MT_OK;
 }
 
-/* ---- the gradient exchange ---- */
+/* ---- the gradient exchange ----
+ * With overlap, a communication thread sums the buckets (blocking MPI_Allreduce, one at a
+ * time, in the order they were queued) while the backward goes on: OpenMPI's non-blocking
+ * collectives (libnbc) progress only inside MPI calls and were 10x slower than the blocking
+ * ones on 538 MB over shared memory (bench/RESULTS.md). The main thread makes no MPI call
+ * while an exchange is in flight (MPI_THREAD_SERIALIZED). */
 
-static void launch(mt_dist *d, size_t lo, size_t hi) {
-    while (hi > lo) { /* from the top down, buckets of bucket_bytes (and int counts) */
-        size_t per = d->o.bucket_bytes / sizeof(float);
-        if (per < 1) per = 1;
-        if (per > (1u << 30)) per = 1u << 30;
+/* Sums buf[lo, hi) in buckets cut from the top down. */
+static void allreduce_range(mt_dist *d, float *buf, size_t lo, size_t hi) {
+    size_t per = d->o.bucket_bytes / sizeof(float);
+    if (per < 1) per = 1;
+    if (per > (1u << 30)) per = 1u << 30;
+    while (hi > lo) {
         size_t len = hi - lo < per ? hi - lo : per;
-        if (d->n_reqs == MAX_REQS) { /* too many in flight: finish them first */
-            MPI_Waitall(d->n_reqs, d->reqs, MPI_STATUSES_IGNORE);
-            d->n_reqs = 0;
-        }
-        MPI_Iallreduce(MPI_IN_PLACE, d->buf + hi - len, (int)len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
-                       &d->reqs[d->n_reqs++]);
+        MPI_Allreduce(MPI_IN_PLACE, buf + hi - len, (int)len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         hi -= len;
     }
+}
+
+static void *comm_main(void *arg) {
+    mt_dist *d = arg;
+    pthread_mutex_lock(&d->mu);
+    for (;;) {
+        while (!d->quit && d->q_done == d->q_len) pthread_cond_wait(&d->cv, &d->mu);
+        if (d->quit) break;
+        size_t lo = d->q[d->q_done].lo, hi = d->q[d->q_done].hi;
+        float *buf = d->q[d->q_done].buf;
+        pthread_mutex_unlock(&d->mu);
+        double t0 = mt_now_seconds();
+        allreduce_range(d, buf, lo, hi);
+        double dt = mt_now_seconds() - t0;
+        pthread_mutex_lock(&d->mu);
+        d->st.background_s += dt;
+        d->q_done++;
+        pthread_cond_broadcast(&d->cv);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+static void enqueue(mt_dist *d, float *buf, size_t lo, size_t hi) {
+    pthread_mutex_lock(&d->mu);
+    if (d->q_len == MAX_REQS) { /* full: wait for the thread to catch up */
+        while (d->q_done < d->q_len) pthread_cond_wait(&d->cv, &d->mu);
+        d->q_len = d->q_done = 0;
+    }
+    d->q[d->q_len++] = (struct range){buf, lo, hi};
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
 }
 
 void mt_dist_exchange_begin(mt_dist *d, float *grads, size_t n) {
     if (!mt_dist_is_multi(d)) return;
     d->buf = grads;
     d->n = d->launched = d->ready = n;
-    d->n_reqs = 0;
 }
 
 void mt_dist_exchange_ready(mt_dist *d, size_t from) {
-    if (!mt_dist_is_multi(d) || !d->buf || !d->o.overlap || from >= d->ready) return;
-    double t0 = mt_now_seconds();
+    if (!mt_dist_is_multi(d) || !d->buf || !d->thread_on || from >= d->ready) return;
     d->ready = from;
-    /* start whole buckets only (the rest waits for more to be ready, or for the finish) */
+    /* hand whole buckets to the thread (the rest waits for more to be ready, or the finish) */
     size_t per = d->o.bucket_bytes / sizeof(float);
-    while (d->launched - d->ready >= per && per > 0) {
-        launch(d, d->launched - per, d->launched);
-        d->launched -= per;
+    if (per < 1) per = 1;
+    if (d->launched - d->ready >= per) {
+        size_t lo = d->launched - (d->launched - d->ready) / per * per;
+        enqueue(d, d->buf, lo, d->launched);
+        d->launched = lo;
     }
-    /* let the started ones progress: MPI moves non-blocking collectives only inside its calls */
-    if (d->n_reqs > 0) {
-        int done;
-        MPI_Testall(d->n_reqs, d->reqs, &done, MPI_STATUSES_IGNORE);
-        if (done) d->n_reqs = 0;
-    }
-    d->st.comm_s += mt_now_seconds() - t0;
 }
 
 mt_status mt_dist_exchange_finish(mt_dist *d, float *extra, size_t n_extra) {
     if (!mt_dist_is_multi(d)) return MT_OK;
     double t0 = mt_now_seconds();
-    if (d->buf) {
-        launch(d, 0, d->launched);
-        d->launched = 0;
-    }
     size_t total = d->buf ? d->n : 0;
+    if (d->thread_on) {
+        if (d->buf && d->launched > 0) enqueue(d, d->buf, 0, d->launched);
+        pthread_mutex_lock(&d->mu);
+        while (d->q_done < d->q_len) pthread_cond_wait(&d->cv, &d->mu);
+        d->q_len = d->q_done = 0;
+        pthread_mutex_unlock(&d->mu);
+    } else if (d->buf) {
+        allreduce_range(d, d->buf, 0, d->n);
+    }
     if (extra && n_extra) {
-        float *keep = d->buf;
-        d->buf = extra;
-        launch(d, 0, n_extra);
-        d->buf = keep;
+        allreduce_range(d, extra, 0, n_extra);
         total += n_extra;
     }
-    MPI_Waitall(d->n_reqs, d->reqs, MPI_STATUSES_IGNORE);
-    d->n_reqs = 0;
     d->buf = NULL;
+    d->launched = 0;
     double dt = mt_now_seconds() - t0;
     d->st.comm_s += dt;
     d->st.wait_s += dt;
