@@ -4,6 +4,8 @@
 # shared assets) on the identity data, seq-len 128, the same global batch (2 rows per step)
 # three ways:
 #   1x2             1 process x 2 threads, --batch 2
+#   1x1             1 process x 1 thread, --batch 1 (half the rows: the per-rank baseline of
+#                   the scaling efficiency, tokens/s(2x1) / (2 x tokens/s(1x1)))
 #   2x1             mpirun -np 2, 1 thread each, --batch 1 (the all-reduce overlapping the backward)
 #   2x1-no-overlap  the same, all-reduce after the whole backward (--dist-no-overlap)
 # Prints per config: median tokens/s of steps 2..N (metrics.jsonl; step 1 allocates the
@@ -58,6 +60,7 @@ print("%-15s %s: median %.1f tokens/s over steps 2..%d (%s)%s; wall %.0f s" % (n
 PY
 }
 [ "$WHICH" = all ] || [ "$WHICH" = 1x2 ] && run 1x2 "$MT" train $C --batch 2 --threads 2
+[ "$WHICH" = all ] || [ "$WHICH" = 1x1 ] && run 1x1 "$MT" train $C --batch 1 --threads 1
 [ "$WHICH" = all ] || [ "$WHICH" = 2x1 ] && run 2x1 $MPIRUN "$MT" train $C --batch 1 --threads 1
 [ "$WHICH" = all ] || [ "$WHICH" = 2x1-no-overlap ] && run 2x1-no-overlap $MPIRUN "$MT" train $C --batch 1 --threads 1 --dist-no-overlap
 true
