@@ -10,7 +10,7 @@
 #   2x1-no-overlap  the same, all-reduce after the whole backward (--dist-no-overlap)
 # Prints per config: median tokens/s of steps 2..N (metrics.jsonl; step 1 allocates the
 # gradients), and for MPI the share of step time in communication and waiting on it (the
-# CLI's "MPI:" line, over all steps).
+# CLI's "MPI:" line, steps 2..N too).
 # usage: bench/mpi.sh [CONFIG|all] [steps=5] [like=smollm-135m|stories260K]
 # Time it on an otherwise idle machine (the team's /work/bin/quiet).
 set -eu

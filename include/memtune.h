@@ -269,7 +269,8 @@ typedef struct {
     size_t bucket_bytes;       /* gradient bytes per all-reduce, default 4 MiB; 1 KiB to 1 GiB */
 } mt_dist_options;
 typedef struct {
-    long steps;                /* optimizer steps counted */
+    long steps;                /* optimizer steps counted (all but the first of the process's
+                                  first run, which allocates and first-touches the state) */
     double step_s;             /* their wall time */
     double comm_s;             /* time spent inside MPI calls during them */
     double wait_s;             /* of which: waiting for the gradient exchange after the backward */
