@@ -14,6 +14,8 @@
  * Reports the median decode tokens/s, the best, the median prefill tokens/s, the generated
  * ids (to check both engines agree) and the process's peak RSS, as one JSON line on stdout.
  *
+ * Environment: BENCH_KEEP_QUANTIZED=1 keeps a quantized GGUF's linear weights in their blocks.
+ *
  * usage: bench_decode MODEL [threads=2] [prompt=16] [new=128] [min_seconds=3] [min_reps=3] [--lockstep] */
 #include "memtune.h"
 #include "model/forward.h"
@@ -82,7 +84,10 @@ int main(int argc, char **argv) {
 
     mt_model *m;
     double t_load = now();
-    if (mt_model_load(path, NULL, &m) != MT_OK) {
+    /* BENCH_KEEP_QUANTIZED=1: decode on a quantized GGUF's blocks (as memtune generate does) */
+    const char *keep = getenv("BENCH_KEEP_QUANTIZED");
+    mt_load_options lo = {.keep_quantized = keep && *keep == '1'};
+    if (mt_model_load(path, &lo, &m) != MT_OK) {
         fprintf(stderr, "bench_decode: %s\n", mt_last_error());
         return 1;
     }

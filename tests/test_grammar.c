@@ -6,6 +6,7 @@
 #include "test.h"
 #include <jansson.h>
 #include "grammar/matcher.h"
+#include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
 
 static mt_grammar *compile(const char *src) {
@@ -189,6 +190,10 @@ static void check_mask_against_bytes(const mt_grammar *g, const mt_tokenizer *t,
         int got = !isinf(logits[id]);
         CHECK_MSG(got == expect, "token %d (%s) after %zu bytes: mask says %d, bytes say %d", id,
                   mt_tokenizer_token_text(t, id), len, got, expect);
+        /* the one-token check greedy decoding tries first agrees with the mask */
+        int one = mt_grammar_matcher_allows(m, id);
+        CHECK_MSG(one == got, "token %d (%s) after %zu bytes: allows says %d, mask says %d", id,
+                  mt_tokenizer_token_text(t, id), len, one, got);
     }
     free(logits);
     mt_grammar_matcher_free(m);
@@ -225,6 +230,7 @@ TEST(test_first_token_space_is_stripped_for_spm) {
     int V = mt_tokenizer_vocab_size(t);
     float logits[64] = {0};
     CHECK_OK(mt_grammar_matcher_mask(m, logits, V));
+    for (int id = 0; id < V; id++) CHECK_INT_EQ(mt_grammar_matcher_allows(m, id), !isinf(logits[id]));
     CHECK(!isinf(logits[11]));  /* "▁{" prints as "{" when it comes first */
     CHECK(!isinf(logits[5]));   /* <0x7B> */
     CHECK(isinf(logits[25]));   /* "▁" alone prints nothing */
@@ -258,6 +264,44 @@ TEST(test_masks_match_byte_reference_gpt2) {
     CHECK_OK(mt_tokenizer_encode(t, prefix2, strlen(prefix2), 0, 0, &ids, &n));
     check_mask_against_bytes(g, t, ids, n);
     free(ids);
+    mt_grammar_free(g);
+    mt_tokenizer_free(t);
+}
+
+/* Greedy sampling with the one-token check first picks what sampling over the full mask picks,
+ * at every step of a run (random logits, so the best token is often refused). */
+TEST(test_greedy_check_first_equals_full_mask) {
+    mt_tokenizer *t = NULL;
+    CHECK_OK(mt_tokenizer_load_gpt2_files(test_asset("tokenizers/gpt2/encoder.json"), test_asset("tokenizers/gpt2/vocab.bpe"), &t));
+    mt_grammar *g = compile("root ::= \"{\\\"a\\\": \" (\"true\" | \"false\" | [0-9]{1,6} | \"\\\"\" [a-z ]* \"\\\"\") \"}\"\n");
+    CHECK(t && g);
+    if (!t || !g) return;
+    int V = mt_tokenizer_vocab_size(t);
+    float *l1 = malloc(sizeof(float) * V), *l2 = malloc(sizeof(float) * V);
+    uint64_t r = 7;
+    for (int run = 0; run < 20; run++) {
+        mt_grammar_matcher *fast = NULL, *full = NULL;
+        CHECK_OK(mt_grammar_matcher_new(g, t, &fast));
+        CHECK_OK(mt_grammar_matcher_new(g, t, &full));
+        mt_sampler a, b;
+        mt_sampler_init(&a, V, 0.0f, 0, 1.0f, 1);
+        mt_sampler_init(&b, V, 0.0f, 0, 1.0f, 1);
+        a.constraint = (mt_sampler_constraint){mt_grammar_hook_mask, mt_grammar_hook_accept, fast, mt_grammar_hook_allows};
+        b.constraint = (mt_sampler_constraint){mt_grammar_hook_mask, mt_grammar_hook_accept, full, NULL};
+        for (int step = 0; step < 24 && !mt_grammar_matcher_finished(full); step++) {
+            for (int i = 0; i < V; i++) {
+                r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+                l1[i] = l2[i] = (float)(r >> 40) / (float)(1 << 24);
+            }
+            if (run % 2) l1[step] = l2[step] = 2.0f; /* a fixed favourite, sometimes allowed */
+            int x = mt_sampler_sample(&a, l1), y = mt_sampler_sample(&b, l2);
+            CHECK_MSG(x == y && x >= 0, "run %d step %d: check-first picked %d, full mask %d", run, step, x, y);
+            if (x != y || x < 0) break;
+        }
+        mt_sampler_free(&a), mt_sampler_free(&b);
+        mt_grammar_matcher_free(fast), mt_grammar_matcher_free(full);
+    }
+    free(l1), free(l2);
     mt_grammar_free(g);
     mt_tokenizer_free(t);
 }
@@ -379,6 +423,7 @@ int main(void) {
     RUN(test_masks_match_byte_reference_spm);
     RUN(test_first_token_space_is_stripped_for_spm);
     RUN(test_masks_match_byte_reference_gpt2);
+    RUN(test_greedy_check_first_equals_full_mask);
     RUN(test_json_schema_objects_required_optional_enums);
     RUN(test_json_schema_refusals_name_the_pointer);
     RUN(test_sql_grammar_from_database);

@@ -453,6 +453,32 @@ TEST(test_quant_matvec_equals_dequantized_dot_products) {
     }
 }
 
+/* The same over rows of several super-blocks (K = 768), for the types memtune writes: the AVX2
+ * kernels step x and the per-32 sums of x across blocks (one block would not show a wrong
+ * stride), on the machine's kernel and at several row counts (one thread's share and more). */
+TEST(test_quant_matvec_over_many_blocks) {
+    const uint32_t types[] = {MT_QTYPE_Q8_0, MT_QTYPE_Q4_0, MT_QTYPE_Q5_0, MT_QTYPE_Q4_K, MT_QTYPE_Q6_K};
+    enum { K = 768, N = 96 };
+    float *w = malloc(sizeof(float) * K * N), *d = malloc(sizeof(float) * K * N), x[K], out[N];
+    uint8_t *q = malloc((size_t)K * N * 2); /* Q8_0 takes 34 bytes per 32 values */
+    for (int i = 0; i < K * N; i++) w[i] = (float)sin(0.013 * i * (1 + i % 7)) * (i % 5 == 0 ? 3.0f : 0.2f);
+    for (int i = 0; i < K; i++) x[i] = (float)cos(0.11 * i) + (i % 96 == 0 ? 4.0f : 0.0f);
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+        mt_quantize_rows(types[t], w, q, N, K);
+        mt_dequantize(types[t], q, d, (size_t)K * N);
+        for (int rows = 1; rows <= N; rows += N - 1) {
+            mt_quant_matvec(types[t], out, x, q, K, rows);
+            for (int n = 0; n < rows; n++) {
+                double want = 0, mag = 0;
+                for (int i = 0; i < K; i++) want += (double)d[n * K + i] * x[i], mag += fabs((double)d[n * K + i] * x[i]);
+                CHECK_MSG(fabs(out[n] - want) <= 1e-5 * mag, "type %u row %d of %d: %.9g vs %.9g", types[t], n, rows,
+                          out[n], want);
+            }
+        }
+    }
+    free(w), free(d), free(q);
+}
+
 int main(void) {
     mt_set_threads(2);
     RUN(test_every_type_dequantizes_bit_for_bit_as_ggml);
@@ -465,5 +491,6 @@ int main(void) {
     RUN(test_gguf_writes_a_special_unk_of_bpe_as_control);
     RUN(test_decoding_on_kept_blocks_matches_the_dequantized_model);
     RUN(test_quant_matvec_equals_dequantized_dot_products);
+    RUN(test_quant_matvec_over_many_blocks);
     TEST_MAIN_END();
 }

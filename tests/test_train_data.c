@@ -2,6 +2,7 @@
  * get errors with file and line (or are skipped and counted); loss masks cover exactly the
  * answers plus EOS; packing keeps documents apart with positions restarting; epochs are
  * reproducible seeded shuffles. */
+#include <unistd.h>
 #include "test.h"
 #include "core/file.h"
 #include "model/model.h"
@@ -89,6 +90,26 @@ TEST(json_array_files_load_like_jsonl) {
     CHECK_OK(mt_dataset_load_jsonl(&ds, test_asset("instruct/llama-factory/identity.json"), 0));
     CHECK_INT_EQ(ds.n, 91);
     mt_dataset_free(&ds);
+}
+
+/* Files saved by Windows editors start with a UTF-8 byte-order mark and end lines with CRLF:
+ * both load, in JSONL and in a JSON array, and the mark is not part of the first example. */
+TEST(byte_order_mark_and_crlf_load) {
+    char dir[] = "/tmp/mt_bom_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    const char *files[2] = {
+        write_tmp(dir, "bom.jsonl", "\xEF\xBB\xBF{\"input\":\"a\",\"output\":\"b\"}\r\n{\"input\":\"c\",\"output\":\"d\"}\r\n"),
+        write_tmp(dir, "bom.json", "\xEF\xBB\xBF[{\"input\":\"a\",\"output\":\"b\"},{\"input\":\"c\",\"output\":\"d\"}]"),
+    };
+    for (int f = 0; f < 2; f++) {
+        mt_dataset ds = {0};
+        CHECK_OK(mt_dataset_load_jsonl(&ds, files[f], 0));
+        CHECK_INT_EQ(ds.n, 2);
+        CHECK_STR_EQ(ds.items[0].messages[0].content, "a");
+        mt_dataset_free(&ds);
+        remove(files[f]);
+    }
+    rmdir(dir);
 }
 
 static mt_model *stories(void) {
@@ -200,6 +221,7 @@ int main(void) {
     RUN(every_shape_becomes_messages);
     RUN(bad_lines_name_file_and_line);
     RUN(json_array_files_load_like_jsonl);
+    RUN(byte_order_mark_and_crlf_load);
     RUN(mask_covers_answer_and_eos_only);
     RUN(packing_isolates_documents_and_restarts_positions);
     TEST_MAIN_END();

@@ -196,6 +196,7 @@ mt_status mt_dataset_load_jsonl_text(mt_dataset *ds, const char *path, const cha
     ds->files = files;
     ds->n_files++;
     int line_no = 0, before = ds->n;
+    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) buf += 3, len -= 3; /* a UTF-8 byte-order mark */
     size_t first = skip_space(buf, len);
     if (first < len && buf[first] == '[') {
         if (!mt_utf8_valid(buf, len)) s = mt_error(MT_ERR_FORMAT, "%s: not valid UTF-8", path);

@@ -34,8 +34,11 @@ mt_status mt_greedy_answer_constrained(mt_model *m, const mt_seq_builder *b, flo
     mt_status s = mt_forward(m, ids, n, 0, logits, 0);
     if (s == MT_OK && grammar) s = mt_grammar_matcher_reset(grammar, 0);
     for (int pos = n, k = 0; s == MT_OK && k < max_new && pos < ctx; k++, pos++) {
-        if (grammar && (s = mt_grammar_matcher_mask(grammar, logits, vocab)) != MT_OK) break;
-        int next = mt_argmax(logits, vocab);
+        /* the mask only when the grammar refuses the best token (the same pick either way); on
+         * the matcher's error (allows < 0) the mask returns that error */
+        int next = mt_argmax(logits, vocab), ok = grammar ? mt_grammar_matcher_allows(grammar, next) : 1;
+        if (ok <= 0 && (s = mt_grammar_matcher_mask(grammar, logits, vocab)) != MT_OK) break;
+        if (ok <= 0) next = mt_argmax(logits, vocab);
         if (grammar && (s = mt_grammar_matcher_accept_token(grammar, next)) != MT_OK) break;
         if (is_stop(m, b, next)) break;
         char piece[512];

@@ -446,6 +446,35 @@ mt_status mt_grammar_matcher_mask(mt_grammar_matcher *m, float *logits, int n_vo
     return MT_OK;
 }
 
+/* The same answer the mask gives for one token, without building the mask or changing the
+ * state: every code point of the token's bytes steps the (interned) stack set, and bytes of
+ * an unfinished character must start one some stack allows. */
+int mt_grammar_matcher_allows(mt_grammar_matcher *m, int id) {
+    if (m->err) return -1;
+    if (!m->tok || id < 0 || id >= m->n_tok) return 0;
+    if (id == m->eos) return mt_grammar_matcher_can_end(m);
+    if (m->finished) return 0;
+    size_t len = 0;
+    const unsigned char *b = (const unsigned char *)mt_tokenizer_token_bytes(m->tok, id, &len);
+    if (m->strip_first && m->strip_ok[id]) b++, len--;
+    if (len == 0) return 0;
+    m->scratch.n = 0;
+    for (int i = 0; i < m->cur.n; i++)
+        if (ivec_push(&m->scratch, m->cur.v[i])) oom(m);
+    int32_t set = m->err ? -1 : intern_set(m, m->scratch.v, m->scratch.n);
+    uint32_t val = m->partial_val, min = m->partial_min;
+    int rem = m->partial_rem;
+    for (size_t i = 0; i < len && set >= 0; i++) {
+        uint32_t cp = 0;
+        int rc = utf8_feed(&val, &rem, &min, b[i], &cp);
+        if (rc < 0) return 0;
+        if (rc == 1) set = step_set_id(m, set, cp);
+    }
+    if (m->err) return -1;
+    if (set < 0) return 0;
+    return !rem || partial_possible(m, m->set_data.v + m->set_off[set], m->set_len[set], val, rem, min);
+}
+
 mt_status mt_grammar_matcher_accept_bytes(mt_grammar_matcher *m, const char *bytes, size_t len) {
     if (m->err) return m->err;
     if (m->finished && len) return mt_error(MT_ERR_ARG, "grammar: text after the end");
@@ -606,6 +635,10 @@ int mt_grammar_match(const mt_grammar *g, const char *text, size_t len) {
 
 int mt_grammar_hook_mask(void *matcher, float *logits, int n_vocab) {
     return mt_grammar_matcher_mask(matcher, logits, n_vocab) ? -1 : 0;
+}
+
+int mt_grammar_hook_allows(void *matcher, int token) {
+    return mt_grammar_matcher_allows(matcher, token);
 }
 
 int mt_grammar_hook_accept(void *matcher, int token) {

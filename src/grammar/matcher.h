@@ -23,6 +23,10 @@ mt_status mt_grammar_matcher_reset(mt_grammar_matcher *m, int strip_first_space)
 /* Sets logits[i] = -inf for every token that cannot continue the parse (and for EOS where
  * the grammar cannot end). MT_ERR_ARG when no token at all can continue. */
 mt_status mt_grammar_matcher_mask(mt_grammar_matcher *m, float *logits, int n_vocab);
+/* Whether the mask would allow token id now (1 or 0; -1 on an error, mt_last_error says
+ * which), without building the mask or changing the state: greedy decoding checks the most
+ * likely token first and masks only when the grammar refuses it. */
+int mt_grammar_matcher_allows(mt_grammar_matcher *m, int id);
 /* Advances the state over a token (EOS ends it). MT_ERR_ARG if it cannot continue. */
 mt_status mt_grammar_matcher_accept_token(mt_grammar_matcher *m, int id);
 mt_status mt_grammar_matcher_accept_bytes(mt_grammar_matcher *m, const char *bytes, size_t len);
@@ -35,5 +39,6 @@ int mt_grammar_matcher_finished(const mt_grammar_matcher *m);
  * mt_last_error() set. */
 int mt_grammar_hook_mask(void *matcher, float *logits, int n_vocab);
 int mt_grammar_hook_accept(void *matcher, int token);
+int mt_grammar_hook_allows(void *matcher, int token); /* 1, 0, or -1 with mt_last_error() set */
 
 #endif

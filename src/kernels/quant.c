@@ -7,10 +7,12 @@
  * ggml itself produced. The build compiles C11 with -ffp-contract=off (ISO mode's default),
  * so no multiply-add is fused here and the roundings match ggml's baseline x86-64 build. */
 #include "kernels/quant.h"
+#include "kernels/quant_avx2.h"
 #include "formats/dtype.h"
 #include "kernels/simd.h"
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define QK_K 256
@@ -589,10 +591,46 @@ static void rows_dot(uint32_t type, float *out, const float *x, const uint8_t *w
     for (int n = n0; n < n1; n++) out[n] = row_dot(type, w + (size_t)n * row_bytes, x, K);
 }
 
+#if defined(__GNUC__) && defined(__x86_64__)
+/* rows n0..n1 through the AVX2 kernels (quant_avx2.c) for the types they cover; 0 for others */
+static int rows_dot_avx2(uint32_t type, float *out, const float *x, const float *xsum, const uint8_t *w, size_t K,
+                         int n0, int n1) {
+    size_t rb = mt_qtype_bytes(type, K);
+    switch (type) {
+    case MT_QTYPE_Q8_0: for (int n = n0; n < n1; n++) out[n] = mt_row_dot_q8_0_avx2(w + n * rb, x, K); return 1;
+    case MT_QTYPE_Q4_0: for (int n = n0; n < n1; n++) out[n] = mt_row_dot_q4_0_avx2(w + n * rb, x, K); return 1;
+    case MT_QTYPE_Q5_0: for (int n = n0; n < n1; n++) out[n] = mt_row_dot_q5_0_avx2(w + n * rb, x, K); return 1;
+    case MT_QTYPE_Q6_K: for (int n = n0; n < n1; n++) out[n] = mt_row_dot_q6_k_avx2(w + n * rb, x, K); return 1;
+    case MT_QTYPE_Q4_K:
+        if (!xsum) return 0;
+        for (int n = n0; n < n1; n++) out[n] = mt_row_dot_q4_k_avx2(w + n * rb, x, xsum, K);
+        return 1;
+    default: return 0;
+    }
+}
+#else
+static int rows_dot_avx2(uint32_t type, float *out, const float *x, const float *xsum, const uint8_t *w, size_t K,
+                         int n0, int n1) {
+    (void)type, (void)out, (void)x, (void)xsum, (void)w, (void)K, (void)n0, (void)n1;
+    return 0;
+}
+#endif
+
 void mt_quant_matvec(uint32_t type, float *out, const float *x, const uint8_t *w, int K, int N) {
+    int avx2 = mt_quant_avx2_usable();
+    float *xsum = NULL; /* Σx per 32 values, for the types whose blocks carry an offset */
+    if (avx2 && type == MT_QTYPE_Q4_K && (xsum = malloc((size_t)K / 32 * sizeof(float))))
+        for (int i = 0; i < K / 32; i++) {
+            float s = 0;
+            for (int j = 0; j < 32; j++) s += x[32 * i + j];
+            xsum[i] = s;
+        }
 #pragma omp parallel if ((size_t)N * K >= 65536)
     {
         int id = omp_get_thread_num(), nth = omp_get_num_threads();
-        rows_dot(type, out, x, w, (size_t)K, (int)((long)N * id / nth), (int)((long)N * (id + 1) / nth));
+        int n0 = (int)((long)N * id / nth), n1 = (int)((long)N * (id + 1) / nth);
+        if (!avx2 || !rows_dot_avx2(type, out, x, xsum, w, (size_t)K, n0, n1))
+            rows_dot(type, out, x, w, (size_t)K, n0, n1);
     }
+    free(xsum);
 }

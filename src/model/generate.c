@@ -100,7 +100,7 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
     mt_grammar_matcher *gm = NULL; /* the text decoded from here on (no prompt) must match */
     if (o.grammar && (s = mt_grammar_matcher_new(o.grammar, m->tok, &gm)) == MT_OK)
         s = mt_grammar_matcher_reset(gm, sink.stream.n_emitted_tokens == 0);
-    if (gm) sampler.constraint = (mt_sampler_constraint){mt_grammar_hook_mask, mt_grammar_hook_accept, gm};
+    if (gm) sampler.constraint = (mt_sampler_constraint){mt_grammar_hook_mask, mt_grammar_hook_accept, gm, mt_grammar_hook_allows};
     double t0 = mt_now_seconds();
     c->pos = 0;
     if (s == MT_OK) s = mt_context_decode(c, ids, n_prompt, logits);

@@ -131,6 +131,11 @@ int mt_sampler_sample(mt_sampler *s, float *logits) {
     for (int i = 0; i < s->vocab_size; i++)
         if (!isfinite(logits[i])) return -1;
     const mt_sampler_constraint *c = &s->constraint;
+    if (c->mask && c->allows && !(s->temperature > 0.0f)) { /* greedy: the best token, if the constraint allows it */
+        int best = mt_argmax(logits, s->vocab_size), ok = c->allows(c->ctx, best);
+        if (ok < 0) return -2;
+        if (ok) return c->accept && c->accept(c->ctx, best) ? -2 : best;
+    }
     if (c->mask && c->mask(c->ctx, logits, s->vocab_size)) return -2;
     int token = sample_unconstrained(s, logits);
     /* multinomial rounding can fall off the end onto a masked token (probability 0) */

@@ -9,11 +9,16 @@ typedef struct { float prob; int index; } mt_prob_index;
 
 /* A constraint on what may be sampled (a grammar, say): mask sets the logits of forbidden
  * tokens to -inf before sampling, accept is told the token that was picked. Each returns 0,
- * or -1 with mt_last_error() set, which makes mt_sampler_sample return -1. */
+ * or -1 with mt_last_error() set, which makes mt_sampler_sample return -2. allows (optional)
+ * says whether one token would survive the mask (1, 0, or -1 on an error): greedy sampling
+ * then tries the most likely token first and builds the mask only when it is refused, which
+ * picks the same token (the first maximum of the masked logits is that of the raw ones when
+ * it is allowed). */
 typedef struct {
     int (*mask)(void *ctx, float *logits, int vocab_size);
     int (*accept)(void *ctx, int token);
     void *ctx;
+    int (*allows)(void *ctx, int token);
 } mt_sampler_constraint;
 
 typedef struct {

@@ -164,6 +164,50 @@ static int get_prompt(json_t *o, mt_serve_request *r, mt_serve_error *err) {
     return r->prompt ? 0 : mt_serve_fail(err, 500, "server_error", NULL, NULL, "out of memory");
 }
 
+/* response_format {"type": "text" | "json_object" | "json_schema", "json_schema": {"schema"}}
+ * or llama.cpp's "grammar" (GBNF): compiled here, so a bad schema or grammar is this request's
+ * 400 naming the problem (the compiler's message: line and column, or the JSON pointer). */
+static int get_grammar(json_t *o, mt_serve_request *r, mt_serve_error *err) {
+    json_t *rf = json_object_get(o, "response_format"), *gbnf = json_object_get(o, "grammar");
+    char *schema = NULL;
+    const char *param = "response_format";
+    if (rf && !json_is_null(rf)) {
+        const char *type = json_string_value(json_object_get(rf, "type"));
+        if (!json_is_object(rf) || !type)
+            return BAD("response_format", "'response_format' must be an object with a 'type'");
+        if (!strcmp(type, "json_object")) {
+            schema = strdup("{\"type\": \"object\"}");
+        } else if (!strcmp(type, "json_schema")) {
+            json_t *js = json_object_get(rf, "json_schema"), *sc = json_object_get(js, "schema");
+            if (!json_is_object(js) || !json_is_object(sc))
+                return BAD("response_format", "'response_format.json_schema.schema' must be a JSON Schema object");
+            schema = json_dumps(sc, JSON_COMPACT | JSON_ENCODE_ANY);
+        } else if (strcmp(type, "text")) {
+            return BAD("response_format", "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"");
+        }
+        if ((!strcmp(type, "json_object") || !strcmp(type, "json_schema")) && !schema)
+            return mt_serve_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    if (gbnf && !json_is_null(gbnf)) {
+        if (schema) {
+            free(schema);
+            return BAD("grammar", "give 'grammar' or a JSON 'response_format', not both");
+        }
+        if (!json_is_string(gbnf) || !json_string_length(gbnf)) return BAD("grammar", "'grammar' must be a non-empty GBNF string");
+        param = "grammar";
+    }
+    if (!schema && !(gbnf && json_is_string(gbnf))) return 0;
+    char *text = NULL;
+    mt_status s = schema ? mt_json_schema_to_gbnf(schema, strlen(schema), &text) : MT_OK;
+    free(schema);
+    if (!s) s = text ? mt_grammar_compile(text, strlen(text), &r->grammar)
+                     : mt_grammar_compile(json_string_value(gbnf), json_string_length(gbnf), &r->grammar);
+    free(text);
+    if (s == MT_ERR_NOMEM) return mt_serve_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (s) return mt_serve_fail(err, 400, "invalid_request_error", param, NULL, "%s", mt_last_error());
+    return 0;
+}
+
 int mt_serve_parse_request(const char *body, size_t len, int chat, mt_serve_request *r, mt_serve_error *err) {
     memset(r, 0, sizeof *r);
     memset(err, 0, sizeof *err);
@@ -220,7 +264,7 @@ int mt_serve_parse_request(const char *body, size_t len, int chat, mt_serve_requ
         r->seed = (uint64_t)json_integer_value(seed);
     }
     if (get_stop(o, r, err) || get_bool(o, "stream", &r->stream, err) || get_bool(o, "echo", &r->echo, err) ||
-        get_bool(o, "ignore_eos", &r->ignore_eos, err)) goto done;
+        get_bool(o, "ignore_eos", &r->ignore_eos, err) || get_grammar(o, r, err)) goto done;
     if (chat && r->echo) {
         BAD("echo", "'echo' is a completions option");
         goto done;
@@ -244,5 +288,6 @@ void mt_serve_request_free(mt_serve_request *r) {
     }
     free(r->messages);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    mt_grammar_free(r->grammar);
     memset(r, 0, sizeof *r);
 }

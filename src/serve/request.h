@@ -26,6 +26,8 @@ typedef struct {
     int n_stop;
     int stream, echo;
     int ignore_eos;            /* llama.cpp's extension: do not stop at EOS */
+    mt_grammar *grammar;       /* NULL: unconstrained; else from response_format (json_object,
+                                  json_schema) or llama.cpp's "grammar" (GBNF text), compiled */
 } mt_serve_request;
 
 /* An OpenAI error: HTTP status and the fields of {"error":{"message","type","param","code"}}. */

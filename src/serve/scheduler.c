@@ -7,6 +7,7 @@
 #include "serve/scheduler.h"
 #include "core/error.h"
 #include "model/context.h"
+#include "grammar/matcher.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
 #include <errno.h>
@@ -23,6 +24,7 @@ struct mt_serve_seq {
     int slot;                  /* context index, -1 while queued */
     mt_sampler sampler;
     int sampler_ok;
+    mt_grammar_matcher *gm;    /* the generated text must match p.grammar */
     float *logits;
     mt_detok_stream detok;
     int prefilled, budget, generated, next, decode;
@@ -71,6 +73,8 @@ void mt_scheduler_stats(mt_scheduler *s, int *active, int *queued, long *tokens)
 
 static void seq_free(mt_serve_seq *q) {
     if (q->sampler_ok) mt_sampler_free(&q->sampler);
+    mt_grammar_matcher_free(q->gm);
+    mt_grammar_free(q->p.grammar);
     for (int i = 0; i < q->p.n_stop; i++) free(q->stop[i]);
     free(q->p.ids);
     free(q->logits);
@@ -131,6 +135,15 @@ static void prefill(mt_scheduler *s, mt_serve_seq *q) {
         if (q->p.echo) emit(s, q, q->p.ids[i]);
         else q->detok.n_emitted_tokens++;
     }
+    if (q->p.grammar) { /* as mt_generate: the text from here on must match */
+        if (mt_grammar_matcher_new(q->p.grammar, mt_model_tokenizer(m), &q->gm) ||
+            mt_grammar_matcher_reset(q->gm, q->detok.n_emitted_tokens == 0)) {
+            fail_seq(q, mt_last_error());
+            return;
+        }
+        q->sampler.constraint = (mt_sampler_constraint){mt_grammar_hook_mask, mt_grammar_hook_accept, q->gm,
+                                                        mt_grammar_hook_allows};
+    }
     q->echo_len = q->pend_len;
     q->budget = q->p.max_tokens;
     if (q->budget < 0 || q->budget > s->n_ctx - q->p.n_ids) q->budget = s->n_ctx - q->p.n_ids;
@@ -144,12 +157,20 @@ static void sample(mt_scheduler *s, mt_serve_seq *q) {
     q->decode = 0;
     if (q->error[0]) return;
     int next = mt_sampler_sample(&q->sampler, q->logits);
+    if (next < 0) {
+        fail_seq(q, next == -1 ? "the model's logits are not finite numbers" : mt_last_error());
+        return;
+    }
     if (!q->p.ignore_eos && mt_is_stop_token(s->m, next)) {
         q->finish_reason = "stop";
         return;
     }
     emit(s, q, next);
     q->generated++;
+    if (q->gm && mt_grammar_matcher_finished(q->gm)) { /* nothing but the end can follow */
+        q->finish_reason = "stop";
+        return;
+    }
     if (q->generated >= q->budget || mt_context_pos(s->ctxs[q->slot]) >= s->n_ctx) {
         q->finish_reason = "length";
         return;
@@ -364,6 +385,7 @@ int mt_seq_submit(mt_scheduler *s, mt_seq_params *p, mt_serve_seq **out) {
     mt_serve_seq *q = calloc(1, sizeof *q);
     if (!q) {
         free(p->ids);
+        mt_grammar_free(p->grammar);
         return -1;
     }
     q->p = *p;

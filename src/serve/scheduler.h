@@ -25,6 +25,7 @@ typedef struct {
     int echo;                  /* the text starts with the prompt's */
     int ignore_eos;            /* go on past EOS (as mt_generate_options.stop_at_eos = 0) */
     const mt_adapter_set *adapter; /* NULL: the base */
+    mt_grammar *grammar;       /* NULL: unconstrained; else taken over by the sequence in every case */
     void (*on_free)(void *arg);/* called when the sequence is freed (releases the adapter) */
     void *on_free_arg;
 } mt_seq_params;

@@ -474,8 +474,9 @@ static enum MHD_Result completion(mt_server *s, struct MHD_Connection *c, const 
                        .temperature = r.temperature, .top_p = r.top_p, .top_k = r.top_k,
                        .seed = r.has_seed && r.seed ? r.seed : (uint64_t)time(NULL), .stop = (const char *const *)r.stop,
                        .n_stop = r.n_stop, .echo = r.echo, .ignore_eos = r.ignore_eos, .adapter = a ? a->set : NULL,
-                       .on_free = ref ? release_adapter : NULL, .on_free_arg = ref};
+                       .on_free = ref ? release_adapter : NULL, .on_free_arg = ref, .grammar = r.grammar};
     ids = NULL;
+    r.grammar = NULL; /* the sequence's now */
     mt_serve_seq *q;
     int rc = mt_seq_submit(s->sched, &p, &q);
     if (rc) {

@@ -42,7 +42,11 @@ def gen(prompt, *extra):
     return t[:-1]
 prompts = ["Once upon a time", "Lily and Tom went", "The cat sat", "One day, a little", "Sam had a big",
            "The sun was", "There was a dog", "Mom said"]
+schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}
+json.dump(schema, open(out + ".schema.json", "w"))
 e = {"max_tokens": n, "prompts": prompts, "base": [gen(p) for p in prompts],
+     "schema": schema, "schema_text": gen("Lily has a cat.", "--json-schema", out + ".schema.json"),
      "chat_user": "Lily had a red ball.", "chat_text": gen("Lily had a red ball.\n"),
      "adapter": {"dir": ad, "prompt": "Who made item 3?\n", "text": gen("Who made item 3?\n", "--adapter", ad),
                  "base_text": gen("Who made item 3?\n")}}
