@@ -154,6 +154,9 @@ typedef struct {
     int generated_tokens;
     double prompt_seconds;
     double generate_seconds;
+    const char *stop_reason;   /* why generation ended (a static string): "eos" (a stop token),
+                                  "max_tokens", "context" (the context window is full),
+                                  "grammar" (the grammar's match is complete), "callback" */
 } mt_generate_stats;
 
 /* Called with each newly completed UTF-8 text fragment; return non-zero to stop. */

@@ -71,6 +71,49 @@ TEST(gguf_context_length_is_honoured) {
     mt_generate_stats st;
     CHECK_OK(mt_generate(m, "", &o, NULL, NULL, &st));
     CHECK_INT_EQ(st.generated_tokens, 127);
+    CHECK_STR_EQ(st.stop_reason, "context");
+    mt_model_free(m);
+}
+
+static int stop_after_first(const char *text, size_t len, void *user) {
+    (void)text, (void)len, (void)user;
+    return 1;
+}
+
+/* The stats say why generation ended: max_tokens, a full context, the callback, a complete
+ * grammar match, EOS. */
+TEST(generate_says_why_it_stopped) {
+    mt_model *m = NULL;
+    CHECK_OK(mt_model_load(test_asset("models/stories260K/stories260K.bin"), NULL, &m));
+    if (!m) return;
+    mt_generate_options o;
+    mt_generate_options_default(&o);
+    o.temperature = 0;
+    o.echo_prompt = 0;
+    mt_generate_stats st;
+    o.max_new_tokens = 5;
+    CHECK_OK(mt_generate(m, "Once upon a time", &o, NULL, NULL, &st));
+    CHECK_INT_EQ(st.generated_tokens, 5);
+    CHECK_STR_EQ(st.stop_reason, "max_tokens");
+    CHECK_OK(mt_generate(m, "Once upon a time", &o, stop_after_first, NULL, &st));
+    CHECK_INT_EQ(st.generated_tokens, 1);
+    CHECK_STR_EQ(st.stop_reason, "callback");
+    mt_grammar *g = NULL;
+    CHECK_OK(mt_grammar_compile("root ::= \" there\"", 17, &g));
+    o.grammar = g;
+    o.max_new_tokens = 50;
+    CHECK_OK(mt_generate(m, "Once upon a time", &o, NULL, NULL, &st));
+    CHECK_STR_EQ(st.stop_reason, "grammar");
+    o.grammar = NULL;
+    mt_grammar_free(g);
+    o.max_new_tokens = 400; /* stories end with EOS long before the 512-token context */
+    CHECK_OK(mt_generate(m, "Once upon a time", &o, NULL, NULL, &st));
+    CHECK_STR_EQ(st.stop_reason, st.generated_tokens < 400 ? "eos" : "max_tokens");
+    CHECK_OK(mt_model_set_context(m, 16));
+    o.max_new_tokens = 100;
+    CHECK_OK(mt_generate(m, "Once upon a time", &o, NULL, NULL, &st));
+    CHECK_STR_EQ(st.stop_reason, "context");
+    CHECK_INT_EQ(st.prompt_tokens + st.generated_tokens, 16);
     mt_model_free(m);
 }
 
@@ -189,6 +232,7 @@ int main(void) {
     RUN(bin_reproduces_llama2c_outputs);
     RUN(gguf_reproduces_llama2c_outputs);
     RUN(gguf_context_length_is_honoured);
+    RUN(generate_says_why_it_stopped);
     RUN(paragraph_loss_matches_reference);
     RUN(round_trip_bin_hf_gguf_bin_keeps_logits);
     RUN(more_threads_between_forwards_of_one_model);

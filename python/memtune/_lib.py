@@ -62,7 +62,7 @@ class GenerateOptions(Structure):
 
 class GenerateStats(Structure):
     _fields_ = [("prompt_tokens", c_int), ("generated_tokens", c_int), ("prompt_seconds", c_double),
-                ("generate_seconds", c_double), ("_reserve", c_char * _RESERVE)]
+                ("generate_seconds", c_double), ("stop_reason", c_char_p), ("_reserve", c_char * _RESERVE)]
 
 
 class LoadOptions(Structure):

@@ -320,7 +320,8 @@ class Model:
         _check(self._lib.mt_generate(self._model(), prompt.encode("utf-8"), byref(o), cb, None, byref(stats)))
         self.last_generate_stats = {"prompt_tokens": stats.prompt_tokens, "generated_tokens": stats.generated_tokens,
                                     "prompt_seconds": stats.prompt_seconds,
-                                    "generate_seconds": stats.generate_seconds}
+                                    "generate_seconds": stats.generate_seconds,
+                                    "stop_reason": stats.stop_reason.decode() if stats.stop_reason else None}
         return b"".join(pieces).decode("utf-8", "replace")
 
     def answer(self, prompt, max_new_tokens=0):

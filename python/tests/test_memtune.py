@@ -168,6 +168,7 @@ class TestInference(Tmp):
         cli = subprocess.run([CLI, "generate", "--model", MODEL, "--quiet"] + args, check=True, capture_output=True)
         with memtune.Model(MODEL) as llm:
             text = llm.generate("Once upon a time", seed=42, n=60, temperature=0.8, threads=1)
+            self.assertIn(llm.last_generate_stats["stop_reason"], ("max_tokens", "eos"))
         self.assertEqual(text + "\n", cli.stdout.decode())
         self.assertTrue(text.startswith("Once upon a time") and len(text) > 40)
 

@@ -1,5 +1,6 @@
 /* memtune generate: prints only the generated text on stdout; speed goes to stderr. */
 #include "cli/cli.h"
+#include <string.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +83,7 @@ int cmd_generate(int argc, char **argv) {
         return cli_fail("generate");
     }
     mt_generate_stats st, total = {0};
+    int context_full = 0, ctx_used = 0;
     mt_status s = MT_OK;
     if (samples > 1 && !seed) seed = (uint64_t)time(NULL);
     for (int i = 0; i < samples && s == MT_OK; i++) {
@@ -92,12 +94,16 @@ int cmd_generate(int argc, char **argv) {
         total.prompt_seconds += st.prompt_seconds;
         total.generated_tokens += st.generated_tokens;
         total.generate_seconds += st.generate_seconds;
+        if (st.stop_reason && !strcmp(st.stop_reason, "context"))
+            context_full = 1, ctx_used = st.prompt_tokens + st.generated_tokens;
     }
     st = total;
     mt_model_free(m);
     cli_adapters_free(&ad);
     mt_grammar_free(grammar);
     if (s) return cli_fail("generate");
+    if (context_full) /* fewer tokens than asked for: say why, even with -q */
+        fprintf(stderr, "memtune: generate: stopped where the context of %d tokens is full\n", ctx_used);
     if (!quiet)
         fprintf(stderr, "prompt: %d tokens in %.3f s; generated %d tokens at %.1f tokens/s\n",
                 st.prompt_tokens, st.prompt_seconds, st.generated_tokens,

@@ -80,6 +80,7 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
     }
     int budget = o.max_new_tokens;
     if (o.limit_includes_prompt) budget -= n_prompt - 1;
+    int requested = budget; /* before the context's cap: a run cut by the cap says "context" */
     if (budget > n_ctx - n_prompt) budget = n_ctx - n_prompt;
 
     uint64_t seed = o.seed ? o.seed : (uint64_t)time(NULL);
@@ -106,6 +107,7 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
     if (s == MT_OK) s = mt_context_decode(c, ids, n_prompt, logits);
     double t1 = mt_now_seconds();
     int generated = 0;
+    const char *why = budget < requested ? "context" : "max_tokens";
     while (s == MT_OK && generated < budget && !sink.stopped) {
         int next = mt_sampler_sample(&sampler, logits);
         if (next < 0) {
@@ -113,9 +115,17 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
                            : mt_error_prefix(MT_ERR_ARG, "generate");
             break;
         }
-        if (o.stop_at_eos && mt_is_stop_token(m, next)) break;
+        if (o.stop_at_eos && mt_is_stop_token(m, next)) {
+            why = "eos";
+            break;
+        }
         emit_token(&sink, next);
         generated++;
+        if (sink.stopped) why = "callback";
+        else if (gm && mt_grammar_matcher_finished(gm)) why = "grammar";
+        else if (c->pos >= n_ctx || (generated >= budget && budget < requested)) why = "context";
+        else if (generated >= budget) why = "max_tokens";
+        else why = NULL;
         if (generated >= budget || c->pos >= n_ctx || (gm && mt_grammar_matcher_finished(gm))) break;
         s = mt_context_decode(c, &next, 1, logits);
     }
@@ -125,6 +135,7 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
         stats->generated_tokens = generated;
         stats->prompt_seconds = t1 - t0;
         stats->generate_seconds = t2 - t1;
+        stats->stop_reason = why ? why : "error";
     }
     mt_grammar_matcher_free(gm);
     mt_sampler_free(&sampler);
