@@ -12,11 +12,11 @@ else
   BUILD  ?= build
   SANFLAGS =
 endif
-PKGS    = libpcre2-8 jansson sqlite3 libmicrohttpd
-# One thread pool: Debian's OpenMP build of OpenBLAS (libopenblas-openmp-dev) runs its GEMMs
-# on the same libgomp threads as our loops, so the two never oversubscribe the cores (the
-# pthread build keeps a second pool that spins against ours: bench/RESULTS.md). The rpath
-# picks that build at run time; without it installed, the default openblas is used.
+PKGS    = libpcre2-8 jansson sqlite3 libmicrohttpd libcurl libcrypto
+# One thread pool: the kernels' own (src/kernels/pool.c) runs every loop and splits the GEMMs,
+# each piece a serial OpenBLAS call. Debian's OpenMP build of OpenBLAS (libopenblas-openmp-dev)
+# is linked as before (its threads stay unused: every calling thread sets its OpenMP count to
+# 1); the rpath picks that build at run time; without it installed, the default openblas is used.
 OPENBLAS_OMP_PC ?= /usr/lib/$(shell $(CC) -print-multiarch)/openblas-openmp/pkgconfig
 BLAS_PKG = $(if $(wildcard $(OPENBLAS_OMP_PC)/openblas.pc),PKG_CONFIG_PATH=$(OPENBLAS_OMP_PC)) pkg-config
 BLAS_DIR = $(shell $(BLAS_PKG) --variable=libdir openblas)
@@ -41,7 +41,7 @@ ifeq ($(MPI),1)
   LDLIBS += $(shell pkg-config --libs ompi-c)
 endif
 
-LIB_SRC  = $(wildcard src/dist/*.c src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/template/*.c src/dataset/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/sqlgen/*.c src/grammar/*.c src/serve/*.c)
+LIB_SRC  = $(wildcard src/dist/*.c src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/template/*.c src/dataset/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/sqlgen/*.c src/grammar/*.c src/serve/*.c src/jobs/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -97,7 +97,7 @@ install: $(BUILD)/memtune $(BUILD)/libmemtune.a $(BUILD)/libmemtune.so
 	install -m 755 $(BUILD)/memtune $(DESTDIR)$(PREFIX)/bin/memtune
 	install -m 644 $(BUILD)/libmemtune.a $(DESTDIR)$(PREFIX)/lib/libmemtune.a
 	install -m 755 $(BUILD)/libmemtune.so $(DESTDIR)$(PREFIX)/lib/libmemtune.so
-	install -m 644 include/memtune.h $(DESTDIR)$(PREFIX)/include/memtune.h
+	install -m 644 include/memtune.h include/memtune_jobs.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(INSTALL_MODEL) $(DESTDIR)$(PREFIX)/share/memtune/models/stories260K/
 
 clean:

@@ -24,7 +24,7 @@ fi
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), model $MODEL, threads $THREADS"
 for mode in batched sequential; do
   extra=(); [ $mode = sequential ] && extra=(--no-batch)
-  "$MT" serve --model "$MODEL" "${TOK[@]}" --port 0 --threads "$THREADS" --parallel 16 --quiet "${extra[@]}" 2> "$TMP/server.log" &
+  "$MT" serve --model "$MODEL" "${TOK[@]}" --port 0 --no-jobs --threads "$THREADS" --parallel 16 --quiet "${extra[@]}" 2> "$TMP/server.log" &
   PID=$!
   PORT=""
   for _ in $(seq 100); do PORT=$(sed -n 's/^memtune serve: ready on http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/server.log"); [ -n "$PORT" ] && break; sleep 0.1; done

@@ -85,7 +85,7 @@ size_t mt_model_param_count(const mt_model *m);
 size_t mt_model_inference_bytes(const mt_model *m, int n_ctx);
 
 /* Context length for inference (KV cache size). By default the model's own context length,
- * capped at 4096 (env MEMTUNE_CTX overrides the cap); n > 0 sets it explicitly, for example
+ * capped at 4096 (the memtune command's env MEMTUNE_CTX changes the cap); n > 0 sets it explicitly, for example
  * to run past a context length a converter wrote too small. Frees any KV cache. */
 mt_status mt_model_set_context(mt_model *m, int n);
 
@@ -223,6 +223,7 @@ mt_status mt_adapter_set_open(const mt_model *m, const char *dir, mt_adapter_set
  * of them batched one token per step on the shared model. The server never prints: it logs
  * through the callback. The model must outlive the server and not change while it runs. */
 typedef struct mt_server mt_server;
+typedef struct mt_jobs mt_jobs; /* fine-tuning jobs (memtune_jobs.h) */
 typedef void (*mt_log_callback)(const char *message, void *user);
 
 typedef struct {
@@ -237,6 +238,8 @@ typedef struct {
     size_t max_body;           /* request body limit in bytes; default 8 MiB */
     int batched;               /* 1 (default): one batched forward per step; 0: one per sequence */
     int allow_adapter_upload;  /* POST /v1/adapters allowed; default 1 */
+    mt_jobs *jobs;             /* NULL: none; else /v1/files and /v1/fine_tuning/jobs run on
+                                  it (memtune_jobs.h) and every tuned model is served by name */
     mt_log_callback log;       /* NULL: silent */
     void *log_user;
 } mt_server_options;
@@ -318,6 +321,9 @@ typedef enum {
     MT_PROGRESS_STOPPED,   /* stopped on request at step after saving a checkpoint */
     MT_PROGRESS_STEP_END,  /* step is done, its checkpoint (if any) written: a safe point */
     MT_PROGRESS_DRY_RUN,   /* message: the dry run's token counts and memory plan (JSON) */
+    MT_PROGRESS_RECALL,    /* memory: the final recall (greedy decoding of every fact) has answered
+                              facts_answered of facts; sent before each fact (a stop request
+                              then ends it there) */
 } mt_progress_kind;
 
 typedef struct {
@@ -330,6 +336,9 @@ typedef struct {
     double eval_loss;
     int facts, facts_memorised, facts_exact;
     double general_perplexity, base_perplexity, general_ratio, general_limit, general_weight;
+    int facts_answered;        /* RECALL */
+    const double *fact_margins; /* CHECK: [facts] each fact's smallest answer margin (the stored
+                                   token's logit minus the runner-up's), valid during the call */
 } mt_progress;
 
 /* Called on the training thread; return non-zero to stop the run (it saves a checkpoint first,
@@ -827,6 +836,40 @@ mt_status mt_grammar_load_json_schema(const char *path, mt_grammar **out);
 /* GBNF (malloc'd) for the SQLite SELECT subset whose table and column names are those of
  * the database at db_path (opened read-only). */
 mt_status mt_sql_grammar_from_db(const char *db_path, char **gbnf);
+
+/* ---- Hugging Face Hub names and caches ------------------------------------------------ */
+
+/* A model named "ORG/NAME[@REVISION][:QUANT]" (a Hub repository, a branch, tag or commit,
+ * default "main", and for a repository of GGUF files the quantization its file name carries,
+ * "Q4_K_M") is found in, or downloaded into, the cache layout huggingface_hub writes:
+ * <cache_dir>/models--ORG--NAME/{refs/<rev>, snapshots/<commit>/<file> -> ../../blobs/<etag>}.
+ * The library reads no environment: the caller passes the cache directory ($HF_HUB_CACHE,
+ * else $HF_HOME/hub, else ~/.cache/huggingface/hub), the endpoint ($HF_ENDPOINT) and the
+ * token ($HF_TOKEN) in these options. */
+typedef struct {
+    const char *cache_dir; /* required */
+    const char *endpoint;  /* NULL: https://huggingface.co */
+    const char *token;     /* NULL: none (a gated repository answers 401/403) */
+    int offline;           /* 1: the cache only, never the network */
+    /* Called as a file downloads (done of total bytes, total 0 when unknown; done starts at
+     * the bytes a resumed download already had); return non-zero to stop (MT_ERR_IO, the
+     * partial file kept for a later resume). NULL: nothing is reported. */
+    int (*progress)(const char *file, uint64_t done, uint64_t total, void *user);
+    void *progress_user;
+} mt_hub_options;
+
+/* 1 when s has the shape of a Hub name (ORG/NAME[@REV][:QUANT], the characters the Hub
+ * allows), 0 when not. A path that exists should be used as a path whatever its shape. */
+int mt_hub_is_name(const char *s);
+/* Resolves name to a local path mt_model_load reads (*local_path malloc'd): the snapshot
+ * directory (config.json, tokenizer files, safetensors) or, with :QUANT, the GGUF file whose
+ * name carries QUANT (case-insensitive). A complete copy in the cache is used without the
+ * network; otherwise the needed files are downloaded (resuming <blob>.incomplete files with
+ * a Range request; LFS files checked against their sha256 etag; nothing appears under
+ * snapshots/ before it is whole). Errors name the repository and say what to do (401/403:
+ * gated, set a token; 404; no network and no cached copy; checksum mismatch; no GGUF
+ * matching QUANT, listing the GGUF files there are). */
+mt_status mt_hub_resolve(const char *name, const mt_hub_options *o, char **local_path);
 
 #ifdef __cplusplus
 }

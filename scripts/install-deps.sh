@@ -2,6 +2,8 @@
 # Installs the Debian 12 packages memtune builds against (skips what is already there).
 set -euo pipefail
 pkgs="build-essential pkg-config libopenblas-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libsqlite3-dev"
+# Hub model names (src/formats/hub.c): downloads with libcurl, sha256 with OpenSSL's libcrypto
+pkgs="$pkgs libcurl4-openssl-dev libssl-dev"
 # the fuzz targets (tests/fuzz/run.sh, run by CI) build with clang's libFuzzer
 pkgs_fuzz="clang"
 pkgs="$pkgs $pkgs_fuzz"

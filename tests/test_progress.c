@@ -1,5 +1,6 @@
 /* The training API without side effects (issue 18 item 3): a run reports every step, eval
- * and message through the progress callback and writes nothing to stdout or stderr; the
+ * and message through the progress callback and writes nothing to stdout or stderr (memory
+ * tuning also its checks' margins and the final recall's progress); the
  * callback's return value and the stop flag each stop a run with a checkpoint
  * (result.interrupted); examples given in memory train exactly as the same file does; the
  * thread count set for a run is given back; options set by name reach the run and bad names
@@ -194,6 +195,66 @@ TEST(threads_are_given_back_after_a_run) {
     mt_model_free(m);
 }
 
+/* Memory tuning reports what the CLI's hooks need without the library reading the
+ * environment (issue 18 item 2): each check's CHECK event carries every fact's smallest
+ * margin (MEMTUNE_MARGIN_LOG), and the final recall sends RECALL before each fact, in order;
+ * a stop asked in reply to one ends the recall there (MEMTUNE_TEST_INT_IN_RECALL): the run is
+ * interrupted and facts.jsonl is not written. The strict --trainable-tokens list is memory
+ * tuning's too. */
+typedef struct {
+    int checks, margins_ok, recalls, in_order, stop_at_answered;
+} memory_seen;
+
+static int on_memory_progress(const mt_progress *p, void *user) {
+    memory_seen *s = user;
+    if (p->kind == MT_PROGRESS_CHECK) {
+        s->checks++;
+        int ok = p->fact_margins != NULL && p->facts == 2;
+        for (int i = 0; ok && i < p->facts; i++) ok = isfinite(p->fact_margins[i]);
+        s->margins_ok += ok;
+    }
+    if (p->kind == MT_PROGRESS_RECALL) {
+        s->in_order += p->facts_answered == s->recalls && p->facts == 2;
+        s->recalls++;
+        return p->facts_answered == s->stop_at_answered;
+    }
+    return 0;
+}
+
+TEST(memory_tuning_reports_margins_and_recall_progress) {
+    mt_model *m = load();
+    if (!m) { fprintf(stderr, "SKIP: no stories260K\n"); return; }
+    const char *dir = test_tmpdir("progress_memory");
+    char out[600], facts[700];
+    memory_seen s = {.stop_at_answered = -1};
+    mt_train_options o;
+    mt_train_options_default(&o);
+    o.method = "memory";
+    o.out_dir = out;
+    o.data_text = "{\"input\": \"Code 1?\", \"output\": \"x7\"}\n{\"input\": \"Code 2?\", \"output\": \"q3\"}\n";
+    o.experts = 256, o.steps = 10, o.save_every = 0, o.seq_len = 32, o.threads = 1;
+    o.progress = on_memory_progress;
+    o.progress_user = &s;
+    mt_train_result r;
+    for (int stop = 0; stop < 2; stop++) {
+        snprintf(out, sizeof out, "%s/%s", dir, stop ? "stopped" : "whole");
+        snprintf(facts, sizeof facts, "%s/facts.jsonl", out);
+        s = (memory_seen){.stop_at_answered = stop ? 1 : -1};
+        CHECK_OK(mt_train_run(m, NULL, &o, &r));
+        CHECK_INT_EQ(s.checks, 2); /* before the run and at step 10 (checks are at least 10 steps apart) */
+        CHECK_INT_EQ(s.margins_ok, 2);
+        CHECK_INT_EQ(s.recalls, 2); /* before facts 0 and 1 (stopping: in reply to the second) */
+        CHECK_INT_EQ(s.in_order, s.recalls);
+        CHECK_INT_EQ(r.interrupted, stop);
+        CHECK_INT_EQ(access(facts, R_OK) == 0, !stop);
+    }
+    o.trainable_tokens = "5,-1";
+    CHECK_ERR(mt_train_run(m, NULL, &o, &r), MT_ERR_ARG, "--trainable-tokens: expected auto, none or a comma list");
+    o.trainable_tokens = "5,x";
+    CHECK_ERR(mt_train_run(m, NULL, &o, &r), MT_ERR_ARG, "--trainable-tokens");
+    mt_model_free(m);
+}
+
 TEST(options_by_name) {
     mt_train_options *o = mt_train_options_new();
     CHECK_OK(mt_train_options_set(o, "seq-len", "64"));
@@ -219,5 +280,6 @@ int main(void) {
     RUN(examples_in_memory_train_as_the_file_does);
     RUN(threads_are_given_back_after_a_run);
     RUN(options_by_name);
+    RUN(memory_tuning_reports_margins_and_recall_progress);
     TEST_MAIN_END();
 }

@@ -234,6 +234,20 @@ TEST(gradient_clipping_scales_to_the_global_norm) {
     CHECK(h[0] == 0.3f && h[1] == 0.4f);
 }
 
+/* The training loop clips every trained gradient together (mt_grad_clip_spans, which
+ * mt_grad_clip is one span of): one global norm over the spans, one factor for all of them. */
+TEST(gradient_clipping_over_spans_uses_one_global_norm) {
+    float a[2] = {3, 0}, b[2] = {0, -4}, one[4] = {3, 0, 0, -4};
+    mt_grad_span spans[3] = {{a, 2}, {NULL, 0}, {b, 2}};
+    CHECK_NEAR(mt_grad_clip_spans(spans, 3, 1.0), 5.0, 1e-12);
+    CHECK_NEAR(mt_grad_clip(one, 4, 1.0), 5.0, 1e-12);
+    CHECK(a[0] == one[0] && a[1] == one[1] && b[0] == one[2] && b[1] == one[3]);
+    float c[1] = {7};
+    mt_grad_span off = {c, 1};
+    CHECK_NEAR(mt_grad_clip_spans(&off, 1, 0), 7.0, 1e-12); /* 0: no clipping */
+    CHECK(c[0] == 7);
+}
+
 int main(void) {
     mt_set_threads(2);
     RUN(gqa_tied_llama3_loss_and_every_gradient_match_pytorch);
@@ -242,5 +256,6 @@ int main(void) {
     RUN(gqa_tied_llama3_ten_adamw_steps_match_pytorch);
     RUN(qwen2_bias_untied_ten_adamw_steps_match_pytorch);
     RUN(gradient_clipping_scales_to_the_global_norm);
+    RUN(gradient_clipping_over_spans_uses_one_global_norm);
     TEST_MAIN_END();
 }

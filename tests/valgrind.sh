@@ -46,7 +46,7 @@ run "$BUILD/tests/test_mome"
 # (test_context runs under ASan+LeakSanitizer in make SANITIZE=1 test: its batched large-matrix
 # cases take many minutes under valgrind)
 if command -v curl >/dev/null; then
-  $VG "$MT" serve --model "$M/stories260K.bin" --port 0 --threads 1 --parallel 2 --quiet 2> "$TMP/serve.err" &
+  $VG "$MT" serve --model "$M/stories260K.bin" --port 0 --no-jobs --threads 1 --parallel 2 --quiet 2> "$TMP/serve.err" &
   VPID=$!
   PORT=""
   for _ in $(seq 600); do

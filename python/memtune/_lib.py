@@ -40,10 +40,10 @@ class Progress(Structure):
                 ("logged", c_int), ("eval_loss", c_double),
                 ("facts", c_int), ("facts_memorised", c_int), ("facts_exact", c_int),
                 ("general_perplexity", c_double), ("base_perplexity", c_double), ("general_ratio", c_double),
-                ("general_limit", c_double), ("general_weight", c_double)]
+                ("general_limit", c_double), ("general_weight", c_double), ("facts_answered", c_int)]
 
 
-PROGRESS_KINDS = ["info", "warning", "step", "eval", "check", "guard", "stopped", "step_end", "dry_run"]
+PROGRESS_KINDS = ["info", "warning", "step", "eval", "check", "guard", "stopped", "step_end", "dry_run", "recall"]
 
 _RESERVE = 512  # room for fields a later library appends to a struct the caller allocates
 

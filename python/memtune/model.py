@@ -34,7 +34,7 @@ class Interrupted(KeyboardInterrupt):
 
 class Progress:
     """One event of a training run (see mt_progress in memtune.h): .kind is "info",
-    "warning", "step", "eval", "check", "guard", "stopped", "step_end" or "dry_run"."""
+    "warning", "step", "eval", "check", "guard", "stopped", "step_end", "dry_run" or "recall"."""
 
     def __init__(self, c):
         self.kind = _lib.PROGRESS_KINDS[c.kind] if 0 <= c.kind < len(_lib.PROGRESS_KINDS) else str(c.kind)

@@ -128,10 +128,15 @@ static const char *const default_model_places[] = {
     "share/memtune/models/stories260K/stories260K.bin",
 };
 
+/* A name that is not a path on disk but has the shape ORG/NAME[@REV][:QUANT] is a Hub model. */
+static const char *path_or_hub(const char *p) {
+    return access(p, F_OK) != 0 && mt_hub_is_name(p) ? cli_hub_path(p) : p;
+}
+
 const char *cli_model_path(const char *given, const char *argv0) {
-    if (given) return given;
+    if (given) return path_or_hub(given);
     const char *env = getenv("MEMTUNE_MODEL");
-    if (env && *env) return env;
+    if (env && *env) return path_or_hub(env);
     static char path[PATH_MAX + 64];
     /* The binary sits in <root>/build (or build-asan) of a source tree, or in <prefix>/bin of
      * an install: the default is found from the binary's own location, wherever the tree or
@@ -158,9 +163,16 @@ int cli_fail(const char *what) {
     return 1;
 }
 
+void cli_context_from_env(mt_model *m) {
+    const char *env = getenv("MEMTUNE_CTX");
+    int cap = env ? atoi(env) : 0, n = mt_model_config(m)->max_seq_len;
+    if (cap > 0) mt_model_set_context(m, n < cap ? n : cap); /* within [1, the context length]: cannot fail */
+}
+
 int cli_load_model(const char *path, const char *tokenizer, mt_model **m) {
     mt_load_options lo = {.tokenizer_path = tokenizer};
     if (mt_model_load(path, &lo, m) != MT_OK) return cli_fail("cannot load model");
+    cli_context_from_env(*m);
     return 0;
 }
 

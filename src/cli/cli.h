@@ -32,14 +32,24 @@ typedef struct {
  * range, and return 1 with *exit_code 2. */
 int cli_parse(int argc, char **argv, const cli_opt *opts, const char *usage, int *exit_code);
 void cli_usage(const cli_opt *opts, const char *usage);
-/* --model value, else $MEMTUNE_MODEL, else the bundled stories260K (models/ of the source tree
+/* --model value, else $MEMTUNE_MODEL (either a path or, when no such path exists, a Hub name
+ * ORG/NAME[@REV][:QUANT]: cli_hub_path), else the bundled stories260K (models/ of the source tree
  * beside the binary, or share/memtune/models/ of the prefix it is installed in). */
 const char *cli_model_path(const char *given, const char *argv0);
+/* A Hub model name resolved through mt_hub_resolve (src/cli/hub.c: the cache from HF_HUB_CACHE,
+ * HF_HOME or ~/.cache/huggingface/hub; HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE; a progress line
+ * on stderr when it is a terminal or MEMTUNE_PROGRESS is set, else a line per file). Prints the error and exits 1 on
+ * failure. */
+const char *cli_hub_path(const char *name);
+int cli_hub_cache_dir(char *buf, size_t size);
 int cli_fail(const char *what); /* prints "memtune: what: <last error>", returns 1 */
 /* A library options check that failed before anything was loaded: prints "memtune: <last
  * error>" and returns 2 (a usage error, as a bad option value in cli_parse). */
 int cli_bad_option(void);
 int cli_load_model(const char *path, const char *tokenizer, mt_model **m);
+/* MEMTUNE_CTX=N: the inference context capped at N instead of the library's 4096 (an explicit
+ * --context, set after, still wins); cli_load_model applies it. */
+void cli_context_from_env(mt_model *m);
 /* Adapters named on the command line: "--adapter DIR" (repeatable) and "--adapter-scale S"
  * (repeatable; the i-th scale belongs to the i-th adapter, default 1). */
 #define CLI_MAX_ADAPTERS 16
@@ -72,5 +82,6 @@ int cmd_train(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_job_run(int argc, char **argv);
 
 #endif

@@ -71,6 +71,7 @@ int cmd_generate(int argc, char **argv) {
         mt_grammar_free(grammar);
         return cli_fail("cannot load model");
     }
+    cli_context_from_env(m);
     if (cli_load_adapters(m, &ad)) {
         cli_adapters_free(&ad);
         mt_grammar_free(grammar);

@@ -18,6 +18,7 @@ static const struct {
     {"merge", cmd_merge, "fuse a LoRA adapter into a model's weights"},
     {"init", cmd_init, "create a randomly initialised model of a given shape"},
     {"serve", cmd_serve, "serve the model and its adapters over an OpenAI-compatible HTTP API"},
+    {"job-run", cmd_job_run, "train one fine-tuning job's run directory (started by memtune serve)"},
 };
 
 static void usage(void) {

@@ -3,12 +3,15 @@
  * for SIGINT/SIGTERM: it stops accepting, lets running requests finish for --grace seconds,
  * cuts the rest and exits 0. The log goes to stderr. */
 #include "cli/cli.h"
+#include "memtune_jobs.h"
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static void log_line(const char *message, void *user) {
     (void)user;
@@ -26,6 +29,9 @@ int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *tokenizer = NULL, *host = "127.0.0.1", *api_key = NULL, *name = "base";
     int port = 8080, parallel = 4, queue = 64, context = 0, threads = 0, max_adapters = 8, no_batch = 0, quiet = 0;
     int max_body_mib = 8, no_upload = 0;
+    const char *state_dir = "memtune-state";
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int no_jobs = 0, max_jobs = 1, job_retries = 3, max_file_mib = 64, train_threads = cores > 1 ? (int)(cores / 2) : 1;
     float grace = 5.0f;
     const char *named[MAX_NAMED];
     int n_named = 0;
@@ -62,6 +68,12 @@ int cmd_serve(int argc, char **argv) {
         {"--no-adapter-upload", NULL, OPT_FLAG, &no_upload, "refuse POST /v1/adapters"},
         {"--no-batch", NULL, OPT_FLAG, &no_batch, "one forward per sequence per step instead of one batched forward"},
         {"--grace", NULL, OPT_FLOAT, &grace, "seconds running requests may finish after SIGINT/SIGTERM (default 5)", 0, 3600},
+        {"--state-dir", NULL, OPT_STRING, &state_dir, "fine-tuning jobs: files, jobs and their runs (default ./memtune-state)"},
+        {"--no-jobs", NULL, OPT_FLAG, &no_jobs, "no /v1/files or /v1/fine_tuning/jobs (and no state directory)"},
+        {"--train-threads", NULL, OPT_INT, &train_threads, "threads of each fine-tuning job (default: half the cores)", 1, MT_MAX_THREADS},
+        {"--max-jobs", NULL, OPT_INT, &max_jobs, "fine-tuning jobs training at once; the rest wait queued (default 1)", 1, MT_JOBS_MAX_RUNNING},
+        {"--job-retries", NULL, OPT_INT, &job_retries, "restarts of a job whose trainer died, before it fails (default 3)", 0, MT_JOBS_MAX_RETRIES},
+        {"--max-file", NULL, OPT_INT, &max_file_mib, "upload limit of /v1/files in MiB (default 64)", 1, 4096},
         {"--quiet", "-q", OPT_FLAG, &quiet, "no request log on stderr"},
         {NULL, NULL, 0, NULL, NULL},
     };
@@ -83,8 +95,39 @@ int cmd_serve(int argc, char **argv) {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    mt_jobs *jobs = NULL;
+    if (!no_jobs) {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0) {
+            fprintf(stderr, "memtune: serve: cannot find its own executable for the jobs' trainer; use --no-jobs\n");
+            mt_model_free(m);
+            return 1;
+        }
+        self[n] = 0;
+        mt_jobs_options jo;
+        mt_jobs_options_default(&jo);
+        jo.state_dir = state_dir;
+        /* absolute: a job resumed by a server started elsewhere finds them */
+        char model_abs[PATH_MAX], tok_abs[PATH_MAX];
+        const char *mp = cli_model_path(model, argv[0]);
+        jo.model_path = realpath(mp, model_abs) ? model_abs : mp;
+        jo.tokenizer_path = tokenizer && realpath(tokenizer, tok_abs) ? tok_abs : tokenizer;
+        jo.model_name = name;
+        jo.trainer = self;
+        jo.max_running = max_jobs;
+        jo.train_threads = train_threads;
+        jo.max_retries = job_retries;
+        jo.max_file_bytes = (size_t)max_file_mib << 20;
+        jo.log = quiet ? NULL : log_line;
+        if (mt_jobs_open(&jo, &jobs)) {
+            mt_model_free(m);
+            return cli_fail("serve --state-dir");
+        }
+    }
     mt_server_options o;
     mt_server_options_default(&o);
+    o.jobs = jobs;
     o.host = host;
     o.port = port;
     o.api_key = api_key;
@@ -99,6 +142,7 @@ int cmd_serve(int argc, char **argv) {
     o.log = quiet ? NULL : log_line;
     mt_server *s;
     if (mt_server_start(m, &o, &s)) {
+        mt_jobs_close(jobs, 0);
         mt_model_free(m);
         return cli_fail("serve");
     }
@@ -113,6 +157,7 @@ int cmd_serve(int argc, char **argv) {
         free(pair);
         if (st) {
             mt_server_free(s);
+            mt_jobs_close(jobs, 0);
             mt_model_free(m);
             return cli_fail("serve --adapter");
         }
@@ -124,6 +169,7 @@ int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "memtune serve: %s: stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     mt_server_shutdown(s, (int)(grace * 1000));
     mt_server_free(s);
+    mt_jobs_close(jobs, (int)(grace * 1000)); /* running jobs save a checkpoint and resume at the next start */
     mt_model_free(m);
     return 0;
 }

@@ -2,8 +2,9 @@
  * callback; this file prints it (a progress bar on a terminal, periodic lines otherwise),
  * turns SIGINT/SIGTERM into the run's stop flag, and drives the fault-injection hooks the
  * CLI tests use (MEMTUNE_TEST_KILL_AFTER_STEP, MEMTUNE_TEST_KILL_RANK, MEMTUNE_TEST_FORGET_AFTER_STEP,
- * MEMTUNE_TEST_CKPT_DELAY_MS; MEMTUNE_TEST_EXACT_LOSS=1 prints every step's loss in full
- * precision on stderr, "exact_loss STEP LOSS").
+ * MEMTUNE_TEST_CKPT_DELAY_MS, MEMTUNE_TEST_INT_IN_RECALL; MEMTUNE_TEST_EXACT_LOSS=1 prints every
+ * step's loss in full precision on stderr, "exact_loss STEP LOSS") and the measurement hook
+ * MEMTUNE_MARGIN_LOG.
  *
  * Under mpirun or srun (the launcher's variables in the environment) it trains data-parallel:
  * it calls mt_dist_init before loading the model and mt_dist_finalize at the end, rank 0
@@ -28,7 +29,20 @@ typedef struct {
     long kill_after_step; /* test hook: die by SIGKILL after this step, as a crash would */
     int rank, kill_rank;  /* this process's MPI rank; the rank the hook kills (default 0) */
     int exact_loss;       /* test hook: every step's loss as %.17g */
+    long int_in_recall;   /* test hook: SIGINT once the final recall has answered this many facts (-1: off) */
+    const char *margin_log; /* measurement hook: a line per check with every fact's smallest margin */
 } progress_printer;
+
+/* MEMTUNE_MARGIN_LOG=FILE (bench/memory_margin.sh): a line per check with every fact's smallest
+ * answer margin, from which the completion margin was chosen. */
+static void log_margins(const char *path, const mt_progress *p) {
+    FILE *f = path && p->fact_margins ? fopen(path, "a") : NULL;
+    if (!f) return;
+    fprintf(f, "{\"step\": %ld, \"margin\": [", p->step);
+    for (int i = 0; i < p->facts; i++) fprintf(f, "%s%.4f", i ? ", " : "", p->fact_margins[i]);
+    fprintf(f, "]}\n");
+    fclose(f);
+}
 
 static void format_duration(char *buf, size_t n, double s) {
     if (!(s >= 0) || s > 1e7) snprintf(buf, n, "?");
@@ -70,7 +84,9 @@ static int on_progress(const mt_progress *p, void *user) {
         }
         raise(SIGKILL);
     }
+    if (p->kind == MT_PROGRESS_RECALL && p->facts_answered == pp->int_in_recall) raise(SIGINT);
     if (pp->rank != 0) return 0; /* rank 0 alone prints */
+    if (p->kind == MT_PROGRESS_CHECK) log_margins(pp->margin_log, p);
     if (p->kind == MT_PROGRESS_STEP && pp->exact_loss) fprintf(stderr, "exact_loss %ld %.17g\n", p->step, p->loss);
     if (p->kind == MT_PROGRESS_DRY_RUN) {
         printf("%s\n", p->message);
@@ -236,7 +252,9 @@ int cmd_train(int argc, char **argv) {
     if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return dist_end(dist, 1, 1);
     progress_printer pp = {.quiet = o.quiet, .tty = isatty(2), .kill_after_step = env_long("MEMTUNE_TEST_KILL_AFTER_STEP"),
                            .rank = rank, .kill_rank = (int)env_long("MEMTUNE_TEST_KILL_RANK"),
-                           .exact_loss = env_long("MEMTUNE_TEST_EXACT_LOSS") != 0};
+                           .exact_loss = env_long("MEMTUNE_TEST_EXACT_LOSS") != 0,
+                           .int_in_recall = getenv("MEMTUNE_TEST_INT_IN_RECALL") ? env_long("MEMTUNE_TEST_INT_IN_RECALL") : -1,
+                           .margin_log = getenv("MEMTUNE_MARGIN_LOG")};
     o.dist = dist;
     o.progress = on_progress;
     o.progress_user = &pp;

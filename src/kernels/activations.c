@@ -3,6 +3,7 @@
  * inference and sampling. SwiGLU is compiled in float here and in double by kernels_f64.c
  * (see real.h). */
 #include "kernels/kernels.h"
+#include "kernels/pool.h"
 #include <math.h>
 #include "kernels/real.h"
 
@@ -30,23 +31,41 @@ static void swiglu_backward_chunk(real *dgate, real *dup, const real *dout, cons
     }
 }
 
+typedef struct {
+    real *out, *dgate, *dup;
+    const real *dout, *gate, *up;
+    size_t n;
+} R(swiglu_job);
+
+static void R(swiglu_forward_task)(void *p, size_t c0, size_t c1, int tid) {
+    const R(swiglu_job) *j = p;
+    (void)tid;
+    for (size_t c = c0; c < c1; c++) {
+        size_t i = c * SWIGLU_CHUNK, m = j->n - i < SWIGLU_CHUNK ? j->n - i : SWIGLU_CHUNK;
+        swiglu_forward_chunk(j->out + i, j->gate + i, j->up + i, m);
+    }
+}
+
+static void R(swiglu_backward_task)(void *p, size_t c0, size_t c1, int tid) {
+    const R(swiglu_job) *j = p;
+    (void)tid;
+    for (size_t c = c0; c < c1; c++) {
+        size_t i = c * SWIGLU_CHUNK, m = j->n - i < SWIGLU_CHUNK ? j->n - i : SWIGLU_CHUNK;
+        swiglu_backward_chunk(j->dgate + i, j->dup + i, j->dout + i, j->gate + i, j->up + i, m);
+    }
+}
+
 void R(mt_swiglu_forward)(real *out, const real *gate, const real *up, size_t n) {
     size_t n_chunks = (n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK;
-#pragma omp parallel for if (n_chunks > 1)
-    for (size_t c = 0; c < n_chunks; c++) {
-        size_t i = c * SWIGLU_CHUNK, m = n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK;
-        swiglu_forward_chunk(out + i, gate + i, up + i, m);
-    }
+    R(swiglu_job) j = {.out = out, .gate = gate, .up = up, .n = n};
+    mt_parallel_range(n_chunks, n_chunks > 1, R(swiglu_forward_task), &j);
 }
 
 void R(mt_swiglu_backward)(real *dgate, real *dup, const real *dout, const real *gate,
                            const real *up, size_t n) {
     size_t n_chunks = (n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK;
-#pragma omp parallel for if (n_chunks > 1)
-    for (size_t c = 0; c < n_chunks; c++) {
-        size_t i = c * SWIGLU_CHUNK, m = n - i < SWIGLU_CHUNK ? n - i : SWIGLU_CHUNK;
-        swiglu_backward_chunk(dgate + i, dup + i, dout + i, gate + i, up + i, m);
-    }
+    R(swiglu_job) j = {.dgate = dgate, .dup = dup, .dout = dout, .gate = gate, .up = up, .n = n};
+    mt_parallel_range(n_chunks, n_chunks > 1, R(swiglu_backward_task), &j);
 }
 
 #ifndef MT_REAL_DOUBLE

@@ -18,7 +18,7 @@
  * The training pairs are compiled in float here and in double by kernels_f64.c (see real.h). */
 #include "kernels/kernels.h"
 #include <math.h>
-#include <omp.h>
+#include "kernels/pool.h"
 #include <stdlib.h>
 #include <string.h>
 #include "kernels/real.h"
@@ -68,19 +68,35 @@ static void reference_row_forward(real *o, real *p, const real *qt, const real *
     }
 }
 
+/* the arguments of an attention call, for its pool tasks */
+typedef struct {
+    real *out, *lse, *att, *dq, *dk, *dv, *dscores, *scratch;
+    const real *q, *k, *v, *dout, *out_in, *lse_in, *att_in;
+    const int *doc;
+    int B, T, n_heads, n_kv_heads, head_dim, n_blocks;
+    size_t scratch_per_thread;
+} R(attn_job);
+
+static void R(reference_forward_task)(void *p, size_t r0, size_t r1, int tid) {
+    const R(attn_job) *j = p;
+    (void)tid;
+    int T = j->T, n_heads = j->n_heads, head_dim = j->head_dim, group = n_heads / j->n_kv_heads;
+    int kv_dim = j->n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    for (size_t r = r0; r < r1; r++) {
+        int b = (int)(r / ((size_t)n_heads * T)), h = (int)(r / (size_t)T % (size_t)n_heads), t = (int)(r % (size_t)T);
+        size_t row = (size_t)b * T + t, kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
+        reference_row_forward(j->out + row * q_dim + (size_t)h * head_dim,
+                              j->att + (((size_t)b * n_heads + h) * T + t) * T,
+                              j->q + row * q_dim + (size_t)h * head_dim, j->k + kv_off, j->v + kv_off,
+                              doc_start(j->doc, b, T, t), t, T, kv_dim, head_dim);
+    }
+}
+
 void R(mt_attention_forward_ref)(real *out, real *att, const real *q, const real *k, const real *v,
                              const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
-    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
-#pragma omp parallel for collapse(3) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < n_heads; h++)
-            for (int t = 0; t < T; t++) {
-                size_t row = (size_t)b * T + t, kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
-                reference_row_forward(out + row * q_dim + (size_t)h * head_dim,
-                                      att + (((size_t)b * n_heads + h) * T + t) * T,
-                                      q + row * q_dim + (size_t)h * head_dim, k + kv_off, v + kv_off,
-                                      doc_start(doc, b, T, t), t, T, kv_dim, head_dim);
-            }
+    R(attn_job) j = {.out = out, .att = att, .q = q, .k = k, .v = v, .doc = doc, .B = B, .T = T,
+                     .n_heads = n_heads, .n_kv_heads = n_kv_heads, .head_dim = head_dim};
+    mt_parallel_range((size_t)B * n_heads * T, 1, R(reference_forward_task), &j);
 }
 
 /* One query row t of head h, given its probabilities p and output gradient dot:
@@ -113,23 +129,32 @@ static void reference_row_backward(real *dqt, real *dk, real *dv, real *ds, cons
  * dq rows of the query heads that read it, so every access is a row and nothing races.
  * dscores holds one scratch row per (b, h, t) as laid out by the caller; only [s0, t] of a
  * row is used. */
+static void R(reference_backward_task)(void *p, int task, int tid) {
+    const R(attn_job) *j = p;
+    (void)tid;
+    int T = j->T, n_heads = j->n_heads, n_kv_heads = j->n_kv_heads, head_dim = j->head_dim;
+    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    int b = task / n_kv_heads, kvh = task % n_kv_heads;
+    real *dq = j->dq, *dk = j->dk, *dv = j->dv, *dscores = j->dscores;
+    const real *dout = j->dout, *att = j->att_in, *q = j->q, *k = j->k, *v = j->v;
+    const int *doc = j->doc;
+    size_t kv_off = (size_t)b * T * kv_dim + (size_t)kvh * head_dim;
+    for (int h = kvh * group; h < (kvh + 1) * group; h++)
+        for (int t = 0; t < T; t++) {
+            size_t row = (size_t)b * T + t, idx = (((size_t)b * n_heads + h) * T + t) * T;
+            size_t qo = row * q_dim + (size_t)h * head_dim;
+            reference_row_backward(dq + qo, dk + kv_off, dv + kv_off, dscores + idx, att + idx, dout + qo,
+                                   q + qo, k + kv_off, v + kv_off, doc_start(doc, b, T, t), t, kv_dim, head_dim);
+        }
+}
+
 void R(mt_attention_backward_ref)(real *dq, real *dk, real *dv, real *dscores, const real *dout,
                               const real *att, const real *q, const real *k, const real *v,
                               const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
-    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int b = 0; b < B; b++)
-        for (int kvh = 0; kvh < n_kv_heads; kvh++) {
-            size_t kv_off = (size_t)b * T * kv_dim + (size_t)kvh * head_dim;
-            for (int h = kvh * group; h < (kvh + 1) * group; h++)
-                for (int t = 0; t < T; t++) {
-                    size_t row = (size_t)b * T + t, idx = (((size_t)b * n_heads + h) * T + t) * T;
-                    size_t qo = row * q_dim + (size_t)h * head_dim;
-                    reference_row_backward(dq + qo, dk + kv_off, dv + kv_off, dscores + idx, att + idx,
-                                           dout + qo, q + qo, k + kv_off, v + kv_off,
-                                           doc_start(doc, b, T, t), t, kv_dim, head_dim);
-                }
-        }
+    R(attn_job) j = {.dq = dq, .dk = dk, .dv = dv, .dscores = dscores, .dout = dout, .att_in = att, .q = q,
+                     .k = k, .v = v, .doc = doc, .B = B, .T = T, .n_heads = n_heads, .n_kv_heads = n_kv_heads,
+                     .head_dim = head_dim};
+    mt_parallel(B * n_kv_heads, R(reference_backward_task), &j);
 }
 
 
@@ -185,32 +210,37 @@ static real small_row_forward(real *restrict o, const real *restrict qt, const r
     return m + (real)log(l);
 }
 
+/* one task per (b, head, query block); each thread transposes K, V into its own scratch */
+static void R(small_forward_task)(void *p, int task, int tid) {
+    const R(attn_job) *j = p;
+    int T = j->T, n_heads = j->n_heads, head_dim = j->head_dim, n_blocks = j->n_blocks;
+    int group = n_heads / j->n_kv_heads, kv_dim = j->n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    int b = task / (n_heads * n_blocks), h = task / n_blocks % n_heads, blk = task % n_blocks;
+    const int *doc = j->doc;
+    if (!j->scratch) return; /* out of memory (T·head_dim reals a thread): these rows are left unwritten */
+    real *kt = j->scratch + (size_t)tid * j->scratch_per_thread, *vt = kt + (size_t)T * head_dim;
+    size_t kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
+    int t0 = blk * QUERY_BLOCK, t1 = t0 + QUERY_BLOCK < T ? t0 + QUERY_BLOCK : T;
+    int s0 = doc_start(doc, b, T, t0), base = s0, n = t1 - base;
+    transpose_span(kt, j->k + kv_off, base, n, kv_dim, head_dim);
+    transpose_span(vt, j->v + kv_off, base, n, kv_dim, head_dim);
+    for (int t = t0; t < t1; t++) {
+        if (t > t0 && doc && doc[(size_t)b * T + t] != doc[(size_t)b * T + t - 1]) s0 = t;
+        size_t row = (size_t)b * T + t, qo = row * q_dim + (size_t)h * head_dim;
+        j->lse[row * n_heads + h] = small_row_forward(j->out + qo, j->q + qo, kt, vt, n, s0 - base, t - base, head_dim);
+    }
+}
+
 static void small_attention_forward(real *out, real *lse, const real *q, const real *k, const real *v,
                                     const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
-    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
     int n_blocks = (T + QUERY_BLOCK - 1) / QUERY_BLOCK;
-#pragma omp parallel
-    {
-        real *kt = malloc(2 * (size_t)T * head_dim * sizeof(real)), *vt = kt ? kt + (size_t)T * head_dim : NULL;
-#pragma omp for collapse(3) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < n_heads; h++)
-                for (int blk = 0; blk < n_blocks; blk++) {
-                    size_t kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
-                    int t0 = blk * QUERY_BLOCK, t1 = t0 + QUERY_BLOCK < T ? t0 + QUERY_BLOCK : T;
-                    int s0 = doc_start(doc, b, T, t0), base = s0, n = t1 - base;
-                    if (!kt) continue; /* out of memory (T·head_dim reals): these rows are left unwritten */
-                    transpose_span(kt, k + kv_off, base, n, kv_dim, head_dim);
-                    transpose_span(vt, v + kv_off, base, n, kv_dim, head_dim);
-                    for (int t = t0; t < t1; t++) {
-                        if (t > t0 && doc && doc[(size_t)b * T + t] != doc[(size_t)b * T + t - 1]) s0 = t;
-                        size_t row = (size_t)b * T + t, qo = row * q_dim + (size_t)h * head_dim;
-                        lse[row * n_heads + h] = small_row_forward(out + qo, q + qo, kt, vt, n, s0 - base, t - base,
-                                                                   head_dim);
-                    }
-                }
-        free(kt);
-    }
+    size_t per_thread = 2 * (size_t)T * head_dim;
+    R(attn_job) j = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .doc = doc, .B = B, .T = T,
+                     .n_heads = n_heads, .n_kv_heads = n_kv_heads, .head_dim = head_dim, .n_blocks = n_blocks,
+                     .scratch = malloc((size_t)mt_kernels_threads() * per_thread * sizeof(real)),
+                     .scratch_per_thread = per_thread};
+    mt_parallel(B * n_heads * n_blocks, R(small_forward_task), &j);
+    free(j.scratch);
 }
 
 /* The backward of one query row over transposed K, V of its (b, kv head); dK, dV accumulate
@@ -254,39 +284,48 @@ static void small_row_backward(real *restrict dqt, real *restrict dkt, real *res
     }
 }
 
+/* one task per (b, KV head); each thread transposes into its own scratch */
+static void R(small_backward_task)(void *p, int task, int tid) {
+    const R(attn_job) *job = p;
+    int T = job->T, n_heads = job->n_heads, n_kv_heads = job->n_kv_heads, head_dim = job->head_dim;
+    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    int b = task / n_kv_heads, kvh = task % n_kv_heads;
+    size_t span = (size_t)T * head_dim;
+    const int *doc = job->doc;
+    real *dk = job->dk, *dv = job->dv;
+    if (!job->scratch) return; /* out of memory: no gradient rather than a crash */
+    real *kt = job->scratch + (size_t)tid * job->scratch_per_thread, *vt = kt + span, *dkt = vt + span,
+         *dvt = dkt + span;
+    size_t kv_off = (size_t)b * T * kv_dim + (size_t)kvh * head_dim;
+    transpose_span(kt, job->k + kv_off, 0, T, kv_dim, head_dim);
+    transpose_span(vt, job->v + kv_off, 0, T, kv_dim, head_dim);
+    memset(dkt, 0, 2 * span * sizeof(real));
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        int s0 = 0;
+        for (int t = 0; t < T; t++) {
+            if (t > 0 && doc && doc[(size_t)b * T + t] != doc[(size_t)b * T + t - 1]) s0 = t;
+            size_t row = (size_t)b * T + t, qo = row * q_dim + (size_t)h * head_dim;
+            small_row_backward(job->dq + qo, dkt, dvt, job->dout + qo, job->out_in + qo, job->q + qo, kt, vt,
+                               job->lse_in[row * n_heads + h], T, s0, t, head_dim);
+        }
+    }
+    for (int j = 0; j < T; j++)
+        for (int d = 0; d < head_dim; d++) {
+            dk[kv_off + (size_t)j * kv_dim + d] += dkt[(size_t)d * T + j];
+            dv[kv_off + (size_t)j * kv_dim + d] += dvt[(size_t)d * T + j];
+        }
+}
+
 static void small_attention_backward(real *dq, real *dk, real *dv, const real *dout, const real *out,
                                      const real *lse, const real *q, const real *k, const real *v,
                                      const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
-    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
-    size_t span = (size_t)T * head_dim;
-#pragma omp parallel
-    {
-        real *kt = malloc(4 * span * sizeof(real)), *vt = kt + span, *dkt = vt + span, *dvt = dkt + span;
-#pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int kvh = 0; kvh < n_kv_heads; kvh++) {
-                if (!kt) continue; /* out of memory: no gradient rather than a crash */
-                size_t kv_off = (size_t)b * T * kv_dim + (size_t)kvh * head_dim;
-                transpose_span(kt, k + kv_off, 0, T, kv_dim, head_dim);
-                transpose_span(vt, v + kv_off, 0, T, kv_dim, head_dim);
-                memset(dkt, 0, 2 * span * sizeof(real));
-                for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-                    int s0 = 0;
-                    for (int t = 0; t < T; t++) {
-                        if (t > 0 && doc && doc[(size_t)b * T + t] != doc[(size_t)b * T + t - 1]) s0 = t;
-                        size_t row = (size_t)b * T + t, qo = row * q_dim + (size_t)h * head_dim;
-                        small_row_backward(dq + qo, dkt, dvt, dout + qo, out + qo, q + qo, kt, vt,
-                                           lse[row * n_heads + h], T, s0, t, head_dim);
-                    }
-                }
-                for (int j = 0; j < T; j++)
-                    for (int d = 0; d < head_dim; d++) {
-                        dk[kv_off + (size_t)j * kv_dim + d] += dkt[(size_t)d * T + j];
-                        dv[kv_off + (size_t)j * kv_dim + d] += dvt[(size_t)d * T + j];
-                    }
-            }
-        free(kt);
-    }
+    size_t per_thread = 4 * (size_t)T * head_dim;
+    R(attn_job) j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .out_in = out, .lse_in = lse, .q = q, .k = k,
+                     .v = v, .doc = doc, .B = B, .T = T, .n_heads = n_heads, .n_kv_heads = n_kv_heads,
+                     .head_dim = head_dim, .scratch = malloc((size_t)mt_kernels_threads() * per_thread * sizeof(real)),
+                     .scratch_per_thread = per_thread};
+    mt_parallel(B * n_kv_heads, R(small_backward_task), &j);
+    free(j.scratch);
 }
 
 /* Heads larger than SMALL_HEAD go in blocks of BLOCK query rows x BLOCK keys, each block a
@@ -451,26 +490,47 @@ static void head_backward(const head_view *hv, const int *doc, int T) {
     }
 }
 
+static void R(forward_task)(void *p, int task, int tid) {
+    const R(attn_job) *j = p;
+    (void)tid;
+    int T = j->T, n_heads = j->n_heads, head_dim = j->head_dim, n_blocks = j->n_blocks;
+    int group = n_heads / j->n_kv_heads, kv_dim = j->n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    int b = task / (n_heads * n_blocks), h = task / n_blocks % n_heads, blk = task % n_blocks;
+    size_t kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
+    size_t qo = (size_t)b * T * q_dim + (size_t)h * head_dim;
+    head_view hv = {j->q + qo, j->k + kv_off, j->v + kv_off, NULL, NULL, NULL, NULL, NULL, NULL,
+                    q_dim, kv_dim, head_dim, n_heads, 0};
+    head_block_forward(&hv, j->out + qo, j->lse + (size_t)b * T * n_heads + h, j->doc ? j->doc + (size_t)b * T : NULL,
+                       T, blk * BLOCK);
+}
+
+static void R(backward_task)(void *p, int task, int tid) {
+    const R(attn_job) *j = p;
+    (void)tid;
+    int T = j->T, n_heads = j->n_heads, n_kv_heads = j->n_kv_heads, head_dim = j->head_dim;
+    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    int b = task / n_kv_heads, kvh = task % n_kv_heads;
+    size_t kv_off = (size_t)b * T * kv_dim + (size_t)kvh * head_dim;
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        size_t qo = (size_t)b * T * q_dim + (size_t)h * head_dim;
+        head_view hv = {j->q + qo, j->k + kv_off, j->v + kv_off, j->dout + qo, j->out_in + qo,
+                        j->lse_in + (size_t)b * T * n_heads + h, j->dq + qo, j->dk + kv_off, j->dv + kv_off,
+                        q_dim, kv_dim, head_dim, n_heads, 0};
+        head_backward(&hv, j->doc ? j->doc + (size_t)b * T : NULL, T);
+    }
+}
+
 void R(mt_attention_forward)(real *out, real *lse, const real *q, const real *k, const real *v,
                              const int *doc, int B, int T, int n_heads, int n_kv_heads, int head_dim) {
     if (head_dim <= SMALL_HEAD) {
         small_attention_forward(out, lse, q, k, v, doc, B, T, n_heads, n_kv_heads, head_dim);
         return;
     }
-    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
     int n_blocks = (T + BLOCK - 1) / BLOCK;
-    /* later blocks see more keys: dynamic scheduling evens the threads out */
-#pragma omp parallel for collapse(3) schedule(dynamic, 1)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < n_heads; h++)
-            for (int blk = 0; blk < n_blocks; blk++) {
-                size_t kv_off = (size_t)b * T * kv_dim + (size_t)(h / group) * head_dim;
-                size_t qo = (size_t)b * T * q_dim + (size_t)h * head_dim;
-                head_view hv = {q + qo, k + kv_off, v + kv_off, NULL, NULL, NULL, NULL, NULL, NULL,
-                                q_dim, kv_dim, head_dim, n_heads, 0};
-                head_block_forward(&hv, out + qo, lse + (size_t)b * T * n_heads + h, doc ? doc + (size_t)b * T : NULL,
-                                   T, blk * BLOCK);
-            }
+    R(attn_job) j = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .doc = doc, .B = B, .T = T,
+                     .n_heads = n_heads, .n_kv_heads = n_kv_heads, .head_dim = head_dim, .n_blocks = n_blocks};
+    /* later blocks see more keys: a task per block evens the threads out */
+    mt_parallel(B * n_heads * n_blocks, R(forward_task), &j);
 }
 
 /* Work is split by (row b, KV head), as in the reference: one thread owns the dk, dv rows of
@@ -482,19 +542,10 @@ void R(mt_attention_backward)(real *dq, real *dk, real *dv, const real *dout, co
         small_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, doc, B, T, n_heads, n_kv_heads, head_dim);
         return;
     }
-    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int b = 0; b < B; b++)
-        for (int kvh = 0; kvh < n_kv_heads; kvh++) {
-            size_t kv_off = (size_t)b * T * kv_dim + (size_t)kvh * head_dim;
-            for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-                size_t qo = (size_t)b * T * q_dim + (size_t)h * head_dim;
-                head_view hv = {q + qo, k + kv_off, v + kv_off, dout + qo, out + qo,
-                                lse + (size_t)b * T * n_heads + h, dq + qo, dk + kv_off, dv + kv_off,
-                                q_dim, kv_dim, head_dim, n_heads, 0};
-                head_backward(&hv, doc ? doc + (size_t)b * T : NULL, T);
-            }
-        }
+    R(attn_job) j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .out_in = out, .lse_in = lse, .q = q, .k = k,
+                     .v = v, .doc = doc, .B = B, .T = T, .n_heads = n_heads, .n_kv_heads = n_kv_heads,
+                     .head_dim = head_dim};
+    mt_parallel(B * n_kv_heads, R(backward_task), &j);
 }
 
 #ifndef MT_REAL_DOUBLE
@@ -502,38 +553,63 @@ size_t mt_attention_cached_scratch(int threads, int n_ctx, int n_heads, int head
     return (size_t)threads * ((size_t)n_ctx + (size_t)n_heads * (head_dim + 2));
 }
 
+typedef struct {
+    float *out;
+    const float *q, *k, *v;
+    float *scratch;
+    int T, p0, n_heads, n_kv_heads, head_dim;
+} cached_job;
+
+static void small_cached_task(void *p, size_t r0, size_t r1, int tid) {
+    const cached_job *job = p;
+    int n_heads = job->n_heads, head_dim = job->head_dim, p0 = job->p0;
+    int group = n_heads / job->n_kv_heads, kv_dim = job->n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    float scale = 1.0f / sqrtf((float)head_dim);
+    const float *q = job->q, *k = job->k, *v = job->v;
+    float *att = job->scratch + (size_t)tid * (size_t)(p0 + job->T);
+    for (size_t r = r0; r < r1; r++) {
+        int t = (int)(r / (size_t)n_heads), h = (int)(r % (size_t)n_heads);
+        const float *qh = q + (size_t)t * q_dim + (size_t)h * head_dim;
+        int kvh = h / group, n_keys = p0 + t + 1;
+        for (int j = 0; j < n_keys; j++) {
+            const float *kj = k + (size_t)j * kv_dim + (size_t)kvh * head_dim;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int d = 0; d < head_dim; d++) dot += qh[d] * kj[d];
+            att[j] = dot * scale;
+        }
+        mt_softmax_inplace(att, n_keys);
+        float *oh = job->out + (size_t)t * q_dim + (size_t)h * head_dim;
+        memset(oh, 0, (size_t)head_dim * sizeof(float));
+        for (int j = 0; j < n_keys; j++) {
+            const float *vj = v + (size_t)j * kv_dim + (size_t)kvh * head_dim;
+            float a = att[j];
+#pragma omp simd
+            for (int d = 0; d < head_dim; d++) oh[d] += a * vj[d];
+        }
+    }
+}
+
 /* small heads (head_dim <= SMALL_HEAD): a dot product per key and row, the rows and heads
  * split between threads */
 static void small_cached_forward(float *out, const float *q, const float *k, const float *v, int T, int p0,
                                  int n_heads, int n_kv_heads, int head_dim, float *scratch) {
-    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
-    int n_ctx_scratch = p0 + T;
-    float scale = 1.0f / sqrtf((float)head_dim);
     /* decoding a small model is a few thousand multiply-adds: not worth waking threads */
     size_t work = (size_t)T * n_heads * (size_t)(p0 + T) * head_dim;
-#pragma omp parallel for collapse(2) if (work > MT_PARALLEL_MIN)
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < n_heads; h++) {
-            float *att = scratch + (size_t)omp_get_thread_num() * n_ctx_scratch;
-            const float *qh = q + (size_t)t * q_dim + (size_t)h * head_dim;
-            int kvh = h / group, n_keys = p0 + t + 1;
-            for (int j = 0; j < n_keys; j++) {
-                const float *kj = k + (size_t)j * kv_dim + (size_t)kvh * head_dim;
-                float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                for (int d = 0; d < head_dim; d++) dot += qh[d] * kj[d];
-                att[j] = dot * scale;
-            }
-            mt_softmax_inplace(att, n_keys);
-            float *oh = out + (size_t)t * q_dim + (size_t)h * head_dim;
-            memset(oh, 0, (size_t)head_dim * sizeof(float));
-            for (int j = 0; j < n_keys; j++) {
-                const float *vj = v + (size_t)j * kv_dim + (size_t)kvh * head_dim;
-                float a = att[j];
-#pragma omp simd
-                for (int d = 0; d < head_dim; d++) oh[d] += a * vj[d];
-            }
-        }
+    cached_job j = {out, q, k, v, scratch, T, p0, n_heads, n_kv_heads, head_dim};
+    mt_parallel_range((size_t)T * n_heads, work > MT_PARALLEL_MIN, small_cached_task, &j);
+}
+
+static void prompt_block_task(void *p, int task, int tid) {
+    const cached_job *j = p;
+    (void)tid;
+    int n_heads = j->n_heads, head_dim = j->head_dim, n_blocks = (j->T + BLOCK - 1) / BLOCK;
+    int group = n_heads / j->n_kv_heads, kv_dim = j->n_kv_heads * head_dim, q_dim = n_heads * head_dim;
+    int h = task / n_blocks, blk = task % n_blocks;
+    size_t kv_off = (size_t)(h / group) * head_dim;
+    head_view hv = {j->q + (size_t)h * head_dim, j->k + kv_off, j->v + kv_off, NULL, NULL, NULL, NULL, NULL, NULL,
+                    q_dim, kv_dim, head_dim, n_heads, j->p0};
+    head_block_forward(&hv, j->out + (size_t)h * head_dim, NULL, NULL, j->p0 + j->T, j->p0 + blk * BLOCK);
 }
 
 /* Heads wider than SMALL_HEAD: a decoded token (T = 1) by mt_attention_decode (decode.c); a prompt
@@ -546,20 +622,12 @@ void mt_attention_cached_forward(float *out, const float *q, const float *k, con
         small_cached_forward(out, q, k, v, T, p0, n_heads, n_kv_heads, head_dim, scratch);
         return;
     }
-    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
     size_t work = (size_t)T * n_heads * (size_t)(p0 + T) * head_dim;
     if (T == 1) {
         mt_attention_decode(out, q, k, v, p0 + 1, n_heads, n_kv_heads, head_dim, scratch, work > MT_PARALLEL_MIN);
         return;
     }
-    int n_blocks = (T + BLOCK - 1) / BLOCK;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work > MT_PARALLEL_MIN)
-    for (int h = 0; h < n_heads; h++)
-        for (int blk = 0; blk < n_blocks; blk++) {
-            size_t kv_off = (size_t)(h / group) * head_dim;
-            head_view hv = {q + (size_t)h * head_dim, k + kv_off, v + kv_off, NULL, NULL, NULL, NULL, NULL, NULL,
-                            q_dim, kv_dim, head_dim, n_heads, p0};
-            head_block_forward(&hv, out + (size_t)h * head_dim, NULL, NULL, p0 + T, p0 + blk * BLOCK);
-        }
+    cached_job j = {out, q, k, v, NULL, T, p0, n_heads, n_kv_heads, head_dim};
+    mt_parallel_if(work > MT_PARALLEL_MIN, n_heads * ((T + BLOCK - 1) / BLOCK), prompt_block_task, &j);
 }
 #endif

@@ -5,6 +5,7 @@
  * is not a multiple of 32 ending in a partial block. The scalar conversions are the file
  * formats' (formats/dtype.h), so a stored block reads the same as a GGUF one. */
 #include "kernels/kernels.h"
+#include "kernels/pool.h"
 #include "formats/dtype.h"
 #include <math.h>
 #include <string.h>
@@ -45,19 +46,45 @@ void mt_bf16_encode(const float *src, size_t n, uint8_t *dst) {
     }
 }
 
+typedef struct {
+    const float *f;
+    float *fout;
+    const uint8_t *b;
+    uint8_t *bout;
+    size_t cols, row_bytes;
+} convert_job;
+
+static void bf16_decode_task(void *p, size_t i0, size_t i1, int tid) {
+    const convert_job *j = p;
+    (void)tid;
+    for (size_t i = i0; i < i1; i++) j->fout[i] = mt_bf16_to_f32(mt_load_u16(j->b + 2 * i));
+}
+
 void mt_bf16_decode(const uint8_t *src, size_t n, float *dst) {
-#pragma omp parallel for if (n > MT_PARALLEL_MIN)
-    for (size_t i = 0; i < n; i++) dst[i] = mt_bf16_to_f32(mt_load_u16(src + 2 * i));
+    convert_job j = {.b = src, .fout = dst};
+    mt_parallel_range(n, n > MT_PARALLEL_MIN, bf16_decode_task, &j);
+}
+
+static void q8_encode_task(void *p, size_t r0, size_t r1, int tid) {
+    const convert_job *j = p;
+    (void)tid;
+    for (size_t r = r0; r < r1; r++) q8_encode_row(j->f + r * j->cols, j->cols, j->bout + r * j->row_bytes);
 }
 
 void mt_q8_0_encode_rows(const float *src, size_t rows, size_t cols, uint8_t *dst) {
-    size_t n = rows * cols, row_bytes = mt_q8_0_row_bytes(cols);
-#pragma omp parallel for if (n > MT_PARALLEL_MIN)
-    for (size_t r = 0; r < rows; r++) q8_encode_row(src + r * cols, cols, dst + r * row_bytes);
+    size_t n = rows * cols;
+    convert_job j = {.f = src, .bout = dst, .cols = cols, .row_bytes = mt_q8_0_row_bytes(cols)};
+    mt_parallel_range(rows, n > MT_PARALLEL_MIN, q8_encode_task, &j);
+}
+
+static void q8_decode_task(void *p, size_t r0, size_t r1, int tid) {
+    const convert_job *j = p;
+    (void)tid;
+    for (size_t r = r0; r < r1; r++) q8_decode_row(j->b + r * j->row_bytes, j->cols, j->fout + r * j->cols);
 }
 
 void mt_q8_0_decode_rows(const uint8_t *src, size_t rows, size_t cols, float *dst) {
-    size_t n = rows * cols, row_bytes = mt_q8_0_row_bytes(cols);
-#pragma omp parallel for if (n > MT_PARALLEL_MIN)
-    for (size_t r = 0; r < rows; r++) q8_decode_row(src + r * row_bytes, cols, dst + r * cols);
+    size_t n = rows * cols;
+    convert_job j = {.b = src, .fout = dst, .cols = cols, .row_bytes = mt_q8_0_row_bytes(cols)};
+    mt_parallel_range(rows, n > MT_PARALLEL_MIN, q8_decode_task, &j);
 }

@@ -6,6 +6,7 @@
  * when asked, so no second [n, V] buffer is needed. Compiled in float here and in double by
  * kernels_f64.c (see real.h). */
 #include "kernels/kernels.h"
+#include "kernels/pool.h"
 #include <math.h>
 #include <string.h>
 #include "kernels/real.h"
@@ -43,33 +44,67 @@ static double soft_nll(const mt_soft_targets *soft, int i, const real *row, doub
     return nll;
 }
 
-double R(mt_cross_entropy_forward)(real *lse, const real *logits, const int *targets,
-                                   const mt_soft_targets *soft, int n, int V, long *n_targets) {
+/* the rows in pieces (fixed by n and the thread count), their sums added in piece order */
+#define CE_PIECES_MAX 64
+typedef struct {
+    real *lse, *dlogits;
+    const real *logits, *lse_in;
+    const int *targets;
+    const mt_soft_targets *soft;
+    double scale;
+    int n, V, pieces;
+    double nll[CE_PIECES_MAX];
+    long count[CE_PIECES_MAX];
+} R(ce_job);
+
+static void R(ce_forward_task)(void *p, int piece, int tid) {
+    R(ce_job) *j = p;
+    (void)tid;
+    int i0 = (int)mt_piece((size_t)j->n, j->pieces, piece), i1 = (int)mt_piece((size_t)j->n, j->pieces, piece + 1);
+    const mt_soft_targets *soft = j->soft;
     double nll = 0.0;
     long count = 0;
-#pragma omp parallel for reduction(+ : nll, count) if (n > 1)
-    for (int i = 0; i < n; i++) {
-        const real *row = logits + (size_t)i * V;
-        double z = row_logsumexp(row, V);
-        lse[i] = (real)z;
+    for (int i = i0; i < i1; i++) {
+        const real *row = j->logits + (size_t)i * j->V;
+        double z = row_logsumexp(row, j->V);
+        j->lse[i] = (real)z;
         if (is_soft(soft, i)) {
             nll += soft_nll(soft, i, row, z, NULL);
             count++;
             continue;
         }
-        if (targets[i] < 0) continue;
-        nll += z - row[targets[i]];
+        if (j->targets[i] < 0) continue;
+        nll += z - row[j->targets[i]];
         count++;
+    }
+    j->nll[piece] = nll, j->count[piece] = count;
+}
+
+double R(mt_cross_entropy_forward)(real *lse, const real *logits, const int *targets,
+                                   const mt_soft_targets *soft, int n, int V, long *n_targets) {
+    R(ce_job) j = {.lse = lse, .logits = logits, .targets = targets, .soft = soft, .n = n, .V = V,
+                   .pieces = mt_parallel_pieces((size_t)(n > 0 ? n : 0), n > 1)};
+    if (j.pieces > CE_PIECES_MAX) j.pieces = CE_PIECES_MAX;
+    double nll = 0.0;
+    long count = 0;
+    if (n > 0) {
+        mt_parallel(j.pieces, R(ce_forward_task), &j);
+        for (int i = 0; i < j.pieces; i++) nll += j.nll[i], count += j.count[i];
     }
     if (n_targets) *n_targets = count;
     return nll;
 }
 
-void R(mt_cross_entropy_backward)(real *dlogits, const real *logits, const real *lse,
-                                  const int *targets, const mt_soft_targets *soft, double scale,
-                                  int n, int V) {
-#pragma omp parallel for if (n > 1)
-    for (int i = 0; i < n; i++) {
+static void R(ce_backward_task)(void *arg, size_t i0, size_t i1, int tid) {
+    const R(ce_job) *job = arg;
+    (void)tid;
+    const mt_soft_targets *soft = job->soft;
+    const int *targets = job->targets;
+    const real *logits = job->logits, *lse = job->lse_in;
+    real *dlogits = job->dlogits;
+    int V = job->V;
+    double scale = job->scale;
+    for (int i = (int)i0; i < (int)i1; i++) {
         const real *row = logits + (size_t)i * V;
         real *d = dlogits + (size_t)i * V;
         if (is_soft(soft, i)) {
@@ -88,4 +123,12 @@ void R(mt_cross_entropy_backward)(real *dlogits, const real *logits, const real 
         row_softmax_scaled(d, row, lse[i], (real)scale, V);
         d[targets[i]] -= (real)scale;
     }
+}
+
+void R(mt_cross_entropy_backward)(real *dlogits, const real *logits, const real *lse,
+                                  const int *targets, const mt_soft_targets *soft, double scale,
+                                  int n, int V) {
+    R(ce_job) j = {.dlogits = dlogits, .logits = logits, .lse_in = lse, .targets = targets, .soft = soft,
+                   .scale = scale, .n = n, .V = V};
+    mt_parallel_range((size_t)(n > 0 ? n : 0), n > 1, R(ce_backward_task), &j);
 }

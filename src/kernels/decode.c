@@ -13,7 +13,7 @@
  * the streaming rate (bench/RESULTS.md, section on decode). */
 #include "kernels/kernels.h"
 #include <math.h>
-#include <omp.h>
+#include "kernels/pool.h"
 #include <string.h>
 #include "kernels/simd.h"
 #include "kernels/real.h"
@@ -59,12 +59,23 @@ static void rows_dot(float *out, const float *w, const float *x, int K, int n0, 
     for (int n = n0; n < n1; n++) out[n] = row_dot(w + (size_t)n * K, x, K);
 }
 
+typedef struct {
+    float *out;
+    float *const *outs;
+    const float *x, *w;
+    const float *const *xs;
+    int K, B;
+} matvec_job;
+
+static void matvec_task(void *p, size_t n0, size_t n1, int tid) {
+    const matvec_job *j = p;
+    (void)tid;
+    rows_dot(j->out, j->w, j->x, j->K, (int)n0, (int)n1);
+}
+
 void mt_matvec(float *out, const float *x, const float *w, int K, int N) {
-#pragma omp parallel
-    {
-        int id = omp_get_thread_num(), nth = omp_get_num_threads();
-        rows_dot(out, w, x, K, (int)((long)N * id / nth), (int)((long)N * (id + 1) / nth));
-    }
+    matvec_job j = {.out = out, .x = x, .w = w, .K = K};
+    mt_parallel_range((size_t)N, 1, matvec_task, &j);
 }
 
 /* out[b][n] = W[n]·x[b] for the rows n0 <= n < n1 and every b: the row stays in L1 while
@@ -77,12 +88,15 @@ static void rows_dot_multi(float *const *out, const float *w, const float *const
     }
 }
 
+static void matvec_rows_task(void *p, size_t n0, size_t n1, int tid) {
+    const matvec_job *j = p;
+    (void)tid;
+    rows_dot_multi(j->outs, j->w, j->xs, j->K, (int)n0, (int)n1, j->B);
+}
+
 void mt_matvec_rows(float *const *out, const float *const *x, const float *w, int K, int N, int B) {
-#pragma omp parallel
-    {
-        int id = omp_get_thread_num(), nth = omp_get_num_threads();
-        rows_dot_multi(out, w, x, K, (int)((long)N * id / nth), (int)((long)N * (id + 1) / nth), B);
-    }
+    matvec_job j = {.outs = out, .xs = x, .w = w, .K = K, .B = B};
+    mt_parallel_range((size_t)N, 1, matvec_rows_task, &j);
 }
 
 /* Attention of one new token (flash decoding). The n cached keys are split between the
@@ -189,15 +203,23 @@ static void decode_merge(float *out, const float *parts, int nth, int n_heads, i
     for (int d = 0; d < hd; d++) out[d] /= L;
 }
 
-void mt_attention_decode(float *out, const float *q, const float *k, const float *v, int n_keys, int n_heads,
-                         int n_kv_heads, int hd, float *scratch, int threaded) {
-    int group = n_heads / n_kv_heads, kv_dim = n_kv_heads * hd;
+typedef struct {
+    float *out, *scratch;
+    const float *q, *k, *v;
+    int n_keys, n_heads, n_kv_heads, hd, parts;
+} decode_job;
+
+/* part id of the keys (the keys split in j->parts, by the thread count) into its partials */
+static void decode_part_task(void *p, int id, int tid) {
+    const decode_job *job = p;
+    (void)tid;
+    int n_heads = job->n_heads, hd = job->hd, nth = job->parts, n_keys = job->n_keys;
+    int group = n_heads / job->n_kv_heads, kv_dim = job->n_kv_heads * hd;
     float scale = 1 / sqrtf((float)hd);
-#pragma omp parallel if (threaded)
+    const float *q = job->q, *k = job->k, *v = job->v;
     {
-        int id = omp_get_thread_num(), nth = omp_get_num_threads();
         int j0 = (int)((long)n_keys * id / nth), j1 = (int)((long)n_keys * (id + 1) / nth);
-        float *parts = scratch + (size_t)id * n_heads * (hd + 2);
+        float *parts = job->scratch + (size_t)id * n_heads * (hd + 2);
         for (int h = 0; h < n_heads; h++) {
             float *part = parts + (size_t)h * (hd + 2);
             memset(part, 0, (size_t)hd * sizeof(float));
@@ -211,8 +233,19 @@ void mt_attention_decode(float *out, const float *q, const float *k, const float
                                   scale);
             }
         }
-#pragma omp barrier
-#pragma omp for
-        for (int h = 0; h < n_heads; h++) decode_merge(out + (size_t)h * hd, scratch, nth, n_heads, hd, h);
     }
+}
+
+static void decode_merge_task(void *p, int h, int tid) {
+    const decode_job *j = p;
+    (void)tid;
+    decode_merge(j->out + (size_t)h * j->hd, j->scratch, j->parts, j->n_heads, j->hd, h);
+}
+
+void mt_attention_decode(float *out, const float *q, const float *k, const float *v, int n_keys, int n_heads,
+                         int n_kv_heads, int hd, float *scratch, int threaded) {
+    /* the keys in as many parts as threads (the scratch holds that many partials) */
+    decode_job j = {out, scratch, q, k, v, n_keys, n_heads, n_kv_heads, hd, threaded ? mt_kernels_threads() : 1};
+    mt_parallel_if(threaded, j.parts, decode_part_task, &j);
+    mt_parallel_if(threaded, n_heads, decode_merge_task, &j);
 }

@@ -2,12 +2,29 @@
  * drawn from a counter-based hash, so the backward redraws the forward's mask instead of
  * storing it). Compiled in float here and in double by kernels_f64.c (see real.h). */
 #include "kernels/kernels.h"
+#include "kernels/pool.h"
 #include <stdint.h>
 #include "kernels/real.h"
 
+typedef struct {
+    real *out;
+    const real *a, *b;
+    uint64_t key;
+    double p;
+    int accumulate;
+} R(elementwise_job);
+
+static void R(add_task)(void *p, size_t i0, size_t i1, int tid) {
+    const R(elementwise_job) *j = p;
+    (void)tid;
+    real *out = j->out;
+    const real *a = j->a, *b = j->b;
+    for (size_t i = i0; i < i1; i++) out[i] = a[i] + b[i];
+}
+
 void R(mt_add)(real *out, const real *a, const real *b, size_t n) {
-#pragma omp parallel for if (n > MT_PARALLEL_MIN)
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    R(elementwise_job) j = {.out = out, .a = a, .b = b};
+    mt_parallel_range(n, n > MT_PARALLEL_MIN, R(add_task), &j);
 }
 
 /* The dropout factor of element i under key: 0 (dropped) or 1/(1-p) (kept). */
@@ -16,10 +33,16 @@ static real R(dropout_factor)(uint64_t key, size_t i, double p) {
     return u < p ? 0 : (real)(1.0 / (1.0 - p));
 }
 
-void R(mt_dropout)(real *out, const real *x, size_t n, uint64_t key, double p, int accumulate) {
-#pragma omp parallel for if (n > MT_PARALLEL_MIN)
-    for (size_t i = 0; i < n; i++) {
-        real v = x[i] * R(dropout_factor)(key, i, p);
-        out[i] = accumulate ? out[i] + v : v;
+static void R(dropout_task)(void *p, size_t i0, size_t i1, int tid) {
+    const R(elementwise_job) *j = p;
+    (void)tid;
+    for (size_t i = i0; i < i1; i++) {
+        real v = j->a[i] * R(dropout_factor)(j->key, i, j->p);
+        j->out[i] = j->accumulate ? j->out[i] + v : v;
     }
+}
+
+void R(mt_dropout)(real *out, const real *x, size_t n, uint64_t key, double p, int accumulate) {
+    R(elementwise_job) j = {.out = out, .a = x, .key = key, .p = p, .accumulate = accumulate};
+    mt_parallel_range(n, n > MT_PARALLEL_MIN, R(dropout_task), &j);
 }

@@ -1,10 +1,11 @@
 /* Kernels: the numeric ops of a Llama-family transformer, each a plain function over
  * row-major arrays. Each op's backward is written next to its forward in the same file.
- * GEMMs go through OpenBLAS; the rest is threaded with OpenMP.
+ * GEMMs go through OpenBLAS (serial, split over the pool); the rest runs on the kernels' own
+ * thread pool (pool.h).
  *
- * The backend seam. Every BLAS call and every OpenMP pragma of the library is in this folder
+ * The backend seam. Every BLAS call and every parallel loop of the library is in this folder
  * (src/kernels/); the layers above (model, adapters, train, eval, ...) call these functions
- * on host arrays and never include <cblas.h> or name an OpenMP construct. A second backend
+ * on host arrays and never include <cblas.h> or name the pool. A second backend
  * (CUDA is next) is a second implementation of this folder behind the same declarations,
  * tested against this one, the reference, as the double-precision twins test the float ops;
  * nothing above it changes. What crosses the seam: float/double arrays, shapes, and the
@@ -26,7 +27,7 @@
 #include "memtune.h"
 
 /* Elements (or units of work) below which a loop runs on the calling thread: waking the
- * team costs more than splitting the work saves. Every OpenMP `if` on a size uses it. */
+ * pool costs more than splitting the work saves. Every parallel condition on a size uses it. */
 #define MT_PARALLEL_MIN 65536
 
 /* splitmix64's finaliser: a well-mixed 64-bit hash of z (LoRA dropout's mask, mt_dropout). */
@@ -37,15 +38,15 @@ static inline uint64_t mt_mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-/* Threads for our loops and for OpenBLAS (kept equal so they do not oversubscribe). */
+/* Threads of the kernels' pool (0 = the CPUs this process may run on); OpenBLAS runs serial
+ * inside it, so the two never oversubscribe. */
 void mt_kernels_set_threads(int n);
 int mt_kernels_threads(void);
 
 /* out[N] = W[N, K]·x with our threads, for decoding (decode.c: bandwidth-bound, no BLAS) */
 void mt_matvec(float *out, const float *x, const float *w, int K, int N);
-/* Makes the calling thread's parallel regions use the thread count set by mt_set_threads
- * (omp_set_num_threads only affects the thread that calls it, and contexts run in any
- * thread) and returns it: call before kernels in a thread that may not be the one that set it. */
+/* The thread count set by mt_set_threads (kept as the call that precedes kernels in a thread
+ * that may not be the one that set it; the count is global). */
 int mt_kernels_enter(void);
 /* mt_matvec for B inputs at once: out[b] = W·x[b], each weight row read once for all of
  * them, every output the same number mt_matvec gives. */

@@ -8,7 +8,7 @@
 #include "kernels/kernels.h"
 #include "core/error.h"
 #include <math.h>
-#include <omp.h>
+#include "kernels/pool.h"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

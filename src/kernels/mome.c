@@ -19,6 +19,7 @@
  * ones route that token to the same experts and fight over them; with it, each fact's answer
  * positions get their own experts. It has no trainable part, so it gets no gradient. */
 #include "kernels/kernels.h"
+#include "kernels/pool.h"
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -128,10 +129,24 @@ void R(mt_mome_context)(real *ctx, real *acc, const int *ids, const int *pos, in
     }
 }
 
+/* the arguments of a MoME call, for its pool tasks */
+typedef struct {
+    real *out, *gate, *z, *dx, *slot_grads, *dq, *ds, *dk1, *dk2;
+    int *idx;
+    const int *cidx;
+    const real *x, *bank, *scores, *dout, *cgate, *cz, *k1, *k2, *q;
+    const mt_mome_shape *sh;
+    int T;
+} R(mome_job);
+
+static void R(mome_forward_task)(void *p, size_t t0, size_t t1, int tid);
+static void R(mome_backward_task)(void *p, size_t t0, size_t t1, int tid);
+static void R(mome_sub_key_task)(void *p, size_t h0, size_t h1, int tid);
+
 void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const real *x, const real *ctx,
                         const real *router, const real *bank, long n_experts,
                         const mt_mome_shape *sh, int T, real *scratch) {
-    int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
+    int C = sh->C, H = sh->H, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
     (void)n_experts;
     /* q[T, H*dk] = x·Wq^T + ctx·Wx^T */
@@ -139,11 +154,22 @@ void R(mt_mome_forward)(real *out, real *q, int *idx, real *gate, real *z, const
     if (sh->Cx)
         r_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H * dk, sh->Cx, 1, ctx, sh->Cx,
                router + mt_mome_context_offset(sh), sh->Cx, 1, q, H * dk);
+    R(sub_key_scores)(scratch, q, k1, k2, sh, T);
+    R(mome_job) j = {.out = out, .idx = idx, .gate = gate, .z = z, .x = x, .bank = bank, .sh = sh, .scores = scratch};
+    mt_parallel_range((size_t)T, T > 1, R(mome_forward_task), &j);
+}
+
+/* tokens [t0, t1) of mt_mome_forward: routing and the chosen experts */
+static void R(mome_forward_task)(void *p, size_t t0, size_t t1, int tid) {
+    const R(mome_job) *j = p;
+    (void)tid;
+    const mt_mome_shape *sh = j->sh;
+    int C = sh->C, H = sh->H, K = sh->K;
+    real *out = j->out, *gate = j->gate, *z = j->z;
+    int *idx = j->idx;
+    const real *x = j->x, *bank = j->bank, *scores = j->scores;
     size_t per_token = (size_t)H * (sh->n1 + sh->n2);
-    real *scores = scratch;
-    R(sub_key_scores)(scores, q, k1, k2, sh, T);
-#pragma omp parallel for if (T > 1)
-    for (int t = 0; t < T; t++) {
+    for (size_t t = t0; t < t1; t++) {
         const real *xt = x + (size_t)t * C;
         real *ot = out + (size_t)t * C, sums[MOME_MAX_K * MOME_MAX_K];
         for (int h = 0; h < H; h++) {
@@ -200,7 +226,7 @@ static void R(head_backward)(real *dx, real *ds, real *dq, real *slot_grads, con
 void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *dout, const real *x,
                          const real *ctx, const real *q, const int *idx, const real *gate, const real *z, const real *router,
                          const real *bank, long n_experts, const mt_mome_shape *sh, int T, real *scratch) {
-    int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
+    int C = sh->C, H = sh->H, dk = sh->dk, half = dk / 2;
     const real *wq = router, *k1 = wq + (size_t)H * dk * C, *k2 = k1 + (size_t)H * sh->n1 * half;
     (void)n_experts;
     real *dwq = drouter, *dk1 = drouter ? drouter + (size_t)H * dk * C : NULL;
@@ -208,8 +234,32 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
     real *dq = drouter ? scratch : NULL; /* head_backward writes each head's part whole */
     real *ds = drouter ? scratch + (size_t)T * H * dk : NULL; /* [T, H, K] */
     /* tokens in parallel: each writes its own slots, dx row, dq and ds */
-#pragma omp parallel for if (T > 1)
-    for (int t = 0; t < T; t++)
+    R(mome_job) j = {.dx = dx, .slot_grads = slot_grads, .dq = dq, .ds = ds, .dk1 = dk1, .dk2 = dk2, .cidx = idx,
+                     .x = x, .bank = bank, .dout = dout, .cgate = gate, .cz = z, .k1 = k1, .k2 = k2, .q = q,
+                     .sh = sh, .T = T};
+    mt_parallel_range((size_t)T, T > 1, R(mome_backward_task), &j);
+    if (!dq) return;
+    /* the sub-keys' gradients, heads in parallel (each owns its sub-key rows); within a head,
+     * tokens in order, so every row sums in the same order as a serial pass */
+    mt_parallel_range((size_t)H, H > 1 && T > 1, R(mome_sub_key_task), &j);
+    /* q = x·Wq^T: dWq[H*dk, C] += dq^T·x;  dx += dq·Wq */
+    r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, C, T, 1, dq, H * dk, x, C, 1, dwq, C);
+    if (sh->Cx) /* dWx += dq^T·ctx (ctx has no gradient) */
+        r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, sh->Cx, T, 1, dq, H * dk, ctx, sh->Cx, 1,
+               drouter + mt_mome_context_offset(sh), sh->Cx);
+    if (dx) r_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, H * dk, 1, dq, H * dk, wq, C, 1, dx, C);
+}
+
+/* tokens [t0, t1) of mt_mome_backward */
+static void R(mome_backward_task)(void *p, size_t t0, size_t t1, int tid) {
+    const R(mome_job) *j = p;
+    (void)tid;
+    const mt_mome_shape *sh = j->sh;
+    int C = sh->C, H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2;
+    real *dx = j->dx, *ds = j->ds, *dq = j->dq, *slot_grads = j->slot_grads;
+    const real *dout = j->dout, *x = j->x, *gate = j->cgate, *z = j->cz, *k1 = j->k1, *k2 = j->k2, *bank = j->bank;
+    const int *idx = j->cidx;
+    for (size_t t = t0; t < t1; t++)
         for (int h = 0; h < H; h++) {
             size_t slot = ((size_t)t * H + h) * K;
             size_t h1 = (size_t)h * sh->n1 * half, h2 = (size_t)h * sh->n2 * half;
@@ -218,11 +268,18 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
                              dout + (size_t)t * C, x + (size_t)t * C, idx + slot, gate + slot, z + slot, k1 + h1,
                              k2 + h2, bank, sh);
         }
-    if (!dq) return;
-    /* the sub-keys' gradients, heads in parallel (each owns its sub-key rows); within a head,
-     * tokens in order, so every row sums in the same order as a serial pass */
-#pragma omp parallel for if (H > 1 && T > 1)
-    for (int h = 0; h < H; h++) {
+}
+
+/* heads [h0, h1) of the sub-keys' gradients of mt_mome_backward */
+static void R(mome_sub_key_task)(void *p, size_t h0, size_t h1, int tid) {
+    const R(mome_job) *j = p;
+    (void)tid;
+    const mt_mome_shape *sh = j->sh;
+    int H = sh->H, K = sh->K, dk = sh->dk, half = dk / 2, T = j->T;
+    real *dk1 = j->dk1, *dk2 = j->dk2;
+    const real *ds = j->ds, *q = j->q;
+    const int *idx = j->cidx;
+    for (size_t h = h0; h < h1; h++) {
         real *g1 = dk1 + (size_t)h * sh->n1 * half, *g2 = dk2 + (size_t)h * sh->n2 * half;
         for (int t = 0; t < T; t++) {
             size_t slot = ((size_t)t * H + h) * K;
@@ -237,10 +294,4 @@ void R(mt_mome_backward)(real *dx, real *drouter, real *slot_grads, const real *
             }
         }
     }
-    /* q = x·Wq^T: dWq[H*dk, C] += dq^T·x;  dx += dq·Wq */
-    r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, C, T, 1, dq, H * dk, x, C, 1, dwq, C);
-    if (sh->Cx) /* dWx += dq^T·ctx (ctx has no gradient) */
-        r_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, H * dk, sh->Cx, T, 1, dq, H * dk, ctx, sh->Cx, 1,
-               drouter + mt_mome_context_offset(sh), sh->Cx);
-    if (dx) r_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, H * dk, 1, dq, H * dk, wq, C, 1, dx, C);
 }

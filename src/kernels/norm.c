@@ -2,6 +2,7 @@
  * dx = r·g - x·r^3·mean(g·x) and dw = Σ_rows dy·x·r. Compiled in float here and in double by
  * kernels_f64.c (see real.h). */
 #include "kernels/kernels.h"
+#include "kernels/pool.h"
 #include <math.h>
 #include "kernels/real.h"
 
@@ -44,13 +45,44 @@ static void rmsnorm_weight_block(real *restrict dw, const real *dout, const real
     }
 }
 
+typedef struct {
+    real *out, *rstd_out;
+    const real *x, *w, *dout, *rstd;
+    int T, C;
+    float eps;
+} R(norm_job);
+
+static void R(rmsnorm_forward_task)(void *p, size_t t0, size_t t1, int tid) {
+    const R(norm_job) *j = p;
+    (void)tid;
+    size_t C = (size_t)j->C;
+    for (size_t t = t0; t < t1; t++) {
+        real inv = rmsnorm_row(j->out + t * C, j->x + t * C, j->w, j->C, j->eps);
+        if (j->rstd_out) j->rstd_out[t] = inv;
+    }
+}
+
+static void R(rmsnorm_backward_task)(void *p, size_t t0, size_t t1, int tid) {
+    const R(norm_job) *j = p;
+    (void)tid;
+    size_t C = (size_t)j->C;
+    for (size_t t = t0; t < t1; t++)
+        rmsnorm_row_backward(j->out + t * C, j->dout + t * C, j->x + t * C, j->w, j->rstd[t], j->C);
+}
+
+/* a piece owns blocks of columns and walks every row, so no two add into the same dw[i] */
+static void R(rmsnorm_weight_task)(void *p, size_t b0, size_t b1, int tid) {
+    const R(norm_job) *j = p;
+    (void)tid;
+    for (int c0 = (int)b0 * NORM_COL_BLOCK; c0 < (int)b1 * NORM_COL_BLOCK && c0 < j->C; c0 += NORM_COL_BLOCK)
+        rmsnorm_weight_block(j->out, j->dout, j->x, j->rstd, j->T, j->C, c0,
+                             c0 + NORM_COL_BLOCK < j->C ? c0 + NORM_COL_BLOCK : j->C);
+}
+
 void R(mt_rmsnorm_forward_save)(real *out, real *rstd, const real *x, const real *w, int T, int C,
                                 float eps) {
-#pragma omp parallel for if (T > 1)
-    for (int t = 0; t < T; t++) {
-        real inv = rmsnorm_row(out + (size_t)t * C, x + (size_t)t * C, w, C, eps);
-        if (rstd) rstd[t] = inv;
-    }
+    R(norm_job) j = {.out = out, .rstd_out = rstd, .x = x, .w = w, .T = T, .C = C, .eps = eps};
+    mt_parallel_range((size_t)T, T > 1, R(rmsnorm_forward_task), &j);
 }
 
 void R(mt_rmsnorm_forward)(real *out, const real *x, const real *w, int T, int C, float eps) {
@@ -60,17 +92,12 @@ void R(mt_rmsnorm_forward)(real *out, const real *x, const real *w, int T, int C
 void R(mt_rmsnorm_backward)(real *dx, real *dw, const real *dout, const real *x, const real *w,
                             const real *rstd, int T, int C) {
     if (dx) {
-#pragma omp parallel for if (T > 1)
-        for (int t = 0; t < T; t++)
-            rmsnorm_row_backward(dx + (size_t)t * C, dout + (size_t)t * C, x + (size_t)t * C, w,
-                                 rstd[t], C);
+        R(norm_job) j = {.out = dx, .dout = dout, .x = x, .w = w, .rstd = rstd, .T = T, .C = C};
+        mt_parallel_range((size_t)T, T > 1, R(rmsnorm_backward_task), &j);
     }
     if (dw) {
-        /* a thread owns a block of columns and walks every row, so no two threads add into
-         * the same dw[i] */
-#pragma omp parallel for if ((size_t)T * C > MT_PARALLEL_MIN)
-        for (int c0 = 0; c0 < C; c0 += NORM_COL_BLOCK)
-            rmsnorm_weight_block(dw, dout, x, rstd, T, C, c0,
-                                 c0 + NORM_COL_BLOCK < C ? c0 + NORM_COL_BLOCK : C);
+        R(norm_job) j = {.out = dw, .dout = dout, .x = x, .rstd = rstd, .T = T, .C = C};
+        size_t blocks = ((size_t)C + NORM_COL_BLOCK - 1) / NORM_COL_BLOCK;
+        mt_parallel_range(blocks, (size_t)T * C > MT_PARALLEL_MIN, R(rmsnorm_weight_task), &j);
     }
 }

@@ -11,7 +11,7 @@
 #include "formats/dtype.h"
 #include "kernels/simd.h"
 #include <math.h>
-#include <omp.h>
+#include "kernels/pool.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -504,10 +504,29 @@ void mt_quantize(uint32_t type, const float *src, uint8_t *dst, size_t n) {
     for (size_t b = 0; b < n / s.block; b++) block(src + b * s.block, dst + b * s.bytes);
 }
 
+typedef struct {
+    uint32_t type;
+    const float *src, *x, *xsum;
+    uint8_t *dst;
+    const uint8_t *w;
+    float *out;
+    size_t rows, cols;
+    int avx2;
+} quant_job;
+
+#define QUANT_ROWS 16 /* rows a task */
+
+static void quantize_task(void *p, int task, int tid) {
+    const quant_job *j = p;
+    (void)tid;
+    size_t row_bytes = mt_qtype_bytes(j->type, j->cols), r1 = ((size_t)task + 1) * QUANT_ROWS;
+    for (size_t r = (size_t)task * QUANT_ROWS; r < r1 && r < j->rows; r++)
+        mt_quantize(j->type, j->src + r * j->cols, j->dst + r * row_bytes, j->cols);
+}
+
 void mt_quantize_rows(uint32_t type, const float *src, uint8_t *dst, size_t rows, size_t cols) {
-    size_t row_bytes = mt_qtype_bytes(type, cols);
-#pragma omp parallel for schedule(dynamic, 16) if (rows * cols > 65536)
-    for (size_t r = 0; r < rows; r++) mt_quantize(type, src + r * cols, dst + r * row_bytes, cols);
+    quant_job j = {.type = type, .src = src, .dst = dst, .rows = rows, .cols = cols};
+    mt_parallel_if(rows * cols > 65536, (int)((rows + QUANT_ROWS - 1) / QUANT_ROWS), quantize_task, &j);
 }
 
 /* ---- matrix-vector products on the blocks (decoding) ---- */
@@ -616,6 +635,13 @@ static int rows_dot_avx2(uint32_t type, float *out, const float *x, const float 
 }
 #endif
 
+static void quant_matvec_task(void *p, size_t n0, size_t n1, int tid) {
+    const quant_job *j = p;
+    (void)tid;
+    if (!j->avx2 || !rows_dot_avx2(j->type, j->out, j->x, j->xsum, j->w, j->cols, (int)n0, (int)n1))
+        rows_dot(j->type, j->out, j->x, j->w, j->cols, (int)n0, (int)n1);
+}
+
 void mt_quant_matvec(uint32_t type, float *out, const float *x, const uint8_t *w, int K, int N) {
     int avx2 = mt_quant_avx2_usable();
     float *xsum = NULL; /* Σx per 32 values, for the types whose blocks carry an offset */
@@ -625,12 +651,7 @@ void mt_quant_matvec(uint32_t type, float *out, const float *x, const uint8_t *w
             for (int j = 0; j < 32; j++) s += x[32 * i + j];
             xsum[i] = s;
         }
-#pragma omp parallel if ((size_t)N * K >= 65536)
-    {
-        int id = omp_get_thread_num(), nth = omp_get_num_threads();
-        int n0 = (int)((long)N * id / nth), n1 = (int)((long)N * (id + 1) / nth);
-        if (!avx2 || !rows_dot_avx2(type, out, x, xsum, w, (size_t)K, n0, n1))
-            rows_dot(type, out, x, w, (size_t)K, n0, n1);
-    }
+    quant_job j = {.type = type, .out = out, .x = x, .xsum = xsum, .w = w, .cols = (size_t)K, .avx2 = avx2};
+    mt_parallel_range((size_t)N, (size_t)N * K >= 65536, quant_matvec_task, &j);
     free(xsum);
 }

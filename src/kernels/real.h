@@ -20,14 +20,19 @@
 #define r_exp exp
 #define r_expv exp /* exp in vectorised loops: exact in double */
 #define r_sqrt sqrt
-#define r_gemm cblas_dgemm
+#define r_blas_gemm cblas_dgemm
 #else
 #define real float
 #define R(name) name
 #define r_exp expf
 #define r_expv mt_exp_approx
 #define r_sqrt sqrtf
-#define r_gemm cblas_sgemm
+#define r_blas_gemm cblas_sgemm
 #endif
+
+/* GEMMs go through R(mt_gemm) (matmul.c): r_blas_gemm's arguments, split over the pool */
+#define r_gemm R(mt_gemm)
+void R(mt_gemm)(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, real alpha,
+                const real *A, int lda, const real *B, int ldb, real beta, real *C, int ldc);
 
 #endif

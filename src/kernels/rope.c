@@ -4,6 +4,7 @@
  * backward is the rotation by -angle (a rotation's transpose). The rotations are compiled in
  * float here and in double by kernels_f64.c (see real.h); the tables are float only. */
 #include "kernels/kernels.h"
+#include "kernels/pool.h"
 #include "core/error.h"
 #include <math.h>
 #include <stdlib.h>
@@ -49,14 +50,26 @@ mt_status mt_rope_tables(const mt_config *c, int n_pos, float **cos_out, float *
 #endif
 
 /* Rotates every head of every row by its position's angles; sign -1 rotates backwards. */
-static void rope_rotate(real *x, const int *pos, int T, int n_heads, int head_dim, int interleaved,
-                        const float *cos_t, const float *sin_t, real sign) {
-    int half = head_dim / 2;
+typedef struct {
+    real *x;
+    const int *pos;
+    int n_heads, head_dim, interleaved;
+    const float *cos_t, *sin_t;
+    real sign;
+} R(rope_job);
+
+static void R(rope_task)(void *p, size_t r0, size_t r1, int tid) {
+    const R(rope_job) *j = p;
+    (void)tid;
+    int n_heads = j->n_heads, head_dim = j->head_dim, half = head_dim / 2;
     /* element pair (a, b) of rotation i: interleaved (2i, 2i+1), rotate-half (i, i+half) */
-    int stride_i = interleaved ? 2 : 1, offset_b = interleaved ? 1 : half;
-#pragma omp parallel for collapse(2) if (T > 1)
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < n_heads; h++) {
+    int stride_i = j->interleaved ? 2 : 1, offset_b = j->interleaved ? 1 : half;
+    const float *cos_t = j->cos_t, *sin_t = j->sin_t;
+    const int *pos = j->pos;
+    real *x = j->x, sign = j->sign;
+    for (size_t r = r0; r < r1; r++) {
+        int t = (int)(r / (size_t)n_heads), h = (int)(r % (size_t)n_heads);
+        {
             real *v = x + ((size_t)t * n_heads + h) * head_dim;
             const float *c = cos_t + (size_t)pos[t] * half, *s = sin_t + (size_t)pos[t] * half;
             for (int i = 0; i < half; i++) {
@@ -66,6 +79,13 @@ static void rope_rotate(real *x, const int *pos, int T, int n_heads, int head_di
                 *b = x0 * si + x1 * c[i];
             }
         }
+    }
+}
+
+static void rope_rotate(real *x, const int *pos, int T, int n_heads, int head_dim, int interleaved,
+                        const float *cos_t, const float *sin_t, real sign) {
+    R(rope_job) j = {x, pos, n_heads, head_dim, interleaved, cos_t, sin_t, sign};
+    mt_parallel_range((size_t)T * n_heads, T > 1, R(rope_task), &j);
 }
 
 void R(mt_rope_forward)(real *x, const int *pos, int T, int n_heads, int head_dim, int interleaved,

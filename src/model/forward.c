@@ -20,10 +20,7 @@
 int mt_infer_context(const mt_model *m) {
     if (m->context_override > 0) return m->context_override;
     int n = m->cfg.max_seq_len;
-    const char *env = getenv("MEMTUNE_CTX");
-    int cap = env ? atoi(env) : DEFAULT_MAX_CTX;
-    if (cap <= 0) cap = DEFAULT_MAX_CTX;
-    return n < cap ? n : cap;
+    return n < DEFAULT_MAX_CTX ? n : DEFAULT_MAX_CTX;
 }
 
 mt_status mt_model_set_context(mt_model *m, int n) {

@@ -8,6 +8,7 @@
 #include "model/context.h"
 #include "serve/request.h"
 #include "serve/scheduler.h"
+#include "serve/jobs_routes.h"
 #include "dataset/batch.h"
 #include "template/chat_template.h"
 #include <jansson.h>
@@ -53,6 +54,8 @@ typedef struct {
     size_t len, cap;
     size_t seen;               /* body bytes received, kept or not */
     int too_large;
+    int is_upload;             /* POST /v1/files: the body goes to the multipart reader */
+    mt_upload *upload;         /* NULL when the body is not multipart */
 } request_state;
 
 /* A body over the limit is read and dropped so the client sees the 413 (clients that are
@@ -248,6 +251,21 @@ static void release_adapter(void *arg) {
     r->a->refs--;
     pthread_mutex_unlock(&r->s->reg_lock);
     free(r);
+}
+
+/* A fine-tuning job succeeded (called on the job runner's thread, or at start for the jobs
+ * that succeeded before): its adapter becomes callable by name at once. */
+static void on_tuned_model(const char *name, const char *dir, int full, void *user) {
+    mt_server *s = user;
+    if (full) {
+        logf_(s, "tuned model %s is a full model in %s: serve it with memtune serve --model %s", name, dir, dir);
+        return;
+    }
+    pthread_mutex_lock(&s->reg_lock);
+    int known = find_adapter(s, name) != NULL;
+    pthread_mutex_unlock(&s->reg_lock);
+    if (!known && mt_server_add_adapter(s, name, dir)) logf_(s, "tuned model %s: %s", name, mt_last_error());
+    else if (!known) logf_(s, "serving tuned model %s (%s)", name, dir);
 }
 
 /* ---- routes --------------------------------------------------------------------------- */
@@ -587,12 +605,22 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         if (!strncmp(url, "/v1/", 4) && !authorized(s, c))
             return fail(s, c, method, url, 401, "invalid_request_error", NULL, "invalid_api_key",
                         "Incorrect or missing API key: send \"Authorization: Bearer KEY\"");
+        rs->is_upload = s->o.jobs && mt_jobs_route_is_upload(url, method);
+        if (rs->is_upload) rs->upload = mt_upload_begin(c, mt_jobs_route_file_limit(s->o.jobs));
+        size_t limit = rs->is_upload ? mt_jobs_route_file_limit(s->o.jobs) : s->o.max_body;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) / DISCARD_FACTOR > s->o.max_body) {
+        if (cl && strtoull(cl, NULL, 10) / DISCARD_FACTOR > limit) {
             char msg[128];
-            snprintf(msg, sizeof msg, "the body is larger than the limit of %zu bytes", s->o.max_body);
+            snprintf(msg, sizeof msg, "the body is larger than the limit of %zu bytes", limit);
             return fail(s, c, method, url, 413, "invalid_request_error", NULL, "request_too_large", msg);
         }
+        return MHD_YES;
+    }
+    if (*upload_size && rs->is_upload) { /* a piece of a file upload */
+        rs->seen += *upload_size;
+        if (rs->seen / DISCARD_FACTOR > mt_jobs_route_file_limit(s->o.jobs)) return MHD_NO;
+        if (rs->upload) mt_upload_feed(rs->upload, upload, *upload_size);
+        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) { /* a piece of the body */
@@ -631,6 +659,16 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if (!strcmp(url, "/v1/completions") && is_post) return completion(s, c, rs, 0, method, url);
     if (!strcmp(url, "/v1/chat/completions") && is_post) return completion(s, c, rs, 1, method, url);
     if (!strcmp(url, "/v1/adapters") && is_post) return post_adapter(s, c, rs, method, url);
+    if (mt_jobs_route_match(url)) {
+        if (!s->o.jobs)
+            return fail(s, c, method, url, 404, "invalid_request_error", NULL, "not_found",
+                        "fine-tuning jobs are off on this server (memtune serve without --no-jobs has them)");
+        int status = 500;
+        char *json = NULL;
+        mt_jobs_route(s->o.jobs, c, method, url, rs->body, rs->len, rs->upload, &status, &json);
+        logf_(s, "%s %s %d", method, url, status);
+        return send_text(c, status, json, "application/json");
+    }
     int known = !strcmp(url, "/health") || !strcmp(url, "/v1/models") || !strcmp(url, "/v1/completions") ||
                 !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/adapters");
     char msg[300];
@@ -643,6 +681,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
     mt_server *s = cls;
     request_state *rs = *con_cls;
     if (rs) {
+        mt_upload_free(rs->upload);
         free(rs->body);
         free(rs);
         __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_SEQ_CST);
@@ -699,6 +738,7 @@ mt_status mt_server_start(const mt_model *m, const mt_server_options *opts, mt_s
         mt_server_free(s);
         return st;
     }
+    if (s->o.jobs) mt_jobs_on_model(s->o.jobs, on_tuned_model, s);
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : o.port;
     logf_(s, "listening on http://%s:%d (model %s, %d parallel, context %d)", o.host, s->port, s->model_name,
@@ -727,6 +767,7 @@ void mt_server_shutdown(mt_server *s, int grace_ms) {
 void mt_server_free(mt_server *s) {
     if (!s) return;
     mt_server_shutdown(s, 0);
+    if (s->o.jobs) mt_jobs_on_model(s->o.jobs, NULL, NULL);
     if (s->d) MHD_stop_daemon(s->d); /* closes connections, joins their threads */
     mt_scheduler_free(s->sched);
     if (s->tpl) mt_chat_template_free(s->tpl);

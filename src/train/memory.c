@@ -21,7 +21,6 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
-#include "dataset/greedy.h"
 #include "model/adapter.h"
 #include "model/model.h"
 #include "model/mome.h"
@@ -41,7 +40,6 @@
 #include <jansson.h>
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +55,6 @@
 
 /* ---- facts ----------------------------------------------------------------------------- */
 
-static const char *fact_input(const mt_example *e) { return e->messages[e->n_messages - 2].content; }
-static const char *fact_output(const mt_example *e) { return e->messages[e->n_messages - 1].content; }
 
 /* Every example must be a prompt with one answer; the same prompt with two answers is a
  * conflict (the model cannot return both); exact duplicates are kept once. */
@@ -208,14 +204,6 @@ static double logit_margin(const float *logits, int V, int target) {
     return (double)logits[target] - rival;
 }
 
-/* The completion rule (README: Memory tuning): a fact is memorised, recalled robustly, when at
- * every answer position its token leads the runner-up by at least --margin logits (greedy
- * decoding then returns it, and keeps returning it under changes to the logits smaller than
- * the margin: more training, rounding, the KV-cache path), and, with --tau > 0, every
- * answer-token NLL is at most tau. */
-static int robust(const memory_run *r, double min_margin, double max_nll) {
-    return min_margin > 0 && min_margin >= r->o.margin && (r->o.tau <= 0 || max_nll <= r->o.tau);
-}
 
 /* One teacher-forced pass over all facts: exact = the argmax is every next answer token;
  * memorised = robust() above. Returns the number memorised. */
@@ -526,17 +514,8 @@ static mt_status setup_rows(memory_run *r) {
     if (!strcmp(spec, "auto")) {
         s = auto_rows(r, &ids, &n);
     } else {
-        if (!(ids = malloc(256 * sizeof(int)))) return mt_error(MT_ERR_NOMEM, "out of memory");
-        for (const char *p = spec; *p && n < 256;) {
-            char *end;
-            long v = strtol(p, &end, 10);
-            if (end == p || (*end && *end != ',')) {
-                free(ids);
-                return mt_error(MT_ERR_ARG, "--trainable-tokens: bad list \"%s\"", spec);
-            }
-            ids[n++] = (int)v;
-            p = *end ? end + 1 : end;
-        }
+        if (!(ids = malloc(MT_MAX_TOKEN_ROW_IDS * sizeof(int)))) return mt_error(MT_ERR_NOMEM, "out of memory");
+        s = mt_parse_token_ids(spec, ids, MT_MAX_TOKEN_ROW_IDS, &n);
     }
     if (!s && n > 0) s = mt_token_rows_create(r->m, ids, n, &r->rows);
     if (!s && r->rows) s = mt_model_attach_token_rows(r->m, r->rows);
@@ -666,31 +645,24 @@ static mt_status gather_bank_grads(memory_run *r) {
 
 static mt_status update_bank(memory_run *r, float lr) {
     /* row id site·N + e addresses [a_e | b_e] of that site: sites are contiguous [N, 2C] */
-    return mt_sparse_adam_update(&r->bank_opt, r->mome->bank, &r->gathered, r->step + 1, lr, 0);
+    return mt_sparse_adam_update(&r->bank_opt, r->mome->bank, &r->gathered, r->loop.step + 1, lr, 0);
 }
 
-/* Global-norm clipping over every trained gradient. */
-static double clip_all(memory_run *r) {
-    float *g[4] = {r->rows ? r->state->row_grads : NULL, r->state->mome_router_grads, r->lora ? r->state->lora_grads : NULL,
-                   r->mome ? r->gathered.grads : NULL};
-    size_t n[4] = {r->rows ? r->rows_opt.n : 0, r->state->mome_router_grads ? r->router_opt.n : 0,
-                   r->lora ? r->lora->n_params : 0, r->mome ? (size_t)r->gathered.n * 2 * r->mome->shape.C : 0};
-    double sq = 0;
-    for (int k = 0; k < 4; k++)
-        if (g[k]) {
-            double x = mt_grad_norm(g[k], n[k]);
-            sq += x * x;
-        }
-    double norm = sqrt(sq);
-    if (r->o.clip > 0 && norm > r->o.clip) {
-        float f = (float)(r->o.clip / (norm + 1e-6));
-        for (int k = 0; k < 4; k++)
-            for (size_t i = 0; g[k] && i < n[k]; i++) g[k][i] *= f;
-    }
-    return norm;
+/* Every trained gradient, in the order their norms add up: token rows, router, LoRA, the
+ * bank's gathered rows. */
+static int trained_gradients(void *self, mt_grad_span *g, int cap) {
+    memory_run *r = self;
+    (void)cap;
+    g[0] = (mt_grad_span){r->rows ? r->state->row_grads : NULL, r->rows ? r->rows_opt.n : 0};
+    g[1] = (mt_grad_span){r->state->mome_router_grads, r->state->mome_router_grads ? r->router_opt.n : 0};
+    g[2] = (mt_grad_span){r->lora ? r->state->lora_grads : NULL, r->lora ? r->lora->n_params : 0};
+    g[3] = (mt_grad_span){r->mome ? r->gathered.grads : NULL, r->mome ? (size_t)r->gathered.n * 2 * r->mome->shape.C : 0};
+    return 4;
 }
 
-static mt_status train_step(memory_run *r, double *loss) {
+static mt_status train_step(void *self, mt_loop *l, double *loss) {
+    memory_run *r = self;
+    (void)l;
     long n_targets;
     double wsum = fill_step(r, &n_targets);
     if (n_targets == 0) return mt_error(MT_ERR_ARG, "no fact fits a row of --seq-len %d", r->T);
@@ -707,9 +679,14 @@ static mt_status train_step(memory_run *r, double *loss) {
     mt_train_set_target_weights(r->state, NULL);
     mt_train_set_soft_targets(r->state, NULL);
     if (!s && r->mome) s = gather_bank_grads(r);
-    if (s) return s;
-    clip_all(r);
-    float lr = mt_schedule_lr(r->sched, r->o.lr, r->step, r->o.warmup, r->o.steps);
+    *loss = n_fact_targets ? nll / n_fact_targets : 0;
+    return s;
+}
+
+static mt_status update(void *self, mt_loop *l, float lr) {
+    memory_run *r = self;
+    (void)l;
+    mt_status s = MT_OK;
     if (r->rows) {
         mt_adamw_begin_step(&r->rows_opt);
         r->rows_opt.lr = lr;
@@ -727,113 +704,7 @@ static mt_status train_step(memory_run *r, double *loss) {
         r->lora_opt.lr = lr;
         mt_adamw_update(&r->lora_opt, r->lora->params, r->state->lora_grads, 0, r->lora->n_params, 0);
     }
-    r->step++;
-    r->tokens += (long)r->B * r->T;
-    *loss = n_fact_targets ? nll / n_fact_targets : 0;
-    if (!isfinite(*loss)) return mt_error(MT_ERR_ARG, "loss became %f at step %ld: lower --lr", *loss, r->step);
     return MT_OK;
-}
-
-/* ---- report ------------------------------------------------------------------------------ */
-
-/* Test hook: a Ctrl-C arrives after the n-th fact of the final recall is answered. */
-static void recall_hook(int answered) {
-    const char *at = getenv("MEMTUNE_TEST_INT_IN_RECALL");
-    if (at && atoi(at) == answered) raise(SIGINT);
-}
-
-/* Answers every fact by real greedy decoding; writes DIR/facts.jsonl; returns the recall. A stop
- * request ends it between two facts (*stopped = 1): facts.jsonl is then left as it was. */
-static mt_status final_answers(memory_run *r, double *recall, double *mean_nll, double *max_nll,
-                               const volatile sig_atomic_t *stop, int *stopped) {
-    char *path = mt_path_join(r->o.out_dir, "facts.jsonl");
-    mt_atomic_file f;
-    mt_status s = path ? mt_atomic_open(&f, path) : mt_error(MT_ERR_NOMEM, "out of memory");
-    int exact_n = 0;
-    *mean_nll = 0, *max_nll = 0;
-    for (int i = 0; s == MT_OK && i < r->n_facts; i++) {
-        recall_hook(i);
-        /* the flag memory tuning polls is refreshed by progress calls: ask for it afresh */
-        if ((stop && *stop) || mt_progress_stop_requested()) {
-            *stopped = 1;
-            if (!r->o.quiet)
-                mt_progress_message(MT_PROGRESS_INFO, "stopped during the final recall (%d/%d facts answered); the adapter "
-                                    "and the checkpoint are saved: --resume finishes the run", i, r->n_facts);
-            break;
-        }
-        char *produced = NULL;
-        int exact = 0;
-        const mt_example *e = &r->data.items[i];
-        s = mt_eval_greedy_example(r->m, &r->b, e, &produced, &exact);
-        if (s) break;
-        exact_n += exact;
-        *mean_nll += r->fact_nll[i] / r->n_facts;
-        *max_nll = fmax(*max_nll, r->fact_max_nll[i]);
-        json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b, s:b, s:f, s:f, s:f}", "index", i + 1, "input", fact_input(e),
-                              "expected", fact_output(e), "produced", produced, "exact", exact,
-                              "memorised", exact && robust(r, r->fact_margin[i], r->fact_max_nll[i]), "nll", r->fact_nll[i],
-                              "max_token_nll", r->fact_max_nll[i], "min_margin", r->fact_margin[i]);
-        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        s = line ? mt_atomic_printf(&f, "%s\n", line) : mt_error(MT_ERR_NOMEM, "out of memory");
-        free(line);
-        json_decref(o);
-        free(produced);
-    }
-    if (path && s == MT_OK && !*stopped) s = mt_atomic_commit(&f);
-    else if (path) mt_atomic_abort(&f);
-    free(path);
-    *recall = r->n_facts ? (double)exact_n / r->n_facts : 0;
-    return s;
-}
-
-static mt_status write_report(memory_run *r, const char *status, double recall, double mean_nll, double max_nll,
-                              double seconds, long restored_step) {
-    const mt_mome *mm = r->mome;
-    double min_margin = INFINITY;
-    for (int f = 0; f < r->n_facts; f++) min_margin = fmin(min_margin, r->fact_margin[f]);
-    json_t *o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:f, s:{s:f, s:f, s:f, s:f, s:s?, s:I, s:f, s:f, s:i}, "
-                          "s:{s:I, s:i, s:i, s:i, s:b, s:i, s:I}, s:i, s:f}",
-                          "status", status, "facts", r->n_facts, "memorised", r->n_ok, "recall", recall,
-                          "mean_answer_nll", mean_nll, "max_answer_nll", max_nll, "tau", (double)r->o.tau,
-                          "margin", (double)r->o.margin, "min_answer_margin", min_margin,
-                          "steps", (json_int_t)r->step, "seconds", seconds, "tokens", (json_int_t)r->tokens,
-                          "tokens_per_s", seconds > 0 ? r->tokens / seconds : 0.0,
-                          "perplexity", "before", r->ppl_base, "after", r->ppl_last, "ratio", r->ppl_last / r->ppl_base,
-                          "limit", (double)r->o.general_limit, "general", r->o.general,
-                          "distilled_tokens", (json_int_t)r->n_distill_rows * r->T, "distill_weight",
-                          (double)r->o.general_weight, "distill_weight_final", (double)r->distill_weight,
-                          "guard_trips", r->guard_trips,
-                          "experts", "per_site", (json_int_t)(mm ? mm->n_experts : 0), "sites", mm ? mm->n_sites : 0,
-                          "k", mm ? mm->shape.K : 0, "heads", mm ? mm->shape.H : 0,
-                          "router_trained", mm && !mm->freeze_router, "context", mm ? mm->context.dim : 0,
-                          "rows_with_optimizer_state", (json_int_t)(mm ? mt_sparse_adam_rows(&r->bank_opt) : 0),
-                          "trainable_token_rows", r->rows ? r->rows->n : 0, "lr", (double)r->o.lr);
-    if (o) json_object_set_new(o, "restored_from_step", restored_step >= 0 ? json_integer(restored_step) : json_null());
-    char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
-    json_decref(o);
-    char *path = mt_path_join(r->o.out_dir, "report.json");
-    mt_status s = text && path ? mt_write_file_atomic(path, text, strlen(text)) : mt_error(MT_ERR_NOMEM, "out of memory");
-    free(text), free(path);
-    return s;
-}
-
-static mt_status save_adapter(memory_run *r) {
-    char *dir = mt_path_join(r->o.out_dir, "adapter"), *part;
-    mt_atomic_dir staged = {0}; /* whole or absent, even on a full disk (core/atomic_dir.h) */
-    mt_status s = dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
-    /* the loss guard runs before each update; this one sees the last (core/check.h) */
-    if (!s && r->lora) s = mt_check_finite_weights(r->lora->params, r->lora->n_params, r->step);
-    if (!s && r->rows) s = mt_check_finite_weights(r->rows->values, (size_t)(1 + r->rows->untied) * r->rows->n * r->rows->dim, r->step);
-    if (!s) s = mt_atomic_dir_open(&staged, dir);
-    part = staged.tmp_path;
-    if (!s && r->rows) s = mt_token_rows_save(r->rows, part);
-    if (!s && r->mome) s = mt_mome_save(r->mome, part);
-    if (!s && r->lora) s = mt_lora_save(r->lora, r->m, part, NULL);
-    if (part && s) mt_atomic_dir_abort(&staged);
-    else if (part) s = mt_atomic_dir_commit(&staged);
-    if (!s && !r->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "saved %s", dir);
-    free(dir);
-    return s;
 }
 
 /* ---- the run ------------------------------------------------------------------------------- */
@@ -849,7 +720,7 @@ static mt_status setup(memory_run *r, const char *data_path) {
         return mt_error(MT_ERR_ARG, "memory tuning needs batch >= 1, steps >= 0, tau >= 0, a finite margin >= 0, a general "
                         "limit >= 1, a rehearsal weight >= 0 and warmup >= 0");
     if (o->lr == 0) o->lr = DEFAULT_LR;
-    mt_status ps = mt_schedule_parse(o->schedule ? o->schedule : "constant", &r->sched);
+    mt_status ps = mt_schedule_parse(o->schedule ? o->schedule : "constant", &r->loop.sched);
     if (ps) return ps;
     if (o->steps == 0) o->steps = DEFAULT_STEPS;
     const mt_config *c = &r->m->cfg;
@@ -927,28 +798,15 @@ static void adjust_general_weight(memory_run *r, double ratio) {
     } else if (ratio < 1 + (r->o.general_limit - 1) / 2 && was > floor) {
         r->distill_weight = was / 2 > floor ? was / 2 : floor;
     }
-    mt_progress p = {.kind = MT_PROGRESS_GUARD, .step = r->step, .total_steps = r->o.steps, .general_perplexity = r->ppl_last,
+    mt_progress p = {.kind = MT_PROGRESS_GUARD, .step = r->loop.step, .total_steps = r->o.steps, .general_perplexity = r->ppl_last,
                      .base_perplexity = r->ppl_base, .general_ratio = ratio, .general_limit = r->o.general_limit,
                      .general_weight = r->distill_weight};
     if (r->distill_weight != was) mt_progress_emit(&p);
 }
 
-/* Measurement hook (MEMTUNE_MARGIN_LOG=FILE, bench/memory_margin.sh): a line per check with
- * every fact's smallest answer margin, from which the completion margin was chosen. */
-static void log_margins(const memory_run *r) {
-    const char *path = getenv("MEMTUNE_MARGIN_LOG");
-    FILE *f = path ? fopen(path, "a") : NULL;
-    if (!f) return;
-    fprintf(f, "{\"step\": %ld, \"margin\": [", r->step);
-    for (int i = 0; i < r->n_facts; i++) fprintf(f, "%s%.4f", i ? ", " : "", r->fact_margin[i]);
-    fprintf(f, "]}\n");
-    fclose(f);
-}
-
 /* Checks all facts (and the general text); returns whether every fact is memorised. */
 static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     mt_status s = check_facts_memorised(r, n_ok);
-    if (!s) log_margins(r);
     if (!s) s = general_perplexity(r, &r->ppl_last);
     if (s) return s;
     *all_ok = *n_ok == r->n_facts;
@@ -956,14 +814,15 @@ static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
     if (r->base_ids) adjust_general_weight(r, ratio); /* recorded: the guard can distil */
     if ((s = mt_memory_best_consider(r))) return s;
     double elapsed = r->seconds_before + mt_now_seconds() - r->t0;
-    mt_progress p = {.kind = MT_PROGRESS_CHECK, .step = r->step, .total_steps = r->o.steps, .loss = r->last_loss,
+    mt_progress p = {.kind = MT_PROGRESS_CHECK, .step = r->loop.step, .total_steps = r->o.steps, .loss = r->last_loss,
                      .facts = r->n_facts, .facts_memorised = *n_ok, .facts_exact = r->n_exact, .general_perplexity = r->ppl_last,
-                     .base_perplexity = r->ppl_base, .general_weight = r->distill_weight, .elapsed_s = elapsed};
+                     .base_perplexity = r->ppl_base, .general_weight = r->distill_weight, .elapsed_s = elapsed,
+                     .fact_margins = r->fact_margin};
     mt_progress_emit(&p);
     if (r->metrics) {
         char b[2][32]; /* JSON has no NaN or inf (core/check.h) */
         fprintf(r->metrics, "{\"step\": %ld, \"loss\": %s, \"facts_exact\": %d, \"facts_memorised\": %d, \"facts\": %d, "
-                "\"general_perplexity\": %s, \"general_weight\": %g, \"elapsed_s\": %.2f}\n", r->step,
+                "\"general_perplexity\": %s, \"general_weight\": %g, \"elapsed_s\": %.2f}\n", r->loop.step,
                 mt_json_number(b[0], 32, "%.6g", r->last_loss), r->n_exact, *n_ok, r->n_facts,
                 mt_json_number(b[1], 32, "%.6g", r->ppl_last), (double)r->distill_weight, elapsed);
         fflush(r->metrics);
@@ -976,58 +835,69 @@ static mt_status check(memory_run *r, int *all_ok, int *n_ok) {
 static mt_status open_metrics(memory_run *r) {
     char *path = mt_path_join(r->o.out_dir, "metrics.jsonl");
     if (!path) return mt_error(MT_ERR_NOMEM, "out of memory");
-    mt_status s = r->o.resume ? mt_metrics_drop_after(path, r->step) : MT_OK;
+    mt_status s = r->o.resume ? mt_metrics_drop_after(path, r->loop.step) : MT_OK;
     if (!s && !(r->metrics = fopen(path, r->o.resume ? "a" : "w"))) s = mt_error(MT_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     free(path);
     return s;
 }
 
-/* The step is done, its checkpoint written: a safe point (the CLI's crash test kills here).
- * Test hook: forget what was learnt (the best-check restore must bring it back). */
-static void test_hooks(memory_run *r) {
-    mt_progress p = {.kind = MT_PROGRESS_STEP_END, .step = r->step, .total_steps = r->o.steps};
+/* After a step: its progress event, and every check_every steps (and at the cap) a check. */
+static mt_status after_step(void *self, mt_loop *l, double grad_norm, float lr) {
+    memory_run *r = self;
+    (void)grad_norm, (void)lr;
+    r->last_loss = l->loss;
+    double now = mt_now_seconds();
+    mt_progress p = {.kind = MT_PROGRESS_STEP, .step = r->loop.step, .total_steps = r->o.steps, .loss = l->loss,
+                     .lr = r->o.lr, .elapsed_s = r->seconds_before + now - r->t0,
+                     .tokens_per_s = r->loop.tokens / fmax(r->seconds_before + now - r->t0, 1e-9), .logged = r->loop.step % 10 == 0};
     mt_progress_emit(&p);
-    if (r->o.test_forget_after_step > 0 && r->o.test_forget_after_step == r->step) mt_memory_test_forget(r);
+    if (r->loop.step % r->check_every == 0 || r->loop.step == r->o.steps) {
+        int all_ok;
+        mt_status s = check(r, &all_ok, &r->n_ok);
+        r->all_ok_checks = all_ok ? r->all_ok_checks + 1 : 0;
+        return s;
+    }
+    return MT_OK;
+}
+
+/* The stop rule: every fact memorised at two checks in a row. */
+static int all_memorised(void *self, const mt_loop *l) {
+    (void)l;
+    return ((const memory_run *)self)->all_ok_checks >= 2;
+}
+
+static mt_status checkpoint(void *self, mt_loop *l) {
+    memory_run *r = self;
+    (void)l;
+    return mt_memory_checkpoint_save(r, r->seconds_before + mt_now_seconds() - r->t0);
+}
+
+/* Test hook: forget what was learnt (the best-check restore must bring it back). */
+static void test_hooks(void *self, mt_loop *l) {
+    memory_run *r = self;
+    (void)l;
+    if (r->o.test_forget_after_step > 0 && r->o.test_forget_after_step == r->loop.step) mt_memory_test_forget(r);
 }
 
 /* Steps until every fact is memorised at two checks in a row, the step cap or a stop
  * request; checkpoints every save_every steps and on a stop. */
-static mt_status train_loop(memory_run *r, int check_every, double t0, const volatile sig_atomic_t *stop, int *stopped,
-                            double *loss) {
-    mt_status s = MT_OK;
-    while (!s && r->all_ok_checks < 2 && r->step < r->o.steps) {
-        s = train_step(r, loss);
-        r->last_loss = *loss;
-        double now = mt_now_seconds();
-        mt_progress p = {.kind = MT_PROGRESS_STEP, .step = r->step, .total_steps = r->o.steps, .loss = *loss,
-                         .lr = r->o.lr, .elapsed_s = r->seconds_before + now - t0,
-                         .tokens_per_s = r->tokens / fmax(r->seconds_before + now - t0, 1e-9), .logged = r->step % 10 == 0};
-        if (!s) mt_progress_emit(&p);
-        if (!s && (r->step % check_every == 0 || r->step == r->o.steps)) {
-            int all_ok;
-            s = check(r, &all_ok, &r->n_ok);
-            r->all_ok_checks = all_ok ? r->all_ok_checks + 1 : 0;
-        }
-        *stopped = stop && *stop;
-        if (!s && (*stopped || (r->o.save_every > 0 && r->step % r->o.save_every == 0)))
-            s = mt_memory_checkpoint_save(r, r->seconds_before + mt_now_seconds() - t0);
-        if (!s && *stopped) {
-            mt_progress stopped_at = {.kind = MT_PROGRESS_STOPPED, .step = r->step, .total_steps = r->o.steps};
-            mt_progress_emit(&stopped_at);
-            break;
-        }
-        test_hooks(r);
-    }
-    return s;
-}
+static const mt_train_method memory_method = {
+    .name = "memory",
+    .compute_gradients = train_step,
+    .gradients = trained_gradients,
+    .update = update,
+    .after_step = after_step,
+    .done = all_memorised,
+    .save_checkpoint = checkpoint,
+    .step_end = test_hooks,
+};
 
 /* The end of a run: a checkpoint (so --resume with more --steps continues), the adapter,
  * every fact answered by greedy decoding, the report. */
-static mt_status finish(memory_run *r, double seconds, mt_train_result *res, const volatile sig_atomic_t *stop,
-                        int *stopped) {
+static mt_status finish(memory_run *r, double seconds, mt_train_result *res, int *stopped) {
     double recall = 0, mean_nll = 0, max_nll = 0;
 
-    char *last = mt_checkpoint_path(r->ckpt_dir, r->step);
+    char *last = mt_checkpoint_path(r->ckpt_dir, r->loop.step);
     mt_status s = last ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s && mt_checkpoint_verify(last) != MT_OK) s = mt_memory_checkpoint_save(r, seconds);
     if (!s) mt_checkpoint_prune(r->ckpt_dir, 1); /* the last one continues the run; the bank makes them large */
@@ -1038,27 +908,26 @@ static mt_status finish(memory_run *r, double seconds, mt_train_result *res, con
     if (!s && restored) s = check_facts_memorised(r, &r->n_ok); /* the per-fact figures of the values kept */
     if (!s && restored && !r->o.quiet)
         mt_progress_message(MT_PROGRESS_INFO, "the last check (step %ld: %d exact, %d memorised, general perplexity %.4g) is worse than "
-                "step %ld's (%d exact, %d memorised, %.4g): the adapter keeps step %ld's values", r->step, last_exact,
+                "step %ld's (%d exact, %d memorised, %.4g): the adapter keeps step %ld's values", r->loop.step, last_exact,
                 last_ok, last_ppl, r->best.step, r->best.exact, r->best.memorised, r->best.ppl, r->best.step);
-    if (!s) s = save_adapter(r);
-    if (!s) s = final_answers(r, &recall, &mean_nll, &max_nll, stop, stopped);
+    if (!s) s = mt_memory_save_adapter(r);
+    if (!s) s = mt_memory_final_answers(r, &recall, &mean_nll, &max_nll, stopped);
     if (!s && *stopped) return MT_OK;
     /* completed: every fact memorised at the last two checks and answered exactly by the
      * decoding users run (the two agree unless a margin is below rounding) */
     int completed = r->all_ok_checks >= 2 && recall == 1.0;
     const char *status = completed ? "completed" : "partially_completed";
-    if (!s) s = write_report(r, status, recall, mean_nll, max_nll, seconds, restored ? r->best.step : -1);
+    if (!s) s = mt_memory_write_report(r, status, recall, mean_nll, max_nll, seconds, restored ? r->best.step : -1);
     if (!s && !r->o.quiet)
         mt_progress_message(MT_PROGRESS_INFO, "%s: recall %.4f (%d/%d memorised) after %ld steps in %.1f s; general perplexity %.4g -> %.4g",
-                status, recall, r->n_ok, r->n_facts, r->step, seconds, r->ppl_base, r->ppl_last);
+                status, recall, r->n_ok, r->n_facts, r->loop.step, seconds, r->ppl_base, r->ppl_last);
     res->completed = completed;
     res->recall = recall;
     res->perplexity_ratio = r->ppl_last / r->ppl_base;
     return s;
 }
 
-mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res,
-                          const volatile sig_atomic_t *stop) {
+mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res) {
     memory_run r = {.m = m, .o = *opts};
     double t0 = r.t0 = mt_now_seconds();
     mt_status s = setup(&r, data_path);
@@ -1080,21 +949,23 @@ mt_status mt_memory_train(mt_model *m, const char *data_path, const mt_train_opt
     /* about one pass over the facts between checks */
     long capacity = 0;
     for (int f = 0; f < r.n_facts; f++) capacity += r.facts[f].n;
-    int check_every = r.o.check_every > 0 ? r.o.check_every : (int)((capacity + (long)r.B * r.T - 1) / ((long)r.B * r.T));
-    if (check_every < MIN_CHECK_EVERY) check_every = MIN_CHECK_EVERY;
-    double loss = 0;
+    r.check_every = r.o.check_every > 0 ? r.o.check_every : (int)((capacity + (long)r.B * r.T - 1) / ((long)r.B * r.T));
+    if (r.check_every < MIN_CHECK_EVERY) r.check_every = MIN_CHECK_EVERY;
+    r.loop.total_steps = r.o.steps, r.loop.tokens_per_step = (long)r.B * r.T;
+    r.loop.peak_lr = r.o.lr, r.loop.warmup = r.o.warmup, r.loop.clip = r.o.clip, r.loop.save_every = r.o.save_every;
     int all_ok = 0, stopped = 0;
     r.o.resume = mt_checkpoint_start(r.ckpt_dir, r.o.resume);
     if (r.o.resume) s = mt_memory_checkpoint_resume(&r);
     if (!s) s = open_metrics(&r);
     if (!s && !r.o.resume && !(s = check(&r, &all_ok, &r.n_ok))) r.all_ok_checks = all_ok;
-    if (!s) s = train_loop(&r, check_every, t0, stop, &stopped, &loss);
+    if (!s) s = mt_loop_run(&r.loop, &memory_method, &r);
+    stopped = r.loop.interrupted;
     double seconds = r.seconds_before + mt_now_seconds() - t0;
-    if (!s && !stopped) s = finish(&r, seconds, res, stop, &stopped);
-    res->steps = r.step;
-    res->tokens = r.tokens;
+    if (!s && !stopped) s = finish(&r, seconds, res, &stopped);
+    res->steps = r.loop.step;
+    res->tokens = r.loop.tokens;
     res->seconds = seconds;
-    res->train_loss = loss;
+    res->train_loss = r.loop.loss;
     res->interrupted = stopped;
     memory_free(&r);
     return s;

@@ -74,7 +74,7 @@ mt_status mt_memory_best_snapshot(memory_run *r) {
         for (long i = 0; i < n; i++)
             memcpy(r->best.rows + i * width, r->mome->bank + (size_t)r->best.row_ids[i] * width, width * sizeof(float));
     }
-    r->best.have = 1, r->best.step = r->step, r->best.n_rows = n;
+    r->best.have = 1, r->best.step = r->loop.step, r->best.n_rows = n;
     r->best.exact = r->n_exact, r->best.memorised = r->n_ok, r->best.ppl = r->ppl_last;
     return MT_OK;
 }
@@ -101,7 +101,7 @@ mt_status mt_memory_best_restore(memory_run *r, int *restored) {
     *restored = 0;
     /* recall first: a last check above the limit with more facts right is kept (the report says
      * the ratio); measured on the text-to-SQL example, whose every check after step 0 was above */
-    if (!r->best.have || r->best.step == r->step || !beats(r->best.exact, r->best.memorised, r->n_exact, r->n_ok))
+    if (!r->best.have || r->best.step == r->loop.step || !beats(r->best.exact, r->best.memorised, r->n_exact, r->n_ok))
         return MT_OK;
     copy_dense(r, r->best.dense, 0);
     if (r->mome) {

@@ -35,11 +35,11 @@ static void blob_set_free(blob_set *bs, int loading) {
 }
 
 /* The best check's values (r->best sized by the caller when loading). */
-static int best_is_current(const memory_run *r) { return r->best.have && r->best.step == r->step; }
+static int best_is_current(const memory_run *r) { return r->best.have && r->best.step == r->loop.step; }
 
 static mt_status add_best(memory_run *r, int loading, blob_set *bs) {
     /* saving: the current values are the best's; loading: prepare_best sized r->best only when
-     * the file holds it (r->step is not restored yet) */
+     * the file holds it (r->loop.step is not restored yet) */
     if (!r->best.have || (!loading && best_is_current(r))) return MT_OK;
     size_t n = (size_t)r->best.n_rows, width = r->mome ? 2 * (size_t)r->mome->shape.C : 0;
     if (!(bs->best_ids = malloc(n * sizeof(int64_t) + 1))) return mt_error(MT_ERR_NOMEM, "out of memory");
@@ -121,7 +121,7 @@ static char *state_json(memory_run *r, double seconds, long bank_rows) {
     const mt_mome *mm = r->mome;
     json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:i, s:f, s:i, s:i, s:i, s:f, s:f, s:I, s:i, s:i, s:s?, s:I, s:i, "
                           "s:I, s:I, s:I, s:I, s:b, s:I, s:i, s:i, s:f, s:I, s:b}",
-                          "method", "memory", "step", (json_int_t)r->step, "tokens", (json_int_t)r->tokens,
+                          "method", "memory", "step", (json_int_t)r->loop.step, "tokens", (json_int_t)r->loop.tokens,
                           "cursor", r->cursor, "distill_cursor", r->distill_cursor, "guard_trips", r->guard_trips,
                           "distill_weight", (double)r->distill_weight, "all_ok_checks", r->all_ok_checks,
                           "memorised_at_last_check", r->n_ok, "exact_at_last_check", r->n_exact, "perplexity_last", r->ppl_last, "seconds", seconds,
@@ -142,7 +142,7 @@ mt_status mt_memory_checkpoint_save(memory_run *r, double seconds) {
     long bank_rows = r->mome ? mt_sparse_adam_rows(&r->bank_opt) : 0;
     blob_set bs;
     mt_status s = make_blobs(r, bank_rows, 0, &bs);
-    char *json = s ? NULL : state_json(r, seconds, bank_rows), *path = mt_checkpoint_path(r->ckpt_dir, r->step);
+    char *json = s ? NULL : state_json(r, seconds, bank_rows), *path = mt_checkpoint_path(r->ckpt_dir, r->loop.step);
     if (!s && (!json || !path)) s = mt_error(MT_ERR_NOMEM, "out of memory");
     if (!s) s = mt_mkdir_p(r->ckpt_dir);
     if (!s) s = mt_checkpoint_write(path, json, bs.b, bs.n);
@@ -183,7 +183,7 @@ static mt_status restore_scalars(memory_run *r, json_t *st, const char *path) {
         ok < 0 || ok > r->n_facts || exact < ok || exact > r->n_facts)
         return mt_error(MT_ERR_FORMAT, "%s: schedule position or last check out of range (step %lld, cursor %lld, %lld "
                         "memorised, %lld exact)", path, step, cursor, ok, exact);
-    r->step = step, r->tokens = get_int(st, "tokens");
+    r->loop.step = step, r->loop.tokens = get_int(st, "tokens");
     /* the last check's counts: the closing message and the keep-best choice compare with them */
     r->cursor = (int)cursor, r->distill_cursor = (int)dc, r->n_ok = (int)ok, r->n_exact = (int)exact;
     r->guard_trips = (int)get_int(st, "guard_trips"), r->all_ok_checks = (int)get_int(st, "all_ok_checks");
@@ -264,7 +264,7 @@ mt_status mt_memory_checkpoint_resume(memory_run *r) {
     }
     if (!s && !r->o.quiet)
         mt_progress_message(MT_PROGRESS_INFO, "resumed from %s (step %lld, %d/%d facts memorised, %d exact at the last check)", path,
-                (long long)r->step, r->n_ok, r->n_facts, r->n_exact);
+                (long long)r->loop.step, r->n_ok, r->n_facts, r->n_exact);
     blob_set_free(&bs, 1);
     json_decref(st);
     free(json), free(json2), free(path);

@@ -13,11 +13,11 @@
 #include "train/optimizer.h"
 #include "train/schedule.h"
 #include "train/sparse_adam.h"
+#include "train/loop.h"
 
 typedef struct {
     mt_model *m;
     mt_train_options o;
-    mt_schedule_kind sched;   /* lr over steps (decays to 0 at --steps) */
     mt_dataset data;
     mt_chat_template *tpl;
     mt_seq_builder b;
@@ -52,7 +52,8 @@ typedef struct {
     float distill_weight;
     double ppl_base, ppl_last;
     /* progress */
-    long step, tokens;
+    mt_loop loop;             /* step, tokens, the schedule (lr over steps, decays to 0 at --steps) */
+    int check_every;          /* steps between checks of all facts */
     int all_ok_checks, n_ok;  /* consecutive checks with every fact memorised; at the last check */
     int n_exact;              /* facts whose greedy answer was exact at the last check */
     char *ckpt_dir;           /* DIR/checkpoints */
@@ -74,6 +75,28 @@ typedef struct {
         long cap;             /* rows allocated */
     } best;
 } memory_run;
+
+/* A fact's prompt and its answer. */
+static inline const char *fact_input(const mt_example *e) { return e->messages[e->n_messages - 2].content; }
+static inline const char *fact_output(const mt_example *e) { return e->messages[e->n_messages - 1].content; }
+
+/* The completion rule (README: Memory tuning): a fact is memorised, recalled robustly, when at
+ * every answer position its token leads the runner-up by at least --margin logits (greedy
+ * decoding then returns it, and keeps returning it under changes to the logits smaller than
+ * the margin: more training, rounding, the KV-cache path), and, with --tau > 0, every
+ * answer-token NLL is at most tau. */
+static inline int robust(const memory_run *r, double min_margin, double max_nll) {
+    return min_margin > 0 && min_margin >= r->o.margin && (r->o.tau <= 0 || max_nll <= r->o.tau);
+}
+
+/* Answers every fact by real greedy decoding; writes DIR/facts.jsonl; returns the recall. A stop
+ * request ends it between two facts (*stopped = 1): facts.jsonl is then left as it was. */
+mt_status mt_memory_final_answers(memory_run *r, double *recall, double *mean_nll, double *max_nll, int *stopped);
+/* DIR/report.json; restored_step: the best check's step the adapter keeps, else -1. */
+mt_status mt_memory_write_report(memory_run *r, const char *status, double recall, double mean_nll, double max_nll,
+                                 double seconds, long restored_step);
+/* DIR/adapter: token rows, memory experts, LoRA (whole or absent, core/atomic_dir.h). */
+mt_status mt_memory_save_adapter(memory_run *r);
 
 /* Floats of the dense trained parts: router, token rows, LoRA. */
 size_t mt_memory_dense_size(const memory_run *r);

@@ -46,8 +46,20 @@ void mt_adamw_step(mt_adamw *o, float *params, const float *grads) {
 
 double mt_grad_norm(const float *g, size_t n) { return sqrt(mt_sum_squares(g, n)); }
 
-double mt_grad_clip(float *g, size_t n, double max_norm) {
-    double norm = mt_grad_norm(g, n), factor = max_norm / (norm + 1e-6);
-    if (factor < 1.0) mt_scale(g, n, (float)factor);
+double mt_grad_clip_spans(const mt_grad_span *spans, int n, double max_norm) {
+    double sq = 0;
+    for (int k = 0; k < n; k++) {
+        double norm = spans[k].g ? mt_grad_norm(spans[k].g, spans[k].n) : 0;
+        sq += norm * norm;
+    }
+    double norm = sqrt(sq), factor = max_norm / (norm + 1e-6);
+    if (max_norm > 0 && factor < 1.0)
+        for (int k = 0; k < n; k++)
+            if (spans[k].g) mt_scale(spans[k].g, spans[k].n, (float)factor);
     return norm;
+}
+
+double mt_grad_clip(float *g, size_t n, double max_norm) {
+    mt_grad_span span = {g, n};
+    return mt_grad_clip_spans(&span, 1, max_norm);
 }

@@ -33,4 +33,13 @@ double mt_grad_norm(const float *g, size_t n);
  * max_norm / (norm + 1e-6) when below 1); returns the norm before clipping. */
 double mt_grad_clip(float *g, size_t n, double max_norm);
 
+/* One trained gradient array: a parameter group of the global norm. */
+typedef struct {
+    float *g;
+    size_t n;
+} mt_grad_span;
+/* mt_grad_clip over several arrays at once (the training loop's clipping): the global norm
+ * is sqrt(Σ norm_k^2) over the spans in order; max_norm <= 0: no clipping. */
+double mt_grad_clip_spans(const mt_grad_span *spans, int n, double max_norm);
+
 #endif

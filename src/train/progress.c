@@ -68,6 +68,7 @@ const char *mt_progress_kind_name(mt_progress_kind k) {
     case MT_PROGRESS_STOPPED: return "stopped";
     case MT_PROGRESS_STEP_END: return "step_end";
     case MT_PROGRESS_DRY_RUN: return "dry_run";
+    case MT_PROGRESS_RECALL: return "recall";
     }
     return "unknown";
 }

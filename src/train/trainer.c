@@ -1,9 +1,9 @@
-/* The trainer: data -> packed rows -> forward/backward over micro-batches -> clipped AdamW
- * step on a schedule, with metrics, evals and atomic checkpoints, and a clean stop on the
- * options' stop flag (or the progress callback's word) that saves first. It reports through
- * the progress callback (train/progress.h) and never prints. It is independent of which
- * parameters train: the method decides the trainable tensors, the loop only follows the
- * flags. */
+/* Supervised fine-tuning (methods full and LoRA) over the training loop (loop.c): data ->
+ * packed rows -> forward/backward over micro-batches each step, with the metrics log, evals,
+ * atomic checkpoints and the end's save. What trains, its gradients, its optimizer update and
+ * what the end writes come from the method: full.c (the whole model) or lora.c (an adapter
+ * and token rows). It reports through the progress callback (train/progress.h) and never
+ * prints. */
 #include "core/atomic_dir.h"
 #include "core/check.h"
 #include "core/error.h"
@@ -21,43 +21,13 @@
 #include "train/schedule.h"
 #include "train/train_log.h"
 #include "train/trainer.h"
-#include "train/memory.h"
+#include "train/loop.h"
 #include "train/progress.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-void mt_train_options_default(mt_train_options *o) {
-    memset(o, 0, sizeof *o);
-    o->method = "auto";
-    o->out_dir = "memtune-out";
-    o->epochs = 3;
-    o->lr = 0; /* the method's default */
-    o->batch = 4;
-    o->grad_accum = 1;
-    o->schedule = NULL; /* the method's: cosine, constant for memory tuning */
-    o->clip = 1.0f;
-    o->save_every = 100;
-    o->log_every = 10;
-    o->keep_checkpoints = 2;
-    o->seed = 1;
-    o->shuffle = 1;
-    o->eval_every = -1; /* -1: choose (10 evals per run) */
-    o->lora_rank = 8;
-    o->lora_alpha = 16;
-    o->experts = -1; /* memory: sized from the facts and the model */
-    o->expert_k = 8;
-    o->expert_heads = 4;
-    o->expert_context = 32;
-    o->tau = 0; /* memory: the NLL bound is off; the margin decides */
-    o->margin = 2.0f;
-    o->general_limit = 1.05f;
-    o->general_weight = 1.0f;
-    o->rehearsal_weight = 0.25f;
-    o->memory_lora = 1;
-}
 
 static void trainer_free(mt_trainer *t) {
     mt_dataset_free(&t->data);
@@ -148,16 +118,20 @@ static mt_status prepare_data(mt_trainer *t) {
 
 static void plan_steps(mt_trainer *t) {
     long rows_per_step = (long)t->o.batch * t->o.grad_accum * mt_dist_size(t->o.dist); /* dist: the global batch */
-    if (t->o.steps > 0) t->total_steps = t->o.steps;
-    else t->total_steps = (t->rows_per_epoch * t->o.epochs + rows_per_step - 1) / rows_per_step;
-    if (t->total_steps < 1) t->total_steps = 1;
-    t->eval_every = t->o.eval_every >= 0 ? t->o.eval_every : (t->total_steps >= 10 ? t->total_steps / 10 : 1);
+    if (t->o.steps > 0) t->loop.total_steps = t->o.steps;
+    else t->loop.total_steps = (t->rows_per_epoch * t->o.epochs + rows_per_step - 1) / rows_per_step;
+    if (t->loop.total_steps < 1) t->loop.total_steps = 1;
+    t->loop.tokens_per_step = rows_per_step * t->seq_len;
+    t->loop.peak_lr = t->o.lr;
+    t->loop.warmup = t->o.warmup;
+    t->loop.clip = t->o.clip;
+    t->loop.save_every = t->o.save_every;
+    t->loop.dist = t->o.dist;
+    t->eval_every = t->o.eval_every >= 0 ? t->o.eval_every : (t->loop.total_steps >= 10 ? t->loop.total_steps / 10 : 1);
 }
 
-static int is_lora(const mt_trainer *t) { return !strcmp(t->o.method, "lora"); }
-
 /* the parameters the optimizer updates */
-static size_t trainable_count(const mt_trainer *t) { return t->lora ? t->lora->n_params : t->m->n_params; }
+size_t mt_finetune_trainable_count(const mt_trainer *t) { return t->lora ? t->lora->n_params : t->m->n_params; }
 
 static int state_flags(const mt_trainer *t) { return t->o.recompute ? MT_TRAIN_RECOMPUTE : 0; }
 
@@ -169,19 +143,19 @@ static size_t memory_plan(const mt_trainer *t, size_t *acts) {
     *acts = mt_train_state_bytes_flags(c, t->o.batch, t->seq_len, state_flags(t)) + adapter +
             (t->lora ? 2 * (size_t)t->o.batch * t->seq_len * t->lora->rank * sizeof(float) + adapter : 0);
     if (t->lora) *acts -= mt_config_param_count(c) * sizeof(float);
-    size_t params = mt_model_weight_bytes(t->m), trained = trainable_count(t) * sizeof(float);
+    size_t params = mt_model_weight_bytes(t->m), trained = mt_finetune_trainable_count(t) * sizeof(float);
     /* weights + activations/grads state + two AdamW moments + batch buffers */
     return params + *acts + 2 * trained + (size_t)4 * t->o.grad_accum * t->o.batch * t->seq_len * sizeof(int);
 }
 
 static void print_dry_run(const mt_trainer *t) {
     size_t acts, total = memory_plan(t, &acts), params = mt_model_weight_bytes(t->m);
-    size_t trained = trainable_count(t);
+    size_t trained = mt_finetune_trainable_count(t);
     /* dist: the memory plan is per rank; what a step exchanges */
     char dist[512] = "";
     int K = mt_dist_size(t->o.dist);
     if (K > 1) {
-        size_t grad = (trainable_count(t) + (t->rows ? (size_t)(1 + t->rows->untied) * t->rows->n * t->rows->dim : 0)) * sizeof(float);
+        size_t grad = (mt_finetune_trainable_count(t) + (t->rows ? (size_t)(1 + t->rows->untied) * t->rows->n * t->rows->dim : 0)) * sizeof(float);
         snprintf(dist, sizeof dist, ",\n \"dist\": {\"ranks\": %d, \"rows_per_step\": %ld, \"memory_per_rank\": %zu, "
                  "\"gradient_bytes_per_step\": %zu, \"sent_bytes_per_rank_per_step\": %.0f}", K,
                  (long)K * t->o.batch * t->o.grad_accum, total, grad, 2.0 * (K - 1) / K * (double)grad);
@@ -192,7 +166,7 @@ static void print_dry_run(const mt_trainer *t) {
            " \"memory\": {\"weights\": %zu, \"gradients_and_activations\": %zu, \"optimizer\": %zu, "
            "\"total\": %zu}%s}",
            t->data.n, t->eval.n, t->data.n_skipped + t->eval.n_skipped, t->packed.tokens_total,
-           t->packed.targets_total, t->packed.n_truncated, t->seq_len, t->rows_per_epoch, t->total_steps,
+           t->packed.targets_total, t->packed.n_truncated, t->seq_len, t->rows_per_epoch, t->loop.total_steps,
            mt_model_param_count(t->m), trained, params, acts, 2 * trained * sizeof(float), total, dist);
 }
 
@@ -263,52 +237,10 @@ static mt_status eval_loss(mt_trainer *t, double *out) {
     return s;
 }
 
-/* AdamW on the trainable tensors; weight decay on matrices only (not norms or biases). */
-static void optimizer_step(mt_trainer *t) {
-    if (t->rows) {
-        mt_adamw_begin_step(&t->rows_opt);
-        t->rows_opt.lr = t->opt.lr;
-        mt_adamw_update(&t->rows_opt, t->rows->values, t->state->row_grads, 0, t->rows_opt.n, 0.0f);
-        mt_token_rows_sync(t->rows);
-    }
-    if (t->lora) { /* only the adapter trains; every adapter tensor is a matrix */
-        mt_adamw_begin_step(&t->opt);
-        mt_adamw_update(&t->opt, t->lora->params, t->state->lora_grads, 0, t->lora->n_params, t->o.weight_decay);
-        return;
-    }
-    mt_tensor_ref refs[MT_MAX_TENSORS];
-    int n = mt_model_tensors(t->m, refs, MT_MAX_TENSORS);
-    mt_adamw_begin_step(&t->opt);
-    for (int i = 0; i < n && i < MT_MAX_TENSORS; i++) {
-        if (!t->state->trainable[i]) continue;
-        size_t begin = (size_t)(refs[i].data - t->m->params), len = (size_t)refs[i].rows * refs[i].cols;
-        float wd = refs[i].is_vector ? 0.0f : t->o.weight_decay;
-        mt_adamw_update(&t->opt, t->m->params, t->state->grads, begin, begin + len, wd);
-    }
-}
-
-/* The global norm over every trained gradient (adapter or model, token rows), clipped to
- * --clip; returns the norm before clipping. */
-static double clip_gradients(mt_trainer *t) {
-    float *g[2] = {t->lora ? t->state->lora_grads : t->state->grads, t->rows ? t->state->row_grads : NULL};
-    size_t n[2] = {trainable_count(t), t->rows ? t->rows_opt.n : 0};
-    double sq = 0;
-    for (int k = 0; k < 2; k++) {
-        double norm = g[k] ? mt_grad_norm(g[k], n[k]) : 0;
-        sq += norm * norm;
-    }
-    double norm = sqrt(sq);
-    if (t->o.clip > 0 && norm > t->o.clip) {
-        float f = (float)(t->o.clip / (norm + 1e-6));
-        for (int k = 0; k < 2; k++)
-            for (size_t i = 0; g[k] && i < n[k]; i++) g[k][i] *= f;
-    }
-    return norm;
-}
-
-/* One optimizer step over grad_accum micro-batches, the loss normalised by the target
+/* A step's gradients over grad_accum micro-batches, the loss normalised by the target
  * tokens of all of them, so accumulation equals one larger batch. */
-static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, float *lr) {
+static mt_status compute_gradients(void *self, mt_loop *l, double *loss) {
+    mt_trainer *t = self;
     int B = t->o.batch, T = t->seq_len, G = t->o.grad_accum;
     mt_dist *d = t->o.dist;
     long total_targets = 0, before, after;
@@ -332,7 +264,7 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
         /* LoRA dropout: a fresh mask per micro-batch, a function of (seed, step, g) so a
          * resumed run draws the same masks */
         t->state->lora_dropout = t->lora ? t->lora->dropout : 0;
-        t->state->dropout_key = t->o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)t->step << 20) ^ (uint64_t)g ^
+        t->state->dropout_key = t->o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)l->step << 20) ^ (uint64_t)g ^
                                 ((uint64_t)mt_dist_rank(d) << 48); /* dist: each rank its own masks */
         /* dist: the last micro-batch's backward starts the all-reduce of what it finishes */
         int hook = mt_dist_is_multi(d) && g == G - 1;
@@ -344,22 +276,16 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
         if (s) return s;
         nll_sum += nll;
     }
-    /* dist: every rank's gradients (and token-row gradients) and losses summed */
+    /* dist: every rank's gradients (and token-row gradients) and losses summed; this is the end
+     * of compute_gradients, i.e. just before the loop's mt_loop_gradients_complete */
     if (mt_dist_is_multi(d)) {
         mt_status s = mt_dist_exchange_finish(d, t->rows ? t->state->row_grads : NULL, t->rows ? t->rows_opt.n : 0);
         if (s == MT_OK) s = mt_dist_sum_double(d, &nll_sum, 1);
         if (s) return s;
     }
-    *grad_norm = clip_gradients(t);
-    *lr = mt_schedule_lr(t->sched, t->o.lr, t->step, t->o.warmup, t->total_steps);
-    t->opt.lr = *lr;
-    optimizer_step(t);
-    t->rows_done += (long)G * B * mt_dist_size(d); /* dist: global rows and tokens */
-    t->step++;
-    t->tokens += (long)G * B * T * mt_dist_size(d);
+    t->rows_done += (long)G * B * mt_dist_size(d); /* dist: global rows */
     *loss = total_targets ? nll_sum / total_targets : 0.0;
     if (!isfinite(*loss)) mt_dist_error_shared(d, mt_dist_rank(d) == 0); /* dist: every rank sees the global loss */
-    if (!isfinite(*loss)) return mt_error(MT_ERR_ARG, "loss became %f at step %ld: lower --lr", *loss, t->step);
     return MT_OK;
 }
 
@@ -368,7 +294,7 @@ static mt_status train_step(mt_trainer *t, double *loss, double *grad_norm, floa
 static char *state_json(const mt_trainer *t) {
     /* a double's %.17g text (jansson's) reads back to the same bits */
     json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:I, s:I, s:i, s:i, s:i, s:I, s:f, s:i, s:i}", "method", t->o.method,
-                          "step", (json_int_t)t->step, "rows_done", (json_int_t)t->rows_done,
+                          "step", (json_int_t)t->loop.step, "rows_done", (json_int_t)t->rows_done,
                           "data_epoch", t->data_epoch, "data_row", t->data_row,
                           "adam_step", (json_int_t)t->opt.step, "seed", (json_int_t)t->o.seed,
                           "batch", t->o.batch, "grad_accum", t->o.grad_accum, "seq_len", t->seq_len,
@@ -384,7 +310,7 @@ static char *state_json(const mt_trainer *t) {
 
 /* What a checkpoint holds: the trained parameters and their AdamW moments. Returns the count. */
 static int checkpoint_blobs(mt_trainer *t, mt_ckpt_blob b[MAX_BLOBS]) {
-    size_t bytes = trainable_count(t) * sizeof(float);
+    size_t bytes = mt_finetune_trainable_count(t) * sizeof(float);
     if (t->lora) b[0] = (mt_ckpt_blob){"lora", t->lora->params, bytes};
     else b[0] = (mt_ckpt_blob){"params", t->m->params, bytes};
     b[1] = (mt_ckpt_blob){"adam_m", t->opt.m, bytes};
@@ -401,8 +327,8 @@ static int checkpoint_blobs(mt_trainer *t, mt_ckpt_blob b[MAX_BLOBS]) {
 
 static mt_status save_checkpoint(mt_trainer *t) {
     /* the loss guard runs before each update; this one sees the last update too */
-    mt_status s = mt_check_finite_weights(t->lora ? t->lora->params : t->m->params, trainable_count(t), t->step);
-    if (s == MT_OK && t->rows) s = mt_check_finite_weights(t->rows->values, t->rows_opt.n, t->step);
+    mt_status s = mt_check_finite_weights(t->lora ? t->lora->params : t->m->params, mt_finetune_trainable_count(t), t->loop.step);
+    if (s == MT_OK && t->rows) s = mt_check_finite_weights(t->rows->values, t->rows_opt.n, t->loop.step);
     if (s) {
         mt_dist_error_shared(t->o.dist, mt_dist_rank(t->o.dist) == 0); /* the same weights on every rank */
         return s;
@@ -410,7 +336,7 @@ static mt_status save_checkpoint(mt_trainer *t) {
     if (mt_dist_rank(t->o.dist) != 0) return mt_dist_agree(t->o.dist, MT_OK); /* dist: rank 0 writes */
     s = mt_mkdir_p(t->ckpt_dir);
     if (s) return mt_dist_agree(t->o.dist, s);
-    char *json = state_json(t), *path = mt_checkpoint_path(t->ckpt_dir, t->step);
+    char *json = state_json(t), *path = mt_checkpoint_path(t->ckpt_dir, t->loop.step);
     mt_ckpt_blob b[MAX_BLOBS];
     int nb = checkpoint_blobs(t, b);
     s = json && path ? mt_checkpoint_write(path, json, b, nb) : mt_error(MT_ERR_NOMEM, "out of memory");
@@ -471,7 +397,7 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
     json_t *st = s == MT_OK ? json_loads(json, 0, &e) : NULL;
     if (s == MT_OK) s = check_resume_settings(t, st, path);
     if (s == MT_OK) {
-        t->step = json_long(st, "step");
+        t->loop.step = json_long(st, "step");
         t->rows_done = json_long(st, "rows_done");
         t->data_epoch = (int)json_long(st, "data_epoch");
         t->data_row = (int)json_long(st, "data_row");
@@ -479,7 +405,7 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
         json_t *wl = json_object_get(st, "log_window_loss");
         long ws = json_long(st, "log_window_steps");
         t->window_loss = json_is_number(wl) ? json_number_value(wl) : 0;
-        t->window_steps = json_is_number(wl) && ws > 0 && ws <= t->step ? (int)ws : 0;
+        t->window_steps = json_is_number(wl) && ws > 0 && ws <= t->loop.step ? (int)ws : 0;
         if (!isfinite(t->window_loss)) t->window_loss = 0, t->window_steps = 0;
         s = t->data_epoch < 0 || t->data_row < 0 ? MT_ERR_FORMAT : use_epoch_plan(t, t->data_epoch);
         if (s == MT_OK && t->data_row >= t->plan.n_rows) s = MT_ERR_MISMATCH;
@@ -490,7 +416,7 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
         t->opt.step = json_long(st, "adam_step");
         t->rows_opt.step = t->opt.step;
         mt_token_rows_sync(t->rows);
-        if (!t->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "resumed from %s (step %ld)", path, t->step);
+        if (!t->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "resumed from %s (step %ld)", path, t->loop.step);
     }
     if (s) mt_dist_error_shared(t->o.dist, mt_dist_rank(t->o.dist) == 0); /* dist: the same checkpoint everywhere */
     json_decref(st);
@@ -501,154 +427,24 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
 
 /* ---- the run ---------------------------------------------------------------------------- */
 
-/* ---- trainable token rows ---------------------------------------------------------------- */
-
-static int add_id(int *ids, int n, int id) {
-    for (int i = 0; i < n; i++)
-        if (ids[i] == id) return n;
-    ids[n] = id;
-    return n + 1;
-}
-
-/* "auto": EOS and every control/user-defined token in the rendered data except BOS (which
- * starts every text, so changing it would change the model everywhere). */
-static int auto_token_ids(const mt_trainer *t, int *ids, int cap) {
-    int n = 0, bos = t->builder.bos_id;
-    if (t->builder.eos_id >= 0) n = add_id(ids, n, t->builder.eos_id);
-    for (int i = 0; i < t->packed.n_seqs && n < cap; i++) {
-        const mt_token_seq *q = &t->packed.seqs[i];
-        for (int k = 0; k < q->n && n < cap; k++) {
-            int type = mt_tokenizer_type(t->m->tok, q->ids[k]);
-            if (q->ids[k] != bos && (type == MT_TOKTYPE_CONTROL || type == MT_TOKTYPE_USER_DEFINED))
-                n = add_id(ids, n, q->ids[k]);
-        }
-    }
-    return n;
-}
-
-static mt_status parse_token_ids(const char *list, int *ids, int cap, int *n) {
-    *n = 0;
-    for (const char *p = list; *p;) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || (*end && *end != ',') || v < 0 || v > INT32_MAX)
-            return mt_error(MT_ERR_ARG, "--trainable-tokens: expected auto, none or a comma list of token ids, got \"%s\"", list);
-        if (*n == cap) return mt_error(MT_ERR_ARG, "--trainable-tokens: more than %d ids", cap);
-        *n = add_id(ids, *n, (int)v);
-        p = *end ? end + 1 : end;
-    }
-    return MT_OK;
-}
-
-#define MAX_AUTO_ROWS 256
-
-static mt_status setup_token_rows(mt_trainer *t) {
-    const char *spec = t->o.trainable_tokens ? t->o.trainable_tokens : "auto";
-    if (!strcmp(spec, "none")) return MT_OK;
-    int ids[MAX_AUTO_ROWS], n;
-    mt_status s = MT_OK;
-    if (!strcmp(spec, "auto")) n = auto_token_ids(t, ids, MAX_AUTO_ROWS);
-    else s = parse_token_ids(spec, ids, MAX_AUTO_ROWS, &n);
-    if (s || n == 0) return s;
-    if ((s = mt_token_rows_create(t->m, ids, n, &t->rows))) return s;
-    t->own_rows = 1;
-    if ((s = mt_model_attach_token_rows(t->m, t->rows))) return s;
-    if (!t->o.quiet) {
-        char list[MAX_AUTO_ROWS * 12] = "";
-        for (int i = 0, len = 0; i < n; i++) len += snprintf(list + len, sizeof list - (size_t)len, " %d", ids[i]);
-        mt_progress_message(MT_PROGRESS_INFO, "trainable token rows:%s (%d parameters)", list,
-                            (1 + t->rows->untied) * n * t->m->cfg.dim);
-    }
-    return MT_OK;
-}
-
-static int rows_train_stop_token(const mt_trainer *t) {
-    for (int i = 0; t->rows && i < t->rows->n; i++)
-        if (t->rows->ids[i] == t->builder.eos_id) return 1;
-    return 0;
-}
-
-/* The answer-stopping token's output row is (to 1e-3 of its size) the row of another token:
- * it was never trained (stories260K's EOS, see README), and with the base frozen and the
- * head tied to the embedding, an adapter cannot make it likelier than that twin. */
-static int stop_token_untrained(const mt_trainer *t, int *twin) {
-    const mt_config *c = &t->m->cfg;
-    int eos = t->builder.eos_id;
-    if (eos < 0 || eos >= c->vocab_size) return 0;
-    const float *row = t->m->output + (size_t)eos * c->dim;
-    float size = 0;
-    for (int j = 0; j < c->dim; j++) size = fmaxf(size, fabsf(row[j]));
-    for (int i = 0; i < c->vocab_size; i++) {
-        const float *other = t->m->output + (size_t)i * c->dim;
-        float d = 0;
-        for (int j = 0; j < c->dim && i != eos; j++) d = fmaxf(d, fabsf(row[j] - other[j]));
-        if (i != eos && d <= 1e-3f * size) {
-            *twin = i;
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static mt_status setup_lora(mt_trainer *t) {
-    if (t->m->lora) {
-        t->lora = t->m->lora; /* the caller's adapter: trained in place, left attached */
-    } else {
-        mt_lora_options lo;
-        mt_lora_options_default(&lo);
-        lo.rank = t->o.lora_rank;
-        lo.alpha = t->o.lora_alpha;
-        lo.rslora = t->o.lora_rslora;
-        lo.targets = t->o.lora_targets;
-        lo.layers = t->o.lora_layers;
-        lo.dropout = t->o.lora_dropout;
-        lo.seed = t->o.seed;
-        mt_status s = mt_lora_create(t->m, &lo, &t->lora);
-        if (s) return s;
-        t->own_lora = 1;
-        if ((s = mt_model_set_lora(t->m, t->lora))) return s;
-    }
-    if (!t->o.quiet) {
-        mt_progress_message(MT_PROGRESS_INFO, "LoRA r=%d alpha=%g%s dropout %g on %s%s%s: %zu trainable parameters (%.3f%% of %zu)",
-                t->lora->rank, t->lora->alpha, t->lora->rslora ? " (rslora)" : "", t->lora->dropout,
-                mt_lora_targets_text(t->lora->targets), t->o.lora_layers && t->own_lora ? " of layers " : "",
-                t->o.lora_layers && t->own_lora ? t->o.lora_layers : "",
-                t->lora->n_params, 100.0 * t->lora->n_params / (double)mt_model_param_count(t->m), mt_model_param_count(t->m));
-        if (t->m->base)
-            mt_progress_message(MT_PROGRESS_INFO, "frozen base linear layers held as %s: weights take %.1f MB (f32: %.1f MB)",
-                    mt_model_base_dtype(t->m), mt_model_weight_bytes(t->m) / 1e6, mt_model_param_count(t->m) * 4 / 1e6);
-        int twin;
-        if (!rows_train_stop_token(t) && stop_token_untrained(t, &twin))
-            mt_progress_message(MT_PROGRESS_WARNING, "the stop token (id %d) was never trained: its output row equals that of "
-                    "id %d. The base (and its head) stay frozen with LoRA, so the adapter cannot make the model stop "
-                    "after an answer; expect answers that run on. Fine-tune with --method full, or use a chat template "
-                    "that ends answers with a token the model already emits (README: LoRA and the stop token).", t->builder.eos_id, twin);
-    }
-    return MT_OK;
-}
-
 static mt_status setup(mt_trainer *t, const char *data_path) {
     mt_config *c = &t->m->cfg;
     if (!t->m->tok) return mt_error(MT_ERR_ARG, "the model has no tokenizer (give one with --tokenizer)");
-    if (strcmp(t->o.method, "full") && !is_lora(t))
+    t->what = !strcmp(t->o.method, "full") ? &mt_finetune_full : !strcmp(t->o.method, "lora") ? &mt_finetune_lora : NULL;
+    if (!t->what)
         return mt_error(MT_ERR_UNSUPPORTED, "unknown --method '%s' (this build trains: full, lora, memory)", t->o.method);
-    if (!is_lora(t) && t->m->lora)
-        return mt_error(MT_ERR_ARG, "--method full with an adapter attached: merge it first (mt_lora_merge)");
+    mt_status s = t->what->check ? t->what->check(t) : MT_OK;
+    if (s) return s;
     t->seq_len = t->o.seq_len > 0 ? t->o.seq_len : (c->max_seq_len < 512 ? c->max_seq_len : 512);
     if (t->seq_len > c->max_seq_len && !t->o.quiet)
         mt_progress_message(MT_PROGRESS_WARNING, "--seq-len %d exceeds the model's context length %d", t->seq_len, c->max_seq_len);
-    mt_status s = mt_schedule_parse(t->o.schedule ? t->o.schedule : "cosine", &t->sched);
+    s = mt_schedule_parse(t->o.schedule ? t->o.schedule : "cosine", &t->loop.sched);
     if (s == MT_OK) s = load_datasets(t, data_path);
     if (s == MT_OK) s = setup_template(t);
     if (s == MT_OK) s = prepare_data(t);
     if (s) return s;
     plan_steps(t);
-    const char *bd = t->o.base_dtype ? t->o.base_dtype : "f32";
-    if (!is_lora(t) && strcmp(bd, "f32"))
-        return mt_error(MT_ERR_ARG, "--base-dtype %s needs --method lora (full fine-tuning trains the base in f32)", bd);
-    if (is_lora(t) && (s = mt_model_set_base_dtype(t->m, bd))) return s;
-    if (!is_lora(t) && (s = mt_model_set_base_dtype(t->m, "f32"))) return s; /* a kept GGUF base trains as f32 */
-    if (is_lora(t) && ((s = setup_token_rows(t)) || (s = setup_lora(t)))) return s;
+    if ((s = t->what->setup(t))) return s;
     t->ckpt_dir = mt_path_join(t->o.out_dir, "checkpoints");
     return t->ckpt_dir ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory");
 }
@@ -662,7 +458,7 @@ static mt_status allocate(mt_trainer *t) {
     if (!t->inputs || !t->targets || !t->pos || !t->doc) return mt_error(MT_ERR_NOMEM, "out of memory for batches");
     mt_status s = mt_train_create_flags(t->m, t->o.batch, t->seq_len, state_flags(t), &t->state);
     if (s == MT_OK && t->lora) s = mt_train_set_trainable(t->state, NULL, 0); /* frozen base */
-    if (s == MT_OK) s = mt_adamw_init(&t->opt, trainable_count(t), t->o.lr, 0.9f, 0.999f, 1e-8f, t->o.weight_decay);
+    if (s == MT_OK) s = mt_adamw_init(&t->opt, mt_finetune_trainable_count(t), t->o.lr, 0.9f, 0.999f, 1e-8f, t->o.weight_decay);
     if (s == MT_OK && t->rows)
         s = mt_adamw_init(&t->rows_opt, (size_t)(1 + t->rows->untied) * t->rows->n * t->rows->dim, t->o.lr, 0.9f,
                           0.999f, 1e-8f, 0.0f);
@@ -670,78 +466,49 @@ static mt_status allocate(mt_trainer *t) {
 }
 
 static mt_status maybe_eval(mt_trainer *t, mt_train_log *log, int force) {
-    if (t->eval.n == 0 || (!force && (t->eval_every <= 0 || t->step % t->eval_every != 0))) return MT_OK;
+    if (t->eval.n == 0 || (!force && (t->eval_every <= 0 || t->loop.step % t->eval_every != 0))) return MT_OK;
     mt_status s = eval_loss(t, &t->last_eval);
-    if (s == MT_OK) mt_train_log_eval(log, t->step, t->last_eval);
+    if (s == MT_OK) mt_train_log_eval(log, t->loop.step, t->last_eval);
     return s;
 }
 
-/* The step is done, its checkpoint written: a safe point (the CLI's crash test kills here). */
-static void step_end(const mt_trainer *t) {
-    mt_progress p = {.kind = MT_PROGRESS_STEP_END, .step = t->step, .total_steps = t->total_steps};
-    mt_progress_emit(&p);
-}
-
-static mt_status train_loop(mt_trainer *t, mt_train_log *log, mt_train_result *res) {
-    double t_window = mt_now_seconds();
-    long window_tokens = 0;
-    mt_status s = MT_OK;
-    while (s == MT_OK && t->step < t->total_steps) {
-        double loss, gnorm;
-        float lr;
-        long tokens_before = t->tokens;
-        double t_step = mt_now_seconds();
-        s = train_step(t, &loss, &gnorm, &lr);
-        if (s) break;
-        mt_dist_count_step(t->o.dist, mt_now_seconds() - t_step); /* dist: the share spent communicating */
-        t->window_loss += loss;
-        t->window_steps++;
-        window_tokens += t->tokens - tokens_before;
-        double now = mt_now_seconds(), tps = window_tokens / fmax(now - t_window, 1e-9);
-        int log_now = t->step % (t->o.log_every > 0 ? t->o.log_every : 1) == 0 || t->step == t->total_steps;
-        mt_progress p = {.kind = MT_PROGRESS_STEP, .step = t->step, .total_steps = t->total_steps, .loss = loss,
-                         .lr = lr, .tokens_per_s = tps, .elapsed_s = now - log->start_time, .logged = log_now};
-        if (log_now) {
-            res->train_loss = t->window_loss / t->window_steps;
-            mt_train_log_step(log, t->step, res->train_loss, lr, gnorm, tps, 1);
-            t->window_loss = 0, t->window_steps = 0, window_tokens = 0, t_window = now;
-            p.window_loss = res->train_loss, p.grad_norm = gnorm;
-        }
-        mt_progress_emit(&p);
-        s = maybe_eval(t, log, 0);
-        int stop = mt_dist_max_int(t->o.dist, mt_progress_stop_requested()); /* dist: one rank's stop stops all */
-        if (s == MT_OK && (stop || (t->o.save_every > 0 && t->step % t->o.save_every == 0)))
-            s = save_checkpoint(t);
-        if (s == MT_OK && stop) {
-            res->interrupted = 1;
-            mt_progress emitted = {.kind = MT_PROGRESS_STOPPED, .step = t->step, .total_steps = t->total_steps};
-            mt_progress_emit(&emitted);
-            break;
-        }
-        step_end(t);
+/* After a step: the metrics window (a line every log_every steps), the progress event, evals. */
+static mt_status after_step(void *self, mt_loop *l, double grad_norm, float lr) {
+    mt_trainer *t = self;
+    mt_train_log *log = t->log;
+    t->window_loss += l->loss;
+    t->window_steps++;
+    t->window_tokens += l->tokens_per_step;
+    double now = mt_now_seconds(), tps = t->window_tokens / fmax(now - t->window_start, 1e-9);
+    int log_now = l->step % (t->o.log_every > 0 ? t->o.log_every : 1) == 0 || l->step == l->total_steps;
+    mt_progress p = {.kind = MT_PROGRESS_STEP, .step = l->step, .total_steps = l->total_steps, .loss = l->loss,
+                     .lr = lr, .tokens_per_s = tps, .elapsed_s = now - log->start_time, .logged = log_now};
+    if (log_now) {
+        t->res->train_loss = t->window_loss / t->window_steps;
+        mt_train_log_step(log, l->step, t->res->train_loss, lr, grad_norm, tps, 1);
+        t->window_loss = 0, t->window_steps = 0, t->window_tokens = 0, t->window_start = now;
+        p.window_loss = t->res->train_loss, p.grad_norm = grad_norm;
     }
-    return s;
+    mt_progress_emit(&p);
+    return maybe_eval(t, log, 0);
+}
+
+static mt_status checkpoint(void *self, mt_loop *l) {
+    (void)l;
+    return save_checkpoint(self);
 }
 
 static mt_status finish(mt_trainer *t, mt_train_log *log) {
     mt_status s = MT_OK;
-    if (t->eval.n > 0 && t->step % (t->eval_every > 0 ? t->eval_every : 1) != 0) s = maybe_eval(t, log, 1);
+    if (t->eval.n > 0 && t->loop.step % (t->eval_every > 0 ? t->eval_every : 1) != 0) s = maybe_eval(t, log, 1);
     if (s == MT_OK) s = save_checkpoint(t);
-    /* the template used in training travels with the model */
-    if (s == MT_OK && !t->lora && !t->m->chat_template && !(t->m->chat_template = strdup(t->template_source)))
-        s = mt_error(MT_ERR_NOMEM, "out of memory");
     /* DIR/adapter or DIR/model appears whole (or keeps its previous state) even if the disk
      * fills or the process dies mid-save: written beside it, then renamed into place */
     if (s || mt_dist_rank(t->o.dist) != 0) return s ? s : mt_dist_agree(t->o.dist, MT_OK); /* dist: rank 0 writes */
-    char *dir = s ? NULL : mt_path_join(t->o.out_dir, t->lora ? "adapter" : "model");
+    char *dir = mt_path_join(t->o.out_dir, t->what->out_name);
     mt_atomic_dir out = {0};
     if (s == MT_OK) s = dir ? mt_atomic_dir_open(&out, dir) : mt_error(MT_ERR_NOMEM, "out of memory");
-    if (s == MT_OK && t->lora) {
-        s = mt_lora_save(t->lora, t->m, out.tmp_path, NULL);
-        if (s == MT_OK && t->rows) s = mt_token_rows_save(t->rows, out.tmp_path);
-    } else if (s == MT_OK) {
-        s = mt_model_save(t->m, out.tmp_path, MT_FORMAT_HF);
-    }
+    if (s == MT_OK) s = t->what->save(t, out.tmp_path);
     if (out.tmp_path) {
         if (s == MT_OK) s = mt_atomic_dir_commit(&out);
         else mt_atomic_dir_abort(&out);
@@ -773,75 +540,37 @@ static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res)
     if (t->o.resume && (s = resume_from_checkpoint(t))) return s;
     mt_infer_free(t->m); /* weights change: any KV cache is stale */
     mt_train_log log;
-    if (root) s = mt_train_log_open(&log, t->o.out_dir, t->total_steps, t->o.quiet, t->o.resume, t->step);
-    else memset(&log, 0, sizeof log), log.start_time = mt_now_seconds(), log.total_steps = t->total_steps;
+    if (root) s = mt_train_log_open(&log, t->o.out_dir, t->loop.total_steps, t->o.quiet, t->o.resume, t->loop.step);
+    else memset(&log, 0, sizeof log), log.start_time = mt_now_seconds(), log.total_steps = t->loop.total_steps;
     if ((s = mt_dist_agree(d, s))) {
         if (root) mt_train_log_close(&log, NULL);
         return s;
     }
     if (!t->o.quiet)
         mt_progress_message(MT_PROGRESS_INFO, "%d examples, %ld target tokens, %ld rows of %d per epoch, %ld steps from step %ld",
-                t->data.n, t->packed.targets_total, t->rows_per_epoch, t->seq_len, t->total_steps, t->step);
+                t->data.n, t->packed.targets_total, t->rows_per_epoch, t->seq_len, t->loop.total_steps, t->loop.step);
     if (!t->o.resume) s = maybe_eval(t, &log, 1);
     double t0 = mt_now_seconds();
-    if (s == MT_OK) s = train_loop(t, &log, res);
+    t->log = &log;
+    t->res = res;
+    t->window_start = t0;
+    /* the loop over this file's step and reports, with what trains from full.c or lora.c */
+    mt_train_method method = {.name = t->what->name, .compute_gradients = compute_gradients, .gradients = t->what->gradients,
+                              .update = t->what->update, .after_step = after_step, .save_checkpoint = checkpoint};
+    if (s == MT_OK) s = mt_loop_run(&t->loop, &method, t);
+    res->interrupted = t->loop.interrupted;
     res->seconds = mt_now_seconds() - t0;
     if (s == MT_OK && !res->interrupted) s = finish(t, &log);
     mt_status s2 = mt_train_log_close(&log, root ? t->o.out_dir : NULL);
     return s ? s : s2;
 }
 
-/* "auto": memory tuning when every example is a {"input","output"} fact, else full. */
-static mt_status resolve_method(mt_train_options *o, const char *data_path) {
-    if (o->method && strcmp(o->method, "auto")) return MT_OK;
-    mt_dataset ds = {0};
-    mt_status s = data_path ? mt_dataset_load_jsonl(&ds, data_path, o->skip_bad_lines) : MT_OK;
-    if (!s && o->data_text) s = mt_dataset_load_jsonl_text(&ds, "examples", o->data_text, strlen(o->data_text), o->skip_bad_lines);
-    for (int i = 0; !s && i < o->n_data; i++) s = mt_dataset_load_jsonl(&ds, o->data[i], o->skip_bad_lines);
-    int facts = !s && ds.n > 0;
-    for (int i = 0; facts && i < ds.n; i++) facts = ds.items[i].is_fact;
-    mt_dataset_free(&ds);
-    o->method = facts ? "memory" : "full";
-    return s;
-}
-
-mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res) {
-    mt_train_result local;
-    if (!res) res = &local;
-    memset(res, 0, sizeof *res);
-    res->eval_loss = NAN;
-    res->perplexity_ratio = NAN;
-    mt_trainer t = {.m = m, .last_eval = NAN};
-    if (opts) t.o = *opts;
-    else mt_train_options_default(&t.o);
-    mt_dist_error_reset(t.o.dist);
-    if (!data_path && !t.o.data_text) return mt_error(MT_ERR_ARG, "no training data: give a JSONL file or examples in memory");
-    mt_status rs = mt_train_options_validate(m, &t.o);
-    if (rs) mt_dist_error_shared(t.o.dist, mt_dist_rank(t.o.dist) == 0); /* dist: the same options on every rank */
-    if (rs == MT_OK) rs = resolve_method(&t.o, data_path);
-    if (rs) return rs;
-    int memory = !strcmp(t.o.method, "memory");
-    if (memory && mt_dist_is_multi(t.o.dist)) { /* dist: not yet */
-        mt_dist_error_shared(t.o.dist, mt_dist_rank(t.o.dist) == 0);
-        return mt_error(MT_ERR_UNSUPPORTED, "--method memory does not run on several ranks yet (data-parallel "
-                        "training covers --method full and lora): run it as one process");
-    }
-    if (!memory && t.o.lr == 0) t.o.lr = 1e-4f;
-    int threads_before = mt_kernels_threads();
-    if (t.o.threads) mt_set_threads(t.o.threads);
-    mt_progress_begin(&t.o);
-    mt_status s = memory ? mt_memory_train(m, data_path, &t.o, res, mt_progress_stop_flag()) : run(&t, data_path, res);
-    mt_progress_end();
-    if (t.o.threads) mt_set_threads(threads_before);
-    if (!memory) {
-        res->steps = t.step;
-        res->tokens = t.tokens;
-        res->eval_loss = t.last_eval;
-    }
+mt_status mt_finetune_train(mt_model *m, const char *data_path, const mt_train_options *opts, mt_train_result *res) {
+    mt_trainer t = {.m = m, .o = *opts, .last_eval = NAN};
+    mt_status s = run(&t, data_path, res);
+    res->steps = t.loop.step;
+    res->tokens = t.loop.tokens;
+    res->eval_loss = t.last_eval;
     trainer_free(&t);
     return s;
-}
-
-mt_status mt_train(mt_model *m, const char *data_path, const mt_train_options *opts) {
-    return mt_train_run(m, data_path, opts, NULL);
 }

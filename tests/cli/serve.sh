@@ -55,7 +55,7 @@ PY
 [ -s "$TMP/expect.json" ] || { echo "FAIL computing the CLI's outputs"; exit 1; }
 
 KEY="test-key-$$"
-"$MT" serve --model "$M" --port 0 --threads 2 --parallel 8 --context 4096 --api-key "$KEY" \
+"$MT" serve --model "$M" --port 0 --no-jobs --threads 2 --parallel 8 --context 4096 --api-key "$KEY" \
   --adapter tiny="$AD" --adapter tiny2="$AD" --max-adapters 2 --grace 2 2> "$TMP/server.log" &
 SERVER=$!
 PORT=""
@@ -74,7 +74,7 @@ wait $SERVER; rc=$?
 check "SIGTERM stops the server with exit code 0" "[ $rc -eq 0 ] && grep -q 'SIGTERM: stopping' $TMP/server.log"
 
 # a full server answers 503 with Retry-After; SIGTERM cuts a running stream cleanly
-"$MT" serve --model "$M" --port 0 --threads 1 --parallel 1 --queue 0 --context 4096 --grace 0.2 2> "$TMP/small.log" &
+"$MT" serve --model "$M" --port 0 --no-jobs --threads 1 --parallel 1 --queue 0 --context 4096 --grace 0.2 2> "$TMP/small.log" &
 SMALL=$!
 PORT=""
 for _ in $(seq 100); do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds memtune's libFuzzer targets with clang (-fsanitize=fuzzer,address,undefined) and
 # runs each for N seconds:   tests/fuzz/run.sh [seconds=20] [target ...]
-# Targets: gguf safetensors llama2c hf_config tokenizer_json tok_bin chat_template jsonl grammar serve_request. Corpora start from
+# Targets: gguf safetensors llama2c hf_config tokenizer_json tok_bin chat_template jsonl grammar serve_request jobs_request hub_name. Corpora start from
 # small valid files (make_seeds.c) and the corpus kept in the repository (tests/fuzz/corpus/
 # <target>: small inputs that reach distinct code, so a short run in CI starts deep), and
 # grow in $FUZZ_BUILD/corpus/<target> (FUZZ_BUILD defaults to build/fuzz); inputs that crash
@@ -13,9 +13,9 @@ set -u
 cd "$(dirname "$0")/../.."
 secs=${1:-20}
 [ $# -gt 0 ] && shift
-targets=${*:-gguf safetensors llama2c hf_config tokenizer_json tok_bin chat_template jsonl grammar serve_request}
+targets=${*:-gguf safetensors llama2c hf_config tokenizer_json tok_bin chat_template jsonl grammar serve_request jobs_request hub_name}
 out=${FUZZ_BUILD:-build/fuzz}
-pkgs="openblas libpcre2-8 jansson"
+pkgs="openblas libpcre2-8 jansson libcurl libcrypto"
 cflags="-std=c11 -D_GNU_SOURCE -g -O1 -w -fopenmp -fno-omit-frame-pointer -fsanitize=address,undefined
         -fno-sanitize-recover=undefined -Iinclude -Isrc $(pkg-config --cflags $pkgs)"
 libs="$(pkg-config --libs $pkgs) -lm -pthread -fopenmp"

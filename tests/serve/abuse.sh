@@ -10,7 +10,7 @@ A=${MEMTUNE_ASSETS:-../shared/assets}
 M="$A/models/stories260K/stories260K.bin"
 [ -d tests/serve/node_modules/openai ] || (cd tests/serve && npm ci --no-audit --no-fund --loglevel=error) || exit 77
 LOG="$BUILD/tmp/serve_abuse.log"; mkdir -p "$(dirname "$LOG")"
-"$BUILD/memtune" serve --model "$M" --port 0 --threads 2 --parallel 8 --api-key abuse --quiet 2> "$LOG" &
+"$BUILD/memtune" serve --model "$M" --port 0 --no-jobs --threads 2 --parallel 8 --api-key abuse --quiet 2> "$LOG" &
 SERVER=$!
 PORT=""
 for _ in $(seq 100); do
