@@ -30,8 +30,18 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(OPT) -g -fPIC -pthread
 LDLIBS  += $(shell $(BLAS_PKG) --libs openblas) -Wl,-rpath,$(BLAS_DIR) \
            $(shell pkg-config --libs $(PKGS)) -lm -pthread -fopenmp
 LDFLAGS += $(SANFLAGS)
+# Data-parallel training on MPI (src/dist): built in when pkg-config finds OpenMPI (Debian's
+# libopenmpi-dev); `make MPI=0` leaves it out, `make MPI=1` insists. The choice is recorded in
+# $(BUILD)/mpi.flag so switching rebuilds what depends on it.
+ifeq ($(origin MPI),undefined)
+  MPI := $(shell pkg-config --exists ompi-c 2>/dev/null && echo 1 || echo 0)
+endif
+ifeq ($(MPI),1)
+  CFLAGS += -DMT_HAVE_MPI $(shell pkg-config --cflags ompi-c)
+  LDLIBS += $(shell pkg-config --libs ompi-c)
+endif
 
-LIB_SRC  = $(wildcard src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/template/*.c src/dataset/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/sqlgen/*.c src/grammar/*.c src/serve/*.c src/jobs/*.c)
+LIB_SRC  = $(wildcard src/dist/*.c src/core/*.c src/kernels/*.c src/formats/*.c src/tokenizer/*.c src/model/*.c src/template/*.c src/dataset/*.c src/train/*.c src/eval/*.c src/adapters/*.c src/sqlgen/*.c src/grammar/*.c src/serve/*.c src/jobs/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -47,6 +57,12 @@ $(BUILD)/obj/%.o: %.c
 # decoding's dot products (decode.c) may fuse multiply-adds into FMAs; nothing else may, so
 # the other kernels round exactly as their double-precision twins and references do
 $(BUILD)/obj/src/kernels/decode.o: CFLAGS += -ffp-contract=fast
+
+$(BUILD)/mpi.flag: FORCE
+	@mkdir -p $(dir $@)
+	@[ "$$(cat $@ 2>/dev/null)" = "$(MPI)" ] || echo "$(MPI)" > $@
+$(BUILD)/obj/src/dist/dist.o $(BUILD)/obj/src/cli/train.o: $(BUILD)/mpi.flag
+FORCE:
 
 $(BUILD)/libmemtune.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -87,5 +103,5 @@ install: $(BUILD)/memtune $(BUILD)/libmemtune.a $(BUILD)/libmemtune.so
 clean:
 	rm -rf build build-asan
 
-.PHONY: all test clean install
+.PHONY: all test clean install FORCE
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

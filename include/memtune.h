@@ -254,6 +254,54 @@ int mt_server_port(const mt_server *s);
 void mt_server_shutdown(mt_server *s, int grace_ms);
 void mt_server_free(mt_server *s);
 
+/* ---- data-parallel training on MPI (README: Training on several processes) ------------ */
+
+/* K processes started by mpirun (or srun) train one model together: each loads the model and
+ * the data, takes its share of every global batch (K x batch x grad_accum rows), and the
+ * ranks sum their gradients (non-blocking all-reduce in buckets, started layer by layer as
+ * the backward finishes them) before the same optimizer step on every rank. The loss is
+ * normalised by the target tokens of the whole global batch, so K ranks with batch B train
+ * as one process with batch K*B. Rank 0 alone writes checkpoints, metrics and outputs;
+ * methods full and lora (memory runs as one process).
+ *
+ * The program calls mt_dist_init once (it is MPI_Init_thread), passes the handle in
+ * mt_train_options.dist, and calls mt_dist_finalize before it exits. Built in when the build
+ * found OpenMPI (pkg-config ompi-c; `make MPI=0` leaves it out): mt_dist_built() says so,
+ * and without it mt_dist_init fails with MT_ERR_UNSUPPORTED. A NULL handle is one process. */
+typedef struct mt_dist mt_dist;
+typedef struct {
+    int overlap;               /* start each bucket's all-reduce as soon as the backward has
+                                  finished its layers (default 1); 0 = after the whole backward */
+    size_t bucket_bytes;       /* gradient bytes per all-reduce, default 4 MiB; 1 KiB to 1 GiB */
+} mt_dist_options;
+typedef struct {
+    long steps;                /* optimizer steps counted (all but the first of the process's
+                                  first run, which allocates and first-touches the state) */
+    double step_s;             /* their wall time */
+    double comm_s;             /* time spent inside MPI calls during them */
+    double wait_s;             /* of which: waiting for the gradient exchange after the backward */
+    double background_s;       /* all-reduce time of the communication thread (overlap), hidden
+                                  behind the backward except for what wait_s shows */
+    size_t grad_bytes_per_step;/* gradient bytes summed across ranks per step */
+    size_t sent_bytes_per_step;/* bytes a rank sends per step in a ring all-reduce: 2 (K-1)/K of those */
+} mt_dist_stats;
+int mt_dist_built(void);
+void mt_dist_options_default(mt_dist_options *o);
+/* opts NULL = defaults; argc/argv may be NULL. */
+mt_status mt_dist_init(int *argc, char ***argv, const mt_dist_options *opts, mt_dist **out);
+int mt_dist_rank(const mt_dist *d);  /* 0 for NULL */
+int mt_dist_size(const mt_dist *d);  /* 1 for NULL */
+/* 1 when the last failed training call's error is another rank's failure seen here (that
+ * rank reports the cause; this one need not repeat it). */
+int mt_dist_error_is_echo(const mt_dist *d);
+/* 1 when every rank returns the failed call's error (the ranks may finalize normally); 0 when
+ * it is this rank's alone and the others may be waiting for it: end the job (mt_dist_abort). */
+int mt_dist_error_agreed(const mt_dist *d);
+void mt_dist_get_stats(const mt_dist *d, mt_dist_stats *s);
+/* Ends every rank of the job now (MPI_Abort): for a failure the other ranks cannot know of. */
+void mt_dist_abort(mt_dist *d, int code) __attribute__((noreturn));
+void mt_dist_finalize(mt_dist *d);
+
 /* ---- training ----------------------------------------------------------------------- */
 
 /* Progress of a training run (py24). The library never prints: every figure and message of a
@@ -388,6 +436,9 @@ typedef struct {
     /* fault injection for the test suite; 0 = off */
     long test_forget_after_step;   /* memory: negate what was learnt after this step */
     int test_checkpoint_delay_ms;  /* pause halfway through writing each checkpoint */
+    /* data-parallel training: the handle from mt_dist_init, shared by every rank's call;
+     * NULL (default) = one process */
+    mt_dist *dist;
 } mt_train_options;
 
 typedef struct {

@@ -15,6 +15,8 @@ pkgs="$pkgs $pkgs_serve"
 # tests/serve use the official openai npm client: Debian's nodejs and npm unless a node with
 # npm is already installed (a NodeSource nodejs bundles npm and conflicts with Debian's npm)
 command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
+# data-parallel training (memtune train under mpirun; optional at build time: pkg-config ompi-c)
+pkgs="$pkgs libopenmpi-dev openmpi-bin"
 # the Python package (python/memtune, its tests, pip install ./python)
 pkgs="$pkgs python3 python3-setuptools python3-pip python3-wheel"
 missing=""

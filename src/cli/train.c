@@ -1,15 +1,22 @@
 /* memtune train: fine-tune a model on JSONL data. The library reports through a progress
  * callback; this file prints it (a progress bar on a terminal, periodic lines otherwise),
  * turns SIGINT/SIGTERM into the run's stop flag, and drives the fault-injection hooks the
- * CLI tests use (MEMTUNE_TEST_KILL_AFTER_STEP, MEMTUNE_TEST_FORGET_AFTER_STEP,
- * MEMTUNE_TEST_CKPT_DELAY_MS, MEMTUNE_TEST_INT_IN_RECALL) and the measurement hook
- * MEMTUNE_MARGIN_LOG. */
+ * CLI tests use (MEMTUNE_TEST_KILL_AFTER_STEP, MEMTUNE_TEST_KILL_RANK, MEMTUNE_TEST_FORGET_AFTER_STEP,
+ * MEMTUNE_TEST_CKPT_DELAY_MS, MEMTUNE_TEST_INT_IN_RECALL; MEMTUNE_TEST_EXACT_LOSS=1 prints every
+ * step's loss in full precision on stderr, "exact_loss STEP LOSS") and the measurement hook
+ * MEMTUNE_MARGIN_LOG.
+ *
+ * Under mpirun or srun (the launcher's variables in the environment) it trains data-parallel:
+ * it calls mt_dist_init before loading the model and mt_dist_finalize at the end, rank 0
+ * alone prints, and a failure of one rank that the others cannot know of ends the job
+ * (mt_dist_abort) instead of leaving them waiting. */
 #include "cli/cli.h"
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_DATA_FILES 64
@@ -20,6 +27,8 @@ static void on_stop_signal(int sig) { (void)sig; stop_requested = 1; }
 typedef struct {
     int quiet, tty;
     long kill_after_step; /* test hook: die by SIGKILL after this step, as a crash would */
+    int rank, kill_rank;  /* this process's MPI rank; the rank the hook kills (default 0) */
+    int exact_loss;       /* test hook: every step's loss as %.17g */
     long int_in_recall;   /* test hook: SIGINT once the final recall has answered this many facts (-1: off) */
     const char *margin_log; /* measurement hook: a line per check with every fact's smallest margin */
 } progress_printer;
@@ -67,9 +76,18 @@ static void print_step(const progress_printer *pp, const mt_progress *p) {
 
 static int on_progress(const mt_progress *p, void *user) {
     progress_printer *pp = user;
-    if (p->kind == MT_PROGRESS_STEP_END && p->step == pp->kill_after_step) raise(SIGKILL);
+    if (p->kind == MT_PROGRESS_STEP_END && p->step == pp->kill_after_step && pp->rank == pp->kill_rank) {
+        if (pp->exact_loss) { /* the MPI test times from here to the end of the job */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            fprintf(stderr, "killing rank %d at %.3f\n", pp->rank, ts.tv_sec + ts.tv_nsec / 1e9);
+        }
+        raise(SIGKILL);
+    }
     if (p->kind == MT_PROGRESS_RECALL && p->facts_answered == pp->int_in_recall) raise(SIGINT);
+    if (pp->rank != 0) return 0; /* rank 0 alone prints */
     if (p->kind == MT_PROGRESS_CHECK) log_margins(pp->margin_log, p);
+    if (p->kind == MT_PROGRESS_STEP && pp->exact_loss) fprintf(stderr, "exact_loss %ld %.17g\n", p->step, p->loss);
     if (p->kind == MT_PROGRESS_DRY_RUN) {
         printf("%s\n", p->message);
         return 0;
@@ -102,11 +120,39 @@ static long env_long(const char *name) {
     return v ? atol(v) : 0;
 }
 
+/* The process count when started by an MPI launcher (mpirun: OMPI_COMM_WORLD_SIZE; srun and
+ * other PMI launchers: PMI_SIZE / PMIX_RANK), else 0. */
+static long launched_size(void) {
+    if (getenv("OMPI_COMM_WORLD_SIZE")) return env_long("OMPI_COMM_WORLD_SIZE");
+    if (getenv("PMI_SIZE")) return env_long("PMI_SIZE");
+    if (getenv("PMIX_RANK") || getenv("PMI_RANK")) return 1; /* size unknown until init */
+    return 0;
+}
+
+/* Ends an MPI run: a rank whose failure the others share (or that succeeded) finalizes; one
+ * that failed alone ends the job so no rank waits for it forever. */
+static int dist_end(mt_dist *d, int code, int failed) {
+    if (d && failed && mt_dist_size(d) > 1 && !mt_dist_error_agreed(d)) mt_dist_abort(d, code);
+    mt_dist_finalize(d);
+    return code;
+}
+
+static void print_dist_stats(const mt_dist *d) {
+    mt_dist_stats st;
+    mt_dist_get_stats(d, &st);
+    if (st.steps == 0 || st.step_s <= 0) return;
+    fprintf(stderr, "memtune: MPI: %d ranks, %.2f MB of gradients summed per step (%.2f MB sent per rank in a ring), "
+            "%.1f ms per step, %.1f%% of it in communication, %.1f%% waiting for the exchange after the backward "
+            "(the overlapping all-reduce ran %.1f%% of it)\n",
+            mt_dist_size(d), st.grad_bytes_per_step / 1e6, st.sent_bytes_per_step / 1e6, 1e3 * st.step_s / st.steps,
+            100.0 * st.comm_s / st.step_s, 100.0 * st.wait_s / st.step_s, 100.0 * st.background_s / st.step_s);
+}
+
 int cmd_train(int argc, char **argv) {
     mt_train_options o;
     mt_train_options_default(&o);
     const char *model = NULL, *tokenizer = NULL, *data[MAX_DATA_FILES] = {0};
-    int n_data = 0, experts = (int)o.experts, no_memory_lora = 0;
+    int n_data = 0, experts = (int)o.experts, no_memory_lora = 0, bucket_kb = 4096, no_overlap = 0;
     /* --data may repeat: collect every occurrence before the table parser sees argv */
     char *rest[512];
     int n_rest = 0;
@@ -172,6 +218,8 @@ int cmd_train(int argc, char **argv) {
         {"--resume", NULL, OPT_FLAG, &o.resume, "continue from the newest valid checkpoint in --out"},
         {"--skip-bad-lines", NULL, OPT_FLAG, &o.skip_bad_lines, "skip and count bad JSONL lines"},
         {"--quiet", "-q", OPT_FLAG, &o.quiet, "no progress output"},
+        {"--dist-bucket-kb", NULL, OPT_INT, &bucket_kb, "under mpirun: gradient KiB per all-reduce (default 4096)", 1, 1 << 20},
+        {"--dist-no-overlap", NULL, OPT_FLAG, &no_overlap, "under mpirun: all-reduce after the whole backward, not layer by layer"},
         {"--data", NULL, OPT_STRING, &data[0], "training JSONL (repeatable; required)"},
         {NULL, NULL, 0, NULL, NULL},
     };
@@ -186,11 +234,29 @@ int cmd_train(int argc, char **argv) {
     o.data = data + 1;
     o.n_data = n_data - 1;
     if (mt_train_options_validate(NULL, &o)) return cli_bad_option(); /* before loading the model */
+    mt_dist *dist = NULL;
+    long launched = launched_size();
+    if (launched && !mt_dist_built() && launched != 1) {
+        fprintf(stderr, "memtune: started by an MPI launcher with %ld processes, but this memtune was built without MPI "
+                "(install libopenmpi-dev and rebuild): refusing to run %ld separate trainings into one --out\n", launched, launched);
+        return 2;
+    }
+    if (launched && mt_dist_built()) {
+        mt_dist_options dopts;
+        mt_dist_options_default(&dopts);
+        dopts.overlap = !no_overlap;
+        dopts.bucket_bytes = (size_t)bucket_kb << 10;
+        if (mt_dist_init(NULL, NULL, &dopts, &dist)) return cli_fail("MPI");
+    }
+    int rank = mt_dist_rank(dist);
     mt_model *m;
-    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return 1;
+    if (cli_load_model(cli_model_path(model, argv[0]), tokenizer, &m)) return dist_end(dist, 1, 1);
     progress_printer pp = {.quiet = o.quiet, .tty = isatty(2), .kill_after_step = env_long("MEMTUNE_TEST_KILL_AFTER_STEP"),
+                           .rank = rank, .kill_rank = (int)env_long("MEMTUNE_TEST_KILL_RANK"),
+                           .exact_loss = env_long("MEMTUNE_TEST_EXACT_LOSS") != 0,
                            .int_in_recall = getenv("MEMTUNE_TEST_INT_IN_RECALL") ? env_long("MEMTUNE_TEST_INT_IN_RECALL") : -1,
                            .margin_log = getenv("MEMTUNE_MARGIN_LOG")};
+    o.dist = dist;
     o.progress = on_progress;
     o.progress_user = &pp;
     o.stop = &stop_requested;
@@ -205,14 +271,22 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     mt_model_free(m);
-    if (s) return cli_fail("train");
-    if (r.interrupted) return 130;
-    if (!o.dry_run && !isnan(r.perplexity_ratio)) return r.completed ? 0 : 3; /* memory: 3 = partially completed */
+    if (s) {
+        if (!mt_dist_error_is_echo(dist)) {
+            if (rank != 0) fprintf(stderr, "memtune: rank %d: train: %s\n", rank, mt_last_error());
+            else cli_fail("train");
+        }
+        return dist_end(dist, 1, 1);
+    }
+    if (r.interrupted) return dist_end(dist, 130, 0); /* every rank stopped at the same step */
+    if (!o.dry_run && !isnan(r.perplexity_ratio)) return dist_end(dist, r.completed ? 0 : 3, 0); /* memory: 3 = partially completed */
+    if (rank != 0) return dist_end(dist, 0, 0);
+    if (!o.dry_run && !o.quiet && mt_dist_size(dist) > 1) print_dist_stats(dist);
     if (!o.dry_run && !o.quiet) {
         fprintf(stderr, "memtune: %ld steps, %ld tokens in %.1f s (%.0f tokens/s), last loss %.4f",
                 r.steps, r.tokens, r.seconds, r.seconds > 0 ? r.tokens / r.seconds : 0.0, r.train_loss);
         if (!isnan(r.eval_loss)) fprintf(stderr, ", eval loss %.4f", r.eval_loss);
         fprintf(stderr, "\n");
     }
-    return r.interrupted ? 130 : 0;
+    return dist_end(dist, 0, 0);
 }

@@ -703,14 +703,17 @@ mt_status R(mt_train_backward)(train_state *s) {
     R(mt_rmsnorm_backward)(s->dx, R(mt_train_grad)(s, m->norm_final), s->dxn,
                            s->x + (size_t)c->n_layers * BT * C, param(s, m->norm_final),
                            s->rstd_final, BT, C);
+    if (s->grads_ready) s->grads_ready(s->grads_ready_user, c->n_layers);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         /* recomputation: rerun the layer from its saved input (x[l+1] is rewritten with the
          * same values; nothing reads it any more) */
         if (s->flags & MT_TRAIN_RECOMPUTE) layer_forward(s, l);
         layer_backward(s, l);
+        if (s->grads_ready) s->grads_ready(s->grads_ready_user, l);
     }
     real *dembd = R(mt_train_grad)(s, m->tok_embd);
     if (dembd) R(mt_embedding_backward)(dembd, s->dx, s->inputs, BT, C);
     if (s->rows) embedding_row_grads(s);
+    if (s->grads_ready) s->grads_ready(s->grads_ready_user, -1);
     return MT_OK;
 }

@@ -78,6 +78,13 @@ typedef struct MT_TR_FN(mt_train_state) {
     int *mome_idx;
     REAL_ *mome_scratch;    /* mt_mome_scratch_size(shape, B·T): one site at a time */
     REAL_ *mome_ctx, *mome_acc; /* [B*T, Cx] routing context of the batch; [T, Cx] running sums of a row */
+
+    /* Called by the backward, when not NULL, as the weight gradients become final: with
+     * layer = n_layers after the head and final norm, l after layer l (walking down), -1 at
+     * the end (embedding and token rows). Data-parallel training starts its all-reduce of
+     * what is final from here (dist/dist.h) while the layers below still compute. */
+    void (*grads_ready)(void *user, int layer);
+    void *grads_ready_user;
 } MT_TR_FN(mt_train_state);
 
 /* Bytes of the activation allocation, and of everything a state allocates (activations,

@@ -7,6 +7,8 @@
 #include "train/loop.h"
 #include "core/error.h"
 #include "train/progress.h"
+#include "dist/dist.h"
+#include "core/rng.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -38,10 +40,12 @@ mt_status mt_loop_run(mt_loop *l, const mt_train_method *m, void *self) {
     while (s == MT_OK && l->step < l->total_steps && !(m->done && m->done(self, l))) {
         double loss, grad_norm;
         float lr;
+        double t_step = mt_now_seconds();
         if ((s = loop_step(l, m, self, &loss, &grad_norm, &lr))) break;
+        mt_dist_count_step(l->dist, mt_now_seconds() - t_step); /* dist: the share spent communicating */
         l->loss = loss;
         s = m->after_step(self, l, grad_norm, lr);
-        int stop = mt_progress_stop_requested();
+        int stop = mt_dist_max_int(l->dist, mt_progress_stop_requested()); /* dist: one rank's stop stops all */
         if (s == MT_OK && (stop || (l->save_every > 0 && l->step % l->save_every == 0))) s = m->save_checkpoint(self, l);
         if (s == MT_OK && stop) {
             l->interrupted = 1;

@@ -27,6 +27,7 @@ typedef struct {
     float clip;            /* max global gradient norm; 0: off */
     int save_every;        /* checkpoint every N steps (0: only on a stop) */
     int interrupted;       /* stopped on request (checkpoint saved) */
+    mt_dist *dist;         /* data-parallel run (NULL: one process): a stop on any rank stops all at the same step */
 } mt_loop;
 
 typedef struct {

@@ -5,6 +5,7 @@
 #include "dataset/data.h"
 #include "kernels/kernels.h"
 #include "train/memory.h"
+#include "dist/dist.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 #include <math.h>
@@ -64,11 +65,18 @@ mt_status mt_train_run(mt_model *m, const char *data_path, const mt_train_option
     mt_train_options o;
     if (opts) o = *opts;
     else mt_train_options_default(&o);
+    mt_dist_error_reset(o.dist);
     if (!data_path && !o.data_text) return mt_error(MT_ERR_ARG, "no training data: give a JSONL file or examples in memory");
     mt_status rs = mt_train_options_validate(m, &o);
+    if (rs) mt_dist_error_shared(o.dist, mt_dist_rank(o.dist) == 0); /* dist: the same options on every rank */
     if (rs == MT_OK) rs = resolve_method(&o, data_path);
     if (rs) return rs;
     int memory = !strcmp(o.method, "memory");
+    if (memory && mt_dist_is_multi(o.dist)) { /* dist: not yet */
+        mt_dist_error_shared(o.dist, mt_dist_rank(o.dist) == 0);
+        return mt_error(MT_ERR_UNSUPPORTED, "--method memory does not run on several ranks yet (data-parallel "
+                        "training covers --method full and lora): run it as one process");
+    }
     if (!memory && o.lr == 0) o.lr = 1e-4f;
     int threads_before = mt_kernels_threads();
     if (o.threads) mt_set_threads(o.threads);

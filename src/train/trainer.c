@@ -48,6 +48,7 @@ static void trainer_free(mt_trainer *t) {
     if (t->own_lora) mt_lora_free(t->lora);
     mt_adamw_free(&t->rows_opt);
     if (t->own_rows) mt_token_rows_free(t->rows); /* detaches: the base rows come back */
+    mt_dist_grad_map_free(&t->gmap); /* dist */
 }
 
 static mt_status load_datasets(mt_trainer *t, const char *data_path) {
@@ -116,7 +117,7 @@ static mt_status prepare_data(mt_trainer *t) {
 }
 
 static void plan_steps(mt_trainer *t) {
-    long rows_per_step = (long)t->o.batch * t->o.grad_accum;
+    long rows_per_step = (long)t->o.batch * t->o.grad_accum * mt_dist_size(t->o.dist); /* dist: the global batch */
     if (t->o.steps > 0) t->loop.total_steps = t->o.steps;
     else t->loop.total_steps = (t->rows_per_epoch * t->o.epochs + rows_per_step - 1) / rows_per_step;
     if (t->loop.total_steps < 1) t->loop.total_steps = 1;
@@ -125,6 +126,7 @@ static void plan_steps(mt_trainer *t) {
     t->loop.warmup = t->o.warmup;
     t->loop.clip = t->o.clip;
     t->loop.save_every = t->o.save_every;
+    t->loop.dist = t->o.dist;
     t->eval_every = t->o.eval_every >= 0 ? t->o.eval_every : (t->loop.total_steps >= 10 ? t->loop.total_steps / 10 : 1);
 }
 
@@ -149,14 +151,23 @@ static size_t memory_plan(const mt_trainer *t, size_t *acts) {
 static void print_dry_run(const mt_trainer *t) {
     size_t acts, total = memory_plan(t, &acts), params = mt_model_weight_bytes(t->m);
     size_t trained = mt_finetune_trainable_count(t);
+    /* dist: the memory plan is per rank; what a step exchanges */
+    char dist[512] = "";
+    int K = mt_dist_size(t->o.dist);
+    if (K > 1) {
+        size_t grad = (mt_finetune_trainable_count(t) + (t->rows ? (size_t)(1 + t->rows->untied) * t->rows->n * t->rows->dim : 0)) * sizeof(float);
+        snprintf(dist, sizeof dist, ",\n \"dist\": {\"ranks\": %d, \"rows_per_step\": %ld, \"memory_per_rank\": %zu, "
+                 "\"gradient_bytes_per_step\": %zu, \"sent_bytes_per_rank_per_step\": %.0f}", K,
+                 (long)K * t->o.batch * t->o.grad_accum, total, grad, 2.0 * (K - 1) / K * (double)grad);
+    }
     mt_progress_message(MT_PROGRESS_DRY_RUN, "{\"examples\": %d, \"eval_examples\": %d, \"skipped_lines\": %d, \"tokens\": %ld, "
            "\"target_tokens\": %ld, \"truncated_examples\": %ld, \"seq_len\": %d, \"rows_per_epoch\": %ld, "
            "\"steps\": %ld, \"parameters\": %zu, \"trainable_parameters\": %zu,\n"
            " \"memory\": {\"weights\": %zu, \"gradients_and_activations\": %zu, \"optimizer\": %zu, "
-           "\"total\": %zu}}",
+           "\"total\": %zu}%s}",
            t->data.n, t->eval.n, t->data.n_skipped + t->eval.n_skipped, t->packed.tokens_total,
            t->packed.targets_total, t->packed.n_truncated, t->seq_len, t->rows_per_epoch, t->loop.total_steps,
-           mt_model_param_count(t->m), trained, params, acts, 2 * trained * sizeof(float), total);
+           mt_model_param_count(t->m), trained, params, acts, 2 * trained * sizeof(float), total, dist);
 }
 
 /* ---- batches ---------------------------------------------------------------------------- */
@@ -178,6 +189,19 @@ static mt_status fill_rows(mt_trainer *t, int n_rows, int *inputs, int *targets,
         if (s) return s;
         size_t off = (size_t)r * t->seq_len;
         *n_targets += mt_fill_row(&t->packed, &t->plan, t->data_row, t->pad_id, inputs + off, targets + off, pos + off, doc + off);
+        if (++t->data_row >= t->plan.n_rows) {
+            t->data_epoch++;
+            t->data_row = 0;
+        }
+    }
+    return MT_OK;
+}
+
+/* dist: moves the data cursor over n rows (other ranks' share of a global micro-batch). */
+static mt_status skip_rows(mt_trainer *t, long n) {
+    for (long r = 0; r < n; r++) {
+        mt_status s = use_epoch_plan(t, t->data_epoch);
+        if (s) return s;
         if (++t->data_row >= t->plan.n_rows) {
             t->data_epoch++;
             t->data_row = 0;
@@ -218,14 +242,20 @@ static mt_status eval_loss(mt_trainer *t, double *out) {
 static mt_status compute_gradients(void *self, mt_loop *l, double *loss) {
     mt_trainer *t = self;
     int B = t->o.batch, T = t->seq_len, G = t->o.grad_accum;
-    long total_targets = 0;
+    mt_dist *d = t->o.dist;
+    long total_targets = 0, before, after;
+    /* dist: this rank's B rows of each global micro-batch of K*B rows (the data cursor is global) */
+    mt_dist_shard(d, B, &before, &after);
     for (int g = 0; g < G; g++) {
         long n;
         size_t off = (size_t)g * B * T;
-        mt_status s = fill_rows(t, B, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, &n);
+        mt_status s = skip_rows(t, before);
+        if (s == MT_OK) s = fill_rows(t, B, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, &n);
+        if (s == MT_OK) s = skip_rows(t, after);
         if (s) return s;
         total_targets += n;
     }
+    mt_dist_sum_long(d, &total_targets, 1); /* dist: the loss is normalised over the global batch */
     mt_train_zero_grads(t->state);
     double scale = total_targets ? 1.0 / total_targets : 0.0, nll_sum = 0;
     for (int g = 0; g < G; g++) {
@@ -234,14 +264,28 @@ static mt_status compute_gradients(void *self, mt_loop *l, double *loss) {
         /* LoRA dropout: a fresh mask per micro-batch, a function of (seed, step, g) so a
          * resumed run draws the same masks */
         t->state->lora_dropout = t->lora ? t->lora->dropout : 0;
-        t->state->dropout_key = t->o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)l->step << 20) ^ (uint64_t)g;
+        t->state->dropout_key = t->o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)l->step << 20) ^ (uint64_t)g ^
+                                ((uint64_t)mt_dist_rank(d) << 48); /* dist: each rank its own masks */
+        /* dist: the last micro-batch's backward starts the all-reduce of what it finishes */
+        int hook = mt_dist_is_multi(d) && g == G - 1;
+        t->state->grads_ready = hook ? mt_dist_grads_ready : NULL;
+        t->state->grads_ready_user = hook ? &t->gmap : NULL;
         mt_status s = mt_train_forward(t->state, t->inputs + off, t->targets + off, t->pos + off, t->doc + off, scale, &nll, NULL);
         if (s == MT_OK) s = mt_train_backward(t->state);
+        t->state->grads_ready = NULL;
         if (s) return s;
         nll_sum += nll;
     }
-    t->rows_done += (long)G * B;
+    /* dist: every rank's gradients (and token-row gradients) and losses summed; this is the end
+     * of compute_gradients, i.e. just before the loop's mt_loop_gradients_complete */
+    if (mt_dist_is_multi(d)) {
+        mt_status s = mt_dist_exchange_finish(d, t->rows ? t->state->row_grads : NULL, t->rows ? t->rows_opt.n : 0);
+        if (s == MT_OK) s = mt_dist_sum_double(d, &nll_sum, 1);
+        if (s) return s;
+    }
+    t->rows_done += (long)G * B * mt_dist_size(d); /* dist: global rows */
     *loss = total_targets ? nll_sum / total_targets : 0.0;
+    if (!isfinite(*loss)) mt_dist_error_shared(d, mt_dist_rank(d) == 0); /* dist: every rank sees the global loss */
     return MT_OK;
 }
 
@@ -249,13 +293,14 @@ static mt_status compute_gradients(void *self, mt_loop *l, double *loss) {
 
 static char *state_json(const mt_trainer *t) {
     /* a double's %.17g text (jansson's) reads back to the same bits */
-    json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:I, s:I, s:i, s:i, s:i, s:I, s:f, s:i}", "method", t->o.method,
+    json_t *o = json_pack("{s:s, s:I, s:I, s:i, s:i, s:I, s:I, s:i, s:i, s:i, s:I, s:f, s:i, s:i}", "method", t->o.method,
                           "step", (json_int_t)t->loop.step, "rows_done", (json_int_t)t->rows_done,
                           "data_epoch", t->data_epoch, "data_row", t->data_row,
                           "adam_step", (json_int_t)t->opt.step, "seed", (json_int_t)t->o.seed,
                           "batch", t->o.batch, "grad_accum", t->o.grad_accum, "seq_len", t->seq_len,
                           "n_params", (json_int_t)mt_model_param_count(t->m),
-                          "log_window_loss", t->window_loss, "log_window_steps", t->window_steps);
+                          "log_window_loss", t->window_loss, "log_window_steps", t->window_steps,
+                          "ranks", mt_dist_size(t->o.dist));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
@@ -284,8 +329,13 @@ static mt_status save_checkpoint(mt_trainer *t) {
     /* the loss guard runs before each update; this one sees the last update too */
     mt_status s = mt_check_finite_weights(t->lora ? t->lora->params : t->m->params, mt_finetune_trainable_count(t), t->loop.step);
     if (s == MT_OK && t->rows) s = mt_check_finite_weights(t->rows->values, t->rows_opt.n, t->loop.step);
-    if (s == MT_OK) s = mt_mkdir_p(t->ckpt_dir);
-    if (s) return s;
+    if (s) {
+        mt_dist_error_shared(t->o.dist, mt_dist_rank(t->o.dist) == 0); /* the same weights on every rank */
+        return s;
+    }
+    if (mt_dist_rank(t->o.dist) != 0) return mt_dist_agree(t->o.dist, MT_OK); /* dist: rank 0 writes */
+    s = mt_mkdir_p(t->ckpt_dir);
+    if (s) return mt_dist_agree(t->o.dist, s);
     char *json = state_json(t), *path = mt_checkpoint_path(t->ckpt_dir, t->loop.step);
     mt_ckpt_blob b[MAX_BLOBS];
     int nb = checkpoint_blobs(t, b);
@@ -293,27 +343,56 @@ static mt_status save_checkpoint(mt_trainer *t) {
     if (s == MT_OK) mt_checkpoint_prune(t->ckpt_dir, t->o.keep_checkpoints > 0 ? t->o.keep_checkpoints : 1);
     free(json);
     free(path);
-    return s;
+    return mt_dist_agree(t->o.dist, s);
 }
 
 static long json_long(json_t *o, const char *key) { return (long)json_integer_value(json_object_get(o, key)); }
 
 static mt_status check_resume_settings(const mt_trainer *t, json_t *st, const char *path) {
-    if (json_long(st, "batch") != t->o.batch || json_long(st, "grad_accum") != t->o.grad_accum ||
-        json_long(st, "seq_len") != t->seq_len || (uint64_t)json_long(st, "seed") != t->o.seed)
-        return mt_error(MT_ERR_MISMATCH, "%s: was written with --batch %ld --grad-accum %ld --seq-len %ld --seed %ld; "
-                        "resume with the same settings", path, json_long(st, "batch"), json_long(st, "grad_accum"),
-                        json_long(st, "seq_len"), json_long(st, "seed"));
+    /* dist: a run may resume on another number of ranks when a step still takes the same
+     * global rows (ranks x --batch x --grad-accum); checkpoints from before have no "ranks" */
+    long ranks = json_long(st, "ranks") > 0 ? json_long(st, "ranks") : 1, K = mt_dist_size(t->o.dist);
+    int same_rows = json_long(st, "batch") * json_long(st, "grad_accum") * ranks == (long)t->o.batch * t->o.grad_accum * K;
+    if ((K == 1 && ranks == 1 && (json_long(st, "batch") != t->o.batch || json_long(st, "grad_accum") != t->o.grad_accum)) ||
+        !same_rows || json_long(st, "seq_len") != t->seq_len || (uint64_t)json_long(st, "seed") != t->o.seed)
+        return mt_error(MT_ERR_MISMATCH, "%s: was written with --batch %ld --grad-accum %ld --seq-len %ld --seed %ld "
+                        "on %ld rank%s; resume with the same settings (or as many rows per step: ranks x --batch x "
+                        "--grad-accum = %ld)", path, json_long(st, "batch"), json_long(st, "grad_accum"),
+                        json_long(st, "seq_len"), json_long(st, "seed"), ranks, ranks > 1 ? "s" : "",
+                        json_long(st, "batch") * json_long(st, "grad_accum") * ranks);
+    return MT_OK;
+}
+
+/* dist: rank 0 reads the checkpoint and sends it to the others (no rank but 0 needs the
+ * output directory: hosts without a shared filesystem resume too). */
+static mt_status dist_read_checkpoint(mt_trainer *t, char **path, char **json, mt_ckpt_blob *b, int nb) {
+    mt_dist *d = t->o.dist;
+    mt_status s = MT_OK;
+    if (mt_dist_rank(d) == 0) {
+        s = mt_checkpoint_find_latest(t->ckpt_dir, path);
+        if (s == MT_OK) s = mt_checkpoint_read(*path, json, b, nb);
+    }
+    if ((s = mt_dist_agree(d, s)) || !mt_dist_is_multi(d)) return s;
+    long len[2] = {mt_dist_rank(d) == 0 ? (long)strlen(*json) : 0, mt_dist_rank(d) == 0 ? (long)strlen(*path) : 0};
+    mt_dist_bcast(d, len, sizeof len, 0);
+    if (mt_dist_rank(d) != 0) {
+        *json = calloc((size_t)len[0] + 1, 1);
+        *path = calloc((size_t)len[1] + 1, 1);
+    }
+    s = mt_dist_agree(d, *json && *path ? MT_OK : mt_error(MT_ERR_NOMEM, "out of memory"));
+    if (s) return s;
+    mt_dist_bcast(d, *json, (size_t)len[0], 0);
+    mt_dist_bcast(d, *path, (size_t)len[1], 0);
+    for (int i = 0; i < nb; i++) mt_dist_bcast(d, b[i].data, b[i].bytes, 0);
     return MT_OK;
 }
 
 static mt_status resume_from_checkpoint(mt_trainer *t) {
     char *path = NULL, *json = NULL;
-    mt_status s = mt_checkpoint_find_latest(t->ckpt_dir, &path);
-    if (s) return s;
     mt_ckpt_blob b[MAX_BLOBS];
     int nb = checkpoint_blobs(t, b);
-    s = mt_checkpoint_read(path, &json, b, nb);
+    mt_status s = dist_read_checkpoint(t, &path, &json, b, nb);
+    if (s) return s;
     json_error_t e;
     json_t *st = s == MT_OK ? json_loads(json, 0, &e) : NULL;
     if (s == MT_OK) s = check_resume_settings(t, st, path);
@@ -339,6 +418,7 @@ static mt_status resume_from_checkpoint(mt_trainer *t) {
         mt_token_rows_sync(t->rows);
         if (!t->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "resumed from %s (step %ld)", path, t->loop.step);
     }
+    if (s) mt_dist_error_shared(t->o.dist, mt_dist_rank(t->o.dist) == 0); /* dist: the same checkpoint everywhere */
     json_decref(st);
     free(json);
     free(path);
@@ -424,7 +504,8 @@ static mt_status finish(mt_trainer *t, mt_train_log *log) {
     if (s == MT_OK) s = save_checkpoint(t);
     /* DIR/adapter or DIR/model appears whole (or keeps its previous state) even if the disk
      * fills or the process dies mid-save: written beside it, then renamed into place */
-    char *dir = s ? NULL : mt_path_join(t->o.out_dir, t->what->out_name);
+    if (s || mt_dist_rank(t->o.dist) != 0) return s ? s : mt_dist_agree(t->o.dist, MT_OK); /* dist: rank 0 writes */
+    char *dir = mt_path_join(t->o.out_dir, t->what->out_name);
     mt_atomic_dir out = {0};
     if (s == MT_OK) s = dir ? mt_atomic_dir_open(&out, dir) : mt_error(MT_ERR_NOMEM, "out of memory");
     if (s == MT_OK) s = t->what->save(t, out.tmp_path);
@@ -434,22 +515,37 @@ static mt_status finish(mt_trainer *t, mt_train_log *log) {
     }
     if (s == MT_OK && !t->o.quiet) mt_progress_message(MT_PROGRESS_INFO, "saved %s", dir);
     free(dir);
-    return s;
+    return mt_dist_agree(t->o.dist, s);
 }
 
 static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res) {
+    mt_dist *d = t->o.dist;
+    int root = mt_dist_rank(d) == 0;
     mt_status s = setup(t, data_path);
+    /* dist: every rank set up, with the same options, data and model as rank 0 */
+    s = mt_dist_agree(d, s);
+    if (s == MT_OK) s = mt_dist_check_run(d, &t->o, t->seq_len, &t->packed, &t->packed_eval, t->m, t->lora, t->rows);
     if (s) return s;
     if (t->o.dry_run) {
         print_dry_run(t);
         return MT_OK;
     }
-    if ((s = mt_mkdir_p(t->o.out_dir)) || (s = allocate(t))) return s;
-    t->o.resume = mt_checkpoint_start(t->ckpt_dir, t->o.resume);
+    s = root ? mt_mkdir_p(t->o.out_dir) : MT_OK; /* dist: rank 0 alone writes */
+    if (s == MT_OK) s = allocate(t);
+    if (s == MT_OK && mt_dist_is_multi(d))
+        s = mt_dist_grad_map_init(&t->gmap, d, t->m, t->lora, t->lora ? &t->state->lora_grads : &t->state->grads);
+    if ((s = mt_dist_agree(d, s))) return s;
+    t->o.resume = root ? mt_checkpoint_start(t->ckpt_dir, t->o.resume) : 0;
+    t->o.resume = mt_dist_max_int(d, t->o.resume);
     if (t->o.resume && (s = resume_from_checkpoint(t))) return s;
     mt_infer_free(t->m); /* weights change: any KV cache is stale */
     mt_train_log log;
-    if ((s = mt_train_log_open(&log, t->o.out_dir, t->loop.total_steps, t->o.quiet, t->o.resume, t->loop.step))) return s;
+    if (root) s = mt_train_log_open(&log, t->o.out_dir, t->loop.total_steps, t->o.quiet, t->o.resume, t->loop.step);
+    else memset(&log, 0, sizeof log), log.start_time = mt_now_seconds(), log.total_steps = t->loop.total_steps;
+    if ((s = mt_dist_agree(d, s))) {
+        if (root) mt_train_log_close(&log, NULL);
+        return s;
+    }
     if (!t->o.quiet)
         mt_progress_message(MT_PROGRESS_INFO, "%d examples, %ld target tokens, %ld rows of %d per epoch, %ld steps from step %ld",
                 t->data.n, t->packed.targets_total, t->rows_per_epoch, t->seq_len, t->loop.total_steps, t->loop.step);
@@ -465,7 +561,7 @@ static mt_status run(mt_trainer *t, const char *data_path, mt_train_result *res)
     res->interrupted = t->loop.interrupted;
     res->seconds = mt_now_seconds() - t0;
     if (s == MT_OK && !res->interrupted) s = finish(t, &log);
-    mt_status s2 = mt_train_log_close(&log, t->o.out_dir);
+    mt_status s2 = mt_train_log_close(&log, root ? t->o.out_dir : NULL);
     return s ? s : s2;
 }
 

@@ -8,6 +8,7 @@
 #include "dataset/batch.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
+#include "train/dist_train.h"
 #include "train/loop.h"
 #include "train/train_log.h"
 
@@ -49,6 +50,8 @@ typedef struct {
     mt_token_rows *rows;        /* lora/memory: trainable token rows (attached to m) or NULL */
     int own_rows;
     mt_adamw rows_opt;          /* their AdamW moments */
+    /* dist (data-parallel training, o.dist): where the backward's finished gradients start */
+    mt_dist_grad_map gmap;
 } mt_trainer;
 
 /* What trains in supervised fine-tuning; trainer.c does the rest. */
