@@ -334,6 +334,17 @@ int mt_jobs_op_file_add(mt_jobs *j, const char *filename, const char *purpose, c
     return mt_jobs_op_file_get(j, id, out, e);
 }
 
+/* An OpenAI list answer {"object": "list", "data", "has_more"} around data (taken over); ok = 0:
+ * the query failed, data is dropped and the answer is the database error. */
+static int list_reply(int ok, json_t *data, int more, json_t **out, mt_serve_error *e) {
+    if (!ok) {
+        json_decref(data);
+        return db_error(e);
+    }
+    *out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more);
+    return *out ? 0 : oom(e);
+}
+
 int mt_jobs_op_file_list(mt_jobs *j, json_t **out, mt_serve_error *e) {
     json_t *data = json_array();
     pthread_mutex_lock(&j->lock);
@@ -341,12 +352,7 @@ int mt_jobs_op_file_list(mt_jobs *j, json_t **out, mt_serve_error *e) {
     while (st && sqlite3_step(st) == SQLITE_ROW) json_array_append_new(data, file_json(st));
     sqlite3_finalize(st);
     pthread_mutex_unlock(&j->lock);
-    if (!st) {
-        json_decref(data);
-        return db_error(e);
-    }
-    *out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", 0);
-    return *out ? 0 : oom(e);
+    return list_reply(st != NULL, data, 0, out, e);
 }
 
 int mt_jobs_op_file_get(mt_jobs *j, const char *id, json_t **out, mt_serve_error *e) {
@@ -566,12 +572,7 @@ int mt_jobs_op_list(mt_jobs *j, const char *after, const char *limit_text, json_
     }
     sqlite3_finalize(st);
     pthread_mutex_unlock(&j->lock);
-    if (!st) {
-        json_decref(data);
-        return db_error(e);
-    }
-    *out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more);
-    return *out ? 0 : oom(e);
+    return list_reply(st != NULL, data, more, out, e);
 }
 
 int mt_jobs_op_get(mt_jobs *j, const char *id, json_t **out, mt_serve_error *e) {
@@ -644,12 +645,7 @@ int mt_jobs_op_events(mt_jobs *j, const char *id, const char *after, const char 
     }
     sqlite3_finalize(st);
     pthread_mutex_unlock(&j->lock);
-    if (!st) {
-        json_decref(data);
-        return db_error(e);
-    }
-    *out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more);
-    return *out ? 0 : oom(e);
+    return list_reply(st != NULL, data, more, out, e);
 }
 
 /* step-00000040.ckpt -> 40, else -1 */
@@ -720,8 +716,7 @@ int mt_jobs_op_checkpoints(mt_jobs *j, const char *id, const char *after, const 
     }
     free(dir);
     free(model);
-    *out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more);
-    return *out ? 0 : oom(e);
+    return list_reply(1, data, more, out, e);
 }
 
 int mt_jobs_result_of(mt_jobs *j, const char *job_id, char **name, char **dir, int *full) {

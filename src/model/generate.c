@@ -108,8 +108,8 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
     if (s == MT_OK) s = mt_context_decode(c, ids, n_prompt, logits);
     double t1 = mt_now_seconds();
     int generated = 0;
-    const char *why = budget < requested ? "context" : "max_tokens";
-    while (s == MT_OK && generated < budget && !sink.stopped) {
+    const char *why = sink.stopped ? "callback" : budget < requested ? "context" : "max_tokens";
+    while (s == MT_OK && generated < budget && !sink.stopped) { /* the echoed prompt's callback may stop it */
         int next = mt_sampler_sample(&sampler, logits);
         if (next < 0) {
             s = next == -1 ? mt_error(MT_ERR_FORMAT, "the model's logits at position %d are NaN or infinite (are its weights?)", c->pos - 1)
@@ -127,7 +127,7 @@ mt_status mt_context_generate(mt_context *c, const char *prompt, const mt_genera
         else if (c->pos >= n_ctx || (generated >= budget && budget < requested)) why = "context";
         else if (generated >= budget) why = "max_tokens";
         else why = NULL;
-        if (generated >= budget || c->pos >= n_ctx || (gm && mt_grammar_matcher_finished(gm))) break;
+        if (why) break; /* each reason is a reason to stop */
         s = mt_context_decode(c, &next, 1, logits);
     }
     double t2 = mt_now_seconds();
